@@ -1,0 +1,289 @@
+//! herald's configuration: the gateway.yaml schema, its defaults, `${VAR}` interpolation and one
+//! validation pass that reports every problem as `file:line:col: key.path: message`.
+//!
+//! Loading works from a `&str` (tests never touch the disk). The document is parsed into a tree
+//! that keeps positions ([`yaml`]), read key by key into the typed structs below, and then checked
+//! as a whole (`min_interval <= interval`, unique route names…). Problems never stop the reading:
+//! all of them are collected and returned together.
+#![forbid(unsafe_code)]
+
+mod read;
+pub mod units;
+pub mod yaml;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use read::load;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub upstream: Upstream,
+    pub routes: Vec<Route>,
+    pub sse: Sse,
+    pub log: Log,
+}
+
+/// The listeners.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Public listener: pass-through and SSE.
+    pub listen: SocketAddr,
+    /// Admin listener: /metrics /healthz /readyz /admin/watches.
+    pub admin_listen: SocketAddr,
+    /// How long open connections get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            admin_listen: ([127, 0, 0, 1], 9464).into(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The legacy API herald stands in front of.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Base URL (http or https), without a trailing slash.
+    pub url: String,
+    /// Limit for one upstream request (poll, admission check, pass-through response headers).
+    pub timeout: Duration,
+    /// Polls and admission checks in flight at once (pass-through is not counted).
+    pub max_concurrency: usize,
+    /// Token bucket over all polls.
+    pub max_polls_per_second: f64,
+    /// A poll body larger than this is an error; it is never buffered whole.
+    pub max_body: u64,
+    /// Added to every poll (e.g. a service credential). Values are secrets: never logged.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            url: String::new(),
+            timeout: Duration::from_secs(10),
+            max_concurrency: 64,
+            max_polls_per_second: 100.0,
+            max_body: 8 << 20,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Who may share a watch (spec section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    PerSubscriber,
+    Shared,
+    Public,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::PerSubscriber => "per-subscriber",
+            Access::Shared => "shared",
+            Access::Public => "public",
+        }
+    }
+}
+
+/// One watched upstream path pattern.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique, `[a-z0-9_-]+`; the `route` metric label.
+    pub name: String,
+    /// The pattern as written, e.g. `/tasks/{id}`.
+    pub path: String,
+    pub access: Access,
+    /// Lower-cased request header names that form the credential scope and are forwarded on polls.
+    pub vary: Vec<String>,
+    /// `shared`: how long a successful admission check is remembered per credential.
+    pub authorize_ttl: Duration,
+    pub poll: Poll,
+    /// JSON Pointers removed from the body before change detection and from events.
+    pub ignore: Vec<String>,
+    pub events: Events,
+}
+
+impl Route {
+    fn new(name: String, path: String) -> Self {
+        Route {
+            name,
+            path,
+            access: Access::PerSubscriber,
+            vary: vec!["authorization".into(), "cookie".into()],
+            authorize_ttl: Duration::from_secs(60),
+            poll: Poll::default(),
+            ignore: Vec::new(),
+            events: Events::default(),
+        }
+    }
+}
+
+/// How a watch polls (spec section 10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poll {
+    pub interval: Duration,
+    /// Adaptive lower bound.
+    pub min_interval: Duration,
+    /// Adaptive and error-backoff upper bound.
+    pub max_interval: Duration,
+    /// Lengthen the interval while nothing changes, shorten it after a change.
+    pub adaptive: bool,
+    /// +/- fraction applied to every delay, so watches do not poll in lock-step.
+    pub jitter: f64,
+    /// Keep polling this long after the last subscriber left.
+    pub linger: Duration,
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll {
+            interval: Duration::from_secs(5),
+            min_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(60),
+            adaptive: true,
+            jitter: 0.1,
+            linger: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Event encoding. Only `snapshot` exists in this version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Snapshot,
+}
+
+#[derive(Debug, Clone)]
+pub struct Events {
+    pub format: Format,
+    /// Event type prefix; defaults to the route name.
+    pub type_prefix: Option<String>,
+    /// Events kept per watch for `Last-Event-ID` resume.
+    pub history: usize,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events { format: Format::Snapshot, type_prefix: None, history: 1000 }
+    }
+}
+
+/// Server-Sent Events settings.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    /// A comment line is sent when a stream has been idle this long.
+    pub heartbeat: Duration,
+    /// Sent as `retry:` when a stream opens.
+    pub retry: Duration,
+    /// Streams open at once over all watches; over it: 503 + Retry-After.
+    pub max_subscribers: usize,
+    /// Events buffered for one slow subscriber before it is resynced with a snapshot.
+    pub queue: usize,
+    /// Origins allowed by CORS; `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Sse {
+    fn default() -> Self {
+        Sse {
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+            max_subscribers: 100_000,
+            queue: 64,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// One configuration problem, printed as `file:line:col: key.path: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.col)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A route's path pattern split into segments, for matching request paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// Splits `/tasks/{id}` into segments; `None` when the pattern is malformed.
+pub fn parse_pattern(path: &str) -> Option<Vec<Segment>> {
+    let rest = path.strip_prefix('/')?;
+    if rest.is_empty() {
+        return Some(Vec::new());
+    }
+    rest.split('/')
+        .map(|seg| {
+            if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                ok.then(|| Segment::Param(name.to_string()))
+            } else if seg.is_empty() || seg.contains(['{', '}', '?', '#']) {
+                None
+            } else {
+                Some(Segment::Literal(seg.to_string()))
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,683 @@
+//! Reads the position-keeping YAML tree into [`Config`], collecting every problem on the way.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::units::{parse_duration, parse_size};
+use crate::yaml::{self, Kind, Node, Pos};
+use crate::*;
+
+/// Keys that belong to features this version does not have yet. They are refused with a clear
+/// message rather than accepted and silently ignored.
+const NOT_YET: &[&str] = &[
+    "server.tls",
+    "upstream.ca_file",
+    "storage",
+    "webhooks",
+    "cache",
+    "webhooks",
+    "events.array_id",
+    "events.collection",
+];
+
+/// Loads a configuration from `text`; `file` names it in problems, `env` resolves `${VAR}`.
+pub fn load(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
+    let mut cx = Cx { file, env, problems: Vec::new(), positions: HashMap::new() };
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.problem(e.pos, "", format!("invalid YAML: {}", e.message));
+            return Err(Problems(cx.problems));
+        }
+    };
+    let config = cx.config(&root);
+    cx.validate(&config);
+    if cx.problems.is_empty() {
+        Ok(config)
+    } else {
+        cx.problems.sort_by_key(|p| (p.line, p.col));
+        Err(Problems(cx.problems))
+    }
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<Problem>,
+    /// key path → where its value was written, for problems found after reading.
+    positions: HashMap<String, Pos>,
+}
+
+/// A mapping being read: keys are taken one by one, what is left is unknown.
+struct MapReader<'n> {
+    path: String,
+    entries: Vec<(&'n Node, &'n Node)>,
+}
+
+impl<'n> MapReader<'n> {
+    fn child(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'n Node> {
+        let i = self.entries.iter().position(|(k, _)| matches!(&k.kind, Kind::Scalar { text, .. } if text == key))?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// Reads `key` with `parse` into `slot` when present and valid.
+    fn field<'a, T>(
+        &mut self,
+        cx: &mut Cx<'a>,
+        key: &str,
+        slot: &mut T,
+        parse: impl FnOnce(&mut Cx<'a>, &Node, &str) -> Option<T>,
+    ) {
+        if let Some(node) = self.take(key) {
+            let path = self.child(key);
+            cx.positions.insert(path.clone(), node.pos);
+            if let Some(v) = parse(cx, node, &path) {
+                *slot = v;
+            }
+        }
+    }
+
+    /// Reports every key nobody took.
+    fn finish(mut self, cx: &mut Cx) {
+        for (k, _) in std::mem::take(&mut self.entries) {
+            let name = match &k.kind {
+                Kind::Scalar { text, .. } => text.clone(),
+                _ => format!("<{}>", k.describe()),
+            };
+            let dotted = self.child(&name);
+            let bare = dotted.rsplit_once("].").map_or(dotted.as_str(), |(_, rest)| rest);
+            let bare = bare.strip_prefix("routes.").unwrap_or(bare);
+            let msg = if NOT_YET.contains(&dotted.as_str()) || NOT_YET.contains(&bare) {
+                "is not supported by this version of herald yet".to_string()
+            } else {
+                "unknown key".to_string()
+            };
+            cx.problem(k.pos, &dotted, msg);
+        }
+    }
+}
+
+impl<'a> Cx<'a> {
+    fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_string(),
+            line: pos.line,
+            col: pos.col,
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// A problem found after reading, placed where `path` (or its closest parent) was written.
+    fn problem_at(&mut self, path: &str, message: impl Into<String>) {
+        let mut p = path;
+        let pos = loop {
+            if let Some(pos) = self.positions.get(p) {
+                break *pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => break Pos { line: 1, col: 1 },
+            }
+        };
+        self.problem(pos, path, message);
+    }
+
+    fn map<'n>(&mut self, node: &'n Node, path: &str) -> Option<MapReader<'n>> {
+        self.positions.insert(path.to_string(), node.pos);
+        match &node.kind {
+            Kind::Map(entries) => Some(MapReader { path: path.to_string(), entries: entries.iter().map(|(k, v)| (k, v)).collect() }),
+            Kind::Null => Some(MapReader { path: path.to_string(), entries: Vec::new() }),
+            _ => {
+                self.problem(node.pos, path, format!("expected a mapping, found {}", node.describe()));
+                None
+            }
+        }
+    }
+
+    fn seq<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
+        match &node.kind {
+            Kind::Seq(items) => Some(items),
+            Kind::Null => Some(&[]),
+            _ => {
+                self.problem(node.pos, path, format!("expected a list, found {}", node.describe()));
+                None
+            }
+        }
+    }
+
+    /// A scalar as text, with `${VAR}` and `${VAR:-default}` resolved.
+    fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.kind {
+            Kind::Scalar { text, .. } => self.interpolate(text, node.pos, path),
+            _ => {
+                self.problem(node.pos, path, format!("expected a string, found {}", node.describe()));
+                None
+            }
+        }
+    }
+
+    fn interpolate(&mut self, text: &str, pos: Pos, path: &str) -> Option<String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let Some(end) = rest[i..].find('}') else {
+                self.problem(pos, path, "unterminated ${ in value");
+                return None;
+            };
+            let inner = &rest[i + 2..i + end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                self.problem(pos, path, format!("invalid variable reference ${{{inner}}}"));
+                return None;
+            }
+            match ((self.env)(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    self.problem(pos, path, format!("environment variable {name} is not set (write ${{{name}:-default}} to give a default)"));
+                    return None;
+                }
+            }
+            rest = &rest[i + end + 1..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+        let s = self.string(node, path)?;
+        let d = parse_duration(&s);
+        if d.is_none() {
+            self.problem(node.pos, path, format!("invalid duration {s:?} (expected e.g. 500ms, 5s, 2m)"));
+        }
+        d
+    }
+
+    fn size(&mut self, node: &Node, path: &str) -> Option<u64> {
+        let s = self.string(node, path)?;
+        let v = parse_size(&s);
+        if v.is_none() {
+            self.problem(node.pos, path, format!("invalid size {s:?} (expected e.g. 512KiB, 8MiB)"));
+        }
+        v
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, node: &Node, path: &str, what: &str) -> Option<T> {
+        let s = self.string(node, path)?;
+        let v = s.parse().ok();
+        if v.is_none() {
+            self.problem(node.pos, path, format!("invalid value {s:?} (expected {what})"));
+        }
+        v
+    }
+
+    fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match self.string(node, path)?.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            s => {
+                self.problem(node.pos, path, format!("invalid value {s:?} (expected true or false)"));
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, node: &Node, path: &str) -> Option<SocketAddr> {
+        let s = self.string(node, path)?;
+        let v = s.parse().ok();
+        if v.is_none() {
+            self.problem(node.pos, path, format!("invalid address {s:?} (expected IP:PORT, e.g. 127.0.0.1:8080)"));
+        }
+        v
+    }
+
+    fn one_of<T: Copy>(&mut self, node: &Node, path: &str, choices: &[(&str, T)]) -> Option<T> {
+        let s = self.string(node, path)?;
+        let found = choices.iter().find(|(name, _)| *name == s).map(|(_, v)| *v);
+        if found.is_none() {
+            let names: Vec<_> = choices.iter().map(|(n, _)| *n).collect();
+            self.problem(node.pos, path, format!("invalid value {s:?} (expected one of: {})", names.join(", ")));
+        }
+        found
+    }
+
+    fn strings(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
+        let items = self.seq(node, path)?;
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            out.push(self.string(item, &format!("{path}[{i}]"))?);
+        }
+        Some(out)
+    }
+
+    fn config(&mut self, root: &Node) -> Config {
+        let mut config = Config {
+            server: Server::default(),
+            upstream: Upstream::default(),
+            routes: Vec::new(),
+            sse: Sse::default(),
+            log: Log::default(),
+        };
+        let Some(mut m) = self.map(root, "") else { return config };
+        m.field(self, "server", &mut config.server, |cx, n, p| Some(cx.server(n, p)));
+        match m.take("upstream") {
+            Some(n) => config.upstream = self.upstream(n, "upstream"),
+            None => self.problem(root.pos, "upstream.url", "is required"),
+        }
+        match m.take("routes") {
+            Some(n) => {
+                self.positions.insert("routes".into(), n.pos);
+                config.routes = self.routes(n);
+            }
+            None => self.problem(root.pos, "routes", "is required (at least one route)"),
+        }
+        m.field(self, "sse", &mut config.sse, |cx, n, p| Some(cx.sse(n, p)));
+        m.field(self, "log", &mut config.log, |cx, n, p| Some(cx.log(n, p)));
+        m.finish(self);
+        config
+    }
+
+    fn server(&mut self, node: &Node, path: &str) -> Server {
+        let mut s = Server::default();
+        let Some(mut m) = self.map(node, path) else { return s };
+        m.field(self, "listen", &mut s.listen, Cx::socket_addr);
+        m.field(self, "admin_listen", &mut s.admin_listen, Cx::socket_addr);
+        m.field(self, "shutdown_grace", &mut s.shutdown_grace, Cx::duration);
+        m.finish(self);
+        s
+    }
+
+    fn upstream(&mut self, node: &Node, path: &str) -> Upstream {
+        let mut u = Upstream::default();
+        let Some(mut m) = self.map(node, path) else { return u };
+        match m.take("url") {
+            Some(n) => {
+                self.positions.insert("upstream.url".into(), n.pos);
+                if let Some(url) = self.string(n, "upstream.url") {
+                    match check_url(&url) {
+                        Ok(()) => u.url = url.trim_end_matches('/').to_string(),
+                        Err(msg) => self.problem(n.pos, "upstream.url", msg),
+                    }
+                }
+            }
+            None => self.problem(node.pos, "upstream.url", "is required"),
+        }
+        m.field(self, "timeout", &mut u.timeout, Cx::duration);
+        m.field(self, "max_concurrency", &mut u.max_concurrency, |cx, n, p| cx.number(n, p, "a positive integer"));
+        m.field(self, "max_polls_per_second", &mut u.max_polls_per_second, |cx, n, p| cx.number(n, p, "a positive number"));
+        m.field(self, "max_body", &mut u.max_body, Cx::size);
+        m.field(self, "headers", &mut u.headers, |cx, n, p| {
+            let mut hm = cx.map(n, p)?;
+            let mut out = Vec::new();
+            for (k, v) in std::mem::take(&mut hm.entries) {
+                let name = cx.string(k, p)?;
+                let value = cx.string(v, &format!("{p}.{name}"))?;
+                if !valid_header_name(&name) {
+                    cx.problem(k.pos, &format!("{p}.{name}"), "invalid header name");
+                }
+                out.push((name.to_ascii_lowercase(), value));
+            }
+            Some(out)
+        });
+        m.finish(self);
+        u
+    }
+
+    fn routes(&mut self, node: &Node) -> Vec<Route> {
+        let Some(items) = self.seq(node, "routes") else { return Vec::new() };
+        items.iter().enumerate().filter_map(|(i, n)| self.route(n, &format!("routes[{i}]"))).collect()
+    }
+
+    fn route(&mut self, node: &Node, path: &str) -> Option<Route> {
+        let mut m = self.map(node, path)?;
+        let mut name = String::new();
+        let mut route_path = String::new();
+        for (key, slot) in [("name", &mut name), ("path", &mut route_path)] {
+            match m.take(key) {
+                Some(n) => {
+                    let p = m.child(key);
+                    self.positions.insert(p.clone(), n.pos);
+                    if let Some(s) = self.string(n, &p) {
+                        *slot = s;
+                    }
+                }
+                None => self.problem(node.pos, &m.child(key), "is required"),
+            }
+        }
+        let mut r = Route::new(name, route_path);
+        m.field(self, "access", &mut r.access, |cx, n, p| {
+            cx.one_of(n, p, &[("per-subscriber", Access::PerSubscriber), ("shared", Access::Shared), ("public", Access::Public)])
+        });
+        m.field(self, "vary", &mut r.vary, |cx, n, p| {
+            let names = cx.strings(n, p)?;
+            for name in &names {
+                if !valid_header_name(name) {
+                    cx.problem(n.pos, p, format!("invalid header name {name:?}"));
+                }
+            }
+            Some(names.into_iter().map(|s| s.to_ascii_lowercase()).collect())
+        });
+        m.field(self, "authorize_ttl", &mut r.authorize_ttl, Cx::duration);
+        m.field(self, "poll", &mut r.poll, |cx, n, p| Some(cx.poll(n, p)));
+        m.field(self, "ignore", &mut r.ignore, |cx, n, p| {
+            let ptrs = cx.strings(n, p)?;
+            for ptr in &ptrs {
+                if !ptr.is_empty() && !ptr.starts_with('/') {
+                    cx.problem(n.pos, p, format!("invalid JSON Pointer {ptr:?} (must start with /)"));
+                }
+            }
+            Some(ptrs)
+        });
+        m.field(self, "events", &mut r.events, |cx, n, p| Some(cx.events(n, p)));
+        m.finish(self);
+        Some(r)
+    }
+
+    fn poll(&mut self, node: &Node, path: &str) -> Poll {
+        let mut p = Poll::default();
+        let Some(mut m) = self.map(node, path) else { return p };
+        m.field(self, "interval", &mut p.interval, Cx::duration);
+        m.field(self, "min_interval", &mut p.min_interval, Cx::duration);
+        m.field(self, "max_interval", &mut p.max_interval, Cx::duration);
+        m.field(self, "adaptive", &mut p.adaptive, Cx::boolean);
+        m.field(self, "jitter", &mut p.jitter, |cx, n, path| cx.number(n, path, "a fraction between 0 and 1"));
+        m.field(self, "linger", &mut p.linger, Cx::duration);
+        m.finish(self);
+        p
+    }
+
+    fn events(&mut self, node: &Node, path: &str) -> Events {
+        let mut e = Events::default();
+        let Some(mut m) = self.map(node, path) else { return e };
+        if let Some(n) = m.take("format") {
+            let p = m.child("format");
+            if let Some(s) = self.string(n, &p) {
+                match s.as_str() {
+                    "snapshot" => e.format = Format::Snapshot,
+                    "json-patch" | "merge-patch" | "collection" => {
+                        self.problem(n.pos, &p, format!("format {s:?} is not supported by this version of herald yet (supported: snapshot)"))
+                    }
+                    _ => self.problem(n.pos, &p, format!("invalid value {s:?} (expected one of: snapshot, json-patch, merge-patch, collection)")),
+                }
+            }
+        }
+        m.field(self, "type", &mut e.type_prefix, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "history", &mut e.history, |cx, n, p| cx.number(n, p, "a positive integer"));
+        m.finish(self);
+        e
+    }
+
+    fn sse(&mut self, node: &Node, path: &str) -> Sse {
+        let mut s = Sse::default();
+        let Some(mut m) = self.map(node, path) else { return s };
+        m.field(self, "heartbeat", &mut s.heartbeat, Cx::duration);
+        m.field(self, "retry", &mut s.retry, Cx::duration);
+        m.field(self, "max_subscribers", &mut s.max_subscribers, |cx, n, p| cx.number(n, p, "a positive integer"));
+        m.field(self, "queue", &mut s.queue, |cx, n, p| cx.number(n, p, "a positive integer"));
+        m.field(self, "cors_origins", &mut s.cors_origins, Cx::strings);
+        m.finish(self);
+        s
+    }
+
+    fn log(&mut self, node: &Node, path: &str) -> Log {
+        let mut l = Log::default();
+        let Some(mut m) = self.map(node, path) else { return l };
+        m.field(self, "format", &mut l.format, |cx, n, p| cx.one_of(n, p, &[("text", LogFormat::Text), ("json", LogFormat::Json)]));
+        m.field(self, "level", &mut l.level, |cx, n, p| {
+            cx.one_of(n, p, &[("error", "error"), ("warn", "warn"), ("info", "info"), ("debug", "debug"), ("trace", "trace")]).map(String::from)
+        });
+        m.finish(self);
+        l
+    }
+
+    /// Checks that involve more than one key, or ranges.
+    fn validate(&mut self, c: &Config) {
+        let u = &c.upstream;
+        if u.max_concurrency == 0 {
+            self.problem_at("upstream.max_concurrency", "must be at least 1");
+        }
+        if !(u.max_polls_per_second > 0.0 && u.max_polls_per_second.is_finite()) {
+            self.problem_at("upstream.max_polls_per_second", "must be a positive number");
+        }
+        if u.timeout.is_zero() {
+            self.problem_at("upstream.timeout", "must be longer than 0");
+        }
+        if c.sse.queue == 0 {
+            self.problem_at("sse.queue", "must be at least 1");
+        }
+        if c.sse.heartbeat.is_zero() {
+            self.problem_at("sse.heartbeat", "must be longer than 0");
+        }
+        if c.sse.max_subscribers == 0 {
+            self.problem_at("sse.max_subscribers", "must be at least 1");
+        }
+        if c.server.listen == c.server.admin_listen && c.server.listen.port() != 0 {
+            self.problem_at("server.admin_listen", "must differ from server.listen");
+        }
+        if self.positions.contains_key("routes") && c.routes.is_empty() && self.problems.is_empty() {
+            self.problem_at("routes", "at least one route is required");
+        }
+        let mut names = HashSet::new();
+        let mut patterns: Vec<(Vec<Segment>, usize)> = Vec::new();
+        for (i, r) in c.routes.iter().enumerate() {
+            let at = |key: &str| format!("routes[{i}].{key}");
+            if !r.name.is_empty() {
+                if !r.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+                    self.problem_at(&at("name"), format!("invalid name {:?} (use only a-z, 0-9, _ and -)", r.name));
+                } else if !names.insert(r.name.as_str()) {
+                    self.problem_at(&at("name"), format!("duplicate route name {:?}", r.name));
+                }
+            }
+            if !r.path.is_empty() {
+                match parse_pattern(&r.path) {
+                    None => self.problem_at(
+                        &at("path"),
+                        format!("invalid path {:?} (expected /literal/{{param}} segments, no query)", r.path),
+                    ),
+                    Some(segs) => {
+                        if let Some((_, j)) = patterns.iter().find(|(s, _)| shapes_equal(s, &segs)) {
+                            self.problem_at(&at("path"), format!("same path as routes[{j}]"));
+                        } else {
+                            patterns.push((segs, i));
+                        }
+                    }
+                }
+            }
+            let p = &r.poll;
+            if p.interval.is_zero() {
+                self.problem_at(&at("poll.interval"), "must be longer than 0");
+            }
+            if p.min_interval.is_zero() {
+                self.problem_at(&at("poll.min_interval"), "must be longer than 0");
+            }
+            if p.min_interval > p.max_interval {
+                self.problem_at(
+                    &at("poll.min_interval"),
+                    format!("min_interval ({}) is longer than max_interval ({})", show(p.min_interval), show(p.max_interval)),
+                );
+            } else if p.interval < p.min_interval || p.interval > p.max_interval {
+                self.problem_at(
+                    &at("poll.interval"),
+                    format!(
+                        "interval ({}) must lie between min_interval ({}) and max_interval ({})",
+                        show(p.interval),
+                        show(p.min_interval),
+                        show(p.max_interval)
+                    ),
+                );
+            }
+            if !(0.0..1.0).contains(&p.jitter) {
+                self.problem_at(&at("poll.jitter"), format!("must be at least 0 and below 1, found {}", p.jitter));
+            }
+            if r.events.history == 0 {
+                self.problem_at(&at("events.history"), "must be at least 1");
+            }
+            if r.access != Access::Public && r.vary.is_empty() {
+                self.problem_at(&at("vary"), format!("access {} needs at least one vary header", r.access.as_str()));
+            }
+        }
+    }
+}
+
+fn shapes_equal(a: &[Segment], b: &[Segment]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Segment::Literal(x), Segment::Literal(y)) => x == y,
+            (Segment::Param(_), Segment::Param(_)) => true,
+            _ => false,
+        })
+}
+
+fn show(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("invalid URL {url:?} (expected http://host:port or https://host)"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || rest.contains(['?', '#']) {
+        return Err(format!("invalid URL {url:?} (expected http://host:port[/base-path], no query)"));
+    }
+    Ok(())
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TOKEN").then(|| "s3cret".to_string())
+    }
+
+    fn ok(text: &str) -> Config {
+        load("g.yaml", text, &env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        load("g.yaml", text, &env).unwrap_err().0.iter().map(|p| p.to_string()).collect()
+    }
+
+    const MINIMAL: &str = "upstream:\n  url: http://127.0.0.1:8081\nroutes:\n  - name: tasks\n    path: /tasks\n";
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let c = ok(MINIMAL);
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.routes[0].poll, Poll::default());
+        assert_eq!(c.routes[0].access, Access::PerSubscriber);
+        assert_eq!(c.routes[0].vary, ["authorization", "cookie"]);
+        assert_eq!(c.sse.queue, 64);
+        assert_eq!(c.upstream.max_body, 8 << 20);
+    }
+
+    #[test]
+    fn interpolates_variables_with_defaults() {
+        let c = ok(&MINIMAL.replace(
+            "url: http://127.0.0.1:8081",
+            "url: ${UP:-http://127.0.0.1:9}\n  headers:\n    Authorization: Bearer ${TOKEN}",
+        ));
+        assert_eq!(c.upstream.url, "http://127.0.0.1:9");
+        assert_eq!(c.upstream.headers, [("authorization".to_string(), "Bearer s3cret".to_string())]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let text = "\
+server:
+  listen: nowhere
+  shutdown_grace: 5 secs
+upstream:
+  url: ${MISSING}
+routes:
+  - name: Tasks
+    path: /tasks
+    poll:
+      interval: 5s
+      min_interval: 10s
+      max_interval: 2s
+    colour: blue
+  - name: b
+    path: tasks
+    events: { format: json-patch }
+sse:
+  queue: 0
+";
+        let got = problems(text);
+        assert_eq!(
+            got,
+            [
+                "g.yaml:2:11: server.listen: invalid address \"nowhere\" (expected IP:PORT, e.g. 127.0.0.1:8080)",
+                "g.yaml:3:19: server.shutdown_grace: invalid duration \"5 secs\" (expected e.g. 500ms, 5s, 2m)",
+                "g.yaml:5:8: upstream.url: environment variable MISSING is not set (write ${MISSING:-default} to give a default)",
+                "g.yaml:7:11: routes[0].name: invalid name \"Tasks\" (use only a-z, 0-9, _ and -)",
+                "g.yaml:11:21: routes[0].poll.min_interval: min_interval (10s) is longer than max_interval (2s)",
+                "g.yaml:13:5: routes[0].colour: unknown key",
+                "g.yaml:15:11: routes[1].path: invalid path \"tasks\" (expected /literal/{param} segments, no query)",
+                "g.yaml:16:23: routes[1].events.format: format \"json-patch\" is not supported by this version of herald yet (supported: snapshot)",
+                "g.yaml:18:10: sse.queue: must be at least 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn required_keys_and_syntax_errors() {
+        let got = problems("log:\n  level: info\n");
+        assert!(got.iter().any(|p| p.contains("upstream.url: is required")), "{got:?}");
+        assert!(got.iter().any(|p| p.contains("routes: is required")), "{got:?}");
+        let got = problems("routes: [\n");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("g.yaml:") && got[0].contains("invalid YAML"), "{got:?}");
+    }
+
+    #[test]
+    fn unsupported_features_say_so() {
+        let got = problems(&format!("{MINIMAL}    cache: true\nstorage:\n  kind: memory\n"));
+        assert!(got.iter().any(|p| p.ends_with("routes[0].cache: is not supported by this version of herald yet")), "{got:?}");
+        assert!(got.iter().any(|p| p.ends_with("storage: is not supported by this version of herald yet")), "{got:?}");
+    }
+
+    #[test]
+    fn duplicate_routes_are_refused() {
+        let got = problems(&format!("{MINIMAL}  - name: tasks\n    path: /tasks\n"));
+        assert!(got.iter().any(|p| p.contains("duplicate route name")), "{got:?}");
+        assert!(got.iter().any(|p| p.contains("same path as routes[0]")), "{got:?}");
+    }
+
+    #[test]
+    fn patterns() {
+        assert_eq!(
+            parse_pattern("/tasks/{id}"),
+            Some(vec![Segment::Literal("tasks".into()), Segment::Param("id".into())])
+        );
+        assert_eq!(parse_pattern("/"), Some(vec![]));
+        assert_eq!(parse_pattern("tasks"), None);
+        assert_eq!(parse_pattern("/tasks//x"), None);
+        assert_eq!(parse_pattern("/tasks?x=1"), None);
+    }
+}

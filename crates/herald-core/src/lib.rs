@@ -1,1 +1,13 @@
-//! placeholder
+//! herald's domain, without I/O: credential scopes, representations and their hashes, events
+//! encoded once as SSE frames, and the per-watch event history used for `Last-Event-ID` resume.
+#![forbid(unsafe_code)]
+
+mod event;
+mod history;
+mod repr;
+mod scope;
+
+pub use event::{encode_comment, encode_frame, Event, EventId, EventKind};
+pub use history::History;
+pub use repr::{remove_pointer, Representation};
+pub use scope::{Scope, ScopeHasher};

@@ -1,0 +1,89 @@
+//! Representations: what the upstream last answered, normalized and hashed for change detection.
+
+use bytes::Bytes;
+
+/// The state of one watched resource.
+#[derive(Debug, Clone)]
+pub struct Representation {
+    /// The body as events carry it: compact one-line JSON with the `ignore` pointers removed.
+    /// A body that is not JSON is carried as a JSON string.
+    pub data: Bytes,
+    /// blake3 of `data`: equal hashes mean no change worth an event.
+    pub hash: blake3::Hash,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Representation {
+    /// Normalizes an upstream body: JSON is re-encoded compactly without the `ignore` pointers,
+    /// anything else becomes a JSON string of its (lossy UTF-8) text.
+    pub fn from_body(body: &[u8], ignore: &[String]) -> Representation {
+        let data = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(mut value) => {
+                for ptr in ignore {
+                    remove_pointer(&mut value, ptr);
+                }
+                serde_json::to_vec(&value).expect("a JSON value always serializes")
+            }
+            Err(_) => serde_json::to_vec(&String::from_utf8_lossy(body)).expect("a string always serializes"),
+        };
+        let hash = blake3::hash(&data);
+        Representation { data: Bytes::from(data), hash, etag: None, last_modified: None }
+    }
+
+    /// herald's own strong ETag for this representation.
+    pub fn strong_etag(&self) -> String {
+        format!("\"{}\"", &self.hash.to_hex()[..32])
+    }
+}
+
+/// Removes what a JSON Pointer (RFC 6901) designates; a pointer that designates nothing is fine.
+pub fn remove_pointer(value: &mut serde_json::Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else { return };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match value.pointer_mut(parent) {
+        Some(serde_json::Value::Object(map)) => {
+            map.shift_remove(&last);
+        }
+        Some(serde_json::Value::Array(items)) => {
+            if let Ok(i) = last.parse::<usize>() {
+                if i < items.len() {
+                    items.remove(i);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_pointers_do_not_change_the_hash() {
+        let ignore = vec!["/meta/generated_at".to_string()];
+        let a = Representation::from_body(br#"{"items":[1,2],"meta":{"generated_at":"10:00"}}"#, &ignore);
+        let b = Representation::from_body(br#"{ "items": [1, 2], "meta": {"generated_at": "10:05"} }"#, &ignore);
+        let c = Representation::from_body(br#"{"items":[1,3],"meta":{"generated_at":"10:05"}}"#, &ignore);
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a.hash, c.hash);
+        assert_eq!(&a.data[..], br#"{"items":[1,2],"meta":{}}"#);
+    }
+
+    #[test]
+    fn non_json_bodies_become_strings() {
+        let r = Representation::from_body(b"hello\nworld", &[]);
+        assert_eq!(&r.data[..], br#""hello\nworld""#);
+    }
+
+    #[test]
+    fn pointer_escapes_and_arrays() {
+        let mut v = serde_json::json!({"a/b": 1, "m~n": 2, "list": [1, 2, 3]});
+        remove_pointer(&mut v, "/a~1b");
+        remove_pointer(&mut v, "/m~0n");
+        remove_pointer(&mut v, "/list/1");
+        remove_pointer(&mut v, "/nothing/here");
+        assert_eq!(v, serde_json::json!({"list": [1, 3]}));
+    }
+}

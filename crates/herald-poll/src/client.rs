@@ -1,0 +1,152 @@
+//! The upstream client for polls and admission checks: conditional requests, a timeout on
+//! every request, bodies cut off at `max_body` while streaming.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::PollError;
+
+/// One request to the upstream.
+#[derive(Debug, Default)]
+pub struct Request<'a> {
+    /// Path and query, e.g. `/tasks?state=open`.
+    pub target: &'a str,
+    /// The subscriber's own `vary` headers (per-subscriber watches, admission checks).
+    pub credentials: &'a [(HeaderName, HeaderValue)],
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+}
+
+/// What the upstream answered.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    NotModified { max_age: Option<Duration> },
+    Ok { body: Bytes, etag: Option<String>, last_modified: Option<String>, max_age: Option<Duration> },
+    /// Any other status: passed on to a first subscriber as is.
+    Status { status: u16, content_type: Option<String>, body: Bytes, retry_after: Option<Duration> },
+}
+
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, PollError>> + Send + 'a>>;
+
+/// Something that answers polls: the real upstream, or a script in tests.
+pub trait Fetch: Send + Sync + 'static {
+    fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a>;
+}
+
+/// The real upstream over HTTP(S).
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    base: String,
+    headers: HeaderMap,
+    max_body: u64,
+}
+
+impl UpstreamClient {
+    pub fn new(cfg: &herald_config::Upstream) -> Result<Self, PollError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &cfg.headers {
+            let name = HeaderName::try_from(name.as_str()).map_err(|e| PollError::Setup(e.to_string()))?;
+            let mut value = HeaderValue::try_from(value.as_str()).map_err(|_| PollError::Setup(format!("upstream.headers.{name}: invalid value")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION"))));
+        headers.insert(header::VIA, HeaderValue::from_static("1.1 herald"));
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| PollError::Setup(e.to_string()))?;
+        Ok(UpstreamClient { http, base: cfg.url.clone(), headers, max_body: cfg.max_body })
+    }
+
+    async fn get(&self, req: Request<'_>) -> Result<Answer, PollError> {
+        let mut rb = self.http.get(format!("{}{}", self.base, req.target)).headers(self.headers.clone());
+        for (name, value) in req.credentials {
+            rb = rb.header(name, value);
+        }
+        if let Some(etag) = req.etag {
+            rb = rb.header(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = req.last_modified {
+            rb = rb.header(header::IF_MODIFIED_SINCE, lm);
+        }
+        let mut resp = rb.send().await.map_err(PollError::from_reqwest)?;
+        let status = resp.status();
+        let h = resp.headers();
+        let text = |name: HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let max_age = h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
+        if status == http::StatusCode::NOT_MODIFIED {
+            return Ok(Answer::NotModified { max_age });
+        }
+        let etag = text(header::ETAG);
+        let last_modified = text(header::LAST_MODIFIED);
+        let content_type = text(header::CONTENT_TYPE);
+        let retry_after = h.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+        if resp.content_length().is_some_and(|n| n > self.max_body) {
+            return Err(PollError::BodyTooLarge { limit: self.max_body });
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(PollError::from_reqwest)? {
+            if (body.len() + chunk.len()) as u64 > self.max_body {
+                return Err(PollError::BodyTooLarge { limit: self.max_body });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = body.freeze();
+        Ok(if status.is_success() {
+            Answer::Ok { body, etag, last_modified, max_age }
+        } else {
+            Answer::Status { status: status.as_u16(), content_type, body, retry_after }
+        })
+    }
+}
+
+impl Fetch for UpstreamClient {
+    fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a> {
+        Box::pin(self.get(req))
+    }
+}
+
+/// `max-age` from a Cache-Control value (ignored when `no-cache`/`no-store` say otherwise).
+fn max_age(cc: &str) -> Option<Duration> {
+    let mut age = None;
+    for directive in cc.split(',').map(str::trim) {
+        match directive.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case("max-age") => age = v.trim_matches('"').parse().ok().map(Duration::from_secs),
+            None if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") => return None,
+            _ => {}
+        }
+    }
+    age
+}
+
+/// Retry-After as seconds or an HTTP date.
+fn retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v.trim()).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_and_retry_after() {
+        assert_eq!(max_age("public, max-age=30"), Some(Duration::from_secs(30)));
+        assert_eq!(max_age("max-age=30, no-cache"), None);
+        assert_eq!(max_age("private"), None);
+        assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon"), None);
+    }
+}

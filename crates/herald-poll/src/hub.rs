@@ -1,0 +1,508 @@
+//! The hub: every watch by key, created by the first subscriber, dropped after `linger`; each
+//! with its poll loop. Also the admission checks of `shared` routes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use herald_config::{Access, Route};
+use herald_core::{encode_frame, EventKind, Representation, Scope};
+use http::{HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::client::{Answer, Fetch, Request};
+use crate::schedule::{jittered, Schedule};
+use crate::watch::{Joined, Ready, Watch, WatchInfo, WatchKey};
+use crate::{Limiter, PollError, PollMetrics};
+
+/// An upstream answer that is passed on to the subscriber instead of a stream.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+impl From<&PollError> for Refusal {
+    fn from(e: &PollError) -> Self {
+        Refusal { status: e.status(), content_type: Some("text/plain; charset=utf-8".into()), body: Bytes::from(format!("{e}\n")) }
+    }
+}
+
+/// A route with what its watches need at hand: label handles resolved once.
+pub(crate) struct RouteCtx {
+    pub(crate) cfg: Route,
+    pub(crate) metrics: RouteMetrics,
+}
+
+pub(crate) struct RouteMetrics {
+    pub(crate) events: prometheus::IntCounter,
+    changed: prometheus::IntCounter,
+    not_modified: prometheus::IntCounter,
+    unchanged: prometheus::IntCounter,
+    error: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+    bytes: prometheus::IntCounter,
+    watches: prometheus::IntGauge,
+}
+
+pub struct HubConfig {
+    pub routes: Vec<Route>,
+    /// `sse.queue`: events a subscriber may fall behind before it is resynced.
+    pub queue: usize,
+    pub max_polls_per_second: f64,
+    pub max_concurrency: usize,
+}
+
+pub struct Hub {
+    routes: Vec<Arc<RouteCtx>>,
+    fetch: Arc<dyn Fetch>,
+    limiter: Limiter,
+    queue: usize,
+    watches: Mutex<HashMap<WatchKey, Arc<Watch>>>,
+    /// Shared routes: credentials whose admission check passed, for `authorize_ttl`.
+    admitted: moka::sync::Cache<(usize, Scope), ()>,
+    shutdown: CancellationToken,
+}
+
+/// Where a poll result leaves the loop.
+enum Next {
+    In(Duration),
+    Stop,
+}
+
+impl Hub {
+    pub fn new(cfg: HubConfig, fetch: Arc<dyn Fetch>, metrics: &PollMetrics, shutdown: CancellationToken) -> Arc<Self> {
+        let ttls = cfg.routes.iter().map(|r| r.authorize_ttl).collect();
+        let routes = cfg
+            .routes
+            .into_iter()
+            .map(|r| {
+                let name = r.name.as_str();
+                let outcome = |o| metrics.polls.with_label_values(&[name, o]);
+                let metrics = RouteMetrics {
+                    events: metrics.events.with_label_values(&[name]),
+                    changed: outcome("changed"),
+                    not_modified: outcome("not_modified"),
+                    unchanged: outcome("unchanged"),
+                    error: outcome("error"),
+                    duration: metrics.poll_duration.with_label_values(&[name]),
+                    bytes: metrics.bytes.with_label_values(&[name]),
+                    watches: metrics.watches.with_label_values(&[name]),
+                };
+                Arc::new(RouteCtx { cfg: r, metrics })
+            })
+            .collect();
+        Arc::new(Hub {
+            routes,
+            fetch,
+            limiter: Limiter::new(cfg.max_polls_per_second, cfg.max_concurrency),
+            queue: cfg.queue,
+            watches: Mutex::new(HashMap::new()),
+            admitted: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(PerRouteTtl(ttls))
+                .build(),
+            shutdown,
+        })
+    }
+
+    pub fn route(&self, index: usize) -> &Route {
+        &self.routes[index].cfg
+    }
+
+    /// Joins (or creates) the watch for `key`. The first subscriber of a new watch waits for its
+    /// first poll; a non-2xx answer is returned as a [`Refusal`] and no stream is opened.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        key: WatchKey,
+        credentials: Vec<(HeaderName, HeaderValue)>,
+        last_event_id: Option<&str>,
+    ) -> Result<Joined, Refusal> {
+        loop {
+            let (watch, guard) = {
+                let mut map = self.watches.lock().unwrap();
+                let watch = map
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        let route = self.routes[key.route].clone();
+                        route.metrics.watches.inc();
+                        let watch = Arc::new(Watch::new(key.clone(), route, credentials.clone(), self.queue));
+                        tokio::spawn(self.clone().run(watch.clone()));
+                        watch
+                    })
+                    .clone();
+                let guard = watch.count_in();
+                (watch, guard)
+            };
+            let mut ready = watch.ready.subscribe();
+            let outcome = ready.wait_for(|r| !matches!(r, Ready::Pending)).await.map(|r| r.clone());
+            match outcome {
+                Ok(Ready::Refused(refusal)) => return Err(refusal),
+                Ok(_) => {}
+                Err(_) => return Err(Refusal { status: 503, content_type: None, body: Bytes::from_static(b"shutting down\n") }),
+            }
+            match watch.join(last_event_id, guard) {
+                Some(joined) => return Ok(joined),
+                // The watch ended between lookup and join (revoked credential): start anew.
+                None => continue,
+            }
+        }
+    }
+
+    /// `shared` routes: admits a subscriber whose own `vary` headers get a 2xx from the upstream
+    /// for `target`; successes are remembered for `authorize_ttl`.
+    pub async fn admit(&self, route: usize, scope: Scope, target: &str, credentials: &[(HeaderName, HeaderValue)]) -> Result<(), Refusal> {
+        if self.admitted.contains_key(&(route, scope)) {
+            return Ok(());
+        }
+        let permit = self.limiter.acquire().await;
+        let answer = self.fetch.fetch(Request { target, credentials, ..Request::default() }).await;
+        drop(permit);
+        match answer {
+            Ok(Answer::Ok { .. }) => {
+                self.admitted.insert((route, scope), ());
+                Ok(())
+            }
+            Ok(Answer::Status { status, content_type, body, .. }) => Err(Refusal { status, content_type, body }),
+            Ok(Answer::NotModified { .. }) => Err(Refusal { status: 502, content_type: None, body: Bytes::from_static(b"unexpected 304 from upstream\n") }),
+            Err(e) => Err(Refusal::from(&e)),
+        }
+    }
+
+    pub fn watches(&self) -> Vec<WatchInfo> {
+        let map = self.watches.lock().unwrap();
+        let mut infos: Vec<_> = map.values().map(|w| w.info()).collect();
+        infos.sort_by(|a, b| (&a.route, &a.path, &a.scope).cmp(&(&b.route, &b.path, &b.scope)));
+        infos
+    }
+
+    fn remove(&self, watch: &Arc<Watch>) {
+        let mut map = self.watches.lock().unwrap();
+        if map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
+            map.remove(&watch.key);
+            watch.route.metrics.watches.dec();
+        }
+    }
+
+    /// Removes the watch when nobody has been subscribed for `linger`.
+    fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
+        let mut map = self.watches.lock().unwrap();
+        let idle_since = watch.state.lock().unwrap().idle_since;
+        if watch.subscribers() == 0 && idle_since.elapsed() >= watch.route.cfg.poll.linger {
+            if map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
+                map.remove(&watch.key);
+                watch.route.metrics.watches.dec();
+            }
+            return true;
+        }
+        false
+    }
+
+    /// The poll loop of one watch: polls at once, then on its schedule, until nobody has
+    /// listened for `linger`, the credential is revoked, or herald shuts down.
+    async fn run(self: Arc<Self>, watch: Arc<Watch>) {
+        let cfg = &watch.route.cfg;
+        let mut schedule = Schedule::new(cfg.poll.clone());
+        let mut delay = Duration::ZERO;
+        loop {
+            if !delay.is_zero() {
+                let delay = jittered(delay, cfg.poll.jitter, fastrand::f64());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                if self.lingered_out(&watch) {
+                    debug!(route = %cfg.name, scope = %watch.key.scope, "watch idle for linger, stopped");
+                    return;
+                }
+            }
+            let permit = tokio::select! {
+                p = self.limiter.acquire() => p,
+                _ = self.shutdown.cancelled() => break,
+            };
+            match self.poll(&watch, &mut schedule).await {
+                Next::In(d) => delay = d,
+                Next::Stop => break,
+            }
+            drop(permit);
+            watch.state.lock().unwrap().interval = schedule.current();
+        }
+        self.remove(&watch);
+    }
+
+    async fn poll(&self, watch: &Arc<Watch>, schedule: &mut Schedule) -> Next {
+        let route = &watch.route;
+        let cfg = &route.cfg;
+        let (etag, last_modified) = {
+            let st = watch.state.lock().unwrap();
+            let cur = st.current.as_ref();
+            (cur.and_then(|r| r.etag.clone()), cur.and_then(|r| r.last_modified.clone()))
+        };
+        let started = tokio::time::Instant::now();
+        let answer = self
+            .fetch
+            .fetch(Request {
+                target: &watch.key.target,
+                credentials: &watch.credentials,
+                etag: etag.as_deref(),
+                last_modified: last_modified.as_deref(),
+            })
+            .await;
+        route.metrics.duration.observe(started.elapsed().as_secs_f64());
+        let detected = std::time::Instant::now();
+        let first = matches!(*watch.ready.borrow(), Ready::Pending);
+        let mut st = watch.state.lock().unwrap();
+        st.last_poll = Some(SystemTime::now());
+
+        let failure = match answer {
+            Ok(Answer::NotModified { max_age }) if !first => {
+                route.metrics.not_modified.inc();
+                recovered(watch, &mut st, detected);
+                return Next::In(schedule.unchanged(max_age));
+            }
+            Ok(Answer::Ok { body, etag, last_modified, max_age }) => {
+                route.metrics.bytes.inc_by(body.len() as u64);
+                let mut repr = Representation::from_body(&body, &cfg.ignore);
+                repr.etag = etag;
+                repr.last_modified = last_modified;
+                if first {
+                    route.metrics.changed.inc();
+                    st.current = Some(repr);
+                    st.last_change = st.last_poll;
+                    drop(st);
+                    watch.ready.send_replace(Ready::Open);
+                    return Next::In(schedule.unchanged(max_age).min(cfg.poll.interval));
+                }
+                recovered(watch, &mut st, detected);
+                let same = st.current.as_ref().is_some_and(|cur| cur.hash == repr.hash);
+                if same {
+                    route.metrics.unchanged.inc();
+                    st.current = Some(repr);
+                    return Next::In(schedule.unchanged(max_age));
+                }
+                route.metrics.changed.inc();
+                watch.publish(&mut st, EventKind::Change, "change", &repr.data, detected);
+                st.current = Some(repr);
+                st.last_change = st.last_poll;
+                return Next::In(schedule.changed(max_age));
+            }
+            Ok(Answer::NotModified { .. }) => {
+                let refusal = Refusal { status: 502, content_type: None, body: Bytes::from_static(b"unexpected 304 from upstream\n") };
+                Failure { status: Some(304), refusal, retry_after: None, error: "unexpected 304 without a validator".into() }
+            }
+            Ok(Answer::Status { status, content_type, body, retry_after }) => {
+                if !first && cfg.access == Access::PerSubscriber && matches!(status, 401 | 403) {
+                    route.metrics.error.inc();
+                    drop(st);
+                    info!(route = %cfg.name, scope = %watch.key.scope, status, "credential refused by upstream, closing its streams");
+                    watch.terminate(encode_frame("error", None, format!("{{\"status\":{status}}}").as_bytes()));
+                    return Next::Stop;
+                }
+                Failure { status: Some(status), error: format!("upstream answered {status}"), refusal: Refusal { status, content_type, body }, retry_after }
+            }
+            Err(e) => Failure { status: None, error: e.to_string(), refusal: Refusal::from(&e), retry_after: None },
+        };
+
+        route.metrics.error.inc();
+        if first {
+            drop(st);
+            debug!(route = %cfg.name, status = failure.refusal.status, "first poll refused, answering the subscriber");
+            watch.ready.send_replace(Ready::Refused(failure.refusal));
+            return Next::Stop;
+        }
+        let data = match failure.status {
+            Some(status) => serde_json::json!({"ok": false, "status": status, "error": failure.error}),
+            None => serde_json::json!({"ok": false, "error": failure.error}),
+        };
+        let data = Bytes::from(data.to_string());
+        if st.failing.is_none() {
+            warn!(route = %cfg.name, scope = %watch.key.scope, error = %failure.error, "upstream started failing");
+            watch.publish(&mut st, EventKind::Status, "upstream-status", &data, detected);
+        }
+        st.failing = Some(data);
+        Next::In(schedule.failed(failure.retry_after))
+    }
+}
+
+struct Failure {
+    /// The upstream's status, when it answered at all.
+    status: Option<u16>,
+    refusal: Refusal,
+    retry_after: Option<Duration>,
+    /// Short and credential-free: it goes into `upstream-status` events and logs.
+    error: String,
+}
+
+/// Sends `{"ok":true}` when a failing upstream answers again.
+fn recovered(watch: &Watch, st: &mut crate::watch::State, detected: std::time::Instant) {
+    if st.failing.take().is_some() {
+        info!(route = %watch.route.cfg.name, scope = %watch.key.scope, "upstream recovered");
+        watch.publish(st, EventKind::Status, "upstream-status", br#"{"ok":true}"#, detected);
+    }
+}
+
+/// Admissions expire after their route's `authorize_ttl`.
+struct PerRouteTtl(Vec<Duration>);
+
+impl moka::Expiry<(usize, Scope), ()> for PerRouteTtl {
+    fn expire_after_create(&self, key: &(usize, Scope), _value: &(), _now: std::time::Instant) -> Option<Duration> {
+        Some(self.0[key.0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::FetchFuture;
+    use std::collections::VecDeque;
+    use tokio::time::Instant;
+
+    /// Answers polls from a script (then 304s) and records when each poll came.
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<VecDeque<Result<Answer, PollError>>>,
+        polls: Mutex<Vec<(Instant, Option<String>)>>,
+    }
+
+    impl Script {
+        fn then(&self, a: Result<Answer, PollError>) -> &Self {
+            self.answers.lock().unwrap().push_back(a);
+            self
+        }
+        fn poll_offsets(&self, start: Instant) -> Vec<u64> {
+            self.polls.lock().unwrap().iter().map(|(t, _)| (*t - start).as_secs()).collect()
+        }
+    }
+
+    impl Fetch for Script {
+        fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a> {
+            self.polls.lock().unwrap().push((Instant::now(), req.etag.map(str::to_string)));
+            let next = self.answers.lock().unwrap().pop_front();
+            Box::pin(async move { next.unwrap_or(Ok(Answer::NotModified { max_age: None })) })
+        }
+    }
+
+    fn ok(body: &str, etag: &str) -> Result<Answer, PollError> {
+        Ok(Answer::Ok { body: Bytes::from(body.to_string()), etag: Some(etag.into()), last_modified: None, max_age: None })
+    }
+
+    fn status(status: u16, retry_after: Option<u64>) -> Result<Answer, PollError> {
+        Ok(Answer::Status { status, content_type: None, body: Bytes::from_static(b"nope"), retry_after: retry_after.map(Duration::from_secs) })
+    }
+
+    fn hub(script: Arc<Script>, access: Access) -> Arc<Hub> {
+        let mut route = herald_config::load(
+            "t.yaml",
+            "upstream: {url: 'http://127.0.0.1:1'}\nroutes: [{name: tasks, path: /tasks}]\n",
+            &|_| None,
+        )
+        .unwrap()
+        .routes
+        .remove(0);
+        route.access = access;
+        route.poll = herald_config::Poll {
+            interval: Duration::from_secs(10),
+            min_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(80),
+            adaptive: false,
+            jitter: 0.0,
+            linger: Duration::from_secs(30),
+        };
+        let cfg = HubConfig { routes: vec![route], queue: 16, max_polls_per_second: 100.0, max_concurrency: 4 };
+        Hub::new(cfg, script, &PollMetrics::new(&prometheus::Registry::new()).unwrap(), CancellationToken::new())
+    }
+
+    fn key() -> WatchKey {
+        WatchKey { route: 0, target: "/tasks".into(), scope: Scope::Everybody }
+    }
+
+    fn text(frame: &Bytes) -> String {
+        String::from_utf8(frame.to_vec()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_on_schedule_backs_off_on_errors_and_recovers() {
+        let script = Arc::new(Script::default());
+        script
+            .then(ok("[1]", "\"a\""))
+            .then(ok("[1,2]", "\"b\""))
+            .then(status(500, None))
+            .then(Err(PollError::Timeout))
+            .then(status(429, Some(90)))
+            .then(ok("[1,2]", "\"b\""));
+        let start = Instant::now();
+        let hub = hub(script.clone(), Access::Public);
+        let mut joined = hub.subscribe(key(), vec![], None).await.unwrap();
+        assert!(text(&joined.initial[0]).starts_with("event: snapshot\n"));
+        assert!(text(&joined.initial[0]).ends_with("data: [1]\n\n"));
+
+        let change = joined.rx.recv().await.unwrap();
+        assert!(text(&change.frame).contains("event: change\n") && text(&change.frame).ends_with("data: [1,2]\n\n"));
+        let down = joined.rx.recv().await.unwrap();
+        assert!(text(&down.frame).ends_with("data: {\"ok\":false,\"status\":500,\"error\":\"upstream answered 500\"}\n\n"));
+        let up = joined.rx.recv().await.unwrap();
+        assert!(text(&up.frame).ends_with("data: {\"ok\":true}\n\n"));
+        assert!(change.seq < down.seq && down.seq < up.seq, "ids strictly increase");
+
+        // First poll at once; then every 10s; errors double the delay (20s, 40s, 80s = max_interval);
+        // Retry-After 90s wins over the 80s backoff.
+        assert_eq!(script.poll_offsets(start), [0, 10, 20, 40, 80, 170]);
+        // Conditional requests carry the last ETag.
+        assert_eq!(script.polls.lock().unwrap()[1].1.as_deref(), Some("\"a\""));
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert_eq!(script.poll_offsets(start), [0, 10, 20, 40, 80, 170, 180, 190], "back on the interval after recovery");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_poll_refusal_is_returned_and_no_watch_remains() {
+        let script = Arc::new(Script::default());
+        script.then(status(404, None));
+        let hub = hub(script, Access::Public);
+        let refusal = hub.subscribe(key(), vec![], None).await.err().unwrap();
+        assert_eq!(refusal.status, 404);
+        assert_eq!(&refusal.body[..], b"nope");
+        tokio::task::yield_now().await;
+        assert!(hub.watches().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revoked_credential_ends_the_streams() {
+        let script = Arc::new(Script::default());
+        script.then(ok("[1]", "\"a\"")).then(status(401, None));
+        let hub = hub(script, Access::PerSubscriber);
+        let mut joined = hub.subscribe(key(), vec![], None).await.unwrap();
+        let end = joined.rx.recv().await.unwrap();
+        assert_eq!(end.kind, EventKind::Terminal);
+        assert_eq!(text(&end.frame), "event: error\ndata: {\"status\":401}\n\n");
+        tokio::task::yield_now().await;
+        assert!(hub.watches().is_empty(), "the watch is dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_polling_after_linger_and_resumes_from_history() {
+        let script = Arc::new(Script::default());
+        script.then(ok("[1]", "\"a\"")).then(ok("[2]", "\"b\"")).then(ok("[3]", "\"c\""));
+        let start = Instant::now();
+        let hub = hub(script.clone(), Access::Public);
+        let joined = hub.subscribe(key(), vec![], None).await.unwrap();
+        let snapshot = text(&joined.initial[0]);
+        let id = snapshot.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_string();
+        drop(joined);
+
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        // Two changes happened while nobody listened; a client resuming from `id` gets both.
+        let resumed = hub.subscribe(key(), vec![], Some(&id)).await.unwrap();
+        let frames: Vec<_> = resumed.initial.iter().map(text).collect();
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(frames[0].ends_with("data: [2]\n\n") && frames[1].ends_with("data: [3]\n\n"));
+        drop(resumed);
+
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(hub.watches().is_empty());
+        let polls = script.poll_offsets(start);
+        assert!(polls.iter().all(|&t| t <= 60), "no poll after linger (30s after the last subscriber left): {polls:?}");
+    }
+}

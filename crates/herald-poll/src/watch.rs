@@ -1,0 +1,244 @@
+//! A watch: one upstream resource under one credential scope. It owns the current
+//! representation, the event history and the broadcast channel subscribers read from; its poll
+//! loop (in [`crate::hub`]) is the only writer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use herald_core::{encode_frame, Event, EventId, EventKind, History, Representation, Scope};
+use http::{HeaderName, HeaderValue};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::hub::RouteCtx;
+use crate::Refusal;
+
+/// What identifies a watch: route, upstream path + query, credential scope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatchKey {
+    pub route: usize,
+    pub target: String,
+    pub scope: Scope,
+}
+
+/// The outcome of a watch's first poll, which decides whether its first subscribers get a stream.
+#[derive(Debug, Clone)]
+pub(crate) enum Ready {
+    Pending,
+    Open,
+    Refused(Refusal),
+}
+
+pub struct Watch {
+    pub key: WatchKey,
+    pub(crate) route: Arc<RouteCtx>,
+    epoch: u64,
+    /// The subscribers' `vary` headers, presented on every poll. Secret: never logged or shown.
+    pub(crate) credentials: Vec<(HeaderName, HeaderValue)>,
+    tx: broadcast::Sender<Event>,
+    pub(crate) ready: tokio::sync::watch::Sender<Ready>,
+    subscribers: AtomicUsize,
+    pub(crate) state: Mutex<State>,
+}
+
+pub(crate) struct State {
+    seq: u64,
+    pub(crate) current: Option<Representation>,
+    /// The snapshot frame for `current` at `seq`, encoded once and shared until either changes.
+    snapshot: Option<(u64, Bytes)>,
+    history: History,
+    /// The `upstream-status` data while the upstream is failing; sent to new subscribers.
+    pub(crate) failing: Option<Bytes>,
+    /// Set when the watch ends: the frame every stream ends with.
+    terminal: Option<Bytes>,
+    pub(crate) idle_since: Instant,
+    pub(crate) interval: Duration,
+    pub(crate) last_poll: Option<SystemTime>,
+    pub(crate) last_change: Option<SystemTime>,
+}
+
+/// What a new subscriber starts from.
+pub struct Joined {
+    pub watch: Arc<Watch>,
+    /// Frames to send first: a snapshot (plus the upstream status while it fails), or the
+    /// events missed since `Last-Event-ID`.
+    pub initial: Vec<Bytes>,
+    /// Live events; those with `seq <= last_seq` were covered by `initial`.
+    pub rx: broadcast::Receiver<Event>,
+    pub last_seq: u64,
+    pub guard: SubscriberGuard,
+}
+
+/// What a subscriber that fell behind gets instead of the events it missed.
+pub enum Resync {
+    Snapshot { frame: Bytes, seq: u64 },
+    Closed(Bytes),
+}
+
+/// Keeps a watch's subscriber count; when the last one drops, the linger countdown starts.
+pub struct SubscriberGuard {
+    watch: Arc<Watch>,
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        if self.watch.subscribers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.watch.state.lock().unwrap().idle_since = Instant::now();
+        }
+    }
+}
+
+/// A row of /admin/watches. Holds no credential: the scope is a hash.
+#[derive(Debug, Clone)]
+pub struct WatchInfo {
+    pub route: String,
+    pub path: String,
+    pub scope: String,
+    pub access: &'static str,
+    pub subscribers: usize,
+    pub interval: Duration,
+    pub last_poll: Option<SystemTime>,
+    pub last_change: Option<SystemTime>,
+    pub etag: Option<String>,
+    pub state: &'static str,
+}
+
+impl Watch {
+    pub(crate) fn new(key: WatchKey, route: Arc<RouteCtx>, credentials: Vec<(HeaderName, HeaderValue)>, queue: usize) -> Self {
+        // The epoch makes ids from an earlier incarnation of this watch unknown (see EventId).
+        let epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+        let (tx, _) = broadcast::channel(queue);
+        let state = State {
+            seq: 0,
+            current: None,
+            snapshot: None,
+            history: History::new(route.cfg.events.history),
+            failing: None,
+            terminal: None,
+            idle_since: Instant::now(),
+            interval: route.cfg.poll.interval,
+            last_poll: None,
+            last_change: None,
+        };
+        Watch {
+            key,
+            route,
+            epoch,
+            credentials,
+            tx,
+            ready: tokio::sync::watch::Sender::new(Ready::Pending),
+            subscribers: AtomicUsize::new(0),
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn route_name(&self) -> &str {
+        &self.route.cfg.name
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Acquire)
+    }
+
+    /// Counts a subscriber in; called under the hub's map lock so linger never races a join.
+    pub(crate) fn count_in(self: &Arc<Self>) -> SubscriberGuard {
+        self.subscribers.fetch_add(1, Ordering::AcqRel);
+        SubscriberGuard { watch: self.clone() }
+    }
+
+    /// Starts a stream: resumes after `last_event_id` when the history still holds it, otherwise
+    /// starts from a snapshot. `None` once the watch has ended.
+    pub(crate) fn join(self: &Arc<Self>, last_event_id: Option<&str>, guard: SubscriberGuard) -> Option<Joined> {
+        let mut st = self.state.lock().unwrap();
+        if st.terminal.is_some() || st.current.is_none() {
+            return None;
+        }
+        // Subscribing under the lock that publishing takes: the history holds everything up to
+        // `seq`, the receiver everything after it. Nothing is missed, nothing is doubled.
+        let rx = self.tx.subscribe();
+        let resumed = last_event_id
+            .and_then(EventId::parse)
+            .filter(|id| id.epoch == self.epoch)
+            .and_then(|id| st.history.after(id.seq))
+            .map(|events| events.map(|e| e.frame.clone()).collect::<Vec<_>>());
+        let initial = match resumed {
+            Some(frames) => frames,
+            None => {
+                let mut frames = vec![self.snapshot_frame(&mut st)];
+                if let Some(data) = &st.failing {
+                    frames.push(encode_frame("upstream-status", None, data));
+                }
+                frames
+            }
+        };
+        Some(Joined { watch: self.clone(), initial, rx, last_seq: st.seq, guard })
+    }
+
+    /// A fresh snapshot for a subscriber that fell more than `sse.queue` events behind.
+    pub fn resync(&self) -> Resync {
+        let mut st = self.state.lock().unwrap();
+        if let Some(frame) = &st.terminal {
+            return Resync::Closed(frame.clone());
+        }
+        Resync::Snapshot { frame: self.snapshot_frame(&mut st), seq: st.seq }
+    }
+
+    fn snapshot_frame(&self, st: &mut State) -> Bytes {
+        match &st.snapshot {
+            Some((seq, frame)) if *seq == st.seq => frame.clone(),
+            _ => {
+                let data = &st.current.as_ref().expect("a joined watch has a representation").data;
+                let frame = encode_frame("snapshot", Some(EventId { epoch: self.epoch, seq: st.seq }), data);
+                st.snapshot = Some((st.seq, frame.clone()));
+                frame
+            }
+        }
+    }
+
+    /// Appends an event to the history and sends it to every subscriber. Never blocks: a
+    /// subscriber that is `sse.queue` events behind finds out on its next read and resyncs.
+    pub(crate) fn publish(&self, st: &mut State, kind: EventKind, name: &str, data: &[u8], detected: std::time::Instant) {
+        st.seq += 1;
+        let frame = encode_frame(name, Some(EventId { epoch: self.epoch, seq: st.seq }), data);
+        let event = Event { seq: st.seq, kind, frame, detected };
+        st.history.push(event.clone());
+        // No receivers is fine: webhooks and new subscribers read the history.
+        let _ = self.tx.send(event);
+        self.route.metrics.events.inc();
+    }
+
+    /// Ends every stream on this watch with `frame` (an `event: error`).
+    pub(crate) fn terminate(&self, frame: Bytes) {
+        let mut st = self.state.lock().unwrap();
+        st.terminal = Some(frame.clone());
+        let seq = st.seq;
+        let _ = self.tx.send(Event { seq: seq + 1, kind: EventKind::Terminal, frame, detected: std::time::Instant::now() });
+    }
+
+    pub fn info(&self) -> WatchInfo {
+        let st = self.state.lock().unwrap();
+        let state = if st.terminal.is_some() {
+            "closed"
+        } else if st.current.is_none() {
+            "starting"
+        } else if st.failing.is_some() {
+            "failing"
+        } else {
+            "ok"
+        };
+        WatchInfo {
+            route: self.route.cfg.name.clone(),
+            path: self.key.target.clone(),
+            scope: self.key.scope.to_string(),
+            access: self.route.cfg.access.as_str(),
+            subscribers: self.subscribers(),
+            interval: st.interval,
+            last_poll: st.last_poll,
+            last_change: st.last_change,
+            etag: st.current.as_ref().and_then(|r| r.etag.clone()),
+            state,
+        }
+    }
+}

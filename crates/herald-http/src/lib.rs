@@ -1,1 +1,37 @@
-//! placeholder
+//! herald's HTTP front: the public listener (SSE streams, pass-through to the upstream) and the
+//! admin listener (/metrics, /healthz, /readyz, /admin/watches), served by hyper with graceful
+//! shutdown.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod app;
+mod proxy;
+mod routes;
+mod server;
+mod stream;
+
+pub use admin::Admin;
+pub use app::{App, HttpMetrics};
+pub use server::serve;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+
+/// Every response body herald writes: fixed, streamed from the upstream, or an SSE stream.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|e: Infallible| match e {}).boxed_unsync()
+}
+
+/// A plain-text answer (errors on the public listener that are not the upstream's).
+pub(crate) fn text(status: http::StatusCode, msg: &str) -> http::Response<Body> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(format!("{msg}\n")))
+        .expect("static parts are valid")
+}

@@ -1,1 +1,190 @@
-//! placeholder
+//! Server-Sent Events sessions: one per subscriber, reading its watch's broadcast of pre-encoded
+//! frames and writing them as a response body, with heartbeats, resync of subscribers that fall
+//! behind, and the `shutdown` goodbye.
+//!
+//! Nothing here copies an event: every frame is a clone of the `Bytes` the watch encoded once.
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use herald_core::{encode_comment, encode_frame, EventKind};
+use herald_poll::{Joined, Resync};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// SSE metrics; registered on the registry the binary hands in.
+#[derive(Clone)]
+pub struct SseMetrics {
+    subscribers: IntGaugeVec,
+    sent: IntCounterVec,
+    resyncs: IntCounterVec,
+    delivery: HistogramVec,
+}
+
+impl SseMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = SseMetrics {
+            subscribers: IntGaugeVec::new(Opts::new("herald_sse_subscribers", "Open SSE streams."), &["route"])?,
+            sent: IntCounterVec::new(Opts::new("herald_sse_events_sent_total", "Events written to SSE streams."), &["route"])?,
+            resyncs: IntCounterVec::new(
+                Opts::new("herald_sse_resyncs_total", "Subscribers that fell more than sse.queue events behind and got a new snapshot."),
+                &["route"],
+            )?,
+            delivery: HistogramVec::new(
+                HistogramOpts::new("herald_event_delivery_seconds", "From change detected to the event written to a subscriber.")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                &["route"],
+            )?,
+        };
+        registry.register(Box::new(m.subscribers.clone()))?;
+        registry.register(Box::new(m.sent.clone()))?;
+        registry.register(Box::new(m.resyncs.clone()))?;
+        registry.register(Box::new(m.delivery.clone()))?;
+        Ok(m)
+    }
+}
+
+pub struct SseConfig {
+    pub heartbeat: Duration,
+    pub retry: Duration,
+    pub max_subscribers: usize,
+}
+
+/// All SSE sessions of the process: the `max_subscribers` budget and what every session shares.
+pub struct Sessions {
+    cfg: SseConfig,
+    metrics: SseMetrics,
+    open: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+}
+
+/// A place under `max_subscribers`, held for the life of a stream.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Sessions {
+    pub fn new(cfg: SseConfig, metrics: SseMetrics, shutdown: CancellationToken) -> Self {
+        Sessions { cfg, metrics, open: Arc::new(AtomicUsize::new(0)), shutdown }
+    }
+
+    pub fn retry(&self) -> Duration {
+        self.cfg.retry
+    }
+
+    /// Takes a place for a new stream; `None` when `max_subscribers` are open.
+    pub fn reserve(&self) -> Option<Slot> {
+        let max = self.cfg.max_subscribers;
+        self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Slot(self.open.clone()))
+    }
+
+    /// The body of one SSE response: `retry:`, the initial frames, then live events.
+    pub fn stream(&self, joined: Joined, slot: Slot) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+        let route = joined.watch.route_name().to_string();
+        let mut pending = VecDeque::with_capacity(joined.initial.len() + 1);
+        pending.push_back(Bytes::from(format!("retry: {}\n\n", self.cfg.retry.as_millis())));
+        pending.extend(joined.initial.iter().cloned());
+        let subscribers = self.metrics.subscribers.with_label_values(&[&route]);
+        subscribers.inc();
+        let session = Session {
+            sent: self.metrics.sent.with_label_values(&[&route]),
+            resyncs: self.metrics.resyncs.with_label_values(&[&route]),
+            delivery: self.metrics.delivery.with_label_values(&[&route]),
+            subscribers,
+            heartbeat: self.cfg.heartbeat,
+            shutdown: self.shutdown.clone(),
+            pending,
+            joined,
+            done: false,
+            _slot: slot,
+        };
+        futures_util::stream::unfold(session, |mut s| async move {
+            let frame = s.next().await?;
+            s.sent.inc();
+            Some((Ok(frame), s))
+        })
+    }
+}
+
+struct Session {
+    joined: Joined,
+    pending: VecDeque<Bytes>,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+    done: bool,
+    sent: IntCounter,
+    resyncs: IntCounter,
+    delivery: Histogram,
+    subscribers: IntGauge,
+    _slot: Slot,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.subscribers.dec();
+    }
+}
+
+impl Session {
+    /// The next frame to write, or `None` when the stream ends. Called only when hyper wants
+    /// more: a subscriber that does not read is never written to, and falls behind instead.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Some(frame);
+        }
+        if self.done {
+            return None;
+        }
+        let idle_until = Instant::now() + self.heartbeat;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    self.done = true;
+                    return Some(encode_frame("error", None, br#"{"reason":"shutdown"}"#));
+                }
+                received = self.joined.rx.recv() => match received {
+                    Ok(event) if event.kind == EventKind::Terminal => {
+                        self.done = true;
+                        return Some(event.frame);
+                    }
+                    // Already covered by the snapshot or history this stream started from.
+                    Ok(event) if event.seq <= self.joined.last_seq => continue,
+                    Ok(event) => {
+                        self.joined.last_seq = event.seq;
+                        self.delivery.observe(event.detected.elapsed().as_secs_f64());
+                        return Some(event.frame);
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        self.resyncs.inc();
+                        return Some(match self.joined.watch.resync() {
+                            Resync::Snapshot { frame, seq } => {
+                                self.joined.last_seq = seq;
+                                frame
+                            }
+                            Resync::Closed(frame) => {
+                                self.done = true;
+                                frame
+                            }
+                        });
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tokio::time::sleep_until(idle_until) => return Some(encode_comment("heartbeat")),
+            }
+        }
+    }
+}

@@ -1,1 +1,91 @@
-fn main() {}
+//! The herald binary: command line, configuration loading, wiring of the components, signals.
+
+#![forbid(unsafe_code)]
+
+mod gateway;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for an invalid configuration (EX_USAGE-like, as the spec says).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Push in front of APIs that can only be polled: SSE for everyone, one poll upstream.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run(ConfigArg),
+    /// Validate the configuration and exit (64 when it has problems).
+    Check(ConfigArg),
+    /// Start the built-in demo legacy API at upstream.url and run the gateway in front of it.
+    Demo(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(short, long, env = "HERALD_CONFIG", default_value = "gateway.yaml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (arg, demo) = match &cli.command {
+        Command::Check(arg) => {
+            return match load(&arg.config) {
+                Ok(_) => {
+                    println!("{}: ok", arg.config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            }
+        }
+        Command::Run(arg) => (arg, false),
+        Command::Demo(arg) => (arg, true),
+    };
+    let config = match load(&arg.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    gateway::init_logging(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(gateway::run(config, demo)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads and validates the configuration; prints every problem and gives the exit code on failure.
+fn load(path: &std::path::Path) -> Result<herald_config::Config, ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: cannot read the configuration: {e}", path.display());
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    herald_config::load(&path.display().to_string(), &text, &|name| std::env::var(name).ok()).map_err(|problems| {
+        for p in &problems.0 {
+            eprintln!("{p}");
+        }
+        eprintln!("herald: {} configuration problem(s)", problems.0.len());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}

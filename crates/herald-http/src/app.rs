@@ -1,0 +1,72 @@
+//! The public listener's request dispatch (spec section 4): the webhook API prefix, SSE streams,
+//! then pass-through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herald_config::Config;
+use herald_core::ScopeHasher;
+use herald_poll::Hub;
+use herald_sse::Sessions;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use crate::proxy::Proxy;
+use crate::routes::RouteTable;
+use crate::{text, Body};
+
+/// Metrics of the public listener.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub(crate) proxy_requests: IntCounterVec,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let proxy_requests = IntCounterVec::new(
+            Opts::new("herald_proxy_requests_total", "Requests passed through to the upstream, by response status class."),
+            &["status_class"],
+        )?;
+        registry.register(Box::new(proxy_requests.clone()))?;
+        Ok(HttpMetrics { proxy_requests })
+    }
+}
+
+/// Everything the public listener needs to answer a request.
+pub struct App {
+    pub(crate) routes: RouteTable,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) sessions: Sessions,
+    pub(crate) scopes: ScopeHasher,
+    pub(crate) cors_origins: Vec<String>,
+    pub(crate) proxy: Proxy,
+}
+
+impl App {
+    pub fn new(config: &Config, hub: Arc<Hub>, sessions: Sessions, scopes: ScopeHasher, metrics: HttpMetrics) -> Self {
+        App {
+            routes: RouteTable::new(&config.routes),
+            hub,
+            sessions,
+            scopes,
+            cors_origins: config.sse.cors_origins.clone(),
+            proxy: Proxy::new(&config.upstream, metrics.proxy_requests),
+        }
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        if path.starts_with("/_herald/") {
+            // The webhook subscription API answers 404 while no API key is configured (section 7).
+            return text(StatusCode::NOT_FOUND, "not found");
+        }
+        if let Some(route) = self.stream_route(&req) {
+            return self.stream(req, route).await;
+        }
+        if req.method() == http::Method::OPTIONS && self.preflight_route(&req) {
+            return self.preflight(&req);
+        }
+        self.proxy.forward(req, peer).await
+    }
+}

@@ -1,0 +1,154 @@
+//! Pass-through (spec section 9): everything herald does not answer itself goes to the upstream,
+//! streamed both ways, without hop-by-hop headers, with x-forwarded-* and via added.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prometheus::IntCounterVec;
+use tracing::debug;
+
+use crate::{text, Body};
+
+pub(crate) struct Proxy {
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    /// Scheme and authority of the upstream, e.g. `http://127.0.0.1:8081`.
+    authority: String,
+    /// A base path the upstream URL carries (`http://host/api` → `/api`), or "".
+    base_path: String,
+    timeout: Duration,
+    requests: IntCounterVec,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+impl Proxy {
+    pub(crate) fn new(cfg: &herald_config::Upstream, requests: IntCounterVec) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https);
+        let (scheme, rest) = cfg.url.split_once("://").expect("validated by herald-config");
+        let (host, base_path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        Proxy {
+            client,
+            authority: format!("{scheme}://{host}"),
+            base_path: base_path.trim_end_matches('/').to_string(),
+            timeout: cfg.timeout,
+            requests,
+        }
+    }
+
+    pub(crate) async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let resp = self.send(req, peer).await;
+        let class = match resp.status().as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests.with_label_values(&[class]).inc();
+        resp
+    }
+
+    async fn send(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let uri: Uri = match format!("{}{}{}", self.authority, self.base_path, path_and_query).parse() {
+            Ok(uri) => uri,
+            Err(_) => return text(StatusCode::BAD_REQUEST, "invalid request target"),
+        };
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let proto = parts.uri.scheme_str().unwrap_or("http").to_string();
+        strip_hop_by_hop(&mut parts.headers);
+        let h = &mut parts.headers;
+        // The upstream gets its own host; the client's is kept in x-forwarded-host.
+        h.remove(header::HOST);
+        let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        h.insert("x-forwarded-for", HeaderValue::from_str(&forwarded_for).expect("IP addresses are valid header values"));
+        h.insert("x-forwarded-proto", HeaderValue::from_str(&proto).expect("a scheme is a valid header value"));
+        if let Some(host) = host {
+            h.insert("x-forwarded-host", host);
+        }
+        h.append(header::VIA, HeaderValue::from_static("1.1 herald"));
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+
+        let upstream = Request::from_parts(parts, body);
+        match tokio::time::timeout(self.timeout, self.client.request(upstream)).await {
+            Err(_) => text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+            Ok(Err(e)) => {
+                debug!(error = %e, "pass-through to the upstream failed");
+                text(StatusCode::BAD_GATEWAY, "upstream unreachable")
+            }
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.headers.append(header::VIA, HeaderValue::from_static("1.1 herald"));
+                Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+            }
+        }
+    }
+}
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        h.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private-hop"));
+        h.insert("x-private-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::AUTHORIZATION));
+    }
+}

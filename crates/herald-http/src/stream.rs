@@ -1,0 +1,213 @@
+//! The SSE endpoint (spec sections 5 and 6): which watch a request joins, under which credential
+//! scope, and the streaming response.
+
+use herald_config::Access;
+use herald_core::Scope;
+use herald_poll::{Refusal, WatchKey};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::{full, text, Body};
+
+/// The path suffix that asks for a stream without an Accept header.
+const STREAM_SUFFIX: &str = "/event-stream";
+/// The query parameter that carries Last-Event-ID for clients that cannot set headers.
+const LAST_EVENT_ID_PARAM: &str = "lastEventId";
+
+/// A matched stream request: the route and the upstream path it watches.
+pub(crate) struct StreamRoute {
+    route: usize,
+    path: String,
+}
+
+impl App {
+    /// Section 4, step 2: a GET on a route that asks for `text/event-stream` or ends in `/event-stream`.
+    pub(crate) fn stream_route(&self, req: &Request<Incoming>) -> Option<StreamRoute> {
+        if req.method() != Method::GET {
+            return None;
+        }
+        let path = req.uri().path();
+        if let Some(base) = path.strip_suffix(STREAM_SUFFIX) {
+            let base = if base.is_empty() { "/" } else { base };
+            if let Some(route) = self.routes.find(base) {
+                return Some(StreamRoute { route, path: base.to_string() });
+            }
+        }
+        let wants_stream = req
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")));
+        if wants_stream {
+            return self.routes.find(path).map(|route| StreamRoute { route, path: path.to_string() });
+        }
+        None
+    }
+
+    pub(crate) fn preflight_route(&self, req: &Request<Incoming>) -> bool {
+        let path = req.uri().path();
+        !self.cors_origins.is_empty() && req.headers().contains_key(header::ORIGIN) && {
+            let base = path.strip_suffix(STREAM_SUFFIX).unwrap_or(path);
+            self.routes.find(if base.is_empty() { "/" } else { base }).is_some()
+        }
+    }
+
+    /// CORS preflight for stream paths (EventSource with credentials or custom headers).
+    pub(crate) fn preflight(&self, req: &Request<Incoming>) -> Response<Body> {
+        let mut resp = Response::builder().status(StatusCode::NO_CONTENT).body(full("")).expect("valid");
+        self.cors(req, &mut resp);
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, last-event-id, cache-control, accept"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        resp
+    }
+
+    fn cors<B>(&self, req: &Request<B>, resp: &mut Response<Body>) {
+        let Some(origin) = req.headers().get(header::ORIGIN) else { return };
+        let h = resp.headers_mut();
+        if self.cors_origins.iter().any(|o| o == "*") {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        } else if self.cors_origins.iter().any(|o| o.as_bytes() == origin.as_bytes()) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+    }
+
+    pub(crate) async fn stream(&self, req: Request<Incoming>, m: StreamRoute) -> Response<Body> {
+        let mut resp = self.open_stream(&req, m).await;
+        self.cors(&req, &mut resp);
+        resp
+    }
+
+    async fn open_stream(&self, req: &Request<Incoming>, m: StreamRoute) -> Response<Body> {
+        let route = self.hub.route(m.route);
+        let (query, query_last_id) = split_query(req.uri().query());
+        let target = match query {
+            Some(q) => format!("{}?{q}", m.path),
+            None => m.path,
+        };
+        let last_event_id = req
+            .headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or(query_last_id);
+
+        let Some(slot) = self.sessions.reserve() else {
+            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "too many subscribers, try again later");
+            let secs = self.sessions.retry().as_secs().max(1);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return resp;
+        };
+
+        // The subscriber's own vary headers: the credential scope, presented on polls and admission checks.
+        let vary: Vec<(HeaderName, HeaderValue)> = route
+            .vary
+            .iter()
+            .filter_map(|name| {
+                let name = HeaderName::try_from(name.as_str()).ok()?;
+                let mut value = req.headers().get(&name)?.clone();
+                value.set_sensitive(true);
+                Some((name, value))
+            })
+            .collect();
+        let scope_of_vary = || {
+            self.scopes.scope(route.vary.iter().map(|n| (n.as_str(), req.headers().get(n.as_str()).map(|v| v.as_bytes()))))
+        };
+        let (scope, credentials) = match route.access {
+            Access::Public => (Scope::Everybody, Vec::new()),
+            Access::Shared => {
+                if let Err(refusal) = self.hub.admit(m.route, scope_of_vary(), &target, &vary).await {
+                    return refused(refusal);
+                }
+                (Scope::Everybody, Vec::new())
+            }
+            Access::PerSubscriber => (scope_of_vary(), vary),
+        };
+
+        let key = WatchKey { route: m.route, target, scope };
+        match self.hub.subscribe(key, credentials, last_event_id.as_deref()).await {
+            Ok(joined) => {
+                let frames = self.sessions.stream(joined, slot);
+                let body = StreamBody::new(futures_util::StreamExt::map(frames, |f| f.map(hyper::body::Frame::data)));
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .header(header::CACHE_CONTROL, "no-cache")
+                    .header("x-accel-buffering", "no")
+                    .body(body.map_err(|e| match e {}).boxed_unsync())
+                    .expect("static parts are valid")
+            }
+            Err(refusal) => refused(refusal),
+        }
+    }
+}
+
+/// The upstream's own answer, passed on as is (status, content-type, body).
+fn refused(r: Refusal) -> Response<Body> {
+    let mut resp = Response::builder().status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY));
+    if let Some(ct) = r.content_type {
+        resp = resp.header(header::CONTENT_TYPE, ct);
+    }
+    resp.body(full(r.body)).unwrap_or_else(|_| text(StatusCode::BAD_GATEWAY, "invalid upstream answer"))
+}
+
+/// Removes `lastEventId` from a query: (the rest, the id).
+fn split_query(query: Option<&str>) -> (Option<String>, Option<String>) {
+    let Some(query) = query else { return (None, None) };
+    let mut id = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some((LAST_EVENT_ID_PARAM, v)) => {
+                id = Some(percent_decode(v));
+                false
+            }
+            None if *pair == LAST_EVENT_ID_PARAM => false,
+            _ => !pair.is_empty(),
+        })
+        .collect();
+    ((!rest.is_empty()).then(|| rest.join("&")), id)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_is_taken_out_of_the_query() {
+        assert_eq!(split_query(None), (None, None));
+        assert_eq!(split_query(Some("a=1&lastEventId=5f-3&b=2")), (Some("a=1&b=2".into()), Some("5f-3".into())));
+        assert_eq!(split_query(Some("lastEventId=5f%2D3")), (None, Some("5f-3".into())));
+        assert_eq!(split_query(Some("state=open")), (Some("state=open".into()), None));
+    }
+}

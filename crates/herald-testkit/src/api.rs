@@ -1,0 +1,370 @@
+//! The legacy API: `/tasks`, `/tasks/{id}`, a per-user `/me/tasks` (`Authorization: Bearer
+//! alice|bob`) and `/echo`, answering conditional requests with 304. Tests drive it with
+//! mutations and injected faults; `herald demo` lets it change by itself.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// A misbehaviour injected into the next answers for a path.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` seconds when given).
+    Status(u16, Option<u64>),
+    /// Wait this long before answering (longer than herald's timeout: a timeout).
+    Delay(Duration),
+}
+
+/// What one path was asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathStats {
+    pub requests: u64,
+    pub not_modified: u64,
+    pub errors: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct LegacyApi {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    tasks: Vec<Value>,
+    next_id: u64,
+    users: HashMap<String, Vec<Value>>,
+    revoked: HashSet<String>,
+    /// When each resource last changed, for Last-Modified.
+    modified: HashMap<String, SystemTime>,
+    faults: HashMap<String, VecDeque<Fault>>,
+    stats: HashMap<String, PathStats>,
+    without_validators: bool,
+    /// Bytes of filler added to every task, to make large representations.
+    padding: usize,
+}
+
+impl LegacyApi {
+    /// Three tasks, and one each for alice and bob.
+    pub fn new() -> Self {
+        let api = LegacyApi::default();
+        {
+            let mut st = api.state.lock().unwrap();
+            for title in ["Write the report", "Review the budget", "Call the plumber"] {
+                let task = st.new_task(title);
+                st.tasks.push(task);
+            }
+            st.users.insert("alice".into(), vec![json!({"id": "a1", "title": "Alice's secret plan", "owner": "alice"})]);
+            st.users.insert("bob".into(), vec![json!({"id": "b1", "title": "Bob's birthday list", "owner": "bob"})]);
+            st.touch("/tasks");
+            st.touch("/me/tasks#alice");
+            st.touch("/me/tasks#bob");
+        }
+        api
+    }
+
+    /// Binds `addr` (port 0 for any) and serves until the runtime ends.
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let api = api.clone();
+                        async move { Ok::<_, Infallible>(api.handle(req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(local)
+    }
+
+    /// Changes the task list every `period` (add, complete, retitle or delete), as `herald demo` shows.
+    pub fn mutate_every(&self, period: Duration) {
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                api.mutate_randomly();
+            }
+        });
+    }
+
+    fn mutate_randomly(&self) {
+        let mut st = self.state.lock().unwrap();
+        let n = st.tasks.len();
+        match fastrand::u8(0..4) {
+            0 if n > 2 => {
+                st.tasks.remove(fastrand::usize(0..n));
+            }
+            1 if n > 0 => {
+                let i = fastrand::usize(0..n);
+                let done = st.tasks[i]["done"].as_bool().unwrap_or(false);
+                st.tasks[i]["done"] = json!(!done);
+            }
+            _ if n < 8 => {
+                let titles = ["Water the plants", "Book the train", "Fix the login bug", "Answer Dana", "Plan the sprint"];
+                let task = st.new_task(titles[fastrand::usize(0..titles.len())]);
+                st.tasks.push(task);
+            }
+            _ => {
+                st.tasks.remove(0);
+            }
+        }
+        st.touch("/tasks");
+    }
+
+    /// Adds a task at the end of the list and returns its id.
+    pub fn add_task(&self, title: &str) -> String {
+        let mut st = self.state.lock().unwrap();
+        let task = st.new_task(title);
+        let id = task["id"].as_str().unwrap().to_string();
+        st.tasks.push(task);
+        st.touch("/tasks");
+        id
+    }
+
+    /// Replaces the title of task `id`.
+    pub fn retitle(&self, id: &str, title: &str) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(t) = st.tasks.iter_mut().find(|t| t["id"] == id) {
+            t["title"] = json!(title);
+        }
+        st.touch("/tasks");
+    }
+
+    /// The task list as the API serves it now.
+    pub fn tasks(&self) -> Value {
+        let st = self.state.lock().unwrap();
+        st.tasks_body()
+    }
+
+    /// Adds a task to one user's `/me/tasks`.
+    pub fn add_user_task(&self, user: &str, title: &str) {
+        let mut st = self.state.lock().unwrap();
+        let n = st.users.get(user).map_or(0, Vec::len);
+        st.users.entry(user.into()).or_default().push(json!({"id": format!("{}{}", &user[..1], n + 1), "title": title, "owner": user}));
+        st.touch(&format!("/me/tasks#{user}"));
+    }
+
+    /// From now on `Bearer <user>` gets 401.
+    pub fn revoke(&self, user: &str) {
+        self.state.lock().unwrap().revoked.insert(user.into());
+    }
+
+    /// Queues faults for the next requests to `path`.
+    pub fn fail_next(&self, path: &str, faults: impl IntoIterator<Item = Fault>) {
+        self.state.lock().unwrap().faults.entry(path.into()).or_default().extend(faults);
+    }
+
+    /// Stop sending ETag and Last-Modified (herald must then compare hashes).
+    pub fn without_validators(&self) {
+        self.state.lock().unwrap().without_validators = true;
+    }
+
+    /// Adds `bytes` of filler to every task.
+    pub fn pad_tasks(&self, bytes: usize) {
+        let mut st = self.state.lock().unwrap();
+        st.padding = bytes;
+        st.touch("/tasks");
+    }
+
+    pub fn stats(&self, path: &str) -> PathStats {
+        self.state.lock().unwrap().stats.get(path).copied().unwrap_or_default()
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let fault = {
+            let mut st = self.state.lock().unwrap();
+            st.stats.entry(path.clone()).or_default().requests += 1;
+            st.faults.get_mut(&path).and_then(VecDeque::pop_front)
+        };
+        match fault {
+            Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+            Some(Fault::Status(status, retry_after)) => {
+                self.state.lock().unwrap().stats.entry(path).or_default().errors += 1;
+                let mut resp = reply(StatusCode::from_u16(status).unwrap(), json!({"error": "injected fault"}));
+                if let Some(secs) = retry_after {
+                    resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+                }
+                return resp;
+            }
+            None => {}
+        }
+        if path == "/" {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .body(Full::new(Bytes::from_static(DEMO_PAGE.as_bytes())))
+                .unwrap();
+        }
+        if path == "/echo" || path.starts_with("/echo/") {
+            return echo(req).await;
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "this API only answers GET"}));
+        }
+        let (body, resource) = {
+            let st = self.state.lock().unwrap();
+            match self.resolve(&st, &req, &path) {
+                Ok(found) => found,
+                Err(resp) => return resp,
+            }
+        };
+        let body = Bytes::from(body.to_string());
+        let mut st = self.state.lock().unwrap();
+        if st.without_validators {
+            return Response::builder().header(header::CONTENT_TYPE, "application/json").body(Full::new(body)).unwrap();
+        }
+        let etag = etag_of(&body);
+        let modified = st.modified.get(&resource).copied().unwrap_or(SystemTime::UNIX_EPOCH);
+        let h = req.headers();
+        let fresh = match h.get(header::IF_NONE_MATCH) {
+            Some(inm) => inm.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")),
+            None => h
+                .get(header::IF_MODIFIED_SINCE)
+                .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+                .is_some_and(|since| modified <= since + Duration::from_millis(999)),
+        };
+        let last_modified = httpdate::fmt_http_date(modified);
+        if fresh {
+            st.stats.entry(path).or_default().not_modified += 1;
+            return Response::builder()
+                .status(StatusCode::NOT_MODIFIED)
+                .header(header::ETAG, etag)
+                .header(header::LAST_MODIFIED, last_modified)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+        }
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ETAG, etag)
+            .header(header::LAST_MODIFIED, last_modified)
+            .body(Full::new(body))
+            .unwrap()
+    }
+
+    /// The body for a GET and the resource key whose modification time it carries.
+    fn resolve(&self, st: &State, req: &Request<Incoming>, path: &str) -> Result<(Value, String), Response<Full<Bytes>>> {
+        if path == "/tasks" {
+            return Ok((st.tasks_body(), "/tasks".into()));
+        }
+        if let Some(id) = path.strip_prefix("/tasks/") {
+            return match st.tasks.iter().find(|t| t["id"] == id) {
+                Some(t) => Ok((st.padded(t), "/tasks".into())),
+                None => Err(reply(StatusCode::NOT_FOUND, json!({"error": "no such task", "id": id}))),
+            };
+        }
+        if path == "/me/tasks" {
+            let user = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .filter(|u| st.users.contains_key(*u) && !st.revoked.contains(*u));
+            return match user {
+                Some(user) => Ok((Value::Array(st.users[user].clone()), format!("/me/tasks#{user}"))),
+                None => Err(reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))),
+            };
+        }
+        Err(reply(StatusCode::NOT_FOUND, json!({"error": "not found", "path": path})))
+    }
+}
+
+impl State {
+    fn new_task(&mut self, title: &str) -> Value {
+        self.next_id += 1;
+        json!({"id": self.next_id.to_string(), "title": title, "done": false})
+    }
+
+    fn touch(&mut self, resource: &str) {
+        self.modified.insert(resource.into(), SystemTime::now());
+    }
+
+    fn padded(&self, task: &Value) -> Value {
+        let mut t = task.clone();
+        if self.padding > 0 {
+            t["notes"] = json!("x".repeat(self.padding));
+        }
+        t
+    }
+
+    fn tasks_body(&self) -> Value {
+        Value::Array(self.tasks.iter().map(|t| self.padded(t)).collect())
+    }
+}
+
+/// The demo's browser page: it subscribes to `/tasks/event-stream` through herald.
+const DEMO_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>herald demo</title>
+<style>body{font:15px system-ui;margin:2em}li.done{text-decoration:line-through}#log{color:#666;font:12px monospace}</style>
+<h1>Tasks, pushed by herald</h1>
+<p>This page never polls: it holds one <code>EventSource</code> on <code>/tasks/event-stream</code>.</p>
+<ul id="tasks"></ul><pre id="log"></pre>
+<script>
+const render = tasks => document.getElementById('tasks').innerHTML =
+  tasks.map(t => `<li class="${t.done ? 'done' : ''}">${t.title}</li>`).join('');
+const log = line => document.getElementById('log').textContent = line + '
+' + document.getElementById('log').textContent.slice(0, 2000);
+const es = new EventSource('/tasks/event-stream');
+for (const type of ['snapshot', 'change']) {
+  es.addEventListener(type, e => { render(JSON.parse(e.data)); log(`${new Date().toLocaleTimeString()} ${type} id=${e.lastEventId}`); });
+}
+es.addEventListener('upstream-status', e => log('upstream-status ' + e.data));
+</script>
+"#;
+
+fn etag_of(body: &[u8]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    format!("\"{:016x}\"", h.finish())
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// Answers with what it was sent: method, path, query, headers and body.
+async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+        .collect();
+    reply(
+        StatusCode::OK,
+        json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+            "body_len": body.len(),
+        }),
+    )
+}

@@ -1,0 +1,165 @@
+//! Wiring: builds the metrics registry and every component from the configuration, binds the
+//! listeners, and runs until SIGTERM/SIGINT, then drains within `server.shutdown_grace`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use herald_config::{Config, Log, LogFormat};
+use herald_core::ScopeHasher;
+use herald_http::{Admin, App, HttpMetrics};
+use herald_poll::{Hub, HubConfig, PollMetrics, UpstreamClient};
+use herald_sse::{Sessions, SseConfig, SseMetrics};
+use prometheus::{IntGaugeVec, Opts, Registry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub fn init_logging(log: &Log) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},hyper=warn,reqwest=warn", log.level)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
+    if demo {
+        start_demo_api(&config).await?;
+    }
+    let registry = Registry::new();
+    let build_info = IntGaugeVec::new(Opts::new("herald_build_info", "herald's version; always 1."), &["version"])?;
+    build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(build_info))?;
+
+    let shutdown = CancellationToken::new();
+    let fetch = Arc::new(UpstreamClient::new(&config.upstream)?);
+    let hub = Hub::new(
+        HubConfig {
+            routes: config.routes.clone(),
+            queue: config.sse.queue,
+            max_polls_per_second: config.upstream.max_polls_per_second,
+            max_concurrency: config.upstream.max_concurrency,
+        },
+        fetch,
+        &PollMetrics::new(&registry)?,
+        shutdown.child_token(),
+    );
+    let sessions = Sessions::new(
+        SseConfig { heartbeat: config.sse.heartbeat, retry: config.sse.retry, max_subscribers: config.sse.max_subscribers },
+        SseMetrics::new(&registry)?,
+        shutdown.child_token(),
+    );
+    let app = Arc::new(App::new(&config, hub.clone(), sessions, ScopeHasher::new(random_key()), HttpMetrics::new(&registry)?));
+    let admin = Arc::new(Admin::new(registry, hub));
+
+    let public = bind(config.server.listen, "server.listen").await?;
+    let admin_listener = bind(config.server.admin_listen, "server.admin_listen").await?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    info!(addr = %public_addr, "public listener bound");
+    info!(addr = %admin_addr, "admin listener bound");
+
+    let grace = config.server.shutdown_grace;
+    let public_task = tokio::spawn(herald_http::serve(
+        public,
+        move |req, peer| app.clone().handle(req, peer),
+        shutdown.clone(),
+        grace,
+    ));
+    let admin_task = {
+        let admin = admin.clone();
+        tokio::spawn(herald_http::serve(admin_listener, move |req, _| admin.clone().handle(req), shutdown.clone(), grace))
+    };
+    admin.set_ready();
+    info!(upstream = %config.upstream.url, routes = config.routes.len(), "herald is ready");
+    if demo {
+        print_demo_tour(&config, public_addr, admin_addr);
+    }
+
+    wait_for_signal().await?;
+    info!(?grace, "shutting down: closing streams and draining connections");
+    shutdown.cancel();
+    // serve() bounds its own drain by `grace`; this outer bound only guards against a bug there.
+    let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
+        let _ = public_task.await;
+        let _ = admin_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        bail!("shutdown did not finish within server.shutdown_grace");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({key})"))
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}
+
+/// The key for credential scope hashes: random per process, so a hash reveals nothing elsewhere.
+fn random_key() -> [u8; 32] {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key));
+    if read.is_err() {
+        // No /dev/urandom: derive the key from what differs between processes.
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        key = *blake3::hash(seed.as_bytes()).as_bytes();
+    }
+    key
+}
+
+/// `herald demo`: the built-in legacy API at the (loopback) address upstream.url names.
+async fn start_demo_api(config: &Config) -> anyhow::Result<()> {
+    let url = &config.upstream.url;
+    let authority = url.strip_prefix("http://").context("herald demo needs an http:// upstream.url")?;
+    let addr: SocketAddr = authority
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("herald demo needs upstream.url to be IP:PORT, found {url}"))?;
+    if !addr.ip().is_loopback() {
+        bail!("herald demo only starts its API on a loopback address; upstream.url is {url}");
+    }
+    let api = herald_testkit::LegacyApi::new();
+    api.serve(addr).await.with_context(|| format!("cannot start the demo API on {addr} (upstream.url)"))?;
+    api.mutate_every(Duration::from_secs(2));
+    info!(%addr, "demo legacy API started");
+    Ok(())
+}
+
+fn print_demo_tour(config: &Config, public: SocketAddr, admin: SocketAddr) {
+    let up = &config.upstream.url;
+    println!(
+        "\n\
+herald demo is running.
+  legacy API (polling only, changes every 2 s): {up}
+  herald, in front of it:                       http://{public}
+  admin (metrics, watches):                     http://{admin}
+
+Try, in another terminal:
+  curl -N http://{public}/tasks/event-stream                                  # a snapshot, then each change
+  curl -N -H 'Authorization: Bearer alice' http://{public}/me/tasks/event-stream   # alice's own tasks
+  curl -i -H 'Authorization: Bearer mallory' http://{public}/me/tasks/event-stream # the upstream's 401
+  curl http://{public}/tasks                                                   # passed through to the API
+  curl http://{admin}/admin/watches
+  curl -s http://{admin}/metrics | grep ^herald_
+In a browser: http://{public}/  (a page that subscribes with EventSource)
+Stop with Ctrl-C.
+"
+    );
+}

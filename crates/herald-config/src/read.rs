@@ -135,7 +135,9 @@ impl<'a> Cx<'a> {
     fn map<'n>(&mut self, node: &'n Node, path: &str) -> Option<MapReader<'n>> {
         self.positions.insert(path.to_string(), node.pos);
         match &node.kind {
-            Kind::Map(entries) => Some(MapReader { path: path.to_string(), entries: entries.iter().map(|(k, v)| (k, v)).collect() }),
+            Kind::Map(entries) => {
+                Some(MapReader { path: path.to_string(), entries: entries.iter().map(|(k, v)| (k, v)).collect() })
+            }
             Kind::Null => Some(MapReader { path: path.to_string(), entries: Vec::new() }),
             _ => {
                 self.problem(node.pos, path, format!("expected a mapping, found {}", node.describe()));
@@ -188,7 +190,13 @@ impl<'a> Cx<'a> {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    self.problem(pos, path, format!("environment variable {name} is not set (write ${{{name}:-default}} to give a default)"));
+                    self.problem(
+                        pos,
+                        path,
+                        format!(
+                            "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+                        ),
+                    );
                     return None;
                 }
             }
@@ -318,7 +326,9 @@ impl<'a> Cx<'a> {
         }
         m.field(self, "timeout", &mut u.timeout, Cx::duration);
         m.field(self, "max_concurrency", &mut u.max_concurrency, |cx, n, p| cx.number(n, p, "a positive integer"));
-        m.field(self, "max_polls_per_second", &mut u.max_polls_per_second, |cx, n, p| cx.number(n, p, "a positive number"));
+        m.field(self, "max_polls_per_second", &mut u.max_polls_per_second, |cx, n, p| {
+            cx.number(n, p, "a positive number")
+        });
         m.field(self, "max_body", &mut u.max_body, Cx::size);
         m.field(self, "headers", &mut u.headers, |cx, n, p| {
             let mut hm = cx.map(n, p)?;
@@ -360,7 +370,11 @@ impl<'a> Cx<'a> {
         }
         let mut r = Route::new(name, route_path);
         m.field(self, "access", &mut r.access, |cx, n, p| {
-            cx.one_of(n, p, &[("per-subscriber", Access::PerSubscriber), ("shared", Access::Shared), ("public", Access::Public)])
+            cx.one_of(
+                n,
+                p,
+                &[("per-subscriber", Access::PerSubscriber), ("shared", Access::Shared), ("public", Access::Public)],
+            )
         });
         m.field(self, "vary", &mut r.vary, |cx, n, p| {
             let names = cx.strings(n, p)?;
@@ -408,10 +422,16 @@ impl<'a> Cx<'a> {
             if let Some(s) = self.string(n, &p) {
                 match s.as_str() {
                     "snapshot" => e.format = Format::Snapshot,
-                    "json-patch" | "merge-patch" | "collection" => {
-                        self.problem(n.pos, &p, format!("format {s:?} is not supported by this version of herald yet (supported: snapshot)"))
-                    }
-                    _ => self.problem(n.pos, &p, format!("invalid value {s:?} (expected one of: snapshot, json-patch, merge-patch, collection)")),
+                    "json-patch" | "merge-patch" | "collection" => self.problem(
+                        n.pos,
+                        &p,
+                        format!("format {s:?} is not supported by this version of herald yet (supported: snapshot)"),
+                    ),
+                    _ => self.problem(
+                        n.pos,
+                        &p,
+                        format!("invalid value {s:?} (expected one of: snapshot, json-patch, merge-patch, collection)"),
+                    ),
                 }
             }
         }
@@ -436,9 +456,16 @@ impl<'a> Cx<'a> {
     fn log(&mut self, node: &Node, path: &str) -> Log {
         let mut l = Log::default();
         let Some(mut m) = self.map(node, path) else { return l };
-        m.field(self, "format", &mut l.format, |cx, n, p| cx.one_of(n, p, &[("text", LogFormat::Text), ("json", LogFormat::Json)]));
+        m.field(self, "format", &mut l.format, |cx, n, p| {
+            cx.one_of(n, p, &[("text", LogFormat::Text), ("json", LogFormat::Json)])
+        });
         m.field(self, "level", &mut l.level, |cx, n, p| {
-            cx.one_of(n, p, &[("error", "error"), ("warn", "warn"), ("info", "info"), ("debug", "debug"), ("trace", "trace")]).map(String::from)
+            cx.one_of(
+                n,
+                p,
+                &[("error", "error"), ("warn", "warn"), ("info", "info"), ("debug", "debug"), ("trace", "trace")],
+            )
+            .map(String::from)
         });
         m.finish(self);
         l
@@ -507,7 +534,11 @@ impl<'a> Cx<'a> {
             if p.min_interval > p.max_interval {
                 self.problem_at(
                     &at("poll.min_interval"),
-                    format!("min_interval ({}) is longer than max_interval ({})", show(p.min_interval), show(p.max_interval)),
+                    format!(
+                        "min_interval ({}) is longer than max_interval ({})",
+                        show(p.min_interval),
+                        show(p.max_interval)
+                    ),
                 );
             } else if p.interval < p.min_interval || p.interval > p.max_interval {
                 self.problem_at(
@@ -658,7 +689,10 @@ sse:
     #[test]
     fn unsupported_features_say_so() {
         let got = problems(&format!("{MINIMAL}    cache: true\nstorage:\n  kind: memory\n"));
-        assert!(got.iter().any(|p| p.ends_with("routes[0].cache: is not supported by this version of herald yet")), "{got:?}");
+        assert!(
+            got.iter().any(|p| p.ends_with("routes[0].cache: is not supported by this version of herald yet")),
+            "{got:?}"
+        );
         assert!(got.iter().any(|p| p.ends_with("storage: is not supported by this version of herald yet")), "{got:?}");
     }
 

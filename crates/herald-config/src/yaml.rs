@@ -24,7 +24,10 @@ impl From<Marker> for Pos {
 pub enum Kind {
     Null,
     /// A scalar; `plain` is false when it was quoted (then `true`, `5` stay strings).
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -57,10 +60,9 @@ pub struct SyntaxError {
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, false).map_err(|e| SyntaxError {
-        pos: Pos::from(*e.marker()),
-        message: e.info().to_string(),
-    })?;
+    parser
+        .load(&mut builder, false)
+        .map_err(|e| SyntaxError { pos: Pos::from(*e.marker()), message: e.info().to_string() })?;
     if let Some(e) = builder.error {
         return Err(e);
     }

@@ -25,7 +25,10 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let proxy_requests = IntCounterVec::new(
-            Opts::new("herald_proxy_requests_total", "Requests passed through to the upstream, by response status class."),
+            Opts::new(
+                "herald_proxy_requests_total",
+                "Requests passed through to the upstream, by response status class.",
+            ),
             &["status_class"],
         )?;
         registry.register(Box::new(proxy_requests.clone()))?;

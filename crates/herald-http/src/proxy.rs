@@ -85,7 +85,11 @@ impl Proxy {
             Ok(uri) => uri,
             Err(_) => return text(StatusCode::BAD_REQUEST, "invalid request target"),
         };
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let proto = parts.uri.scheme_str().unwrap_or("http").to_string();
         strip_hop_by_hop(&mut parts.headers);
         let h = &mut parts.headers;
@@ -95,7 +99,10 @@ impl Proxy {
             Some(prior) => format!("{prior}, {}", peer.ip()),
             None => peer.ip().to_string(),
         };
-        h.insert("x-forwarded-for", HeaderValue::from_str(&forwarded_for).expect("IP addresses are valid header values"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(&forwarded_for).expect("IP addresses are valid header values"),
+        );
         h.insert("x-forwarded-proto", HeaderValue::from_str(&proto).expect("a scheme is a valid header value"));
         if let Some(host) = host {
             h.insert("x-forwarded-host", host);

@@ -8,7 +8,9 @@ pub(crate) struct RouteTable {
 
 impl RouteTable {
     pub(crate) fn new(routes: &[Route]) -> Self {
-        RouteTable { patterns: routes.iter().map(|r| parse_pattern(&r.path).expect("validated by herald-config")).collect() }
+        RouteTable {
+            patterns: routes.iter().map(|r| parse_pattern(&r.path).expect("validated by herald-config")).collect(),
+        }
     }
 
     /// The index of the route `path` matches, preferring the pattern with the most literal segments.

@@ -63,7 +63,10 @@ impl App {
         self.cors(req, &mut resp);
         let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, last-event-id, cache-control, accept"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, last-event-id, cache-control, accept"),
+        );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         resp
     }
@@ -93,12 +96,8 @@ impl App {
             Some(q) => format!("{}?{q}", m.path),
             None => m.path,
         };
-        let last_event_id = req
-            .headers()
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or(query_last_id);
+        let last_event_id =
+            req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string).or(query_last_id);
 
         let Some(slot) = self.sessions.reserve() else {
             let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "too many subscribers, try again later");
@@ -119,7 +118,8 @@ impl App {
             })
             .collect();
         let scope_of_vary = || {
-            self.scopes.scope(route.vary.iter().map(|n| (n.as_str(), req.headers().get(n.as_str()).map(|v| v.as_bytes()))))
+            self.scopes
+                .scope(route.vary.iter().map(|n| (n.as_str(), req.headers().get(n.as_str()).map(|v| v.as_bytes()))))
         };
         let (scope, credentials) = match route.access {
             Access::Public => (Scope::Everybody, Vec::new()),

@@ -24,10 +24,22 @@ pub struct Request<'a> {
 /// What the upstream answered.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    NotModified { max_age: Option<Duration> },
-    Ok { body: Bytes, etag: Option<String>, last_modified: Option<String>, max_age: Option<Duration> },
+    NotModified {
+        max_age: Option<Duration>,
+    },
+    Ok {
+        body: Bytes,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        max_age: Option<Duration>,
+    },
     /// Any other status: passed on to a first subscriber as is.
-    Status { status: u16, content_type: Option<String>, body: Bytes, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        content_type: Option<String>,
+        body: Bytes,
+        retry_after: Option<Duration>,
+    },
 }
 
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, PollError>> + Send + 'a>>;
@@ -50,7 +62,8 @@ impl UpstreamClient {
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
             let name = HeaderName::try_from(name.as_str()).map_err(|e| PollError::Setup(e.to_string()))?;
-            let mut value = HeaderValue::try_from(value.as_str()).map_err(|_| PollError::Setup(format!("upstream.headers.{name}: invalid value")))?;
+            let mut value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| PollError::Setup(format!("upstream.headers.{name}: invalid value")))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
@@ -67,10 +80,12 @@ impl UpstreamClient {
     }
 
     async fn get(&self, req: Request<'_>) -> Result<Answer, PollError> {
-        let mut rb = self.http.get(format!("{}{}", self.base, req.target)).headers(self.headers.clone());
+        let mut headers = self.headers.clone();
+        // The subscriber's own credentials replace a configured header of the same name.
         for (name, value) in req.credentials {
-            rb = rb.header(name, value);
+            headers.insert(name, value.clone());
         }
+        let mut rb = self.http.get(format!("{}{}", self.base, req.target)).headers(headers);
         if let Some(etag) = req.etag {
             rb = rb.header(header::IF_NONE_MATCH, etag);
         }
@@ -119,8 +134,12 @@ fn max_age(cc: &str) -> Option<Duration> {
     let mut age = None;
     for directive in cc.split(',').map(str::trim) {
         match directive.split_once('=') {
-            Some((k, v)) if k.eq_ignore_ascii_case("max-age") => age = v.trim_matches('"').parse().ok().map(Duration::from_secs),
-            None if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") => return None,
+            Some((k, v)) if k.eq_ignore_ascii_case("max-age") => {
+                age = v.trim_matches('"').parse().ok().map(Duration::from_secs)
+            }
+            None if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") => {
+                return None
+            }
             _ => {}
         }
     }

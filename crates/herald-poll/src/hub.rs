@@ -27,7 +27,11 @@ pub struct Refusal {
 
 impl From<&PollError> for Refusal {
     fn from(e: &PollError) -> Self {
-        Refusal { status: e.status(), content_type: Some("text/plain; charset=utf-8".into()), body: Bytes::from(format!("{e}\n")) }
+        Refusal {
+            status: e.status(),
+            content_type: Some("text/plain; charset=utf-8".into()),
+            body: Bytes::from(format!("{e}\n")),
+        }
     }
 }
 
@@ -101,10 +105,7 @@ impl Hub {
             limiter: Limiter::new(cfg.max_polls_per_second, cfg.max_concurrency),
             queue: cfg.queue,
             watches: Mutex::new(HashMap::new()),
-            admitted: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .expire_after(PerRouteTtl(ttls))
-                .build(),
+            admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(PerRouteTtl(ttls)).build(),
             shutdown,
         })
     }
@@ -142,7 +143,13 @@ impl Hub {
             match outcome {
                 Ok(Ready::Refused(refusal)) => return Err(refusal),
                 Ok(_) => {}
-                Err(_) => return Err(Refusal { status: 503, content_type: None, body: Bytes::from_static(b"shutting down\n") }),
+                Err(_) => {
+                    return Err(Refusal {
+                        status: 503,
+                        content_type: None,
+                        body: Bytes::from_static(b"shutting down\n"),
+                    })
+                }
             }
             match watch.join(last_event_id, guard) {
                 Some(joined) => return Ok(joined),
@@ -154,7 +161,13 @@ impl Hub {
 
     /// `shared` routes: admits a subscriber whose own `vary` headers get a 2xx from the upstream
     /// for `target`; successes are remembered for `authorize_ttl`.
-    pub async fn admit(&self, route: usize, scope: Scope, target: &str, credentials: &[(HeaderName, HeaderValue)]) -> Result<(), Refusal> {
+    pub async fn admit(
+        &self,
+        route: usize,
+        scope: Scope,
+        target: &str,
+        credentials: &[(HeaderName, HeaderValue)],
+    ) -> Result<(), Refusal> {
         if self.admitted.contains_key(&(route, scope)) {
             return Ok(());
         }
@@ -167,7 +180,11 @@ impl Hub {
                 Ok(())
             }
             Ok(Answer::Status { status, content_type, body, .. }) => Err(Refusal { status, content_type, body }),
-            Ok(Answer::NotModified { .. }) => Err(Refusal { status: 502, content_type: None, body: Bytes::from_static(b"unexpected 304 from upstream\n") }),
+            Ok(Answer::NotModified { .. }) => Err(Refusal {
+                status: 502,
+                content_type: None,
+                body: Bytes::from_static(b"unexpected 304 from upstream\n"),
+            }),
             Err(e) => Err(Refusal::from(&e)),
         }
     }
@@ -290,8 +307,17 @@ impl Hub {
                 return Next::In(schedule.changed(max_age));
             }
             Ok(Answer::NotModified { .. }) => {
-                let refusal = Refusal { status: 502, content_type: None, body: Bytes::from_static(b"unexpected 304 from upstream\n") };
-                Failure { status: Some(304), refusal, retry_after: None, error: "unexpected 304 without a validator".into() }
+                let refusal = Refusal {
+                    status: 502,
+                    content_type: None,
+                    body: Bytes::from_static(b"unexpected 304 from upstream\n"),
+                };
+                Failure {
+                    status: Some(304),
+                    refusal,
+                    retry_after: None,
+                    error: "unexpected 304 without a validator".into(),
+                }
             }
             Ok(Answer::Status { status, content_type, body, retry_after }) => {
                 if !first && cfg.access == Access::PerSubscriber && matches!(status, 401 | 403) {
@@ -301,7 +327,12 @@ impl Hub {
                     watch.terminate(encode_frame("error", None, format!("{{\"status\":{status}}}").as_bytes()));
                     return Next::Stop;
                 }
-                Failure { status: Some(status), error: format!("upstream answered {status}"), refusal: Refusal { status, content_type, body }, retry_after }
+                Failure {
+                    status: Some(status),
+                    error: format!("upstream answered {status}"),
+                    refusal: Refusal { status, content_type, body },
+                    retry_after,
+                }
             }
             Err(e) => Failure { status: None, error: e.to_string(), refusal: Refusal::from(&e), retry_after: None },
         };
@@ -386,11 +417,21 @@ mod tests {
     }
 
     fn ok(body: &str, etag: &str) -> Result<Answer, PollError> {
-        Ok(Answer::Ok { body: Bytes::from(body.to_string()), etag: Some(etag.into()), last_modified: None, max_age: None })
+        Ok(Answer::Ok {
+            body: Bytes::from(body.to_string()),
+            etag: Some(etag.into()),
+            last_modified: None,
+            max_age: None,
+        })
     }
 
     fn status(status: u16, retry_after: Option<u64>) -> Result<Answer, PollError> {
-        Ok(Answer::Status { status, content_type: None, body: Bytes::from_static(b"nope"), retry_after: retry_after.map(Duration::from_secs) })
+        Ok(Answer::Status {
+            status,
+            content_type: None,
+            body: Bytes::from_static(b"nope"),
+            retry_after: retry_after.map(Duration::from_secs),
+        })
     }
 
     fn hub(script: Arc<Script>, access: Access) -> Arc<Hub> {
@@ -442,7 +483,9 @@ mod tests {
         let change = joined.rx.recv().await.unwrap();
         assert!(text(&change.frame).contains("event: change\n") && text(&change.frame).ends_with("data: [1,2]\n\n"));
         let down = joined.rx.recv().await.unwrap();
-        assert!(text(&down.frame).ends_with("data: {\"ok\":false,\"status\":500,\"error\":\"upstream answered 500\"}\n\n"));
+        assert!(
+            text(&down.frame).ends_with("data: {\"ok\":false,\"status\":500,\"error\":\"upstream answered 500\"}\n\n")
+        );
         let up = joined.rx.recv().await.unwrap();
         assert!(text(&up.frame).ends_with("data: {\"ok\":true}\n\n"));
         assert!(change.seq < down.seq && down.seq < up.seq, "ids strictly increase");
@@ -453,7 +496,11 @@ mod tests {
         // Conditional requests carry the last ETag.
         assert_eq!(script.polls.lock().unwrap()[1].1.as_deref(), Some("\"a\""));
         tokio::time::sleep(Duration::from_secs(25)).await;
-        assert_eq!(script.poll_offsets(start), [0, 10, 20, 40, 80, 170, 180, 190], "back on the interval after recovery");
+        assert_eq!(
+            script.poll_offsets(start),
+            [0, 10, 20, 40, 80, 170, 180, 190],
+            "back on the interval after recovery"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,10 +19,16 @@ impl PollMetrics {
                 &["route", "outcome"],
             )?,
             poll_duration: HistogramVec::new(
-                HistogramOpts::new("herald_upstream_poll_duration_seconds", "Time from sending a poll to its complete answer."),
+                HistogramOpts::new(
+                    "herald_upstream_poll_duration_seconds",
+                    "Time from sending a poll to its complete answer.",
+                ),
                 &["route"],
             )?,
-            bytes: IntCounterVec::new(Opts::new("herald_upstream_bytes_total", "Body bytes received from polls."), &["route"])?,
+            bytes: IntCounterVec::new(
+                Opts::new("herald_upstream_bytes_total", "Body bytes received from polls."),
+                &["route"],
+            )?,
             watches: IntGaugeVec::new(Opts::new("herald_watches", "Watches currently polling."), &["route"])?,
             events: IntCounterVec::new(Opts::new("herald_events_total", "Events produced by watches."), &["route"])?,
         };

@@ -106,7 +106,12 @@ pub struct WatchInfo {
 }
 
 impl Watch {
-    pub(crate) fn new(key: WatchKey, route: Arc<RouteCtx>, credentials: Vec<(HeaderName, HeaderValue)>, queue: usize) -> Self {
+    pub(crate) fn new(
+        key: WatchKey,
+        route: Arc<RouteCtx>,
+        credentials: Vec<(HeaderName, HeaderValue)>,
+        queue: usize,
+    ) -> Self {
         // The epoch makes ids from an earlier incarnation of this watch unknown (see EventId).
         let epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
         let (tx, _) = broadcast::channel(queue);
@@ -199,7 +204,14 @@ impl Watch {
 
     /// Appends an event to the history and sends it to every subscriber. Never blocks: a
     /// subscriber that is `sse.queue` events behind finds out on its next read and resyncs.
-    pub(crate) fn publish(&self, st: &mut State, kind: EventKind, name: &str, data: &[u8], detected: std::time::Instant) {
+    pub(crate) fn publish(
+        &self,
+        st: &mut State,
+        kind: EventKind,
+        name: &str,
+        data: &[u8],
+        detected: std::time::Instant,
+    ) {
         st.seq += 1;
         let frame = encode_frame(name, Some(EventId { epoch: self.epoch, seq: st.seq }), data);
         let event = Event { seq: st.seq, kind, frame, detected };
@@ -214,7 +226,8 @@ impl Watch {
         let mut st = self.state.lock().unwrap();
         st.terminal = Some(frame.clone());
         let seq = st.seq;
-        let _ = self.tx.send(Event { seq: seq + 1, kind: EventKind::Terminal, frame, detected: std::time::Instant::now() });
+        let _ =
+            self.tx.send(Event { seq: seq + 1, kind: EventKind::Terminal, frame, detected: std::time::Instant::now() });
     }
 
     pub fn info(&self) -> WatchInfo {

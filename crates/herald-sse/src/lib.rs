@@ -15,7 +15,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use herald_core::{encode_comment, encode_frame, EventKind};
 use herald_poll::{Joined, Resync};
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,14 +35,23 @@ impl SseMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = SseMetrics {
             subscribers: IntGaugeVec::new(Opts::new("herald_sse_subscribers", "Open SSE streams."), &["route"])?,
-            sent: IntCounterVec::new(Opts::new("herald_sse_events_sent_total", "Events written to SSE streams."), &["route"])?,
+            sent: IntCounterVec::new(
+                Opts::new("herald_sse_events_sent_total", "Events written to SSE streams."),
+                &["route"],
+            )?,
             resyncs: IntCounterVec::new(
-                Opts::new("herald_sse_resyncs_total", "Subscribers that fell more than sse.queue events behind and got a new snapshot."),
+                Opts::new(
+                    "herald_sse_resyncs_total",
+                    "Subscribers that fell more than sse.queue events behind and got a new snapshot.",
+                ),
                 &["route"],
             )?,
             delivery: HistogramVec::new(
-                HistogramOpts::new("herald_event_delivery_seconds", "From change detected to the event written to a subscriber.")
-                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                HistogramOpts::new(
+                    "herald_event_delivery_seconds",
+                    "From change detected to the event written to a subscriber.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
                 &["route"],
             )?,
         };

@@ -64,7 +64,8 @@ impl LegacyApi {
                 let task = st.new_task(title);
                 st.tasks.push(task);
             }
-            st.users.insert("alice".into(), vec![json!({"id": "a1", "title": "Alice's secret plan", "owner": "alice"})]);
+            st.users
+                .insert("alice".into(), vec![json!({"id": "a1", "title": "Alice's secret plan", "owner": "alice"})]);
             st.users.insert("bob".into(), vec![json!({"id": "b1", "title": "Bob's birthday list", "owner": "bob"})]);
             st.touch("/tasks");
             st.touch("/me/tasks#alice");
@@ -122,7 +123,8 @@ impl LegacyApi {
                 st.tasks[i]["done"] = json!(!done);
             }
             _ if n < 8 => {
-                let titles = ["Water the plants", "Book the train", "Fix the login bug", "Answer Dana", "Plan the sprint"];
+                let titles =
+                    ["Water the plants", "Book the train", "Fix the login bug", "Answer Dana", "Plan the sprint"];
                 let task = st.new_task(titles[fastrand::usize(0..titles.len())]);
                 st.tasks.push(task);
             }
@@ -162,7 +164,10 @@ impl LegacyApi {
     pub fn add_user_task(&self, user: &str, title: &str) {
         let mut st = self.state.lock().unwrap();
         let n = st.users.get(user).map_or(0, Vec::len);
-        st.users.entry(user.into()).or_default().push(json!({"id": format!("{}{}", &user[..1], n + 1), "title": title, "owner": user}));
+        st.users
+            .entry(user.into())
+            .or_default()
+            .push(json!({"id": format!("{}{}", &user[..1], n + 1), "title": title, "owner": user}));
         st.touch(&format!("/me/tasks#{user}"));
     }
 
@@ -264,7 +269,12 @@ impl LegacyApi {
     }
 
     /// The body for a GET and the resource key whose modification time it carries.
-    fn resolve(&self, st: &State, req: &Request<Incoming>, path: &str) -> Result<(Value, String), Response<Full<Bytes>>> {
+    fn resolve(
+        &self,
+        st: &State,
+        req: &Request<Incoming>,
+        path: &str,
+    ) -> Result<(Value, String), Response<Full<Bytes>>> {
         if path == "/tasks" {
             return Ok((st.tasks_body(), "/tasks".into()));
         }

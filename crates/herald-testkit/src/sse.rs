@@ -45,7 +45,16 @@ impl SseClient {
         let resp = rb.send().await.expect("connect to herald");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let mut client = SseClient { status, headers, stream: None, buf: BytesMut::new(), retry: None, comments: 0, last_event_id: None, body: String::new() };
+        let mut client = SseClient {
+            status,
+            headers,
+            stream: None,
+            buf: BytesMut::new(),
+            retry: None,
+            comments: 0,
+            last_event_id: None,
+            body: String::new(),
+        };
         if status == 200 {
             client.stream = Some(resp.bytes_stream().boxed());
         } else {

@@ -49,11 +49,21 @@ pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
         shutdown.child_token(),
     );
     let sessions = Sessions::new(
-        SseConfig { heartbeat: config.sse.heartbeat, retry: config.sse.retry, max_subscribers: config.sse.max_subscribers },
+        SseConfig {
+            heartbeat: config.sse.heartbeat,
+            retry: config.sse.retry,
+            max_subscribers: config.sse.max_subscribers,
+        },
         SseMetrics::new(&registry)?,
         shutdown.child_token(),
     );
-    let app = Arc::new(App::new(&config, hub.clone(), sessions, ScopeHasher::new(random_key()), HttpMetrics::new(&registry)?));
+    let app = Arc::new(App::new(
+        &config,
+        hub.clone(),
+        sessions,
+        ScopeHasher::new(random_key()),
+        HttpMetrics::new(&registry)?,
+    ));
     let admin = Arc::new(Admin::new(registry, hub));
 
     let public = bind(config.server.listen, "server.listen").await?;
@@ -72,7 +82,12 @@ pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
     ));
     let admin_task = {
         let admin = admin.clone();
-        tokio::spawn(herald_http::serve(admin_listener, move |req, _| admin.clone().handle(req), shutdown.clone(), grace))
+        tokio::spawn(herald_http::serve(
+            admin_listener,
+            move |req, _| admin.clone().handle(req),
+            shutdown.clone(),
+            grace,
+        ))
     };
     admin.set_ready();
     info!(upstream = %config.upstream.url, routes = config.routes.len(), "herald is ready");

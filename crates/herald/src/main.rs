@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Push in front of APIs that can only be polled: SSE for everyone, one poll upstream.")]
+#[command(
+    name = "herald",
+    version,
+    about = "Push in front of APIs that can only be polled: SSE for everyone, one poll upstream."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,151 @@
+//! Runs the real `herald` binary for end-to-end tests: writes a configuration, starts the
+//! process on ports chosen by the OS, reads its JSON logs to learn them, and stops it.
+//!
+//! The binary is the one `cargo test --workspace` builds (`target/<profile>/herald`, next to the
+//! test executables' `deps/` folder); set `HERALD_BIN` to test another.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub use herald_testkit::{Fault, LegacyApi, SseClient, SseEvent};
+
+/// Generous bound for anything that should happen "soon"; tests never assert on speed.
+pub const SOON: Duration = Duration::from_secs(15);
+
+pub fn herald_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("HERALD_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let bin = dir.join("herald");
+    assert!(bin.exists(), "{} is missing: run `cargo test --workspace` (it builds the binary)", bin.display());
+    bin
+}
+
+/// Starts the legacy API on a free loopback port.
+pub async fn start_api() -> (LegacyApi, SocketAddr) {
+    let api = LegacyApi::new();
+    let addr = api.serve("127.0.0.1:0".parse().unwrap()).await.expect("bind the fake upstream");
+    (api, addr)
+}
+
+/// A configuration with OS-chosen ports, JSON logs and `body` (routes and more) appended.
+pub fn config(upstream: SocketAddr, body: &str) -> String {
+    format!(
+        "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  shutdown_grace: 3s\n\
+         upstream:\n  url: http://{upstream}\n  timeout: 2s\n\
+         log:\n  format: json\n  level: debug\n{body}"
+    )
+}
+
+pub struct Gateway {
+    child: Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Runs `herald run -c <file with yaml>` and waits until it is ready.
+    pub async fn start(yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut child = Command::new(herald_bin())
+            .arg("run")
+            .arg("-c")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn herald");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        let (mut public, mut admin) = (None, None);
+        let started = tokio::time::timeout(SOON, async {
+            while let Some(line) = rx.recv().await {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                let addr = || v["fields"]["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+                match v["fields"]["message"].as_str() {
+                    Some("public listener bound") => public = addr(),
+                    Some("admin listener bound") => admin = addr(),
+                    Some("herald is ready") => return true,
+                    _ => {}
+                }
+            }
+            false
+        })
+        .await;
+        assert!(matches!(started, Ok(true)), "herald did not start:\n{}", logs.lock().unwrap());
+        Gateway { child, public: public.unwrap(), admin: admin.unwrap(), logs, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    pub async fn subscribe(&self, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        SseClient::connect(&self.url(path), headers).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> String {
+        reqwest::get(format!("http://{}{path}", self.admin)).await.unwrap().text().await.unwrap()
+    }
+
+    /// The value of one metric sample, e.g. `herald_upstream_polls_total{outcome="error",route="tasks"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.admin_get("/metrics").await;
+        text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success();
+        assert!(ok, "kill -TERM {pid}");
+    }
+
+    pub async fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait()).await.ok().map(|r| r.unwrap())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// Waits until `check` holds, polling every 20 ms, at most [`SOON`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The numeric sequence of an event id (`<epoch>-<seq>`), for ordering checks.
+pub fn seq(ev: &SseEvent) -> u64 {
+    ev.id.as_deref().and_then(|id| id.rsplit_once('-')).and_then(|(_, s)| s.parse().ok()).expect("event has an id")
+}

@@ -1,0 +1,60 @@
+//! Pass-through: what herald does not answer reaches the upstream unchanged.
+
+use std::time::Duration;
+
+use herald_tests::*;
+use serde_json::Value;
+
+const ROUTES: &str = "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n";
+
+#[tokio::test]
+async fn method_body_query_and_headers_are_kept() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let client = reqwest::Client::new();
+    let body = "x".repeat(3 << 20);
+    let resp = client
+        .put(gw.url("/echo/items?b=2&a=1&a=3"))
+        .header("authorization", "Bearer alice")
+        .header("x-custom", "kept")
+        .header("connection", "x-hop")
+        .header("x-hop", "dropped")
+        .header("x-forwarded-for", "10.0.0.1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["via"], "1.1 herald");
+    let echo: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["path"], "/echo/items");
+    assert_eq!(echo["query"], "b=2&a=1&a=3");
+    assert_eq!(echo["body_len"], body.len());
+    let h = &echo["headers"];
+    assert_eq!(h["authorization"], "Bearer alice");
+    assert_eq!(h["x-custom"], "kept");
+    assert!(h.get("x-hop").is_none(), "headers named by Connection are hop-by-hop");
+    assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], gw.public.to_string());
+    assert_eq!(h["via"], "1.1 herald");
+    assert_eq!(h["host"], upstream.to_string());
+
+    // A plain GET on a route is passed through too (no stream asked for).
+    let tasks = reqwest::get(gw.url("/tasks")).await.unwrap();
+    assert_eq!(tasks.status(), 200);
+    assert!(tasks.headers().contains_key("etag"));
+    // Upstream errors come back as they are.
+    assert_eq!(reqwest::get(gw.url("/nothing")).await.unwrap().status(), 404);
+    assert!(gw.metric("herald_proxy_requests_total{status_class=\"4xx\"}").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES).replace("timeout: 2s", "timeout: 300ms")).await;
+    api.fail_next("/echo", [Fault::Delay(Duration::from_secs(2))]);
+    assert_eq!(reqwest::get(gw.url("/echo")).await.unwrap().status(), 504);
+    assert_eq!(reqwest::get(gw.url("/echo")).await.unwrap().status(), 200);
+}

@@ -117,13 +117,9 @@ impl MarkedEventReceiver for Builder {
                     self.push_value(node);
                 }
             }
-            Event::Alias(_) => {
-                if self.error.is_none() {
-                    self.error = Some(SyntaxError {
-                        pos,
-                        message: "YAML aliases are not supported in herald configuration".into(),
-                    });
-                }
+            Event::Alias(_) if self.error.is_none() => {
+                self.error =
+                    Some(SyntaxError { pos, message: "YAML aliases are not supported in herald configuration".into() });
             }
             _ => {}
         }

@@ -232,7 +232,7 @@ impl LegacyApi {
             let st = self.state.lock().unwrap();
             match self.resolve(&st, &req, &path) {
                 Ok(found) => found,
-                Err(resp) => return resp,
+                Err((status, body)) => return reply(status, body),
             }
         };
         let body = Bytes::from(body.to_string());
@@ -269,19 +269,14 @@ impl LegacyApi {
     }
 
     /// The body for a GET and the resource key whose modification time it carries.
-    fn resolve(
-        &self,
-        st: &State,
-        req: &Request<Incoming>,
-        path: &str,
-    ) -> Result<(Value, String), Response<Full<Bytes>>> {
+    fn resolve(&self, st: &State, req: &Request<Incoming>, path: &str) -> Result<(Value, String), (StatusCode, Value)> {
         if path == "/tasks" {
             return Ok((st.tasks_body(), "/tasks".into()));
         }
         if let Some(id) = path.strip_prefix("/tasks/") {
             return match st.tasks.iter().find(|t| t["id"] == id) {
                 Some(t) => Ok((st.padded(t), "/tasks".into())),
-                None => Err(reply(StatusCode::NOT_FOUND, json!({"error": "no such task", "id": id}))),
+                None => Err((StatusCode::NOT_FOUND, json!({"error": "no such task", "id": id}))),
             };
         }
         if path == "/me/tasks" {
@@ -293,10 +288,10 @@ impl LegacyApi {
                 .filter(|u| st.users.contains_key(*u) && !st.revoked.contains(*u));
             return match user {
                 Some(user) => Ok((Value::Array(st.users[user].clone()), format!("/me/tasks#{user}"))),
-                None => Err(reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))),
+                None => Err((StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))),
             };
         }
-        Err(reply(StatusCode::NOT_FOUND, json!({"error": "not found", "path": path})))
+        Err((StatusCode::NOT_FOUND, json!({"error": "not found", "path": path})))
     }
 }
 

@@ -69,3 +69,22 @@ async fn an_unreachable_upstream_is_a_502() {
     assert_eq!(gw.subscribe("/tasks/event-stream", &[]).await.status, 502);
     assert_eq!(reqwest::get(gw.url("/other")).await.unwrap().status(), 502);
 }
+
+#[tokio::test]
+async fn a_body_over_max_body_is_a_poll_error_not_a_crash() {
+    let (api, upstream) = start_api().await;
+    let yaml = config(upstream, "").replace("timeout: 2s", "timeout: 2s\n  max_body: 64KiB")
+        + "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    poll:\n      interval: 100ms\n      min_interval: 100ms\n      adaptive: false\n";
+    let mut gw = Gateway::start(&yaml).await;
+    let mut c = gw.subscribe("/tasks/event-stream", &[]).await;
+    c.next_within(SOON).await.unwrap();
+    api.pad_tasks(100_000);
+    let down = c.next_within(SOON).await.unwrap();
+    assert_eq!(down.event, "upstream-status");
+    assert_eq!(down.json(), json!({"ok": false, "error": "upstream body larger than max_body (65536 bytes)"}));
+    api.pad_tasks(0);
+    api.add_task("small again");
+    assert_eq!(c.next_within(SOON).await.unwrap().json(), json!({"ok": true}));
+    assert_eq!(c.next_within(SOON).await.unwrap().json(), api.tasks());
+    assert!(gw.is_running());
+}

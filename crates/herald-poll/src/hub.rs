@@ -324,6 +324,8 @@ impl Hub {
                     route.metrics.error.inc();
                     drop(st);
                     info!(route = %cfg.name, scope = %watch.key.scope, status, "credential refused by upstream, closing its streams");
+                    // Out of the map first, so a new subscriber starts a new watch instead of joining this one.
+                    self.remove(watch);
                     watch.terminate(encode_frame("error", None, format!("{{\"status\":{status}}}").as_bytes()));
                     return Next::Stop;
                 }

@@ -2,7 +2,7 @@
 //! representation, the event history and the broadcast channel subscribers read from; its poll
 //! loop (in [`crate::hub`]) is the only writer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -105,6 +105,15 @@ pub struct WatchInfo {
     pub state: &'static str,
 }
 
+/// A new watch epoch: the time in microseconds, made unique within the process. It makes ids
+/// from an earlier incarnation of a watch, or from another watch, unknown (see `EventId`).
+fn next_epoch() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+    let prev = LAST.fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(now.max(last + 1))).unwrap_or(0);
+    now.max(prev + 1)
+}
+
 impl Watch {
     pub(crate) fn new(
         key: WatchKey,
@@ -112,8 +121,7 @@ impl Watch {
         credentials: Vec<(HeaderName, HeaderValue)>,
         queue: usize,
     ) -> Self {
-        // The epoch makes ids from an earlier incarnation of this watch unknown (see EventId).
-        let epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+        let epoch = next_epoch();
         let (tx, _) = broadcast::channel(queue);
         let state = State {
             seq: 0,

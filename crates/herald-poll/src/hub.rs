@@ -271,6 +271,18 @@ impl Hub {
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let detected = std::time::Instant::now();
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
+        // Normalizing and hashing a large body takes a while: do it before taking the lock
+        // that subscribers joining this watch need.
+        let fresh = match &answer {
+            Ok(Answer::Ok { body, etag, last_modified, .. }) => {
+                route.metrics.bytes.inc_by(body.len() as u64);
+                let mut repr = Representation::from_body(body, &cfg.ignore);
+                repr.etag.clone_from(etag);
+                repr.last_modified.clone_from(last_modified);
+                Some(repr)
+            }
+            _ => None,
+        };
         let mut st = watch.state.lock().unwrap();
         st.last_poll = Some(SystemTime::now());
 
@@ -280,11 +292,8 @@ impl Hub {
                 recovered(watch, &mut st, detected);
                 return Next::In(schedule.unchanged(max_age));
             }
-            Ok(Answer::Ok { body, etag, last_modified, max_age }) => {
-                route.metrics.bytes.inc_by(body.len() as u64);
-                let mut repr = Representation::from_body(&body, &cfg.ignore);
-                repr.etag = etag;
-                repr.last_modified = last_modified;
+            Ok(Answer::Ok { max_age, .. }) => {
+                let repr = fresh.expect("computed above for every 2xx");
                 if first {
                     route.metrics.changed.inc();
                     st.current = Some(repr);

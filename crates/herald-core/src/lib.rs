@@ -2,6 +2,7 @@
 //! encoded once as SSE frames, and the per-watch event history used for `Last-Event-ID` resume.
 #![forbid(unsafe_code)]
 
+pub mod diff;
 mod event;
 mod history;
 mod repr;

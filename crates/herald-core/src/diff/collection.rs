@@ -1,0 +1,198 @@
+//! Collection events: the array at `items`, items identified by the value at `id`; one
+//! `<type>.created` / `.updated` / `.deleted` event per changed item. A reorder alone changes no
+//! item and emits nothing.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use super::ByContent;
+
+/// Where the items are and how to name their events.
+#[derive(Debug, Clone)]
+pub struct Collection {
+    /// JSON Pointer to the array ("" = the whole body).
+    pub items: String,
+    /// JSON Pointer inside an item to its identity.
+    pub id: String,
+    pub payload: Payload,
+    /// `resourceType`, and the prefix of event names.
+    pub type_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// With `resourceDetails`: the item (as last seen, for `.deleted`).
+    Rich,
+    Lean,
+}
+
+/// One item event: its name (`task.created`) and data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemEvent {
+    pub name: String,
+    pub data: Value,
+}
+
+/// Why a representation cannot be read as a collection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CollectionError {
+    #[error("collection.items {0:?} does not point at an array")]
+    NotAnArray(String),
+    #[error("{count} item(s) without an id at {pointer:?} (first at index {first})")]
+    MissingId { pointer: String, count: usize, first: usize },
+    #[error("duplicate item id {0}")]
+    DuplicateId(String),
+}
+
+/// The events that turn the items of `old` into those of `new`; `list` is the path the links
+/// point under (`/tasks` → `/tasks/{id}`).
+pub fn collection_events(c: &Collection, old: &Value, new: &Value, list: &str) -> Result<Vec<ItemEvent>, CollectionError> {
+    let old_items = items(c, old)?;
+    let new_items = items(c, new)?;
+    let old_by_id: HashMap<&str, &Value> = old_items.iter().map(|(id, v)| (id.as_str(), *v)).collect();
+    let new_by_id: HashMap<&str, &Value> = new_items.iter().map(|(id, v)| (id.as_str(), *v)).collect();
+    let mut events = Vec::new();
+    for (id, item) in &new_items {
+        match old_by_id.get(id.as_str()) {
+            None => events.push(event(c, "created", id, item, list)),
+            Some(before) if ByContent(before) != ByContent(item) => events.push(event(c, "updated", id, item, list)),
+            Some(_) => {}
+        }
+    }
+    for (id, item) in &old_items {
+        if !new_by_id.contains_key(id.as_str()) {
+            events.push(event(c, "deleted", id, item, list));
+        }
+    }
+    Ok(events)
+}
+
+/// The items with their ids as strings, checked for missing and duplicate ids.
+pub fn items<'v>(c: &Collection, doc: &'v Value) -> Result<Vec<(String, &'v Value)>, CollectionError> {
+    let array = doc.pointer(&c.items).and_then(Value::as_array).ok_or_else(|| CollectionError::NotAnArray(c.items.clone()))?;
+    let mut out = Vec::with_capacity(array.len());
+    let mut missing = (0, None);
+    for (i, item) in array.iter().enumerate() {
+        match item.pointer(&c.id).and_then(id_string) {
+            Some(id) => out.push((id, item)),
+            None => {
+                missing.0 += 1;
+                missing.1.get_or_insert(i);
+            }
+        }
+    }
+    if let (count, Some(first)) = missing {
+        return Err(CollectionError::MissingId { pointer: c.id.clone(), count, first });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(out.len());
+    if let Some((dup, _)) = out.iter().find(|(id, _)| !seen.insert(id.as_str())) {
+        return Err(CollectionError::DuplicateId(dup.clone()));
+    }
+    Ok(out)
+}
+
+/// Strings as they are, numbers in their JSON form; other values are not ids.
+fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn event(c: &Collection, what: &str, id: &str, item: &Value, list: &str) -> ItemEvent {
+    let name = format!("{}.{what}", c.type_name);
+    let mut data = Map::new();
+    data.insert("eventType".into(), json!(name));
+    data.insert("resourceType".into(), json!(c.type_name));
+    data.insert("resourceId".into(), json!(id));
+    if c.payload == Payload::Rich {
+        data.insert("resourceDetails".into(), item.clone());
+    }
+    let list = list.trim_end_matches('/');
+    data.insert("_links".into(), json!([{"href": format!("{list}/{id}"), "rel": "self"}, {"href": list, "rel": "list"}]));
+    ItemEvent { name, data: Value::Object(data) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tasks(payload: Payload) -> Collection {
+        Collection { items: "".into(), id: "/id".into(), payload, type_name: "task".into() }
+    }
+
+    #[test]
+    fn the_spec_example() {
+        let old = json!([{"id": "x1", "title": "old"}, {"id": "gone", "title": "bye"}]);
+        let new = json!([{"id": "abc123", "title": "new"}, {"id": "x1", "title": "edited"}]);
+        let events = collection_events(&tasks(Payload::Rich), &old, &new, "/tasks").unwrap();
+        assert_eq!(
+            events[0],
+            ItemEvent {
+                name: "task.created".into(),
+                data: json!({"eventType": "task.created", "resourceType": "task", "resourceId": "abc123",
+                    "resourceDetails": {"id": "abc123", "title": "new"},
+                    "_links": [{"href": "/tasks/abc123", "rel": "self"}, {"href": "/tasks", "rel": "list"}]}),
+            }
+        );
+        assert_eq!(events[1].name, "task.updated");
+        assert_eq!(events[2].name, "task.deleted");
+        assert_eq!(events[2].data["resourceDetails"], json!({"id": "gone", "title": "bye"}), "as last seen");
+        let lean = collection_events(&tasks(Payload::Lean), &old, &new, "/tasks").unwrap();
+        assert!(lean.iter().all(|e| e.data.get("resourceDetails").is_none()));
+    }
+
+    #[test]
+    fn reorders_emit_nothing_and_numbers_are_ids() {
+        let old = json!({"data": {"items": [{"id": 1}, {"id": 2}]}});
+        let new = json!({"data": {"items": [{"id": 2}, {"id": 1}]}});
+        let c = Collection { items: "/data/items".into(), ..tasks(Payload::Rich) };
+        assert_eq!(collection_events(&c, &old, &new, "/t").unwrap(), []);
+    }
+
+    #[test]
+    fn bad_collections_are_reported() {
+        let c = tasks(Payload::Rich);
+        let ok = json!([{"id": 1}]);
+        assert_eq!(collection_events(&c, &ok, &json!({"a": 1}), "/t"), Err(CollectionError::NotAnArray("".into())));
+        assert_eq!(
+            collection_events(&c, &ok, &json!([{"id": 1}, {"x": 1}, {}]), "/t"),
+            Err(CollectionError::MissingId { pointer: "/id".into(), count: 2, first: 1 })
+        );
+        assert_eq!(collection_events(&c, &ok, &json!([{"id": 1}, {"id": "1"}]), "/t"), Err(CollectionError::DuplicateId("1".into())));
+    }
+
+    /// What a subscriber holds: items by id, updated by the events.
+    fn apply(state: &mut HashMap<String, Value>, events: &[ItemEvent]) {
+        for e in events {
+            let id = e.data["resourceId"].as_str().unwrap().to_string();
+            if e.name.ends_with(".deleted") {
+                assert!(state.remove(&id).is_some(), "deleted an unknown item");
+            } else {
+                state.insert(id, e.data["resourceDetails"].clone());
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn events_converge_as_a_set(seq in prop::collection::vec(prop::collection::btree_map(0u8..12, 0u8..3, 0..10), 1..8)) {
+            let c = tasks(Payload::Rich);
+            let docs: Vec<Value> = seq
+                .iter()
+                .map(|m| Value::Array(m.iter().rev().map(|(id, v)| json!({"id": id.to_string(), "v": v})).collect()))
+                .collect();
+            let mut state: HashMap<String, Value> =
+                items(&c, &docs[0]).unwrap().into_iter().map(|(id, v)| (id, v.clone())).collect();
+            for pair in docs.windows(2) {
+                apply(&mut state, &collection_events(&c, &pair[0], &pair[1], "/t").unwrap());
+                let want: HashMap<String, Value> =
+                    items(&c, &pair[1]).unwrap().into_iter().map(|(id, v)| (id, v.clone())).collect();
+                prop_assert_eq!(&state, &want);
+            }
+        }
+    }
+}

@@ -158,10 +158,39 @@ impl Default for Poll {
     }
 }
 
-/// Event encoding. Only `snapshot` exists in this version.
+/// How changes are encoded (spec section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// `change` events with the whole new representation.
     Snapshot,
+    /// `patch` events: RFC 6902 operations.
+    JsonPatch,
+    /// `merge-patch` events: RFC 7396 documents (a `snapshot` where none can express the change).
+    MergePatch,
+    /// `<type>.created` / `.updated` / `.deleted`, one per changed item.
+    Collection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    Rich,
+    Lean,
+}
+
+/// Where a collection's items are and what identifies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionConfig {
+    /// JSON Pointer to the array; "" is the whole body.
+    pub items: String,
+    /// JSON Pointer inside an item to its identity.
+    pub id: String,
+    pub payload: Payload,
+}
+
+impl Default for CollectionConfig {
+    fn default() -> Self {
+        CollectionConfig { items: String::new(), id: "/id".into(), payload: Payload::Rich }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -171,11 +200,15 @@ pub struct Events {
     pub type_prefix: Option<String>,
     /// Events kept per watch for `Last-Event-ID` resume.
     pub history: usize,
+    /// json-patch: JSON Pointer inside array elements to their identity, for aligning arrays.
+    pub array_id: Option<String>,
+    /// Required when `format` is `collection`.
+    pub collection: Option<CollectionConfig>,
 }
 
 impl Default for Events {
     fn default() -> Self {
-        Events { format: Format::Snapshot, type_prefix: None, history: 1000 }
+        Events { format: Format::Snapshot, type_prefix: None, history: 1000, array_id: None, collection: None }
     }
 }
 

@@ -17,8 +17,6 @@ const NOT_YET: &[&str] = &[
     "webhooks",
     "cache",
     "webhooks",
-    "events.array_id",
-    "events.collection",
 ];
 
 /// Loads a configuration from `text`; `file` names it in problems, `env` resolves `${VAR}`.
@@ -272,6 +270,17 @@ impl<'a> Cx<'a> {
         Some(out)
     }
 
+    /// A JSON Pointer: "" (the whole document, when `allow_root`) or starting with `/`.
+    fn pointer(&mut self, node: &Node, path: &str, allow_root: bool) -> Option<String> {
+        let s = self.string(node, path)?;
+        if s.starts_with('/') || (allow_root && s.is_empty()) {
+            Some(s)
+        } else {
+            self.problem(node.pos, path, format!("invalid JSON Pointer {s:?} (expected e.g. /id)"));
+            None
+        }
+    }
+
     fn config(&mut self, root: &Node) -> Config {
         let mut config = Config {
             server: Server::default(),
@@ -417,24 +426,30 @@ impl<'a> Cx<'a> {
     fn events(&mut self, node: &Node, path: &str) -> Events {
         let mut e = Events::default();
         let Some(mut m) = self.map(node, path) else { return e };
-        if let Some(n) = m.take("format") {
-            let p = m.child("format");
-            if let Some(s) = self.string(n, &p) {
-                match s.as_str() {
-                    "snapshot" => e.format = Format::Snapshot,
-                    "json-patch" | "merge-patch" | "collection" => self.problem(
-                        n.pos,
-                        &p,
-                        format!("format {s:?} is not supported by this version of herald yet (supported: snapshot)"),
-                    ),
-                    _ => self.problem(
-                        n.pos,
-                        &p,
-                        format!("invalid value {s:?} (expected one of: snapshot, json-patch, merge-patch, collection)"),
-                    ),
-                }
-            }
-        }
+        m.field(self, "format", &mut e.format, |cx, n, p| {
+            cx.one_of(
+                n,
+                p,
+                &[
+                    ("snapshot", Format::Snapshot),
+                    ("json-patch", Format::JsonPatch),
+                    ("merge-patch", Format::MergePatch),
+                    ("collection", Format::Collection),
+                ],
+            )
+        });
+        m.field(self, "array_id", &mut e.array_id, |cx, n, p| cx.pointer(n, p, false).map(Some));
+        m.field(self, "collection", &mut e.collection, |cx, n, p| {
+            let mut c = CollectionConfig::default();
+            let mut cm = cx.map(n, p)?;
+            cm.field(cx, "items", &mut c.items, |cx, n, p| cx.pointer(n, p, true));
+            cm.field(cx, "id", &mut c.id, |cx, n, p| cx.pointer(n, p, false));
+            cm.field(cx, "payload", &mut c.payload, |cx, n, p| {
+                cx.one_of(n, p, &[("rich", Payload::Rich), ("lean", Payload::Lean)])
+            });
+            cm.finish(cx);
+            Some(Some(c))
+        });
         m.field(self, "type", &mut e.type_prefix, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "history", &mut e.history, |cx, n, p| cx.number(n, p, "a positive integer"));
         m.finish(self);
@@ -554,6 +569,19 @@ impl<'a> Cx<'a> {
             if !(0.0..1.0).contains(&p.jitter) {
                 self.problem_at(&at("poll.jitter"), format!("must be at least 0 and below 1, found {}", p.jitter));
             }
+            let ev = &r.events;
+            match (ev.format, &ev.collection) {
+                (Format::Collection, None) => {
+                    self.problem_at(&at("events.format"), "format collection needs events.collection (items, id)")
+                }
+                (f, Some(_)) if f != Format::Collection => {
+                    self.problem_at(&at("events.collection"), "only applies to format collection")
+                }
+                _ => {}
+            }
+            if ev.array_id.is_some() && ev.format != Format::JsonPatch {
+                self.problem_at(&at("events.array_id"), "only applies to format json-patch");
+            }
             if r.events.history == 0 {
                 self.problem_at(&at("events.history"), "must be at least 1");
             }
@@ -655,7 +683,7 @@ routes:
     colour: blue
   - name: b
     path: tasks
-    events: { format: json-patch }
+    events: { format: json-pach }
 sse:
   queue: 0
 ";
@@ -670,7 +698,7 @@ sse:
                 "g.yaml:11:21: routes[0].poll.min_interval: min_interval (10s) is longer than max_interval (2s)",
                 "g.yaml:13:5: routes[0].colour: unknown key",
                 "g.yaml:15:11: routes[1].path: invalid path \"tasks\" (expected /literal/{param} segments, no query)",
-                "g.yaml:16:23: routes[1].events.format: format \"json-patch\" is not supported by this version of herald yet (supported: snapshot)",
+                "g.yaml:16:23: routes[1].events.format: invalid value \"json-pach\" (expected one of: snapshot, json-patch, merge-patch, collection)",
                 "g.yaml:18:10: sse.queue: must be at least 1",
             ]
         );
@@ -694,6 +722,22 @@ sse:
             "{got:?}"
         );
         assert!(got.iter().any(|p| p.ends_with("storage: is not supported by this version of herald yet")), "{got:?}");
+    }
+
+    #[test]
+    fn event_formats_and_their_keys() {
+        let c = ok(&format!(
+            "{MINIMAL}    events:\n      format: collection\n      type: task\n      collection: {{ items: /data, id: /key, payload: lean }}\n"
+        ));
+        let e = &c.routes[0].events;
+        assert_eq!(e.format, Format::Collection);
+        assert_eq!(e.collection, Some(CollectionConfig { items: "/data".into(), id: "/key".into(), payload: Payload::Lean }));
+        let got = problems(&format!("{MINIMAL}    events: {{ format: collection, array_id: id }}\n"));
+        assert!(got.iter().any(|p| p.contains("events.format: format collection needs events.collection")), "{got:?}");
+        assert!(got.iter().any(|p| p.contains("events.array_id: invalid JSON Pointer \"id\"")), "{got:?}");
+        let got = problems(&format!("{MINIMAL}    events: {{ format: snapshot, array_id: /id, collection: {{}} }}\n"));
+        assert!(got.iter().any(|p| p.contains("events.array_id: only applies to format json-patch")), "{got:?}");
+        assert!(got.iter().any(|p| p.contains("events.collection: only applies to format collection")), "{got:?}");
     }
 
     #[test]

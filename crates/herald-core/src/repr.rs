@@ -1,10 +1,14 @@
 //! Representations: what the upstream last answered, normalized and hashed for change detection.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// The state of one watched resource.
 #[derive(Debug, Clone)]
 pub struct Representation {
+    /// The normalized body, parsed: what the diff engines compare.
+    pub value: Arc<serde_json::Value>,
     /// The body as events carry it: compact one-line JSON with the `ignore` pointers removed.
     /// A body that is not JSON is carried as a JSON string.
     pub data: Bytes,
@@ -18,17 +22,18 @@ impl Representation {
     /// Normalizes an upstream body: JSON is re-encoded compactly without the `ignore` pointers,
     /// anything else becomes a JSON string of its (lossy UTF-8) text.
     pub fn from_body(body: &[u8], ignore: &[String]) -> Representation {
-        let data = match serde_json::from_slice::<serde_json::Value>(body) {
+        let value = match serde_json::from_slice::<serde_json::Value>(body) {
             Ok(mut value) => {
                 for ptr in ignore {
                     remove_pointer(&mut value, ptr);
                 }
-                serde_json::to_vec(&value).expect("a JSON value always serializes")
+                value
             }
-            Err(_) => serde_json::to_vec(&String::from_utf8_lossy(body)).expect("a string always serializes"),
+            Err(_) => serde_json::Value::String(String::from_utf8_lossy(body).into_owned()),
         };
+        let data = serde_json::to_vec(&value).expect("a JSON value always serializes");
         let hash = blake3::hash(&data);
-        Representation { data: Bytes::from(data), hash, etag: None, last_modified: None }
+        Representation { value: Arc::new(value), data: Bytes::from(data), hash, etag: None, last_modified: None }
     }
 
     /// herald's own strong ETag for this representation.

@@ -7,6 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use herald_config::{Access, Route};
+use std::time::Instant;
+
+use herald_config::{Format, Payload};
+use herald_core::diff::{Collection, Encoded, Encoding};
 use herald_core::{encode_frame, EventKind, Representation, Scope};
 use http::{HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::client::{Answer, Fetch, Request};
 use crate::schedule::{jittered, Schedule};
-use crate::watch::{Joined, Ready, Watch, WatchInfo, WatchKey};
+use crate::watch::{Joined, Ready, State, Watch, WatchInfo, WatchKey};
 use crate::{Limiter, PollError, PollMetrics};
 
 /// An upstream answer that is passed on to the subscriber instead of a stream.
@@ -38,7 +42,28 @@ impl From<&PollError> for Refusal {
 /// A route with what its watches need at hand: label handles resolved once.
 pub(crate) struct RouteCtx {
     pub(crate) cfg: Route,
+    pub(crate) encoding: Encoding,
     pub(crate) metrics: RouteMetrics,
+}
+
+fn encoding(r: &Route) -> Encoding {
+    match r.events.format {
+        Format::Snapshot => Encoding::Snapshot,
+        Format::JsonPatch => Encoding::JsonPatch { array_id: r.events.array_id.clone() },
+        Format::MergePatch => Encoding::MergePatch,
+        Format::Collection => {
+            let c = r.events.collection.clone().unwrap_or_default();
+            Encoding::Collection(Collection {
+                items: c.items,
+                id: c.id,
+                payload: match c.payload {
+                    Payload::Rich => herald_core::diff::Payload::Rich,
+                    Payload::Lean => herald_core::diff::Payload::Lean,
+                },
+                type_name: r.events.type_prefix.clone().unwrap_or_else(|| r.name.clone()),
+            })
+        }
+    }
 }
 
 pub(crate) struct RouteMetrics {
@@ -47,6 +72,7 @@ pub(crate) struct RouteMetrics {
     not_modified: prometheus::IntCounter,
     unchanged: prometheus::IntCounter,
     error: prometheus::IntCounter,
+    invalid: prometheus::IntCounter,
     duration: prometheus::Histogram,
     bytes: prometheus::IntCounter,
     watches: prometheus::IntGauge,
@@ -92,11 +118,12 @@ impl Hub {
                     not_modified: outcome("not_modified"),
                     unchanged: outcome("unchanged"),
                     error: outcome("error"),
+                    invalid: metrics.invalid.with_label_values(&[name]),
                     duration: metrics.poll_duration.with_label_values(&[name]),
                     bytes: metrics.bytes.with_label_values(&[name]),
                     watches: metrics.watches.with_label_values(&[name]),
                 };
-                Arc::new(RouteCtx { cfg: r, metrics })
+                Arc::new(RouteCtx { encoding: encoding(&r), cfg: r, metrics })
             })
             .collect();
         Arc::new(Hub {
@@ -253,33 +280,36 @@ impl Hub {
     async fn poll(&self, watch: &Arc<Watch>, schedule: &mut Schedule) -> Next {
         let route = &watch.route;
         let cfg = &route.cfg;
-        let (etag, last_modified) = {
-            let st = watch.state.lock().unwrap();
-            let cur = st.current.as_ref();
-            (cur.and_then(|r| r.etag.clone()), cur.and_then(|r| r.last_modified.clone()))
-        };
+        // Only this loop replaces `current`: what is read here stays true until it does.
+        let prev = watch.state.lock().unwrap().current.clone();
+        let etag = prev.as_ref().and_then(|r| r.etag.as_deref());
+        let last_modified = prev.as_ref().and_then(|r| r.last_modified.as_deref());
         let started = tokio::time::Instant::now();
         let answer = self
             .fetch
             .fetch(Request {
                 target: &watch.key.target,
                 credentials: &watch.credentials,
-                etag: etag.as_deref(),
-                last_modified: last_modified.as_deref(),
+                etag,
+                last_modified,
             })
             .await;
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let detected = std::time::Instant::now();
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
-        // Normalizing and hashing a large body takes a while: do it before taking the lock
-        // that subscribers joining this watch need.
+        // Normalizing, hashing and diffing a large body takes a while: do it before taking the
+        // lock that subscribers joining this watch need.
         let fresh = match &answer {
             Ok(Answer::Ok { body, etag, last_modified, .. }) => {
                 route.metrics.bytes.inc_by(body.len() as u64);
                 let mut repr = Representation::from_body(body, &cfg.ignore);
                 repr.etag.clone_from(etag);
                 repr.last_modified.clone_from(last_modified);
-                Some(repr)
+                let encoded = prev.as_ref().filter(|old| !first && old.hash != repr.hash).map(|old| {
+                    let list = watch.key.target.split('?').next().unwrap_or_default();
+                    route.encoding.encode(&old.value, &repr.value, &repr.data, list)
+                });
+                Some((repr, encoded))
             }
             _ => None,
         };
@@ -293,7 +323,7 @@ impl Hub {
                 return Next::In(schedule.unchanged(max_age));
             }
             Ok(Answer::Ok { max_age, .. }) => {
-                let repr = fresh.expect("computed above for every 2xx");
+                let (repr, encoded) = fresh.expect("computed above for every 2xx");
                 if first {
                     route.metrics.changed.inc();
                     st.current = Some(repr);
@@ -303,14 +333,13 @@ impl Hub {
                     return Next::In(schedule.unchanged(max_age).min(cfg.poll.interval));
                 }
                 recovered(watch, &mut st, detected);
-                let same = st.current.as_ref().is_some_and(|cur| cur.hash == repr.hash);
-                if same {
+                let Some(encoded) = encoded else {
                     route.metrics.unchanged.inc();
                     st.current = Some(repr);
                     return Next::In(schedule.unchanged(max_age));
-                }
+                };
                 route.metrics.changed.inc();
-                watch.publish(&mut st, EventKind::Change, "change", &repr.data, detected);
+                self.publish_change(watch, &mut st, encoded, &repr, detected);
                 st.current = Some(repr);
                 st.last_change = st.last_poll;
                 return Next::In(schedule.changed(max_age));
@@ -369,6 +398,33 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Publishes the events of one change, in the route's format.
+    fn publish_change(&self, watch: &Watch, st: &mut State, encoded: Encoded, repr: &Representation, detected: Instant) {
+        let route = &watch.route;
+        match encoded {
+            Encoded::Events(events) => {
+                if std::mem::take(&mut st.invalid) {
+                    watch.publish(st, EventKind::Status, "upstream-status", br#"{"ok":true}"#, detected);
+                }
+                for (name, data) in events {
+                    watch.publish(st, EventKind::Change, &name, &data, detected);
+                }
+            }
+            Encoded::Snapshot => watch.publish(st, EventKind::Change, "snapshot", &repr.data, detected),
+            Encoded::Invalid(e) => {
+                route.metrics.invalid.inc();
+                warn!(route = %route.cfg.name, error = %e, "representation is not a valid collection, sending a snapshot");
+                if !std::mem::replace(&mut st.invalid, true) {
+                    let data = serde_json::json!({"ok": false, "error": format!("invalid collection: {e}")}).to_string();
+                    watch.publish(st, EventKind::Status, "upstream-status", data.as_bytes(), detected);
+                }
+                watch.publish(st, EventKind::Change, "snapshot", &repr.data, detected);
+            }
+        }
+    }
+}
+
 struct Failure {
     /// The upstream's status, when it answered at all.
     status: Option<u16>,
@@ -379,7 +435,7 @@ struct Failure {
 }
 
 /// Sends `{"ok":true}` when a failing upstream answers again.
-fn recovered(watch: &Watch, st: &mut crate::watch::State, detected: std::time::Instant) {
+fn recovered(watch: &Watch, st: &mut State, detected: Instant) {
     if st.failing.take().is_some() {
         info!(route = %watch.route.cfg.name, scope = %watch.key.scope, "upstream recovered");
         watch.publish(st, EventKind::Status, "upstream-status", br#"{"ok":true}"#, detected);

@@ -9,6 +9,7 @@ pub struct PollMetrics {
     pub bytes: IntCounterVec,
     pub watches: IntGaugeVec,
     pub events: IntCounterVec,
+    pub invalid: IntCounterVec,
 }
 
 impl PollMetrics {
@@ -31,12 +32,20 @@ impl PollMetrics {
             )?,
             watches: IntGaugeVec::new(Opts::new("herald_watches", "Watches currently polling."), &["route"])?,
             events: IntCounterVec::new(Opts::new("herald_events_total", "Events produced by watches."), &["route"])?,
+            invalid: IntCounterVec::new(
+                Opts::new(
+                    "herald_collection_invalid_total",
+                    "Changed representations that were not a valid collection (no array, items without an id, duplicate ids).",
+                ),
+                &["route"],
+            )?,
         };
         registry.register(Box::new(m.polls.clone()))?;
         registry.register(Box::new(m.poll_duration.clone()))?;
         registry.register(Box::new(m.bytes.clone()))?;
         registry.register(Box::new(m.watches.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
+        registry.register(Box::new(m.invalid.clone()))?;
         Ok(m)
     }
 }

@@ -51,6 +51,8 @@ pub(crate) struct State {
     history: History,
     /// The `upstream-status` data while the upstream is failing; sent to new subscribers.
     pub(crate) failing: Option<Bytes>,
+    /// The last change was not a valid collection (an `upstream-status` said so).
+    pub(crate) invalid: bool,
     /// Set when the watch ends: the frame every stream ends with.
     terminal: Option<Bytes>,
     pub(crate) idle_since: Instant,
@@ -129,6 +131,7 @@ impl Watch {
             snapshot: None,
             history: History::new(route.cfg.events.history),
             failing: None,
+            invalid: false,
             terminal: None,
             idle_since: Instant::now(),
             interval: route.cfg.poll.interval,

@@ -14,6 +14,49 @@ pub use collection::{collection_events, Collection, CollectionError, ItemEvent, 
 pub use json_patch::diff as json_patch;
 pub use merge_patch::diff as merge_patch;
 
+/// How a watch turns a change into events (the route's `events.format`).
+#[derive(Debug, Clone)]
+pub enum Encoding {
+    Snapshot,
+    JsonPatch { array_id: Option<String> },
+    MergePatch,
+    Collection(Collection),
+}
+
+/// The events for one change.
+#[derive(Debug)]
+pub enum Encoded {
+    /// `(event name, one-line JSON data)`, in order; empty when nothing a subscriber holds changed
+    /// (a collection reordered).
+    Events(Vec<(String, Vec<u8>)>),
+    /// The format cannot express this change: send the new state as a `snapshot`.
+    Snapshot,
+    /// The representation is not a valid collection; send a `snapshot` and report why.
+    Invalid(CollectionError),
+}
+
+impl Encoding {
+    /// Encodes the change from `old` to `new`; `list` is the watched path, for collection links.
+    pub fn encode(&self, old: &Value, new: &Value, new_data: &[u8], list: &str) -> Encoded {
+        let to_vec = |v: &Value| serde_json::to_vec(v).expect("JSON values serialize");
+        match self {
+            Encoding::Snapshot => Encoded::Events(vec![("change".into(), new_data.to_vec())]),
+            Encoding::JsonPatch { array_id } => {
+                let ops = json_patch(old, new, array_id.as_deref());
+                Encoded::Events(vec![("patch".into(), to_vec(&Value::Array(ops)))])
+            }
+            Encoding::MergePatch => match merge_patch(old, new) {
+                Some(patch) => Encoded::Events(vec![("merge-patch".into(), to_vec(&patch))]),
+                None => Encoded::Snapshot,
+            },
+            Encoding::Collection(c) => match collection_events(c, old, new, list) {
+                Ok(events) => Encoded::Events(events.into_iter().map(|e| (e.name, to_vec(&e.data))).collect()),
+                Err(e) => Encoded::Invalid(e),
+            },
+        }
+    }
+}
+
 /// Hashes and compares a JSON value by content without serializing it.
 #[derive(Clone, Copy)]
 pub(crate) struct ByContent<'a>(pub(crate) &'a Value);

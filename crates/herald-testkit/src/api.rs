@@ -110,26 +110,30 @@ impl LegacyApi {
         });
     }
 
+    /// One random edit: add, complete/reopen, or delete a task. Task "1" is never deleted, so
+    /// the demo's `/tasks/1` always exists.
     fn mutate_randomly(&self) {
         let mut st = self.state.lock().unwrap();
-        let n = st.tasks.len();
-        match fastrand::u8(0..4) {
-            0 if n > 2 => {
-                st.tasks.remove(fastrand::usize(0..n));
-            }
-            1 if n > 0 => {
-                let i = fastrand::usize(0..n);
+        let deletable: Vec<usize> = (0..st.tasks.len()).filter(|&i| st.tasks[i]["id"] != "1").collect();
+        match fastrand::u8(0..5) {
+            0 | 1 if !st.tasks.is_empty() => {
+                let i = fastrand::usize(0..st.tasks.len());
                 let done = st.tasks[i]["done"].as_bool().unwrap_or(false);
                 st.tasks[i]["done"] = json!(!done);
             }
-            _ if n < 8 => {
+            2 if deletable.len() > 2 => {
+                st.tasks.remove(deletable[fastrand::usize(0..deletable.len())]);
+            }
+            _ if st.tasks.len() < 8 => {
                 let titles =
                     ["Water the plants", "Book the train", "Fix the login bug", "Answer Dana", "Plan the sprint"];
                 let task = st.new_task(titles[fastrand::usize(0..titles.len())]);
                 st.tasks.push(task);
             }
             _ => {
-                st.tasks.remove(0);
+                if let Some(&i) = deletable.first() {
+                    st.tasks.remove(i);
+                }
             }
         }
         st.touch("/tasks");
@@ -145,6 +149,33 @@ impl LegacyApi {
         id
     }
 
+    /// Removes task `id`.
+    pub fn remove_task(&self, id: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.tasks.retain(|t| t["id"] != id);
+        st.touch("/tasks");
+    }
+
+    /// Flips `done` of task `id`.
+    pub fn toggle(&self, id: &str) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(t) = st.tasks.iter_mut().find(|t| t["id"] == id) {
+            t["done"] = json!(!t["done"].as_bool().unwrap_or(false));
+        }
+        st.touch("/tasks");
+    }
+
+    /// Moves the task at position `from` to position `to`.
+    pub fn move_task(&self, from: usize, to: usize) {
+        let mut st = self.state.lock().unwrap();
+        if from < st.tasks.len() {
+            let task = st.tasks.remove(from);
+            let to = to.min(st.tasks.len());
+            st.tasks.insert(to, task);
+        }
+        st.touch("/tasks");
+    }
+
     /// Replaces the title of task `id`.
     pub fn retitle(&self, id: &str, title: &str) {
         let mut st = self.state.lock().unwrap();
@@ -152,6 +183,11 @@ impl LegacyApi {
             t["title"] = json!(title);
         }
         st.touch("/tasks");
+    }
+
+    /// The board as the API serves it now.
+    pub fn board(&self) -> Value {
+        self.state.lock().unwrap().board_body()
     }
 
     /// The task list as the API serves it now.
@@ -273,6 +309,9 @@ impl LegacyApi {
         if path == "/tasks" {
             return Ok((st.tasks_body(), "/tasks".into()));
         }
+        if path == "/board" {
+            return Ok((st.board_body(), "/tasks".into()));
+        }
         if let Some(id) = path.strip_prefix("/tasks/") {
             return match st.tasks.iter().find(|t| t["id"] == id) {
                 Some(t) => Ok((st.padded(t), "/tasks".into())),
@@ -313,6 +352,13 @@ impl State {
         t
     }
 
+    /// The tasks as a board: open and done columns with counts.
+    fn board_body(&self) -> Value {
+        let (done, open): (Vec<Value>, Vec<Value>) =
+            self.tasks.iter().map(|t| self.padded(t)).partition(|t| t["done"].as_bool().unwrap_or(false));
+        json!({"title": "Sprint board", "counts": {"open": open.len(), "done": done.len()}, "open": open, "done": done})
+    }
+
     fn tasks_body(&self) -> Value {
         Value::Array(self.tasks.iter().map(|t| self.padded(t)).collect())
     }
@@ -323,17 +369,24 @@ const DEMO_PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8"><title>herald demo</title>
 <style>body{font:15px system-ui;margin:2em}li.done{text-decoration:line-through}#log{color:#666;font:12px monospace}</style>
 <h1>Tasks, pushed by herald</h1>
-<p>This page never polls: it holds one <code>EventSource</code> on <code>/tasks/event-stream</code>.</p>
+<p>This page never polls: it holds one <code>EventSource</code> on <code>/tasks/event-stream</code>
+and applies <code>task.created</code>, <code>task.updated</code> and <code>task.deleted</code> events.</p>
 <ul id="tasks"></ul><pre id="log"></pre>
 <script>
-const render = tasks => document.getElementById('tasks').innerHTML =
-  tasks.map(t => `<li class="${t.done ? 'done' : ''}">${t.title}</li>`).join('');
-const log = line => document.getElementById('log').textContent = line + '
-' + document.getElementById('log').textContent.slice(0, 2000);
+let tasks = new Map();
+const esc = s => String(s).replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
+const render = () => document.getElementById('tasks').innerHTML = [...tasks.values()]
+  .map(t => `<li class="${t.done ? 'done' : ''}">${esc(t.title)}</li>`).join('');
+const log = line => { const el = document.getElementById('log'); el.textContent = line + '\n' + el.textContent.slice(0, 2000); };
 const es = new EventSource('/tasks/event-stream');
-for (const type of ['snapshot', 'change']) {
-  es.addEventListener(type, e => { render(JSON.parse(e.data)); log(`${new Date().toLocaleTimeString()} ${type} id=${e.lastEventId}`); });
+es.addEventListener('snapshot', e => {
+  tasks = new Map(JSON.parse(e.data).map(t => [String(t.id), t]));
+  render(); log(`snapshot id=${e.lastEventId}`);
+});
+for (const type of ['task.created', 'task.updated']) {
+  es.addEventListener(type, e => { const d = JSON.parse(e.data); tasks.set(d.resourceId, d.resourceDetails); render(); log(`${type} ${d.resourceId}`); });
 }
+es.addEventListener('task.deleted', e => { const d = JSON.parse(e.data); tasks.delete(d.resourceId); render(); log(`task.deleted ${d.resourceId}`); });
 es.addEventListener('upstream-status', e => log('upstream-status ' + e.data));
 </script>
 "#;

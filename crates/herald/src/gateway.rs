@@ -167,10 +167,12 @@ herald demo is running.
   admin (metrics, watches):                     http://{admin}
 
 Try, in another terminal:
-  curl -N http://{public}/tasks/event-stream                                  # a snapshot, then each change
-  curl -N -H 'Authorization: Bearer alice' http://{public}/me/tasks/event-stream   # alice's own tasks
-  curl -i -H 'Authorization: Bearer mallory' http://{public}/me/tasks/event-stream # the upstream's 401
-  curl http://{public}/tasks                                                   # passed through to the API
+  curl -N http://{public}/tasks/event-stream                # a snapshot, then task.created/updated/deleted
+  curl -N http://{public}/board/event-stream                # the board as JSON Patches
+  curl -N http://{public}/tasks/1/event-stream              # one task as merge patches
+  curl -N -H 'Authorization: Bearer alice' http://{public}/me/tasks/event-stream    # alice's own tasks
+  curl -i -H 'Authorization: Bearer mallory' http://{public}/me/tasks/event-stream  # the API's own 401
+  curl http://{public}/tasks                                # not a stream: passed through to the API
   curl http://{admin}/admin/watches
   curl -s http://{admin}/metrics | grep ^herald_
 In a browser: http://{public}/  (a page that subscribes with EventSource)

@@ -10,14 +10,7 @@ use crate::*;
 
 /// Keys that belong to features this version does not have yet. They are refused with a clear
 /// message rather than accepted and silently ignored.
-const NOT_YET: &[&str] = &[
-    "server.tls",
-    "upstream.ca_file",
-    "storage",
-    "webhooks",
-    "cache",
-    "webhooks",
-];
+const NOT_YET: &[&str] = &["server.tls", "upstream.ca_file", "storage", "webhooks", "cache", "webhooks"];
 
 /// Loads a configuration from `text`; `file` names it in problems, `env` resolves `${VAR}`.
 pub fn load(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
@@ -731,7 +724,10 @@ sse:
         ));
         let e = &c.routes[0].events;
         assert_eq!(e.format, Format::Collection);
-        assert_eq!(e.collection, Some(CollectionConfig { items: "/data".into(), id: "/key".into(), payload: Payload::Lean }));
+        assert_eq!(
+            e.collection,
+            Some(CollectionConfig { items: "/data".into(), id: "/key".into(), payload: Payload::Lean })
+        );
         let got = problems(&format!("{MINIMAL}    events: {{ format: collection, array_id: id }}\n"));
         assert!(got.iter().any(|p| p.contains("events.format: format collection needs events.collection")), "{got:?}");
         assert!(got.iter().any(|p| p.contains("events.array_id: invalid JSON Pointer \"id\"")), "{got:?}");

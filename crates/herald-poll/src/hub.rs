@@ -287,12 +287,7 @@ impl Hub {
         let started = tokio::time::Instant::now();
         let answer = self
             .fetch
-            .fetch(Request {
-                target: &watch.key.target,
-                credentials: &watch.credentials,
-                etag,
-                last_modified,
-            })
+            .fetch(Request { target: &watch.key.target, credentials: &watch.credentials, etag, last_modified })
             .await;
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let detected = std::time::Instant::now();
@@ -400,13 +395,20 @@ impl Hub {
 
 impl Hub {
     /// Publishes the events of one change, in the route's format.
-    fn publish_change(&self, watch: &Watch, st: &mut State, encoded: Encoded, repr: &Representation, detected: Instant) {
+    fn publish_change(
+        &self,
+        watch: &Watch,
+        st: &mut State,
+        encoded: Encoded,
+        repr: &Representation,
+        detected: Instant,
+    ) {
         let route = &watch.route;
+        if !matches!(encoded, Encoded::Invalid(_)) && std::mem::take(&mut st.invalid) {
+            watch.publish(st, EventKind::Status, "upstream-status", br#"{"ok":true}"#, detected);
+        }
         match encoded {
             Encoded::Events(events) => {
-                if std::mem::take(&mut st.invalid) {
-                    watch.publish(st, EventKind::Status, "upstream-status", br#"{"ok":true}"#, detected);
-                }
                 for (name, data) in events {
                     watch.publish(st, EventKind::Change, &name, &data, detected);
                 }
@@ -416,7 +418,8 @@ impl Hub {
                 route.metrics.invalid.inc();
                 warn!(route = %route.cfg.name, error = %e, "representation is not a valid collection, sending a snapshot");
                 if !std::mem::replace(&mut st.invalid, true) {
-                    let data = serde_json::json!({"ok": false, "error": format!("invalid collection: {e}")}).to_string();
+                    let data =
+                        serde_json::json!({"ok": false, "error": format!("invalid collection: {e}")}).to_string();
                     watch.publish(st, EventKind::Status, "upstream-status", data.as_bytes(), detected);
                 }
                 watch.publish(st, EventKind::Change, "snapshot", &repr.data, detected);

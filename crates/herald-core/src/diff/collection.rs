@@ -47,7 +47,12 @@ pub enum CollectionError {
 
 /// The events that turn the items of `old` into those of `new`; `list` is the path the links
 /// point under (`/tasks` → `/tasks/{id}`).
-pub fn collection_events(c: &Collection, old: &Value, new: &Value, list: &str) -> Result<Vec<ItemEvent>, CollectionError> {
+pub fn collection_events(
+    c: &Collection,
+    old: &Value,
+    new: &Value,
+    list: &str,
+) -> Result<Vec<ItemEvent>, CollectionError> {
     let old_items = items(c, old)?;
     let new_items = items(c, new)?;
     let old_by_id: HashMap<&str, &Value> = old_items.iter().map(|(id, v)| (id.as_str(), *v)).collect();
@@ -70,7 +75,8 @@ pub fn collection_events(c: &Collection, old: &Value, new: &Value, list: &str) -
 
 /// The items with their ids as strings, checked for missing and duplicate ids.
 pub fn items<'v>(c: &Collection, doc: &'v Value) -> Result<Vec<(String, &'v Value)>, CollectionError> {
-    let array = doc.pointer(&c.items).and_then(Value::as_array).ok_or_else(|| CollectionError::NotAnArray(c.items.clone()))?;
+    let array =
+        doc.pointer(&c.items).and_then(Value::as_array).ok_or_else(|| CollectionError::NotAnArray(c.items.clone()))?;
     let mut out = Vec::with_capacity(array.len());
     let mut missing = (0, None);
     for (i, item) in array.iter().enumerate() {
@@ -111,7 +117,10 @@ fn event(c: &Collection, what: &str, id: &str, item: &Value, list: &str) -> Item
         data.insert("resourceDetails".into(), item.clone());
     }
     let list = list.trim_end_matches('/');
-    data.insert("_links".into(), json!([{"href": format!("{list}/{id}"), "rel": "self"}, {"href": list, "rel": "list"}]));
+    data.insert(
+        "_links".into(),
+        json!([{"href": format!("{list}/{id}"), "rel": "self"}, {"href": list, "rel": "list"}]),
+    );
     ItemEvent { name, data: Value::Object(data) }
 }
 
@@ -162,7 +171,10 @@ mod tests {
             collection_events(&c, &ok, &json!([{"id": 1}, {"x": 1}, {}]), "/t"),
             Err(CollectionError::MissingId { pointer: "/id".into(), count: 2, first: 1 })
         );
-        assert_eq!(collection_events(&c, &ok, &json!([{"id": 1}, {"id": "1"}]), "/t"), Err(CollectionError::DuplicateId("1".into())));
+        assert_eq!(
+            collection_events(&c, &ok, &json!([{"id": 1}, {"id": "1"}]), "/t"),
+            Err(CollectionError::DuplicateId("1".into()))
+        );
     }
 
     /// What a subscriber holds: items by id, updated by the events.

@@ -18,11 +18,23 @@ pub fn diff(old: &Value, new: &Value, array_id: Option<&str>) -> Vec<Value> {
 }
 
 enum Op<'a> {
-    Add { path: String, value: &'a Value },
+    Add {
+        path: String,
+        value: &'a Value,
+    },
     /// `old` is the removed value, kept to recognise moves.
-    Remove { path: String, old: &'a Value },
-    Replace { path: String, value: &'a Value },
-    Move { from: String, path: String },
+    Remove {
+        path: String,
+        old: &'a Value,
+    },
+    Replace {
+        path: String,
+        value: &'a Value,
+    },
+    Move {
+        from: String,
+        path: String,
+    },
 }
 
 impl Op<'_> {
@@ -99,8 +111,8 @@ impl<'a> Differ<'a, '_> {
                     }
                 }
                 DiffOp::Insert { new_index, new_len, .. } => {
-                    for k in new_index..new_index + new_len {
-                        self.ops.push(Op::Add { path: index(path, k), value: &new[k] });
+                    for (k, value) in new[new_index..new_index + new_len].iter().enumerate() {
+                        self.ops.push(Op::Add { path: index(path, new_index + k), value });
                     }
                 }
                 DiffOp::Replace { old_index, old_len, new_index, new_len } => {
@@ -288,8 +300,8 @@ mod tests {
 
     /// A list of items with ids, edited: inserts, deletes, moves, field edits.
     fn arb_list_edit() -> impl Strategy<Value = (Value, Value)> {
-        (1usize..30, prop::collection::vec((0u8..4, any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..8)).prop_map(
-            |(n, edits)| {
+        (1usize..30, prop::collection::vec((0u8..4, any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..8))
+            .prop_map(|(n, edits)| {
                 let old = list(n);
                 let mut items = old.as_array().unwrap().clone();
                 let mut next = 1000;
@@ -314,8 +326,7 @@ mod tests {
                     }
                 }
                 (old, Value::Array(items))
-            },
-        )
+            })
     }
 
     proptest! {

@@ -60,7 +60,10 @@ mod tests {
         let old = json!({"title": "Goodbye!", "author": {"givenName": "John", "familyName": "Doe"}, "tags": ["example", "sample"], "content": "This will be unchanged"});
         let new = json!({"title": "Hello!", "author": {"givenName": "John"}, "tags": ["example"], "content": "This will be unchanged", "phoneNumber": "+01-123-456-7890"});
         let patch = diff(&old, &new).unwrap();
-        assert_eq!(patch, json!({"title": "Hello!", "author": {"familyName": null}, "tags": ["example"], "phoneNumber": "+01-123-456-7890"}));
+        assert_eq!(
+            patch,
+            json!({"title": "Hello!", "author": {"familyName": null}, "tags": ["example"], "phoneNumber": "+01-123-456-7890"})
+        );
         assert_eq!(apply(&old, &patch), new);
     }
 
@@ -74,7 +77,8 @@ mod tests {
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::from), (-3i64..3).prop_map(Value::from)];
+        let leaf =
+            prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::from), (-3i64..3).prop_map(Value::from)];
         leaf.prop_recursive(4, 30, 5, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),

@@ -51,7 +51,11 @@ impl Encoding {
             },
             Encoding::Collection(c) => match collection_events(c, old, new, list) {
                 Ok(events) => Encoded::Events(events.into_iter().map(|e| (e.name, to_vec(&e.data))).collect()),
-                Err(e) => Encoded::Invalid(e),
+                Err(e) => match collection::items(c, new) {
+                    Err(_) => Encoded::Invalid(e),
+                    // Only the previous state was invalid: nothing to diff against.
+                    Ok(_) => Encoded::Snapshot,
+                },
             },
         }
     }

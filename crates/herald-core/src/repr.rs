@@ -48,7 +48,7 @@ pub fn remove_pointer(value: &mut serde_json::Value, pointer: &str) {
     let last = last.replace("~1", "/").replace("~0", "~");
     match value.pointer_mut(parent) {
         Some(serde_json::Value::Object(map)) => {
-            map.shift_remove(&last);
+            map.remove(&last);
         }
         Some(serde_json::Value::Array(items)) => {
             if let Ok(i) = last.parse::<usize>() {

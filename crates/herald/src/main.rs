@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: parsing and diffing large representations allocate a lot, and glibc's allocator
+/// made them about twice as slow here (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for an invalid configuration (EX_USAGE-like, as the spec says).
 const EXIT_CONFIG: u8 = 64;
 

@@ -6,13 +6,13 @@
 use serde_json::{json, Value};
 use similar::{capture_diff_slices, Algorithm, DiffOp};
 
-use super::{escape, ByContent};
+use super::{escape, Fingerprint, Pointer};
 
 /// The operations that turn `old` into `new`. `array_id` is a JSON Pointer inside array elements
 /// (e.g. `/id`) that identifies them; arrays whose elements do not all carry a unique one are
 /// aligned by content instead.
 pub fn diff(old: &Value, new: &Value, array_id: Option<&str>) -> Vec<Value> {
-    let mut d = Differ { ops: Vec::new(), array_id };
+    let mut d = Differ { ops: Vec::new(), array_id: array_id.map(Pointer::parse) };
     d.value(&mut String::new(), old, new);
     d.ops.into_iter().map(Op::into_json).collect()
 }
@@ -48,12 +48,12 @@ impl Op<'_> {
     }
 }
 
-struct Differ<'a, 'p> {
+struct Differ<'a> {
     ops: Vec<Op<'a>>,
-    array_id: Option<&'p str>,
+    array_id: Option<Pointer>,
 }
 
-impl<'a> Differ<'a, '_> {
+impl<'a> Differ<'a> {
     fn value(&mut self, path: &mut String, old: &'a Value, new: &'a Value) {
         match (old, new) {
             (Value::Object(o), Value::Object(n)) => {
@@ -83,12 +83,12 @@ impl<'a> Differ<'a, '_> {
     }
 
     fn array(&mut self, path: &mut String, old: &'a [Value], new: &'a [Value]) {
-        let by_id = self.array_id.and_then(|ptr| Some((ids(old, ptr)?, ids(new, ptr)?)));
+        let by_id = self.array_id.as_ref().and_then(|ptr| Some((ids(old, ptr)?, ids(new, ptr)?)));
         let script = match &by_id {
             Some((o, n)) => capture_diff_slices(Algorithm::Myers, o, n),
             None => {
-                let o: Vec<_> = old.iter().map(ByContent).collect();
-                let n: Vec<_> = new.iter().map(ByContent).collect();
+                let o: Vec<_> = old.iter().map(Fingerprint::of).collect();
+                let n: Vec<_> = new.iter().map(Fingerprint::of).collect();
                 capture_diff_slices(Algorithm::Myers, &o, &n)
             }
         };
@@ -178,11 +178,13 @@ fn merge_moves(ops: &mut Vec<Op<'_>>, start: usize, array: &str) {
     }
 }
 
-/// Element identities, when every element has one and none repeats.
-fn ids<'v>(items: &'v [Value], ptr: &str) -> Option<Vec<ByContent<'v>>> {
-    let ids: Vec<_> = items.iter().map(|item| item.pointer(ptr).map(ByContent)).collect::<Option<_>>()?;
-    let unique: std::collections::HashSet<_> = ids.iter().collect();
-    (unique.len() == ids.len()).then_some(ids)
+/// Element identities (fingerprints of the values at `ptr`), when every element has one and
+/// none repeats.
+fn ids(items: &[Value], ptr: &Pointer) -> Option<Vec<Fingerprint>> {
+    let ids: Vec<_> = items.iter().map(|item| ptr.get(item).map(Fingerprint::of)).collect::<Option<_>>()?;
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.windows(2).all(|w| w[0] != w[1]).then_some(ids)
 }
 
 fn child(path: &str, key: &str) -> String {
@@ -219,8 +221,8 @@ mod tests {
             [
                 json!({"op": "remove", "path": "/gone"}),
                 json!({"op": "replace", "path": "/a", "value": 2}),
-                json!({"op": "add", "path": "/b/d", "value": null}),
                 json!({"op": "replace", "path": "/a~1b~0", "value": 1}),
+                json!({"op": "add", "path": "/b/d", "value": null}),
             ]
         );
         assert_eq!(apply(&old, &ops), new);

@@ -61,57 +61,114 @@ impl Encoding {
     }
 }
 
-/// Hashes and compares a JSON value by content without serializing it.
-#[derive(Clone, Copy)]
-pub(crate) struct ByContent<'a>(pub(crate) &'a Value);
+/// A 128-bit content fingerprint of a JSON value, for aligning arrays by content: comparing two
+/// fingerprints is one instruction, comparing two values walks both. Two different elements
+/// share a fingerprint with probability about 2^-128; the diff would then miss that change.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Fingerprint(u64, u64);
 
-impl PartialEq for ByContent<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
+impl Fingerprint {
+    pub(crate) fn of(v: &Value) -> Fingerprint {
+        let mut h = Fp128 { a: 0x243f_6a88_85a3_08d3, b: 0x1319_8a2e_0370_7344 };
+        hash_value(v, &mut h);
+        Fingerprint(h.a, h.b)
     }
 }
 
-impl Eq for ByContent<'_> {}
+/// Two lanes of an Fx-style multiply-rotate hash: fast, not keyed, not for adversaries (a
+/// crafted collision could only hide a change of the upstream's own data from its subscribers).
+struct Fp128 {
+    a: u64,
+    b: u64,
+}
 
-impl Hash for ByContent<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_value(self.0, state);
+impl Fp128 {
+    #[inline]
+    fn word(&mut self, w: u64) {
+        self.a = (self.a.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+        self.b = (self.b.rotate_left(23) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+impl Hasher for Fp128 {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.word(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.word(u64::from(i) | 0x100);
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.word(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.word(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.a
     }
 }
 
 fn hash_value<H: Hasher>(v: &Value, state: &mut H) {
     match v {
         Value::Null => state.write_u8(0),
-        Value::Bool(b) => {
-            state.write_u8(1);
-            b.hash(state);
-        }
+        Value::Bool(b) => state.write_u8(1 + u8::from(*b)),
         Value::Number(n) => {
-            state.write_u8(2);
+            state.write_u8(3);
             n.hash(state);
         }
         Value::String(s) => {
-            state.write_u8(3);
-            s.hash(state);
+            state.write_u8(4);
+            state.write_usize(s.len());
+            state.write(s.as_bytes());
         }
         Value::Array(items) => {
-            state.write_u8(4);
+            state.write_u8(5);
             state.write_usize(items.len());
             items.iter().for_each(|i| hash_value(i, state));
         }
         Value::Object(map) => {
-            // Equal objects may list their keys in another order: combine per-entry hashes
-            // order-independently.
-            state.write_u8(5);
-            let mut acc = 0u64;
+            // serde_json keeps keys sorted (no `preserve_order`): equal objects hash alike.
+            state.write_u8(6);
+            state.write_usize(map.len());
             for (k, v) in map {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                k.hash(&mut h);
-                hash_value(v, &mut h);
-                acc = acc.wrapping_add(h.finish());
+                state.write_usize(k.len());
+                state.write(k.as_bytes());
+                hash_value(v, state);
             }
-            state.write_u64(acc);
         }
+    }
+}
+
+/// A parsed JSON Pointer, walked without re-parsing it for every array element.
+pub(crate) struct Pointer(Vec<String>);
+
+impl Pointer {
+    pub(crate) fn parse(ptr: &str) -> Pointer {
+        Pointer(ptr.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
+    }
+
+    pub(crate) fn get<'v>(&self, mut v: &'v Value) -> Option<&'v Value> {
+        for token in &self.0 {
+            v = match v {
+                Value::Object(m) => m.get(token)?,
+                Value::Array(a) => a.get(token.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v)
     }
 }
 

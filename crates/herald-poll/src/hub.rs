@@ -380,10 +380,10 @@ impl Hub {
             return Next::Stop;
         }
         let data = match failure.status {
-            Some(status) => serde_json::json!({"ok": false, "status": status, "error": failure.error}),
-            None => serde_json::json!({"ok": false, "error": failure.error}),
+            Some(status) => format!(r#"{{"ok":false,"status":{status},"error":{}}}"#, json_string(&failure.error)),
+            None => format!(r#"{{"ok":false,"error":{}}}"#, json_string(&failure.error)),
         };
-        let data = Bytes::from(data.to_string());
+        let data = Bytes::from(data);
         if st.failing.is_none() {
             warn!(route = %cfg.name, scope = %watch.key.scope, error = %failure.error, "upstream started failing");
             watch.publish(&mut st, EventKind::Status, "upstream-status", &data, detected);
@@ -419,7 +419,7 @@ impl Hub {
                 warn!(route = %route.cfg.name, error = %e, "representation is not a valid collection, sending a snapshot");
                 if !std::mem::replace(&mut st.invalid, true) {
                     let data =
-                        serde_json::json!({"ok": false, "error": format!("invalid collection: {e}")}).to_string();
+                        format!(r#"{{"ok":false,"error":{}}}"#, json_string(&format!("invalid collection: {e}")));
                     watch.publish(st, EventKind::Status, "upstream-status", data.as_bytes(), detected);
                 }
                 watch.publish(st, EventKind::Change, "snapshot", &repr.data, detected);
@@ -435,6 +435,11 @@ struct Failure {
     retry_after: Option<Duration>,
     /// Short and credential-free: it goes into `upstream-status` events and logs.
     error: String,
+}
+
+/// `s` as a JSON string literal. (Status data is written by hand to keep the contract's key order.)
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
 }
 
 /// Sends `{"ok":true}` when a failing upstream answers again.

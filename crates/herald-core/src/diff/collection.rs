@@ -5,7 +5,8 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::Pointer;
 
@@ -28,11 +29,18 @@ pub enum Payload {
     Lean,
 }
 
-/// One item event: its name (`task.created`) and data.
+/// One item event: its name (`task.created`) and its data, encoded (one line of JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemEvent {
     pub name: String,
-    pub data: Value,
+    pub data: Vec<u8>,
+}
+
+impl ItemEvent {
+    /// The data, parsed.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.data).expect("item data is JSON")
+    }
 }
 
 /// Why a representation cannot be read as a collection.
@@ -48,7 +56,12 @@ pub enum CollectionError {
 
 /// The events that turn the items of `old` into those of `new`; `list` is the path the links
 /// point under (`/tasks` → `/tasks/{id}`).
-pub fn collection_events(c: &Collection, old: &Value, new: &Value, list: &str) -> Result<Vec<ItemEvent>, CollectionError> {
+pub fn collection_events(
+    c: &Collection,
+    old: &Value,
+    new: &Value,
+    list: &str,
+) -> Result<Vec<ItemEvent>, CollectionError> {
     let old_items = items(c, old)?;
     let new_items = items(c, new)?;
     let old_by_id: HashMap<&str, &Value> = old_items.iter().map(|(id, v)| (id.as_ref(), *v)).collect();
@@ -71,7 +84,8 @@ pub fn collection_events(c: &Collection, old: &Value, new: &Value, list: &str) -
 
 /// The items with their ids as strings, checked for missing and duplicate ids.
 pub fn items<'v>(c: &Collection, doc: &'v Value) -> Result<Vec<(Cow<'v, str>, &'v Value)>, CollectionError> {
-    let array = doc.pointer(&c.items).and_then(Value::as_array).ok_or_else(|| CollectionError::NotAnArray(c.items.clone()))?;
+    let array =
+        doc.pointer(&c.items).and_then(Value::as_array).ok_or_else(|| CollectionError::NotAnArray(c.items.clone()))?;
     let id_ptr = Pointer::parse(&c.id);
     let mut out = Vec::with_capacity(array.len());
     let mut missing = (0, None);
@@ -103,27 +117,45 @@ fn id_string(v: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
+/// An item event's data, fields in the order the contract shows them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemData<'a> {
+    event_type: &'a str,
+    resource_type: &'a str,
+    resource_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_details: Option<&'a Value>,
+    #[serde(rename = "_links")]
+    links: [Link<'a>; 2],
+}
+
+#[derive(Serialize)]
+struct Link<'a> {
+    href: &'a str,
+    rel: &'a str,
+}
+
 fn event(c: &Collection, what: &str, id: &str, item: &Value, list: &str) -> ItemEvent {
     let name = format!("{}.{what}", c.type_name);
-    let mut data = Map::new();
-    data.insert("eventType".into(), json!(name));
-    data.insert("resourceType".into(), json!(c.type_name));
-    data.insert("resourceId".into(), json!(id));
-    if c.payload == Payload::Rich {
-        data.insert("resourceDetails".into(), item.clone());
-    }
     let list = list.trim_end_matches('/');
-    data.insert(
-        "_links".into(),
-        json!([{"href": format!("{list}/{id}"), "rel": "self"}, {"href": list, "rel": "list"}]),
-    );
-    ItemEvent { name, data: Value::Object(data) }
+    let this = format!("{list}/{id}");
+    let data = ItemData {
+        event_type: &name,
+        resource_type: &c.type_name,
+        resource_id: id,
+        resource_details: (c.payload == Payload::Rich).then_some(item),
+        links: [Link { href: &this, rel: "self" }, Link { href: list, rel: "list" }],
+    };
+    let data = serde_json::to_vec(&data).expect("item data serializes");
+    ItemEvent { name, data }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn tasks(payload: Payload) -> Collection {
         Collection { items: "".into(), id: "/id".into(), payload, type_name: "task".into() }
@@ -134,20 +166,16 @@ mod tests {
         let old = json!([{"id": "x1", "title": "old"}, {"id": "gone", "title": "bye"}]);
         let new = json!([{"id": "abc123", "title": "new"}, {"id": "x1", "title": "edited"}]);
         let events = collection_events(&tasks(Payload::Rich), &old, &new, "/tasks").unwrap();
+        assert_eq!(events[0].name, "task.created");
         assert_eq!(
-            events[0],
-            ItemEvent {
-                name: "task.created".into(),
-                data: json!({"eventType": "task.created", "resourceType": "task", "resourceId": "abc123",
-                    "resourceDetails": {"id": "abc123", "title": "new"},
-                    "_links": [{"href": "/tasks/abc123", "rel": "self"}, {"href": "/tasks", "rel": "list"}]}),
-            }
+            String::from_utf8(events[0].data.clone()).unwrap(),
+            r#"{"eventType":"task.created","resourceType":"task","resourceId":"abc123","resourceDetails":{"id":"abc123","title":"new"},"_links":[{"href":"/tasks/abc123","rel":"self"},{"href":"/tasks","rel":"list"}]}"#
         );
         assert_eq!(events[1].name, "task.updated");
         assert_eq!(events[2].name, "task.deleted");
-        assert_eq!(events[2].data["resourceDetails"], json!({"id": "gone", "title": "bye"}), "as last seen");
+        assert_eq!(events[2].json()["resourceDetails"], json!({"id": "gone", "title": "bye"}), "as last seen");
         let lean = collection_events(&tasks(Payload::Lean), &old, &new, "/tasks").unwrap();
-        assert!(lean.iter().all(|e| e.data.get("resourceDetails").is_none()));
+        assert!(lean.iter().all(|e| e.json().get("resourceDetails").is_none()));
     }
 
     #[test]
@@ -176,11 +204,12 @@ mod tests {
     /// What a subscriber holds: items by id, updated by the events.
     fn apply(state: &mut HashMap<String, Value>, events: &[ItemEvent]) {
         for e in events {
-            let id = e.data["resourceId"].as_str().unwrap().to_string();
+            let data = e.json();
+            let id = data["resourceId"].as_str().unwrap().to_string();
             if e.name.ends_with(".deleted") {
                 assert!(state.remove(&id).is_some(), "deleted an unknown item");
             } else {
-                state.insert(id, e.data["resourceDetails"].clone());
+                state.insert(id, data["resourceDetails"].clone());
             }
         }
     }

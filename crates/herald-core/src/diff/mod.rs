@@ -50,7 +50,7 @@ impl Encoding {
                 None => Encoded::Snapshot,
             },
             Encoding::Collection(c) => match collection_events(c, old, new, list) {
-                Ok(events) => Encoded::Events(events.into_iter().map(|e| (e.name, to_vec(&e.data))).collect()),
+                Ok(events) => Encoded::Events(events.into_iter().map(|e| (e.name, e.data)).collect()),
                 Err(e) => match collection::items(c, new) {
                     Err(_) => Encoded::Invalid(e),
                     // Only the previous state was invalid: nothing to diff against.

@@ -579,6 +579,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_event_is_encoded_once_and_shared_by_every_subscriber() {
+        let script = Arc::new(Script::default());
+        script.then(ok("[1]", "\"a\"")).then(ok("[1,2]", "\"b\""));
+        let hub = hub(script, Access::Public);
+        let mut subscribers = Vec::new();
+        for _ in 0..3 {
+            subscribers.push(hub.subscribe(key(), vec![], None).await.unwrap());
+        }
+        let snapshots: Vec<_> = subscribers.iter().map(|s| s.initial[0].as_ptr()).collect();
+        assert!(snapshots.iter().all(|p| *p == snapshots[0]), "one snapshot frame for all");
+        let mut frames = Vec::new();
+        for s in &mut subscribers {
+            frames.push(s.rx.recv().await.unwrap().frame);
+        }
+        assert!(frames.iter().all(|f| f.as_ptr() == frames[0].as_ptr()), "the same bytes, not copies");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn first_poll_refusal_is_returned_and_no_watch_remains() {
         let script = Arc::new(Script::default());
         script.then(status(404, None));

@@ -10,7 +10,7 @@ use crate::*;
 
 /// Keys that belong to features this version does not have yet. They are refused with a clear
 /// message rather than accepted and silently ignored.
-const NOT_YET: &[&str] = &["server.tls", "upstream.ca_file", "storage", "webhooks", "cache", "webhooks"];
+const NOT_YET: &[&str] = &["server.tls", "upstream.ca_file", "storage", "webhooks", "cache"];
 
 /// Loads a configuration from `text`; `file` names it in problems, `env` resolves `${VAR}`.
 pub fn load(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {

@@ -16,6 +16,8 @@ pub struct Representation {
     pub hash: blake3::Hash,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// What diffing towards this representation learnt about it, reused by the next diff.
+    pub prints: Arc<crate::diff::Prints>,
 }
 
 impl Representation {
@@ -33,7 +35,14 @@ impl Representation {
         };
         let data = serde_json::to_vec(&value).expect("a JSON value always serializes");
         let hash = blake3::hash(&data);
-        Representation { value: Arc::new(value), data: Bytes::from(data), hash, etag: None, last_modified: None }
+        Representation {
+            value: Arc::new(value),
+            data: Bytes::from(data),
+            hash,
+            etag: None,
+            last_modified: None,
+            prints: Arc::default(),
+        }
     }
 
     /// herald's own strong ETag for this representation.

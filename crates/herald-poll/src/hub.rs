@@ -300,10 +300,20 @@ impl Hub {
                 let mut repr = Representation::from_body(body, &cfg.ignore);
                 repr.etag.clone_from(etag);
                 repr.last_modified.clone_from(last_modified);
-                let encoded = prev.as_ref().filter(|old| !first && old.hash != repr.hash).map(|old| {
-                    let list = watch.key.target.split('?').next().unwrap_or_default();
-                    route.encoding.encode(&old.value, &repr.value, &repr.data, list)
-                });
+                let encoded = match &prev {
+                    Some(old) if !first && old.hash != repr.hash => {
+                        let list = watch.key.target.split('?').next().unwrap_or_default();
+                        let (encoded, prints) = route.encoding.encode(old, &repr, list);
+                        repr.prints = Arc::new(prints);
+                        Some(encoded)
+                    }
+                    // The same normalized document: what was learnt about it still holds.
+                    Some(old) => {
+                        repr.prints = old.prints.clone();
+                        None
+                    }
+                    None => None,
+                };
                 Some((repr, encoded))
             }
             _ => None,

@@ -3,6 +3,9 @@
 //! inserting, removing or moving one element is one operation, not a cascade of index-shifted
 //! replaces.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 use similar::{capture_diff_slices, Algorithm, DiffOp};
 
@@ -12,9 +15,30 @@ use super::{escape, Fingerprint, Pointer};
 /// (e.g. `/id`) that identifies them; arrays whose elements do not all carry a unique one are
 /// aligned by content instead.
 pub fn diff(old: &Value, new: &Value, array_id: Option<&str>) -> Vec<Value> {
-    let mut d = Differ { ops: Vec::new(), array_id: array_id.map(Pointer::parse) };
+    diff_with(old, new, array_id, &Prints::default()).0
+}
+
+/// [`diff`], reusing the fingerprints of `old`'s arrays computed when `old` was the new side of
+/// the previous diff, and returning those of `new` for the next one. Each change then
+/// fingerprints only the new document.
+pub fn diff_with(old: &Value, new: &Value, array_id: Option<&str>, old_prints: &Prints) -> (Vec<Value>, Prints) {
+    let mut d =
+        Differ { ops: Vec::new(), array_id: array_id.map(Pointer::parse), prev: old_prints, next: Prints::default() };
     d.value(&mut String::new(), old, new);
-    d.ops.into_iter().map(Op::into_json).collect()
+    (d.ops.into_iter().map(Op::into_json).collect(), d.next)
+}
+
+/// Fingerprints of the arrays of one document that a diff visited, by their JSON Pointer.
+#[derive(Debug, Default)]
+pub struct Prints(HashMap<String, ArrayPrints>);
+
+#[derive(Debug, Clone)]
+struct ArrayPrints {
+    /// One content fingerprint per element.
+    content: Vec<Fingerprint>,
+    /// One fingerprint of the `array_id` value per element, when every element has one. (Ids
+    /// that repeat still give a correct patch: aligned elements are diffed inside.)
+    ids: Option<Vec<Fingerprint>>,
 }
 
 enum Op<'a> {
@@ -48,12 +72,14 @@ impl Op<'_> {
     }
 }
 
-struct Differ<'a> {
+struct Differ<'a, 'p> {
     ops: Vec<Op<'a>>,
     array_id: Option<Pointer>,
+    prev: &'p Prints,
+    next: Prints,
 }
 
-impl<'a> Differ<'a> {
+impl<'a> Differ<'a, '_> {
     fn value(&mut self, path: &mut String, old: &'a Value, new: &'a Value) {
         match (old, new) {
             (Value::Object(o), Value::Object(n)) => {
@@ -83,14 +109,16 @@ impl<'a> Differ<'a> {
     }
 
     fn array(&mut self, path: &mut String, old: &'a [Value], new: &'a [Value]) {
-        let by_id = self.array_id.as_ref().and_then(|ptr| Some((ids(old, ptr)?, ids(new, ptr)?)));
-        let script = match &by_id {
-            Some((o, n)) => capture_diff_slices(Algorithm::Myers, o, n),
-            None => {
-                let o: Vec<_> = old.iter().map(Fingerprint::of).collect();
-                let n: Vec<_> = new.iter().map(Fingerprint::of).collect();
-                capture_diff_slices(Algorithm::Myers, &o, &n)
-            }
+        let prev = self.prev;
+        let old_prints = match prev.0.get(path.as_str()).filter(|p| p.content.len() == old.len()) {
+            Some(p) => Cow::Borrowed(p),
+            None => Cow::Owned(self.prints(old)),
+        };
+        let new_prints = self.prints(new);
+        let by_id = matches!((&old_prints.ids, &new_prints.ids), (Some(_), Some(_)));
+        let script = match (&old_prints.ids, &new_prints.ids) {
+            (Some(o), Some(n)) => capture_diff_slices(Algorithm::Myers, o, n),
+            _ => capture_diff_slices(Algorithm::Myers, &old_prints.content, &new_prints.content),
         };
         let start = self.ops.len();
         // Walking the script in order, the array being patched holds new[..new_index] followed
@@ -99,9 +127,11 @@ impl<'a> Differ<'a> {
             match op {
                 DiffOp::Equal { old_index, new_index, len } => {
                     // Same identity may still mean changed content.
-                    if by_id.is_some() {
+                    if by_id {
                         for k in 0..len {
-                            self.element(path, new_index + k, &old[old_index + k], &new[new_index + k]);
+                            if old_prints.content[old_index + k] != new_prints.content[new_index + k] {
+                                self.element(path, new_index + k, &old[old_index + k], &new[new_index + k]);
+                            }
                         }
                     }
                 }
@@ -119,7 +149,7 @@ impl<'a> Differ<'a> {
                     let paired = old_len.min(new_len);
                     for k in 0..paired {
                         let (o, n) = (&old[old_index + k], &new[new_index + k]);
-                        if by_id.is_some() {
+                        if by_id {
                             // Another item: replace it whole.
                             self.ops.push(Op::Replace { path: index(path, new_index + k), value: n });
                         } else {
@@ -136,6 +166,24 @@ impl<'a> Differ<'a> {
             }
         }
         merge_moves(&mut self.ops, start, path);
+        self.next.0.insert(path.clone(), new_prints);
+    }
+
+    /// Fingerprints of the elements, and of their ids when `array_id` is set and every element
+    /// has one. One pass: the id is read while the element is still in cache.
+    fn prints(&self, items: &[Value]) -> ArrayPrints {
+        let mut content = Vec::with_capacity(items.len());
+        let mut ids = self.array_id.as_ref().map(|_| Vec::with_capacity(items.len()));
+        for item in items {
+            content.push(Fingerprint::of(item));
+            if let (Some(ptr), Some(list)) = (&self.array_id, &mut ids) {
+                match ptr.get(item) {
+                    Some(id) => list.push(Fingerprint::of(id)),
+                    None => ids = None,
+                }
+            }
+        }
+        ArrayPrints { content, ids }
     }
 
     fn element(&mut self, path: &mut String, i: usize, old: &'a Value, new: &'a Value) {
@@ -176,15 +224,6 @@ fn merge_moves(ops: &mut Vec<Op<'_>>, start: usize, array: &str) {
             None => i += 1,
         }
     }
-}
-
-/// Element identities (fingerprints of the values at `ptr`), when every element has one and
-/// none repeats.
-fn ids(items: &[Value], ptr: &Pointer) -> Option<Vec<Fingerprint>> {
-    let ids: Vec<_> = items.iter().map(|item| ptr.get(item).map(Fingerprint::of)).collect::<Option<_>>()?;
-    let mut sorted = ids.clone();
-    sorted.sort_unstable();
-    sorted.windows(2).all(|w| w[0] != w[1]).then_some(ids)
 }
 
 fn child(path: &str, key: &str) -> String {
@@ -269,12 +308,12 @@ mod tests {
     }
 
     #[test]
-    fn ids_that_repeat_fall_back_to_content() {
-        let old = json!([{"id": 1, "v": "a"}, {"id": 1, "v": "b"}]);
-        let new = json!([{"id": 1, "v": "b"}]);
-        let ops = diff(&old, &new, Some("/id"));
-        assert_eq!(apply(&old, &ops), new);
-        assert_eq!(ops.len(), 1);
+    fn repeated_or_missing_ids_still_converge() {
+        let old = json!([{"id": 1, "v": "a"}, {"id": 1, "v": "b"}, {"v": "no id"}]);
+        for new in [json!([{"id": 1, "v": "b"}]), json!([{"id": 1, "v": "b"}, {"id": 2}])] {
+            let ops = diff(&old, &new, Some("/id"));
+            assert_eq!(apply(&old, &ops), new);
+        }
     }
 
     #[test]
@@ -350,12 +389,37 @@ mod tests {
 
         #[test]
         fn patches_converge_over_edit_sequences(docs in prop::collection::vec(arb_json(), 1..6)) {
-            // A subscriber applying every patch in order ends on the last document.
-            let mut state = docs[0].clone();
-            for pair in docs.windows(2) {
-                state = apply(&state, &diff(&pair[0], &pair[1], None));
+            // A subscriber applying every patch in order ends on the last document, also when
+            // each diff reuses the fingerprints the previous one computed.
+            for array_id in [None, Some("/a")] {
+                let mut state = docs[0].clone();
+                let mut prints = Prints::default();
+                for pair in docs.windows(2) {
+                    let (ops, next) = diff_with(&pair[0], &pair[1], array_id, &prints);
+                    prints = next;
+                    state = apply(&state, &ops);
+                }
+                prop_assert_eq!(&state, docs.last().unwrap());
             }
-            prop_assert_eq!(&state, docs.last().unwrap());
+        }
+
+        #[test]
+        fn patches_converge_over_list_edit_sequences(edits in prop::collection::vec(arb_list_edit(), 1..5)) {
+            // Chain the edited lists: each step's new list is the next step's old one.
+            let mut docs = vec![edits[0].0.clone()];
+            for (_, new) in &edits {
+                docs.push(new.clone());
+            }
+            for array_id in [None, Some("/id")] {
+                let mut state = docs[0].clone();
+                let mut prints = Prints::default();
+                for pair in docs.windows(2) {
+                    let (ops, next) = diff_with(&pair[0], &pair[1], array_id, &prints);
+                    prints = next;
+                    state = apply(&state, &ops);
+                    prop_assert_eq!(&state, &pair[1]);
+                }
+            }
         }
     }
 }

@@ -10,8 +10,10 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::Value;
 
+use crate::Representation;
+
 pub use collection::{collection_events, Collection, CollectionError, ItemEvent, Payload};
-pub use json_patch::diff as json_patch;
+pub use json_patch::{diff as json_patch, diff_with as json_patch_with, Prints};
 pub use merge_patch::diff as merge_patch;
 
 /// How a watch turns a change into events (the route's `events.format`).
@@ -37,34 +39,37 @@ pub enum Encoded {
 
 impl Encoding {
     /// Encodes the change from `old` to `new`; `list` is the watched path, for collection links.
-    pub fn encode(&self, old: &Value, new: &Value, new_data: &[u8], list: &str) -> Encoded {
+    /// Also returns what `new` should keep for the next change (see [`Prints`]).
+    pub fn encode(&self, old: &Representation, new: &Representation, list: &str) -> (Encoded, Prints) {
         let to_vec = |v: &Value| serde_json::to_vec(v).expect("JSON values serialize");
-        match self {
-            Encoding::Snapshot => Encoded::Events(vec![("change".into(), new_data.to_vec())]),
+        let (old_v, new_v) = (&*old.value, &*new.value);
+        let encoded = match self {
+            Encoding::Snapshot => Encoded::Events(vec![("change".into(), new.data.to_vec())]),
             Encoding::JsonPatch { array_id } => {
-                let ops = json_patch(old, new, array_id.as_deref());
-                Encoded::Events(vec![("patch".into(), to_vec(&Value::Array(ops)))])
+                let (ops, prints) = json_patch_with(old_v, new_v, array_id.as_deref(), &old.prints);
+                return (Encoded::Events(vec![("patch".into(), to_vec(&Value::Array(ops)))]), prints);
             }
-            Encoding::MergePatch => match merge_patch(old, new) {
+            Encoding::MergePatch => match merge_patch(old_v, new_v) {
                 Some(patch) => Encoded::Events(vec![("merge-patch".into(), to_vec(&patch))]),
                 None => Encoded::Snapshot,
             },
-            Encoding::Collection(c) => match collection_events(c, old, new, list) {
+            Encoding::Collection(c) => match collection_events(c, old_v, new_v, list) {
                 Ok(events) => Encoded::Events(events.into_iter().map(|e| (e.name, e.data)).collect()),
-                Err(e) => match collection::items(c, new) {
+                Err(e) => match collection::items(c, new_v) {
                     Err(_) => Encoded::Invalid(e),
                     // Only the previous state was invalid: nothing to diff against.
                     Ok(_) => Encoded::Snapshot,
                 },
             },
-        }
+        };
+        (encoded, Prints::default())
     }
 }
 
 /// A 128-bit content fingerprint of a JSON value, for aligning arrays by content: comparing two
 /// fingerprints is one instruction, comparing two values walks both. Two different elements
 /// share a fingerprint with probability about 2^-128; the diff would then miss that change.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Fingerprint(u64, u64);
 
 impl Fingerprint {

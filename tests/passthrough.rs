@@ -41,10 +41,10 @@ async fn method_body_query_and_headers_are_kept() {
     assert_eq!(h["via"], "1.1 herald");
     assert_eq!(h["host"], upstream.to_string());
 
-    // A plain GET on a route is passed through too (no stream asked for).
+    // A plain GET on a route is answered from its watch (section 8), not passed through.
     let tasks = reqwest::get(gw.url("/tasks")).await.unwrap();
     assert_eq!(tasks.status(), 200);
-    assert!(tasks.headers().contains_key("etag"));
+    assert_eq!(tasks.headers()["x-herald-cache"], "miss");
     // Upstream errors come back as they are.
     assert_eq!(reqwest::get(gw.url("/nothing")).await.unwrap().status(), 404);
     assert!(gw.metric("herald_proxy_requests_total{status_class=\"4xx\"}").await >= 1.0);

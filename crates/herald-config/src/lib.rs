@@ -112,6 +112,8 @@ pub struct Route {
     /// JSON Pointers removed from the body before change detection and from events.
     pub ignore: Vec<String>,
     pub events: Events,
+    /// Answer plain GETs (legacy pollers) from the watch instead of passing them through.
+    pub cache: bool,
 }
 
 impl Route {
@@ -125,6 +127,7 @@ impl Route {
             poll: Poll::default(),
             ignore: Vec::new(),
             events: Events::default(),
+            cache: true,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::*;
 
 /// Keys that belong to features this version does not have yet. They are refused with a clear
 /// message rather than accepted and silently ignored.
-const NOT_YET: &[&str] = &["server.tls", "upstream.ca_file", "storage", "webhooks", "cache"];
+const NOT_YET: &[&str] = &["server.tls", "upstream.ca_file", "storage", "webhooks"];
 
 /// Loads a configuration from `text`; `file` names it in problems, `env` resolves `${VAR}`.
 pub fn load(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
@@ -399,6 +399,7 @@ impl<'a> Cx<'a> {
             Some(ptrs)
         });
         m.field(self, "events", &mut r.events, |cx, n, p| Some(cx.events(n, p)));
+        m.field(self, "cache", &mut r.cache, Cx::boolean);
         m.finish(self);
         Some(r)
     }
@@ -709,9 +710,9 @@ sse:
 
     #[test]
     fn unsupported_features_say_so() {
-        let got = problems(&format!("{MINIMAL}    cache: true\nstorage:\n  kind: memory\n"));
+        let got = problems(&format!("{MINIMAL}    webhooks: true\nstorage:\n  kind: memory\n"));
         assert!(
-            got.iter().any(|p| p.ends_with("routes[0].cache: is not supported by this version of herald yet")),
+            got.iter().any(|p| p.ends_with("routes[0].webhooks: is not supported by this version of herald yet")),
             "{got:?}"
         );
         assert!(got.iter().any(|p| p.ends_with("storage: is not supported by this version of herald yet")), "{got:?}");

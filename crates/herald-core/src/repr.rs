@@ -14,8 +14,12 @@ pub struct Representation {
     pub data: Bytes,
     /// blake3 of `data`: equal hashes mean no change worth an event.
     pub hash: blake3::Hash,
+    /// The upstream's ETag and Last-Modified, for conditional polls.
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// The body as the upstream sent it, and its content type: what legacy pollers are answered.
+    pub body: Bytes,
+    pub content_type: Option<String>,
     /// What diffing towards this representation learnt about it, reused by the next diff.
     pub prints: Arc<crate::diff::Prints>,
 }
@@ -23,15 +27,15 @@ pub struct Representation {
 impl Representation {
     /// Normalizes an upstream body: JSON is re-encoded compactly without the `ignore` pointers,
     /// anything else becomes a JSON string of its (lossy UTF-8) text.
-    pub fn from_body(body: &[u8], ignore: &[String]) -> Representation {
-        let value = match serde_json::from_slice::<serde_json::Value>(body) {
+    pub fn from_body(body: Bytes, ignore: &[String]) -> Representation {
+        let value = match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(mut value) => {
                 for ptr in ignore {
                     remove_pointer(&mut value, ptr);
                 }
                 value
             }
-            Err(_) => serde_json::Value::String(String::from_utf8_lossy(body).into_owned()),
+            Err(_) => serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()),
         };
         let data = serde_json::to_vec(&value).expect("a JSON value always serializes");
         let hash = blake3::hash(&data);
@@ -41,6 +45,8 @@ impl Representation {
             hash,
             etag: None,
             last_modified: None,
+            body,
+            content_type: None,
             prints: Arc::default(),
         }
     }
@@ -77,9 +83,18 @@ mod tests {
     #[test]
     fn ignored_pointers_do_not_change_the_hash() {
         let ignore = vec!["/meta/generated_at".to_string()];
-        let a = Representation::from_body(br#"{"items":[1,2],"meta":{"generated_at":"10:00"}}"#, &ignore);
-        let b = Representation::from_body(br#"{ "items": [1, 2], "meta": {"generated_at": "10:05"} }"#, &ignore);
-        let c = Representation::from_body(br#"{"items":[1,3],"meta":{"generated_at":"10:05"}}"#, &ignore);
+        let a = Representation::from_body(
+            Bytes::from_static(br#"{"items":[1,2],"meta":{"generated_at":"10:00"}}"#),
+            &ignore,
+        );
+        let b = Representation::from_body(
+            Bytes::from_static(br#"{ "items": [1, 2], "meta": {"generated_at": "10:05"} }"#),
+            &ignore,
+        );
+        let c = Representation::from_body(
+            Bytes::from_static(br#"{"items":[1,3],"meta":{"generated_at":"10:05"}}"#),
+            &ignore,
+        );
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
         assert_eq!(&a.data[..], br#"{"items":[1,2],"meta":{}}"#);
@@ -87,7 +102,7 @@ mod tests {
 
     #[test]
     fn non_json_bodies_become_strings() {
-        let r = Representation::from_body(b"hello\nworld", &[]);
+        let r = Representation::from_body(Bytes::from_static(b"hello\nworld"), &[]);
         assert_eq!(&r.data[..], br#""hello\nworld""#);
     }
 

@@ -20,6 +20,7 @@ use crate::{text, Body};
 #[derive(Clone)]
 pub struct HttpMetrics {
     pub(crate) proxy_requests: IntCounterVec,
+    pub(crate) cache_requests: IntCounterVec,
 }
 
 impl HttpMetrics {
@@ -31,8 +32,16 @@ impl HttpMetrics {
             ),
             &["status_class"],
         )?;
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "herald_cache_requests_total",
+                "Plain GETs on cache routes: hit (answered from a running watch), miss (waited for a new watch's first poll), bypass (upstream failing: passed on).",
+            ),
+            &["route", "result"],
+        )?;
         registry.register(Box::new(proxy_requests.clone()))?;
-        Ok(HttpMetrics { proxy_requests })
+        registry.register(Box::new(cache_requests.clone()))?;
+        Ok(HttpMetrics { proxy_requests, cache_requests })
     }
 }
 
@@ -44,6 +53,7 @@ pub struct App {
     pub(crate) scopes: ScopeHasher,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) proxy: Proxy,
+    pub(crate) cache_requests: IntCounterVec,
 }
 
 impl App {
@@ -55,6 +65,7 @@ impl App {
             scopes,
             cors_origins: config.sse.cors_origins.clone(),
             proxy: Proxy::new(&config.upstream, metrics.proxy_requests),
+            cache_requests: metrics.cache_requests,
         }
     }
 
@@ -66,6 +77,9 @@ impl App {
         }
         if let Some(route) = self.stream_route(&req) {
             return self.stream(req, route).await;
+        }
+        if let Some(route) = self.cache_route(&req) {
+            return self.cached(req, route, peer).await;
         }
         if req.method() == http::Method::OPTIONS && self.preflight_route(&req) {
             return self.preflight(&req);

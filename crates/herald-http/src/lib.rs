@@ -5,6 +5,7 @@
 
 mod admin;
 mod app;
+mod cache;
 mod proxy;
 mod routes;
 mod server;
@@ -34,4 +35,14 @@ pub(crate) fn text(status: http::StatusCode, msg: &str) -> http::Response<Body> 
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(full(format!("{msg}\n")))
         .expect("static parts are valid")
+}
+
+/// The upstream's own answer, passed on as is (status, content-type, body).
+pub(crate) fn refused(r: herald_poll::Refusal) -> http::Response<Body> {
+    let status = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let mut resp = http::Response::builder().status(status);
+    if let Some(ct) = r.content_type {
+        resp = resp.header(http::header::CONTENT_TYPE, ct);
+    }
+    resp.body(full(r.body)).unwrap_or_else(|_| text(http::StatusCode::BAD_GATEWAY, "invalid upstream answer"))
 }

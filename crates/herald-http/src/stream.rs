@@ -4,13 +4,13 @@
 use herald_config::Access;
 use herald_core::Scope;
 use herald_poll::{Refusal, WatchKey};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::{full, text, Body};
+use crate::{full, refused, text, Body};
 
 /// The path suffix that asks for a stream without an Accept header.
 const STREAM_SUFFIX: &str = "/event-stream";
@@ -24,6 +24,40 @@ pub(crate) struct StreamRoute {
 }
 
 impl App {
+    /// The watch a request belongs to (section 5) and the credentials its polls carry; or, on a
+    /// `shared` route whose admission check fails, the upstream's answer.
+    pub(crate) async fn watch_key(
+        &self,
+        headers: &HeaderMap,
+        route_index: usize,
+        target: String,
+    ) -> Result<(WatchKey, Vec<(HeaderName, HeaderValue)>), Refusal> {
+        let route = self.hub.route(route_index);
+        // The subscriber's own vary headers: the credential scope, presented on polls and admission checks.
+        let vary: Vec<(HeaderName, HeaderValue)> = route
+            .vary
+            .iter()
+            .filter_map(|name| {
+                let name = HeaderName::try_from(name.as_str()).ok()?;
+                let mut value = headers.get(&name)?.clone();
+                value.set_sensitive(true);
+                Some((name, value))
+            })
+            .collect();
+        let scope_of_vary = || {
+            self.scopes.scope(route.vary.iter().map(|n| (n.as_str(), headers.get(n.as_str()).map(|v| v.as_bytes()))))
+        };
+        let (scope, credentials) = match route.access {
+            Access::Public => (Scope::Everybody, Vec::new()),
+            Access::Shared => {
+                self.hub.admit(route_index, scope_of_vary(), &target, &vary).await?;
+                (Scope::Everybody, Vec::new())
+            }
+            Access::PerSubscriber => (scope_of_vary(), vary),
+        };
+        Ok((WatchKey { route: route_index, target, scope }, credentials))
+    }
+
     /// Section 4, step 2: a GET on a route that asks for `text/event-stream` or ends in `/event-stream`.
     pub(crate) fn stream_route(&self, req: &Request<Incoming>) -> Option<StreamRoute> {
         if req.method() != Method::GET {
@@ -90,7 +124,6 @@ impl App {
     }
 
     async fn open_stream(&self, req: &Request<Incoming>, m: StreamRoute) -> Response<Body> {
-        let route = self.hub.route(m.route);
         let (query, query_last_id) = split_query(req.uri().query());
         let target = match query {
             Some(q) => format!("{}?{q}", m.path),
@@ -106,33 +139,10 @@ impl App {
             return resp;
         };
 
-        // The subscriber's own vary headers: the credential scope, presented on polls and admission checks.
-        let vary: Vec<(HeaderName, HeaderValue)> = route
-            .vary
-            .iter()
-            .filter_map(|name| {
-                let name = HeaderName::try_from(name.as_str()).ok()?;
-                let mut value = req.headers().get(&name)?.clone();
-                value.set_sensitive(true);
-                Some((name, value))
-            })
-            .collect();
-        let scope_of_vary = || {
-            self.scopes
-                .scope(route.vary.iter().map(|n| (n.as_str(), req.headers().get(n.as_str()).map(|v| v.as_bytes()))))
+        let (key, credentials) = match self.watch_key(req.headers(), m.route, target).await {
+            Ok(found) => found,
+            Err(refusal) => return refused(refusal),
         };
-        let (scope, credentials) = match route.access {
-            Access::Public => (Scope::Everybody, Vec::new()),
-            Access::Shared => {
-                if let Err(refusal) = self.hub.admit(m.route, scope_of_vary(), &target, &vary).await {
-                    return refused(refusal);
-                }
-                (Scope::Everybody, Vec::new())
-            }
-            Access::PerSubscriber => (scope_of_vary(), vary),
-        };
-
-        let key = WatchKey { route: m.route, target, scope };
         match self.hub.subscribe(key, credentials, last_event_id.as_deref()).await {
             Ok(joined) => {
                 let frames = self.sessions.stream(joined, slot);
@@ -147,15 +157,6 @@ impl App {
             Err(refusal) => refused(refusal),
         }
     }
-}
-
-/// The upstream's own answer, passed on as is (status, content-type, body).
-fn refused(r: Refusal) -> Response<Body> {
-    let mut resp = Response::builder().status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY));
-    if let Some(ct) = r.content_type {
-        resp = resp.header(header::CONTENT_TYPE, ct);
-    }
-    resp.body(full(r.body)).unwrap_or_else(|_| text(StatusCode::BAD_GATEWAY, "invalid upstream answer"))
 }
 
 /// Removes `lastEventId` from a query: (the rest, the id).

@@ -29,6 +29,7 @@ pub enum Answer {
     },
     Ok {
         body: Bytes,
+        content_type: Option<String>,
         etag: Option<String>,
         last_modified: Option<String>,
         max_age: Option<Duration>,
@@ -116,7 +117,7 @@ impl UpstreamClient {
         }
         let body = body.freeze();
         Ok(if status.is_success() {
-            Answer::Ok { body, etag, last_modified, max_age }
+            Answer::Ok { body, content_type, etag, last_modified, max_age }
         } else {
             Answer::Status { status: status.as_u16(), content_type, body, retry_after }
         })

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::client::{Answer, Fetch, Request};
 use crate::schedule::{jittered, Schedule};
-use crate::watch::{Joined, Ready, State, Watch, WatchInfo, WatchKey};
+use crate::watch::{Current, Joined, Ready, State, SubscriberGuard, Watch, WatchInfo, WatchKey};
 use crate::{Limiter, PollError, PollMetrics};
 
 /// An upstream answer that is passed on to the subscriber instead of a stream.
@@ -150,39 +150,59 @@ impl Hub {
         last_event_id: Option<&str>,
     ) -> Result<Joined, Refusal> {
         loop {
-            let (watch, guard) = {
-                let mut map = self.watches.lock().unwrap();
-                let watch = map
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        let route = self.routes[key.route].clone();
-                        route.metrics.watches.inc();
-                        let watch = Arc::new(Watch::new(key.clone(), route, credentials.clone(), self.queue));
-                        tokio::spawn(self.clone().run(watch.clone()));
-                        watch
-                    })
-                    .clone();
-                let guard = watch.count_in();
-                (watch, guard)
-            };
-            let mut ready = watch.ready.subscribe();
-            let outcome = ready.wait_for(|r| !matches!(r, Ready::Pending)).await.map(|r| r.clone());
-            match outcome {
-                Ok(Ready::Refused(refusal)) => return Err(refusal),
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(Refusal {
-                        status: 503,
-                        content_type: None,
-                        body: Bytes::from_static(b"shutting down\n"),
-                    })
-                }
-            }
+            let (watch, guard, _) = self.ready_watch(&key, &credentials).await?;
             match watch.join(last_event_id, guard) {
                 Some(joined) => return Ok(joined),
                 // The watch ended between lookup and join (revoked credential): start anew.
                 None => continue,
             }
+        }
+    }
+
+    /// The current representation of the watch for `key` (created if needed, and then kept
+    /// for `linger`), for answering a legacy poller; `None` while its upstream is failing.
+    pub async fn current(
+        self: &Arc<Self>,
+        key: WatchKey,
+        credentials: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<Option<Current>, Refusal> {
+        loop {
+            let (watch, _guard, created) = self.ready_watch(&key, &credentials).await?;
+            if let Some(current) = watch.current(created) {
+                return Ok(current);
+            }
+        }
+    }
+
+    /// The watch for `key`, created if needed, once its first poll succeeded; counted as
+    /// subscribed while the guard lives. `true` when this call created it.
+    async fn ready_watch(
+        self: &Arc<Self>,
+        key: &WatchKey,
+        credentials: &[(HeaderName, HeaderValue)],
+    ) -> Result<(Arc<Watch>, SubscriberGuard, bool), Refusal> {
+        let (watch, guard, created) = {
+            let mut map = self.watches.lock().unwrap();
+            let mut created = false;
+            let watch = map
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    created = true;
+                    let route = self.routes[key.route].clone();
+                    route.metrics.watches.inc();
+                    let watch = Arc::new(Watch::new(key.clone(), route, credentials.to_vec(), self.queue));
+                    tokio::spawn(self.clone().run(watch.clone()));
+                    watch
+                })
+                .clone();
+            let guard = watch.count_in();
+            (watch, guard, created)
+        };
+        let mut ready = watch.ready.subscribe();
+        match ready.wait_for(|r| !matches!(r, Ready::Pending)).await.map(|r| r.clone()) {
+            Ok(Ready::Refused(refusal)) => Err(refusal),
+            Ok(_) => Ok((watch, guard, created)),
+            Err(_) => Err(Refusal { status: 503, content_type: None, body: Bytes::from_static(b"shutting down\n") }),
         }
     }
 
@@ -295,9 +315,10 @@ impl Hub {
         // Normalizing, hashing and diffing a large body takes a while: do it before taking the
         // lock that subscribers joining this watch need.
         let fresh = match &answer {
-            Ok(Answer::Ok { body, etag, last_modified, .. }) => {
+            Ok(Answer::Ok { body, content_type, etag, last_modified, .. }) => {
                 route.metrics.bytes.inc_by(body.len() as u64);
-                let mut repr = Representation::from_body(body, &cfg.ignore);
+                let mut repr = Representation::from_body(body.clone(), &cfg.ignore);
+                repr.content_type.clone_from(content_type);
                 repr.etag.clone_from(etag);
                 repr.last_modified.clone_from(last_modified);
                 let encoded = match &prev {
@@ -307,12 +328,7 @@ impl Hub {
                         repr.prints = Arc::new(prints);
                         Some(encoded)
                     }
-                    // The same normalized document: what was learnt about it still holds.
-                    Some(old) => {
-                        repr.prints = old.prints.clone();
-                        None
-                    }
-                    None => None,
+                    _ => None,
                 };
                 Some((repr, encoded))
             }
@@ -339,8 +355,13 @@ impl Hub {
                 }
                 recovered(watch, &mut st, detected);
                 let Some(encoded) = encoded else {
+                    // The same normalized document: keep the one held (its body is what the
+                    // strong ETag of cache answers promises), with the upstream's new validators.
                     route.metrics.unchanged.inc();
-                    st.current = Some(repr);
+                    if let Some(cur) = st.current.as_mut() {
+                        cur.etag = repr.etag;
+                        cur.last_modified = repr.last_modified;
+                    }
                     return Next::In(schedule.unchanged(max_age));
                 };
                 route.metrics.changed.inc();
@@ -504,6 +525,7 @@ mod tests {
     fn ok(body: &str, etag: &str) -> Result<Answer, PollError> {
         Ok(Answer::Ok {
             body: Bytes::from(body.to_string()),
+            content_type: None,
             etag: Some(etag.into()),
             last_modified: None,
             max_age: None,

@@ -15,7 +15,7 @@ pub use hub::{Hub, HubConfig, Refusal};
 pub use limit::Limiter;
 pub use metrics::PollMetrics;
 pub use schedule::{jittered, Schedule};
-pub use watch::{Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
+pub use watch::{Current, Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
 
 /// Why a poll failed without an HTTP answer.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -73,6 +73,15 @@ pub struct Joined {
     pub guard: SubscriberGuard,
 }
 
+/// A watch's representation as a legacy poller is answered with it.
+pub struct Current {
+    pub repr: Representation,
+    /// This request created the watch and waited for its first poll (a cache miss).
+    pub fresh: bool,
+    /// When the upstream last confirmed it, for the `age` header.
+    pub last_poll: Option<SystemTime>,
+}
+
 /// What a subscriber that fell behind gets instead of the events it missed.
 pub enum Resync {
     Snapshot { frame: Bytes, seq: u64 },
@@ -190,6 +199,20 @@ impl Watch {
             }
         };
         Some(Joined { watch: self.clone(), initial, rx, last_seq: st.seq, guard })
+    }
+
+    /// What a legacy poller is answered: `None` once the watch ended (start anew), `Some(None)`
+    /// while the upstream is failing (pass the request on), else the representation.
+    pub(crate) fn current(&self, created: bool) -> Option<Option<Current>> {
+        let st = self.state.lock().unwrap();
+        if st.terminal.is_some() {
+            return None;
+        }
+        if st.failing.is_some() {
+            return Some(None);
+        }
+        let repr = st.current.clone()?;
+        Some(Some(Current { repr, fresh: created, last_poll: st.last_poll }))
     }
 
     /// A fresh snapshot for a subscriber that fell more than `sse.queue` events behind.

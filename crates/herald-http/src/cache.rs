@@ -1,0 +1,79 @@
+//! Legacy pollers (spec section 8): a plain GET or HEAD on a `cache: true` route is answered
+//! from its watch, under the same access rules as a stream, so a thousand pollers cost the
+//! upstream one poll per interval. While the upstream fails, requests are passed on to it.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::{full, refused, Body};
+
+impl App {
+    /// Section 4, step 3: a GET or HEAD without a body or a range, on a route with `cache: true`.
+    pub(crate) fn cache_route(&self, req: &Request<Incoming>) -> Option<usize> {
+        let plain = matches!(*req.method(), Method::GET | Method::HEAD)
+            && !req.headers().contains_key(header::RANGE)
+            && req.headers().get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+            && !req.headers().contains_key(header::TRANSFER_ENCODING);
+        let route = self.routes.find(req.uri().path())?;
+        (plain && self.hub.route(route).cache).then_some(route)
+    }
+
+    pub(crate) async fn cached(&self, req: Request<Incoming>, route: usize, peer: SocketAddr) -> Response<Body> {
+        let metrics = &self.cache_requests;
+        let name = self.hub.route(route).name.as_str();
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+        let current = match self.watch_key(req.headers(), route, target).await {
+            Ok((key, credentials)) => self.hub.current(key, credentials).await,
+            Err(refusal) => Err(refusal),
+        };
+        let current = match current {
+            Ok(Some(current)) => current,
+            // The upstream is failing: its answer, not a stale copy, is what a poller should see.
+            Ok(None) => {
+                metrics.with_label_values(&[name, "bypass"]).inc();
+                return self.proxy.forward(req, peer).await;
+            }
+            Err(refusal) => {
+                metrics.with_label_values(&[name, "miss"]).inc();
+                return refused(refusal);
+            }
+        };
+        let result = if current.fresh { "miss" } else { "hit" };
+        metrics.with_label_values(&[name, result]).inc();
+
+        let repr = &current.repr;
+        let etag = repr.strong_etag();
+        let age = current.last_poll.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
+        let not_modified = req
+            .headers()
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == etag || t.trim() == "*" || t.trim().strip_prefix("W/") == Some(etag.as_str()));
+        let mut resp = Response::builder()
+            .header(header::ETAG, &etag)
+            .header(header::AGE, age.as_secs())
+            .header("x-herald-cache", result);
+        if let Some(lm) = &repr.last_modified {
+            resp = resp.header(header::LAST_MODIFIED, lm);
+        }
+        if not_modified {
+            return resp.status(StatusCode::NOT_MODIFIED).body(full("")).expect("valid parts");
+        }
+        let content_type = repr.content_type.as_deref().unwrap_or("application/octet-stream");
+        resp = resp
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            )
+            .header(header::CONTENT_LENGTH, repr.body.len());
+        let body = if req.method() == Method::HEAD { full("") } else { full(repr.body.clone()) };
+        resp.body(body).expect("valid parts")
+    }
+}

@@ -172,7 +172,7 @@ Try, in another terminal:
   curl -N http://{public}/tasks/1/event-stream              # one task as merge patches
   curl -N -H 'Authorization: Bearer alice' http://{public}/me/tasks/event-stream    # alice's own tasks
   curl -i -H 'Authorization: Bearer mallory' http://{public}/me/tasks/event-stream  # the API's own 401
-  curl http://{public}/tasks                                # not a stream: passed through to the API
+  curl -i http://{public}/tasks                             # a legacy poll, answered from the watch
   curl http://{admin}/admin/watches
   curl -s http://{admin}/metrics | grep ^herald_
 In a browser: http://{public}/  (a page that subscribes with EventSource)

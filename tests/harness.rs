@@ -99,6 +99,10 @@ impl Gateway {
         Gateway { child, public: public.unwrap(), admin: admin.unwrap(), logs, _dir: dir }
     }
 
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.public)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.public)
     }
@@ -122,9 +126,14 @@ impl Gateway {
     }
 
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("still running").to_string();
-        let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success();
-        assert!(ok, "kill -TERM {pid}");
+        let ok = std::process::Command::new("kill").arg(format!("-{name}")).arg(&pid).status().unwrap().success();
+        assert!(ok, "kill -{name} {pid}");
     }
 
     pub async fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {

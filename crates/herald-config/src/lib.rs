@@ -36,6 +36,16 @@ pub struct Server {
     pub admin_listen: SocketAddr,
     /// How long open connections get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// HTTPS on the public listener (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<Tls>,
+}
+
+/// PEM files for the public listener, as written (relative paths are relative to the
+/// configuration file; the binary resolves them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Default for Server {
@@ -44,6 +54,7 @@ impl Default for Server {
             listen: ([127, 0, 0, 1], 8080).into(),
             admin_listen: ([127, 0, 0, 1], 9464).into(),
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::*;
 
 /// Keys that belong to features this version does not have yet. They are refused with a clear
 /// message rather than accepted and silently ignored.
-const NOT_YET: &[&str] = &["server.tls", "upstream.ca_file", "storage", "webhooks"];
+const NOT_YET: &[&str] = &["upstream.ca_file", "storage", "webhooks"];
 
 /// Loads a configuration from `text`; `file` names it in problems, `env` resolves `${VAR}`.
 pub fn load(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
@@ -307,6 +307,20 @@ impl<'a> Cx<'a> {
         m.field(self, "listen", &mut s.listen, Cx::socket_addr);
         m.field(self, "admin_listen", &mut s.admin_listen, Cx::socket_addr);
         m.field(self, "shutdown_grace", &mut s.shutdown_grace, Cx::duration);
+        m.field(self, "tls", &mut s.tls, |cx, n, p| {
+            let mut tm = cx.map(n, p)?;
+            let (mut cert, mut key) = (None, None);
+            tm.field(cx, "cert", &mut cert, |cx, n, p| cx.string(n, p).map(Some));
+            tm.field(cx, "key", &mut key, |cx, n, p| cx.string(n, p).map(Some));
+            tm.finish(cx);
+            match (cert, key) {
+                (Some(cert), Some(key)) => Some(Some(Tls { cert, key })),
+                _ => {
+                    cx.problem(n.pos, p, "needs both cert and key (PEM files)");
+                    None
+                }
+            }
+        });
         m.finish(self);
         s
     }

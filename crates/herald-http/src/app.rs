@@ -64,7 +64,7 @@ impl App {
             sessions,
             scopes,
             cors_origins: config.sse.cors_origins.clone(),
-            proxy: Proxy::new(&config.upstream, metrics.proxy_requests),
+            proxy: Proxy::new(&config.upstream, config.server.tls.is_some(), metrics.proxy_requests),
             cache_requests: metrics.cache_requests,
         }
     }

@@ -10,10 +10,12 @@ mod proxy;
 mod routes;
 mod server;
 mod stream;
+mod tls;
 
 pub use admin::Admin;
 pub use app::{App, HttpMetrics};
 pub use server::serve;
+pub use tls::{Tls, TlsError};
 
 use std::convert::Infallible;
 

@@ -24,6 +24,8 @@ pub(crate) struct Proxy {
     /// A base path the upstream URL carries (`http://host/api` → `/api`), or "".
     base_path: String,
     timeout: Duration,
+    /// `x-forwarded-proto`: how clients reached herald.
+    proto: HeaderValue,
     requests: IntCounterVec,
 }
 
@@ -40,7 +42,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 impl Proxy {
-    pub(crate) fn new(cfg: &herald_config::Upstream, requests: IntCounterVec) -> Self {
+    pub(crate) fn new(cfg: &herald_config::Upstream, client_tls: bool, requests: IntCounterVec) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(cfg.timeout));
         http.set_nodelay(true);
@@ -61,6 +63,7 @@ impl Proxy {
             authority: format!("{scheme}://{host}"),
             base_path: base_path.trim_end_matches('/').to_string(),
             timeout: cfg.timeout,
+            proto: HeaderValue::from_static(if client_tls { "https" } else { "http" }),
             requests,
         }
     }
@@ -90,7 +93,6 @@ impl Proxy {
             .get(header::HOST)
             .cloned()
             .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-        let proto = parts.uri.scheme_str().unwrap_or("http").to_string();
         strip_hop_by_hop(&mut parts.headers);
         let h = &mut parts.headers;
         // The upstream gets its own host; the client's is kept in x-forwarded-host.
@@ -103,7 +105,7 @@ impl Proxy {
             "x-forwarded-for",
             HeaderValue::from_str(&forwarded_for).expect("IP addresses are valid header values"),
         );
-        h.insert("x-forwarded-proto", HeaderValue::from_str(&proto).expect("a scheme is a valid header value"));
+        h.insert("x-forwarded-proto", self.proto.clone());
         if let Some(host) = host {
             h.insert("x-forwarded-host", host);
         }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -13,12 +14,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::Body;
+use crate::{Body, Tls};
+
+/// A client must finish the TLS handshake within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` fires; then asks every open connection to finish and waits
 /// for them, at most `grace`.
-pub async fn serve<F, Fut>(listener: TcpListener, handler: F, shutdown: CancellationToken, grace: Duration)
-where
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    handler: F,
+    shutdown: CancellationToken,
+    grace: Duration,
+) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -48,10 +57,19 @@ where
             let handler = handler.clone();
             async move { Ok::<_, std::convert::Infallible>(handler(req, peer).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                    }
+                    Ok(Err(e)) => return debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                },
+            };
+            if let Err(e) = served {
                 debug!(error = %e, %peer, "connection ended with an error");
             }
         });

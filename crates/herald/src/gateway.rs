@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use herald_config::{Config, Log, LogFormat};
 use herald_core::ScopeHasher;
-use herald_http::{Admin, App, HttpMetrics};
+use herald_http::{Admin, App, HttpMetrics, Tls};
 use herald_poll::{Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
 use prometheus::{IntGaugeVec, Opts, Registry};
@@ -26,7 +26,7 @@ pub fn init_logging(log: &Log) {
     }
 }
 
-pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
+pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::Result<()> {
     if demo {
         start_demo_api(&config).await?;
     }
@@ -74,8 +74,12 @@ pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
     info!(addr = %admin_addr, "admin listener bound");
 
     let grace = config.server.shutdown_grace;
+    if let Some(tls) = &tls {
+        tls.clone().watch(shutdown.clone());
+    }
     let public_task = tokio::spawn(herald_http::serve(
         public,
+        tls,
         move |req, peer| app.clone().handle(req, peer),
         shutdown.clone(),
         grace,
@@ -84,6 +88,7 @@ pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
         let admin = admin.clone();
         tokio::spawn(herald_http::serve(
             admin_listener,
+            None,
             move |req, _| admin.clone().handle(req),
             shutdown.clone(),
             grace,

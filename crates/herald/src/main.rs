@@ -64,6 +64,20 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    let tls = match &config.server.tls {
+        None => None,
+        Some(files) => {
+            // Relative paths are relative to the configuration file.
+            let dir = arg.config.parent().unwrap_or(std::path::Path::new("."));
+            match herald_http::Tls::load(dir.join(&files.cert), dir.join(&files.key)) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    eprintln!("{}: server.tls: {e}", arg.config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
     gateway::init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -72,7 +86,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(gateway::run(config, demo)) {
+    match runtime.block_on(gateway::run(config, tls, demo)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herald: {e:#}");

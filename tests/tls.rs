@@ -1,0 +1,93 @@
+//! HTTPS on the public listener: a self-signed certificate, HTTP/2 by ALPN, reload on change.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use herald_tests::*;
+
+const ROUTES: &str = "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n";
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// `curl -k` against herald: (HTTP version, body, verbose output).
+fn curl(args: &[&str], url: &str) -> (String, String, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "3", "-v", "-w", "\n%{http_version}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, version) = stdout.rsplit_once('\n').unwrap_or(("", ""));
+    (version.to_string(), body.to_string(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+async fn start_tls() -> (LegacyApi, Gateway, tempfile::TempDir) {
+    let (api, upstream) = start_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("tls-a.pem"), dir.path().join("cert.pem")).unwrap();
+    std::fs::copy(fixture("tls-a.key"), dir.path().join("key.pem")).unwrap();
+    let tls = format!(
+        "server:\n  tls:\n    cert: {}\n    key: {}\n",
+        dir.path().join("cert.pem").display(),
+        dir.path().join("key.pem").display()
+    );
+    let yaml = config(upstream, ROUTES).replacen("server:\n", &tls, 1);
+    let gw = Gateway::start(&yaml).await;
+    (api, gw, dir)
+}
+
+// curl runs as a blocking child process: the fake upstream needs another thread meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_negotiates_h2_and_streams_over_it() {
+    let (_api, gw, _dir) = start_tls().await;
+    let (version, body, verbose) = curl(&[], &gw.https_url("/echo?x=1"));
+    assert_eq!(version, "2", "{verbose}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}\n{verbose}"));
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+    assert!(verbose.contains("herald-test-a"), "{verbose}");
+    let (version, _, _) = curl(&["--http1.1"], &gw.https_url("/echo"));
+    assert_eq!(version, "1.1");
+    // An SSE stream over HTTP/2.
+    let (_, stream, _) = curl(&["-N", "--max-time", "1"], &gw.https_url("/tasks/event-stream"));
+    assert!(stream.contains("event: snapshot"), "{stream}");
+    // Plain HTTP on the TLS port is refused, not served.
+    assert!(reqwest::get(gw.url("/echo")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_certificate_is_picked_up_without_a_restart() {
+    let (_api, gw, dir) = start_tls().await;
+    assert!(curl(&[], &gw.https_url("/echo")).2.contains("herald-test-a"));
+    // Replace both files, as certbot or a Kubernetes secret update would.
+    std::fs::copy(fixture("tls-b.key"), dir.path().join("key.pem")).unwrap();
+    std::fs::copy(fixture("tls-b.pem"), dir.path().join("cert.pem")).unwrap();
+    gw.signal("HUP");
+    let mut served = String::new();
+    for _ in 0..50 {
+        served = curl(&[], &gw.https_url("/echo")).2;
+        if served.contains("herald-test-b") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served.contains("herald-test-b"), "{served}");
+}
+
+#[test]
+fn unreadable_certificates_are_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.yaml");
+    std::fs::write(
+        &path,
+        "server:\n  tls: { cert: missing.pem, key: missing.key }\nupstream:\n  url: http://127.0.0.1:1\nroutes:\n  - name: t\n    path: /t\n",
+    )
+    .unwrap();
+    let out = Command::new(herald_bin()).args(["run", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.tls: cannot read certificate") && stderr.contains("missing.pem"), "{stderr}");
+}

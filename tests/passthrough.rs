@@ -58,3 +58,25 @@ async fn a_slow_upstream_is_a_504() {
     assert_eq!(reqwest::get(gw.url("/echo")).await.unwrap().status(), 504);
     assert_eq!(reqwest::get(gw.url("/echo")).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_websocket_is_tunnelled_to_the_upstream() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.public)).await.expect("handshake through herald");
+    assert_eq!(resp.status(), 101);
+    for text in ["hello", "through", "herald"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echoed = tokio::time::timeout(SOON, ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(echoed, Message::text(text));
+    }
+    let big = vec![7u8; 1 << 20];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let echoed = tokio::time::timeout(SOON, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_data().len(), big.len());
+    ws.close(None).await.unwrap();
+}

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::IntCounterVec;
 use tracing::debug;
 
@@ -81,7 +81,11 @@ impl Proxy {
         resp
     }
 
-    async fn send(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn send(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        // An `Upgrade` (WebSocket…) keeps its upgrade headers and, once the upstream agrees with
+        // a 101, becomes a byte tunnel between client and upstream.
+        let upgrade = req.headers().get(header::UPGRADE).cloned().filter(|_| req.version() == http::Version::HTTP_11);
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let uri: Uri = match format!("{}{}{}", self.authority, self.base_path, path_and_query).parse() {
@@ -110,6 +114,10 @@ impl Proxy {
             h.insert("x-forwarded-host", host);
         }
         h.append(header::VIA, HeaderValue::from_static("1.1 herald"));
+        if let Some(upgrade) = &upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, upgrade.clone());
+        }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
 
@@ -120,13 +128,36 @@ impl Proxy {
                 debug!(error = %e, "pass-through to the upstream failed");
                 text(StatusCode::BAD_GATEWAY, "upstream unreachable")
             }
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let tunnel = match client_upgrade {
+                    Some(client) if switching => Some((client, hyper::upgrade::on(&mut resp))),
+                    _ => None,
+                };
                 let (mut parts, body) = resp.into_parts();
+                let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
                 strip_hop_by_hop(&mut parts.headers);
                 parts.headers.append(header::VIA, HeaderValue::from_static("1.1 herald"));
+                if let (Some((client, upstream)), Some(to)) = (tunnel, upgrade_to) {
+                    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    parts.headers.insert(header::UPGRADE, to);
+                    tokio::spawn(tunnel_bytes(client, upstream));
+                }
                 Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
             }
         }
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the upstream's.
+async fn tunnel_bytes(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => return debug!(error = %e, "upgrade failed"),
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        debug!(error = %e, "upgraded connection ended with an error");
     }
 }
 

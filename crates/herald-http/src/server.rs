@@ -1,5 +1,5 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 (prior knowledge) on one listener, each connection
-//! watched for graceful shutdown.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one listener (by ALPN over TLS, by preface
+//! otherwise), upgrades allowed, each connection asked to finish on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,12 +9,13 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::{Body, Tls};
+use crate::{Body, BoxError, Tls};
 
 /// A client must finish the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,10 +29,10 @@ pub async fn serve<F, Fut>(
     shutdown: CancellationToken,
     grace: Duration,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -57,14 +58,12 @@ pub async fn serve<F, Fut>(
             let handler = handler.clone();
             async move { Ok::<_, std::convert::Infallible>(handler(req, peer).await) }
         });
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
-        tokio::spawn(async move {
+        let (builder, tls, shutdown) = (builder.clone(), tls.clone(), shutdown.clone());
+        connections.spawn(async move {
             let served = match tls {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                None => connection(&builder, TokioIo::new(stream), service, &shutdown).await,
                 Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
-                    }
+                    Ok(Ok(stream)) => connection(&builder, TokioIo::new(stream), service, &shutdown).await,
                     Ok(Err(e)) => return debug!(error = %e, %peer, "TLS handshake failed"),
                     Err(_) => return debug!(%peer, "TLS handshake timed out"),
                 },
@@ -75,7 +74,34 @@ pub async fn serve<F, Fut>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait()).await.is_err() {
         warn!(?grace, "connections still open after shutdown_grace, closing them");
+    }
+}
+
+/// One connection, with upgrades (WebSocket) allowed; on shutdown it is asked to finish what
+/// it is doing and close.
+async fn connection<I, S>(
+    builder: &Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    service: S,
+    shutdown: &CancellationToken,
+) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        served = conn.as_mut() => served,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }

@@ -89,7 +89,7 @@ impl LegacyApi {
                         async move { Ok::<_, Infallible>(api.handle(req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
             }
@@ -258,6 +258,9 @@ impl LegacyApi {
                 .body(Full::new(Bytes::from_static(DEMO_PAGE.as_bytes())))
                 .unwrap();
         }
+        if path == "/ws" {
+            return websocket_echo(req);
+        }
         if path == "/echo" || path.starts_with("/echo/") {
             return echo(req).await;
         }
@@ -402,6 +405,34 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// A WebSocket endpoint that sends every message back.
+fn websocket_echo(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
+
+    let Some(key) = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())) else {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "not a WebSocket handshake"}));
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header("sec-websocket-accept", key)
+        .body(Full::new(Bytes::new()))
         .unwrap()
 }
 

@@ -38,6 +38,12 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// HTTPS on the public listener (HTTP/2 and HTTP/1.1 by ALPN).
     pub tls: Option<Tls>,
+    /// A client must send a request's headers within this (slowloris protection).
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_size: u64,
+    /// Connections open at once on the public listener; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 /// PEM files for the public listener, as written (relative paths are relative to the
@@ -55,6 +61,9 @@ impl Default for Server {
             admin_listen: ([127, 0, 0, 1], 9464).into(),
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            header_timeout: Duration::from_secs(30),
+            max_header_size: 64 << 10,
+            max_connections: 20_000,
         }
     }
 }

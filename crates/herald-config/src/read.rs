@@ -307,6 +307,9 @@ impl<'a> Cx<'a> {
         m.field(self, "listen", &mut s.listen, Cx::socket_addr);
         m.field(self, "admin_listen", &mut s.admin_listen, Cx::socket_addr);
         m.field(self, "shutdown_grace", &mut s.shutdown_grace, Cx::duration);
+        m.field(self, "header_timeout", &mut s.header_timeout, Cx::duration);
+        m.field(self, "max_header_size", &mut s.max_header_size, Cx::size);
+        m.field(self, "max_connections", &mut s.max_connections, |cx, n, p| cx.number(n, p, "a positive integer"));
         m.field(self, "tls", &mut s.tls, |cx, n, p| {
             let mut tm = cx.map(n, p)?;
             let (mut cert, mut key) = (None, None);
@@ -505,6 +508,15 @@ impl<'a> Cx<'a> {
         }
         if u.timeout.is_zero() {
             self.problem_at("upstream.timeout", "must be longer than 0");
+        }
+        if c.server.header_timeout.is_zero() {
+            self.problem_at("server.header_timeout", "must be longer than 0");
+        }
+        if c.server.max_header_size < 8192 {
+            self.problem_at("server.max_header_size", "must be at least 8KiB");
+        }
+        if c.server.max_connections == 0 {
+            self.problem_at("server.max_connections", "must be at least 1");
         }
         if c.sse.queue == 0 {
             self.problem_at("sse.queue", "must be at least 1");

@@ -14,7 +14,7 @@ mod tls;
 
 pub use admin::Admin;
 pub use app::{App, HttpMetrics};
-pub use server::serve;
+pub use server::{serve, Limits};
 pub use tls::{Tls, TlsError};
 
 use std::convert::Infallible;

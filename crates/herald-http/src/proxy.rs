@@ -1,8 +1,14 @@
 //! Pass-through (spec section 9): everything herald does not answer itself goes to the upstream,
 //! streamed both ways, without hop-by-hop headers, with x-forwarded-* and via added.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -18,7 +24,7 @@ use tracing::debug;
 use crate::{text, Body};
 
 pub(crate) struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, Progress<Incoming>>,
     /// Scheme and authority of the upstream, e.g. `http://127.0.0.1:8081`.
     authority: String,
     /// A base path the upstream URL carries (`http://host/api` → `/api`), or "".
@@ -121,14 +127,15 @@ impl Proxy {
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
 
+        let (body, last_progress) = Progress::new(body);
         let upstream = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.timeout, self.client.request(upstream)).await {
-            Err(_) => text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
-            Ok(Err(e)) => {
+        match self.within_timeout(self.client.request(upstream), &last_progress).await {
+            None => text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+            Some(Err(e)) => {
                 debug!(error = %e, "pass-through to the upstream failed");
                 text(StatusCode::BAD_GATEWAY, "upstream unreachable")
             }
-            Ok(Ok(mut resp)) => {
+            Some(Ok(mut resp)) => {
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let tunnel = match client_upgrade {
                     Some(client) if switching => Some((client, hyper::upgrade::on(&mut resp))),
@@ -146,6 +153,63 @@ impl Proxy {
                 Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
             }
         }
+    }
+}
+
+impl Proxy {
+    /// Waits for `response` while the request makes progress: `upstream.timeout` bounds the time
+    /// without any (connecting, sending the next piece of the body, waiting for the answer once
+    /// the body is sent), not the whole exchange, so a large upload is not cut off midway.
+    async fn within_timeout<F: Future>(&self, response: F, last_progress: &Mutex<Instant>) -> Option<F::Output> {
+        tokio::pin!(response);
+        loop {
+            let deadline = *last_progress.lock().unwrap() + self.timeout;
+            tokio::select! {
+                done = &mut response => return Some(done),
+                _ = tokio::time::sleep_until(deadline) => {
+                    if *last_progress.lock().unwrap() + self.timeout <= Instant::now() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request body that notes when it last moved, for the pass-through timeout.
+pub(crate) struct Progress<B> {
+    inner: B,
+    last: Arc<Mutex<Instant>>,
+}
+
+impl<B> Progress<B> {
+    fn new(inner: B) -> (Self, Arc<Mutex<Instant>>) {
+        let last = Arc::new(Mutex::new(Instant::now()));
+        (Progress { inner, last: last.clone() }, last)
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Progress<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            *self.last.lock().unwrap() = Instant::now();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

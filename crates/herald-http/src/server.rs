@@ -11,11 +11,30 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::{Body, BoxError, Tls};
+
+/// Limits of one listener (`server.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_connections: usize,
+}
+
+impl Limits {
+    pub fn from_config(s: &herald_config::Server) -> Self {
+        Limits {
+            header_timeout: s.header_timeout,
+            max_header_size: s.max_header_size.min(16 << 20) as usize,
+            max_connections: s.max_connections,
+        }
+    }
+}
 
 /// A client must finish the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,6 +43,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// for them, at most `grace`.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
+    limits: Limits,
     tls: Option<Arc<Tls>>,
     handler: F,
     shutdown: CancellationToken,
@@ -38,8 +58,16 @@ pub async fn serve<F, Fut>(
         .http1()
         .timer(TokioTimer::new())
         // Headers must arrive within this: a slowloris client cannot hold a connection forever.
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_size);
+    builder.http2().max_header_list_size(limits.max_header_size as u32);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // At `max_connections`, stop accepting: the kernel's backlog holds new clients meanwhile.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            _ = shutdown.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -60,6 +88,7 @@ pub async fn serve<F, Fut>(
         });
         let (builder, tls, shutdown) = (builder.clone(), tls.clone(), shutdown.clone());
         connections.spawn(async move {
+            let _slot = slot;
             let served = match tls {
                 None => connection(&builder, TokioIo::new(stream), service, &shutdown).await,
                 Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use herald_config::{Config, Log, LogFormat};
 use herald_core::ScopeHasher;
-use herald_http::{Admin, App, HttpMetrics, Tls};
+use herald_http::{Admin, App, HttpMetrics, Limits, Tls};
 use herald_poll::{Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
 use prometheus::{IntGaugeVec, Opts, Registry};
@@ -77,8 +77,10 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
     if let Some(tls) = &tls {
         tls.clone().watch(shutdown.clone());
     }
+    let limits = Limits::from_config(&config.server);
     let public_task = tokio::spawn(herald_http::serve(
         public,
+        limits,
         tls,
         move |req, peer| app.clone().handle(req, peer),
         shutdown.clone(),
@@ -88,6 +90,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
         let admin = admin.clone();
         tokio::spawn(herald_http::serve(
             admin_listener,
+            limits,
             None,
             move |req, _| admin.clone().handle(req),
             shutdown.clone(),

@@ -1,0 +1,75 @@
+//! The public listener's limits: slow clients, oversized headers, connection count, and request
+//! bodies streamed through without buffering.
+
+use std::time::Duration;
+
+use herald_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ROUTES: &str = "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n";
+
+fn with_server(yaml: String, extra: &str) -> String {
+    yaml.replacen("server:\n", &format!("server:\n{extra}"), 1)
+}
+
+/// Reads until the server closes the connection; what it sent.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(SOON, stream.read_to_end(&mut out)).await.expect("the server closes the connection").ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&with_server(config(upstream, ROUTES), "  header_timeout: 300ms\n")).await;
+    let mut slow = TcpStream::connect(gw.public).await.unwrap();
+    slow.write_all(b"GET /echo HTTP/1.1\r\nhost: herald\r\nx-one: ").await.unwrap();
+    // It never finishes its headers; herald closes the connection instead of waiting forever.
+    let answer = read_to_close(&mut slow).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Meanwhile and afterwards others are served.
+    assert_eq!(reqwest::get(gw.url("/echo")).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&with_server(config(upstream, ROUTES), "  max_header_size: 16KiB\n")).await;
+    let mut client = TcpStream::connect(gw.public).await.unwrap();
+    let big = "x".repeat(64 << 10);
+    client.write_all(format!("GET /echo HTTP/1.1\r\nhost: herald\r\nx-big: {big}\r\n\r\n").as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+}
+
+#[tokio::test]
+async fn over_max_connections_new_clients_wait() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&with_server(config(upstream, ROUTES), "  max_connections: 2\n")).await;
+    let a = gw.subscribe("/tasks/event-stream", &[]).await;
+    let _b = gw.subscribe("/tasks/event-stream", &[]).await;
+    let third = tokio::spawn(reqwest::get(gw.url("/echo")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a third connection is not served while two are open");
+    drop(a);
+    let answer = tokio::time::timeout(SOON, third).await.expect("served once a slot frees").unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
+#[tokio::test]
+async fn a_100_mib_upload_streams_through_with_bounded_memory() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let before = gw.peak_rss();
+    let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    let body = futures_util::stream::iter((0..100).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp =
+        reqwest::Client::new().post(gw.url("/echo")).body(reqwest::Body::wrap_stream(body)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(echo["body_len"], 100 << 20);
+    let grew = gw.peak_rss().saturating_sub(before);
+    assert!(grew < 24 << 20, "herald's peak RSS grew by {} MiB for a 100 MiB upload", grew >> 20);
+}

@@ -210,3 +210,48 @@ async fn heartbeats_keep_idle_streams_alive_and_cors_is_answered() {
     let other = gw.subscribe("/tasks/event-stream", &[("origin", "https://evil.example.com")]).await;
     assert!(!other.headers.contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn over_http2_a_stalled_stream_does_not_block_the_others_on_its_connection() {
+    let (api, upstream) = start_api().await;
+    api.pad_tasks(200_000);
+    let gw = Gateway::start(&config(upstream, &format!("{}sse:\n  queue: 4\n", tasks_route("100ms", "")))).await;
+    // One HTTP/2 connection (cleartext, prior knowledge) carries both streams.
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let url = gw.url("/tasks/event-stream");
+    let stalled = client.get(&url).send().await.unwrap();
+    assert_eq!(stalled.version(), reqwest::Version::HTTP_2);
+    let live = client.get(&url).send().await.unwrap();
+    assert_eq!(live.version(), reqwest::Version::HTTP_2);
+    let mut live = live.bytes_stream();
+    let mut seen = String::new();
+    for i in 0..20 {
+        api.retitle("1", &format!("title {i}"));
+        let want = format!("\"title {i}\"");
+        let deadline = tokio::time::Instant::now() + SOON;
+        while !seen.contains(&want) {
+            let chunk = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut live))
+                .await
+                .expect("the live stream keeps flowing")
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        // Keep only what follows the last complete event.
+        if let Some(end) = seen.rfind("\n\n") {
+            seen.drain(..end + 2);
+        }
+    }
+    // The stalled stream, read at last, was resynced rather than skipped.
+    let mut stalled = stalled.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + SOON;
+    while !(text.matches("event: snapshot").count() >= 2 && text.contains("\"title 19\"")) {
+        let chunk = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut stalled))
+            .await
+            .expect("the stalled stream resumes")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}

@@ -91,3 +91,25 @@ fn unreadable_certificates_are_a_configuration_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.tls: cannot read certificate") && stderr.contains("missing.pem"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_trusted_through_ca_file() {
+    let api = LegacyApi::new();
+    let upstream =
+        api.serve_tls("127.0.0.1:0".parse().unwrap(), &fixture("tls-a.pem"), &fixture("tls-a.key")).await.unwrap();
+    let yaml = config(upstream, ROUTES).replace("url: http://", "url: https://");
+    let trusted =
+        yaml.replace("  timeout: 2s\n", &format!("  timeout: 2s\n  ca_file: {}\n", fixture("tls-a.pem").display()));
+
+    let gw = Gateway::start(&trusted).await;
+    let mut stream = gw.subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!(stream.status, 200, "{}\n{}", stream.body, gw.logs());
+    assert_eq!(stream.next_within(SOON).await.unwrap().json(), api.tasks(), "polls over https");
+    let echo = reqwest::get(gw.url("/echo?via=tls")).await.unwrap();
+    assert_eq!(echo.status(), 200, "pass-through over https");
+
+    // Without the extra root the self-signed upstream is refused.
+    let untrusting = Gateway::start(&yaml).await;
+    assert_eq!(untrusting.subscribe("/tasks/event-stream", &[]).await.status, 502);
+    assert_eq!(reqwest::get(untrusting.url("/echo")).await.unwrap().status(), 502);
+}

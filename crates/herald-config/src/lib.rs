@@ -83,6 +83,9 @@ pub struct Upstream {
     pub max_body: u64,
     /// Added to every poll (e.g. a service credential). Values are secrets: never logged.
     pub headers: Vec<(String, String)>,
+    /// PEM file with extra trust roots for an https upstream (relative to the configuration
+    /// file; the binary resolves it).
+    pub ca_file: Option<String>,
 }
 
 impl Default for Upstream {
@@ -94,6 +97,7 @@ impl Default for Upstream {
             max_polls_per_second: 100.0,
             max_body: 8 << 20,
             headers: Vec::new(),
+            ca_file: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::*;
 
 /// Keys that belong to features this version does not have yet. They are refused with a clear
 /// message rather than accepted and silently ignored.
-const NOT_YET: &[&str] = &["upstream.ca_file", "storage", "webhooks"];
+const NOT_YET: &[&str] = &["storage", "webhooks"];
 
 /// Loads a configuration from `text`; `file` names it in problems, `env` resolves `${VAR}`.
 pub fn load(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
@@ -349,6 +349,7 @@ impl<'a> Cx<'a> {
             cx.number(n, p, "a positive number")
         });
         m.field(self, "max_body", &mut u.max_body, Cx::size);
+        m.field(self, "ca_file", &mut u.ca_file, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "headers", &mut u.headers, |cx, n, p| {
             let mut hm = cx.map(n, p)?;
             let mut out = Vec::new();

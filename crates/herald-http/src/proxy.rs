@@ -54,7 +54,7 @@ impl Proxy {
         http.set_nodelay(true);
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(upstream_tls(cfg.ca_file.as_deref()))
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -211,6 +211,25 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Progress<B> {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// TLS towards an https upstream: the webpki roots plus `upstream.ca_file` (already checked
+/// readable by the poll client, which loads it first).
+fn upstream_tls(ca_file: Option<&str>) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = ca_file {
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).into_iter().flatten().flatten() {
+            if let Err(e) = roots.add(cert) {
+                tracing::warn!(error = %e, path, "upstream.ca_file: a certificate was not added");
+            }
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Copies bytes both ways between an upgraded client connection and the upstream's.

@@ -70,7 +70,19 @@ impl UpstreamClient {
         }
         headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION"))));
         headers.insert(header::VIA, HeaderValue::from_static("1.1 herald"));
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| PollError::Setup(format!("upstream.ca_file {path}: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| PollError::Setup(format!("upstream.ca_file {path}: {e}")))?;
+            if certs.is_empty() {
+                return Err(PollError::Setup(format!("upstream.ca_file {path}: no certificate in the file")));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -76,21 +77,49 @@ impl LegacyApi {
 
     /// Binds `addr` (port 0 for any) and serves until the runtime ends.
     pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        self.serve_maybe_tls(addr, None).await
+    }
+
+    /// Like [`LegacyApi::serve`], over HTTPS with the given PEM certificate and key.
+    pub async fn serve_tls(&self, addr: SocketAddr, cert: &Path, key: &Path) -> std::io::Result<SocketAddr> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |e: rustls::pki_types::pem::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let certs =
+            CertificateDer::pem_file_iter(cert).map_err(invalid)?.collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(invalid)?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.serve_maybe_tls(addr, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve_maybe_tls(
+        &self,
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let api = self.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let api = api.clone();
+                let (api, tls) = (api.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let api = api.clone();
                         async move { Ok::<_, Infallible>(api.handle(req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });

@@ -60,23 +60,28 @@ fn main() -> ExitCode {
         Command::Run(arg) => (arg, false),
         Command::Demo(arg) => (arg, true),
     };
-    let config = match load(&arg.config) {
+    let mut config = match load(&arg.config) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    // Relative paths in the configuration are relative to its file.
+    let dir = arg.config.parent().unwrap_or(std::path::Path::new("."));
+    if let Some(ca) = &mut config.upstream.ca_file {
+        *ca = dir.join(&*ca).display().to_string();
+        if let Err(e) = std::fs::read(&*ca) {
+            eprintln!("{}: upstream.ca_file: cannot read {ca}: {e}", arg.config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let tls = match &config.server.tls {
         None => None,
-        Some(files) => {
-            // Relative paths are relative to the configuration file.
-            let dir = arg.config.parent().unwrap_or(std::path::Path::new("."));
-            match herald_http::Tls::load(dir.join(&files.cert), dir.join(&files.key)) {
-                Ok(tls) => Some(tls),
-                Err(e) => {
-                    eprintln!("{}: server.tls: {e}", arg.config.display());
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+        Some(files) => match herald_http::Tls::load(dir.join(&files.cert), dir.join(&files.key)) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("{}: server.tls: {e}", arg.config.display());
+                return ExitCode::from(EXIT_CONFIG);
             }
-        }
+        },
     };
     gateway::init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Pass-through throughput and latency: wrk against a static upstream directly, through nginx as
+# a reverse proxy, and through herald, in one run on this machine (loopback only).
+#
+# Needs: nginx and wrk (Debian: apt-get install nginx wrk). Usage: benches/passthrough.sh [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conns=${2:-32}
+command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (apt-get install nginx wrk)"; exit 1; }
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$work/up" -c nginx.conf -s stop 2>/dev/null; nginx -p "$work/px" -c nginx.conf -s stop 2>/dev/null; rm -rf "$work"' EXIT
+
+cargo build --release -q -p herald
+
+# The upstream: nginx answering a small static body, one worker.
+mkdir -p "$work/up/logs" "$work/px/logs"
+cat > "$work/up/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/up/nginx.pid;
+error_log $work/up/logs/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:18091; keepalive_requests 100000;
+    location / { default_type application/json; return 200 '{"ok":true,"items":[1,2,3]}'; } }
+}
+CONF
+# nginx as a reverse proxy in front of it, as it would be deployed (upstream keep-alive on).
+cat > "$work/px/nginx.conf" <<CONF
+worker_processes 2;
+pid $work/px/nginx.pid;
+error_log $work/px/logs/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream legacy { server 127.0.0.1:18091; keepalive 64; }
+  server { listen 127.0.0.1:18092; keepalive_requests 100000;
+    location / { proxy_pass http://legacy; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+nginx -p "$work/up" -c nginx.conf
+nginx -p "$work/px" -c nginx.conf
+cat > "$work/herald.yaml" <<CONF
+server: { listen: 127.0.0.1:18093, admin_listen: 127.0.0.1:18094 }
+upstream: { url: http://127.0.0.1:18091 }
+routes: [ { name: unused, path: /watched-elsewhere, access: public } ]
+log: { level: warn }
+CONF
+./target/release/herald run -c "$work/herald.yaml" &
+sleep 1
+
+run() { # name port
+  local out
+  out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$2/api/items" 2>&1)
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  printf '%-22s %12s %10s %10s\n' "$1" "$rps" "$p50" "$p99"
+  echo "$1 $rps" >> "$work/rps"
+}
+echo "wrk -t1 -c$conns -d${secs}s, GET /api/items (28-byte JSON body), $(nproc) CPUs shared by all processes"
+printf '%-22s %12s %10s %10s\n' "target" "requests/s" "p50" "p99"
+run "upstream directly" 18091
+run "nginx reverse proxy" 18092
+run "herald pass-through" 18093
+awk '/^nginx/ {n=$NF} /^herald/ {h=$NF} END {printf "herald / nginx throughput: %.2f\n", h/n}' "$work/rps"

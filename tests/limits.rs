@@ -73,3 +73,30 @@ async fn a_100_mib_upload_streams_through_with_bounded_memory() {
     let grew = gw.peak_rss().saturating_sub(before);
     assert!(grew < 24 << 20, "herald's peak RSS grew by {} MiB for a 100 MiB upload", grew >> 20);
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_header_timeout() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&with_server(config(upstream, ROUTES), "  header_timeout: 300ms\n")).await;
+    let mut conn = TcpStream::connect(gw.public).await.unwrap();
+    conn.write_all(b"GET /echo HTTP/1.1\r\nhost: herald\r\n\r\n").await.unwrap();
+    // The answer arrives, then the connection idles without a next request until herald closes it.
+    let all = read_to_close(&mut conn).await;
+    assert!(all.starts_with("HTTP/1.1 200"), "{all:.80}");
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_and_the_body_passed_on() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let mut conn = TcpStream::connect(gw.public).await.unwrap();
+    conn.write_all(b"POST /echo HTTP/1.1\r\nhost: herald\r\ncontent-length: 5\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(SOON, conn.read_exact(&mut interim)).await.expect("100 Continue arrives").unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    conn.write_all(b"hello").await.unwrap();
+    let answer = read_to_close(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"body\":\"hello\""), "{answer}");
+}

@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::{full, refused, Body};
+use crate::{full, header_items, refused, Body};
 
 impl App {
     /// Section 4, step 3: a GET or HEAD without a body or a range, on a route with `cache: true`.
@@ -49,13 +49,8 @@ impl App {
         let repr = &current.repr;
         let etag = repr.strong_etag();
         let age = current.last_poll.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
-        let not_modified = req
-            .headers()
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim() == etag || t.trim() == "*" || t.trim().strip_prefix("W/") == Some(etag.as_str()));
+        let not_modified = header_items(req.headers(), header::IF_NONE_MATCH)
+            .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag.as_str()));
         let mut resp = Response::builder()
             .header(header::ETAG, &etag)
             .header(header::AGE, age.as_secs())

@@ -39,6 +39,11 @@ pub(crate) fn text(status: http::StatusCode, msg: &str) -> http::Response<Body> 
         .expect("static parts are valid")
 }
 
+/// The comma-separated items of every `name` header, trimmed (`Accept`, `If-None-Match`, `Connection`).
+pub(crate) fn header_items(headers: &http::HeaderMap, name: http::header::HeaderName) -> impl Iterator<Item = &str> {
+    headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
 /// The upstream's own answer, passed on as is (status, content-type, body).
 pub(crate) fn refused(r: herald_poll::Refusal) -> http::Response<Body> {
     let status = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::BAD_GATEWAY);

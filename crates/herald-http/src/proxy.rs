@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::IntCounterVec;
 use tracing::debug;
 
-use crate::{text, Body};
+use crate::{header_items, text, Body};
 
 pub(crate) struct Proxy {
     client: Client<HttpsConnector<HttpConnector>, Progress<Incoming>>,
@@ -246,13 +246,8 @@ async fn tunnel_bytes(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrad
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
+    let named: Vec<HeaderName> =
+        header_items(h, header::CONNECTION).filter_map(|name| HeaderName::try_from(name).ok()).collect();
     for name in HOP_BY_HOP.iter().chain(&named) {
         h.remove(name);
     }

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::{full, refused, text, Body};
+use crate::{full, header_items, refused, text, Body};
 
 /// The path suffix that asks for a stream without an Accept header.
 const STREAM_SUFFIX: &str = "/event-stream";
@@ -70,12 +70,7 @@ impl App {
                 return Some(StreamRoute { route, path: base.to_string() });
             }
         }
-        let wants_stream = req
-            .headers()
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
+        let wants_stream = header_items(req.headers(), header::ACCEPT)
             .any(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")));
         if wants_stream {
             return self.routes.find(path).map(|route| StreamRoute { route, path: path.to_string() });

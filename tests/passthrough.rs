@@ -80,3 +80,20 @@ async fn a_websocket_is_tunnelled_to_the_upstream() {
     assert_eq!(echoed.into_data().len(), big.len());
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn trailers_pass_through_to_clients_that_accept_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let mut conn = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    conn.write_all(b"GET /trailers HTTP/1.1\r\nhost: herald\r\nte: trailers\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(SOON, conn.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(raw.contains("transfer-encoding: chunked"), "{raw}");
+    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(body.contains("payload") && body.ends_with("0\r\nx-checksum: abc123\r\n\r\n"), "{body:?}");
+}

@@ -35,14 +35,14 @@ pub(crate) struct Proxy {
     requests: IntCounterVec,
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1). `Trailer`
+/// is not among them: it declares the message's trailer fields, end to end.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -103,8 +103,13 @@ impl Proxy {
             .get(header::HOST)
             .cloned()
             .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        // `TE: trailers` says the client accepts trailers; the upstream must hear it to send them.
+        let te_trailers = header_items(&parts.headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
         strip_hop_by_hop(&mut parts.headers);
         let h = &mut parts.headers;
+        if te_trailers {
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         // The upstream gets its own host; the client's is kept in x-forwarded-host.
         h.remove(header::HOST);
         let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {

@@ -110,7 +110,7 @@ impl LegacyApi {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let api = api.clone();
-                        async move { Ok::<_, Infallible>(api.handle(req).await) }
+                        async move { Ok::<_, Infallible>(into_body(api.handle(req).await)) }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let _ = match tls {
@@ -290,6 +290,9 @@ impl LegacyApi {
         if path == "/ws" {
             return websocket_echo(req);
         }
+        if path == "/trailers" {
+            return with_trailers();
+        }
         if path == "/echo" || path.starts_with("/echo/") {
             return echo(req).await;
         }
@@ -435,6 +438,42 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
+}
+
+/// A chunked body followed by a trailer, as gRPC-web and checksummed downloads send.
+fn with_trailers() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    // HTTP/1.1 sends only the trailer fields a response declares.
+    resp.headers_mut().insert(header::TRAILER, http::HeaderValue::from_static("x-checksum"));
+    resp.extensions_mut().insert(Trailer { data: "payload", name: "x-checksum", value: "abc123" });
+    resp
+}
+
+/// A response whose body is `data` followed by one trailer (see [`into_body`]).
+#[derive(Clone, Copy)]
+struct Trailer {
+    data: &'static str,
+    name: &'static str,
+    value: &'static str,
+}
+
+type AnyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+/// The response as sent: most bodies are whole; a [`Trailer`] becomes data plus a trailers frame.
+fn into_body(resp: Response<Full<Bytes>>) -> Response<AnyBody> {
+    let trailer = resp.extensions().get::<Trailer>().copied();
+    resp.map(|body| match trailer {
+        None => body.boxed_unsync(),
+        Some(t) => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert(t.name, http::HeaderValue::from_static(t.value));
+            let frames = [
+                Ok(hyper::body::Frame::data(Bytes::from_static(t.data.as_bytes()))),
+                Ok(hyper::body::Frame::trailers(trailers)),
+            ];
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+        }
+    })
 }
 
 /// A WebSocket endpoint that sends every message back.

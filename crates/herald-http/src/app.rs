@@ -10,7 +10,7 @@ use herald_poll::Hub;
 use herald_sse::Sessions;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::proxy::Proxy;
 use crate::routes::RouteTable;
@@ -53,7 +53,14 @@ pub struct App {
     pub(crate) scopes: ScopeHasher,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) proxy: Proxy,
-    pub(crate) cache_requests: IntCounterVec,
+    /// `herald_cache_requests_total` per route, resolved once.
+    pub(crate) cache_requests: Vec<CacheCounters>,
+}
+
+pub(crate) struct CacheCounters {
+    pub(crate) hit: IntCounter,
+    pub(crate) miss: IntCounter,
+    pub(crate) bypass: IntCounter,
 }
 
 impl App {
@@ -65,7 +72,14 @@ impl App {
             scopes,
             cors_origins: config.sse.cors_origins.clone(),
             proxy: Proxy::new(&config.upstream, config.server.tls.is_some(), metrics.proxy_requests),
-            cache_requests: metrics.cache_requests,
+            cache_requests: config
+                .routes
+                .iter()
+                .map(|r| {
+                    let counter = |result| metrics.cache_requests.with_label_values(&[r.name.as_str(), result]);
+                    CacheCounters { hit: counter("hit"), miss: counter("miss"), bypass: counter("bypass") }
+                })
+                .collect(),
         }
     }
 

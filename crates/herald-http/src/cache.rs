@@ -24,8 +24,7 @@ impl App {
     }
 
     pub(crate) async fn cached(&self, req: Request<Incoming>, route: usize, peer: SocketAddr) -> Response<Body> {
-        let metrics = &self.cache_requests;
-        let name = self.hub.route(route).name.as_str();
+        let counters = &self.cache_requests[route];
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string();
         let current = match self.watch_key(req.headers(), route, target).await {
             Ok((key, credentials)) => self.hub.current(key, credentials).await,
@@ -35,16 +34,16 @@ impl App {
             Ok(Some(current)) => current,
             // The upstream is failing: its answer, not a stale copy, is what a poller should see.
             Ok(None) => {
-                metrics.with_label_values(&[name, "bypass"]).inc();
+                counters.bypass.inc();
                 return self.proxy.forward(req, peer).await;
             }
             Err(refusal) => {
-                metrics.with_label_values(&[name, "miss"]).inc();
+                counters.miss.inc();
                 return refused(refusal);
             }
         };
-        let result = if current.fresh { "miss" } else { "hit" };
-        metrics.with_label_values(&[name, result]).inc();
+        let (result, counter) = if current.fresh { ("miss", &counters.miss) } else { ("hit", &counters.hit) };
+        counter.inc();
 
         let repr = &current.repr;
         let etag = repr.strong_etag();

@@ -18,7 +18,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
 use tracing::debug;
 
 use crate::{header_items, text, Body};
@@ -32,7 +32,8 @@ pub(crate) struct Proxy {
     timeout: Duration,
     /// `x-forwarded-proto`: how clients reached herald.
     proto: HeaderValue,
-    requests: IntCounterVec,
+    /// `herald_proxy_requests_total` by status class (1xx..5xx), resolved once.
+    requests: [IntCounter; 5],
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1). `Trailer`
@@ -70,20 +71,14 @@ impl Proxy {
             base_path: base_path.trim_end_matches('/').to_string(),
             timeout: cfg.timeout,
             proto: HeaderValue::from_static(if client_tls { "https" } else { "http" }),
-            requests,
+            requests: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| requests.with_label_values(&[class])),
         }
     }
 
     pub(crate) async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let resp = self.send(req, peer).await;
-        let class = match resp.status().as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.with_label_values(&[class]).inc();
+        let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.requests[class].inc();
         resp
     }
 

@@ -3,32 +3,44 @@
 use herald_config::{parse_pattern, Route, Segment};
 
 pub(crate) struct RouteTable {
-    patterns: Vec<Vec<Segment>>,
+    /// Each route's segments, and how many of them are literal (more literal wins).
+    patterns: Vec<(Vec<Segment>, usize)>,
 }
 
 impl RouteTable {
     pub(crate) fn new(routes: &[Route]) -> Self {
+        RouteTable::from_patterns(routes.iter().map(|r| parse_pattern(&r.path).expect("validated by herald-config")))
+    }
+
+    fn from_patterns(patterns: impl Iterator<Item = Vec<Segment>>) -> Self {
+        let literals = |p: &[Segment]| p.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
         RouteTable {
-            patterns: routes.iter().map(|r| parse_pattern(&r.path).expect("validated by herald-config")).collect(),
+            patterns: patterns
+                .map(|p| {
+                    let n = literals(&p);
+                    (p, n)
+                })
+                .collect(),
         }
     }
 
-    /// The index of the route `path` matches, preferring the pattern with the most literal segments.
+    /// The index of the route `path` matches, preferring the pattern with the most literal
+    /// segments, then the first one configured. Runs for every request: allocates nothing.
     pub(crate) fn find(&self, path: &str) -> Option<usize> {
-        let segs: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-        let segs: &[&str] = if segs == [""] { &[] } else { &segs };
-        self.patterns
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| {
-                p.len() == segs.len()
-                    && p.iter().zip(segs).all(|(p, s)| match p {
-                        Segment::Literal(l) => l == s,
-                        Segment::Param(_) => !s.is_empty(),
-                    })
-            })
-            .max_by_key(|(i, p)| (p.iter().filter(|s| matches!(s, Segment::Literal(_))).count(), usize::MAX - i))
-            .map(|(i, _)| i)
+        let rest = path.strip_prefix('/')?;
+        let len = if rest.is_empty() { 0 } else { rest.split('/').count() };
+        let mut best: Option<(usize, usize)> = None;
+        for (i, (pattern, literals)) in self.patterns.iter().enumerate() {
+            let matches = pattern.len() == len
+                && pattern.iter().zip(rest.split('/')).all(|(p, s)| match p {
+                    Segment::Literal(l) => l == s,
+                    Segment::Param(_) => !s.is_empty(),
+                });
+            if matches && best.is_none_or(|(_, most)| *literals > most) {
+                best = Some((i, *literals));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 }
 
@@ -37,7 +49,7 @@ mod tests {
     use super::*;
 
     fn table(paths: &[&str]) -> RouteTable {
-        RouteTable { patterns: paths.iter().map(|p| parse_pattern(p).unwrap()).collect() }
+        RouteTable::from_patterns(paths.iter().map(|p| parse_pattern(p).unwrap()))
     }
 
     #[test]

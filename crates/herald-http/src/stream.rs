@@ -64,8 +64,7 @@ impl App {
             return None;
         }
         let path = req.uri().path();
-        if let Some(base) = path.strip_suffix(STREAM_SUFFIX) {
-            let base = if base.is_empty() { "/" } else { base };
+        if let Some(base) = stream_base(path) {
             if let Some(route) = self.routes.find(base) {
                 return Some(StreamRoute { route, path: base.to_string() });
             }
@@ -80,10 +79,9 @@ impl App {
 
     pub(crate) fn preflight_route(&self, req: &Request<Incoming>) -> bool {
         let path = req.uri().path();
-        !self.cors_origins.is_empty() && req.headers().contains_key(header::ORIGIN) && {
-            let base = path.strip_suffix(STREAM_SUFFIX).unwrap_or(path);
-            self.routes.find(if base.is_empty() { "/" } else { base }).is_some()
-        }
+        !self.cors_origins.is_empty()
+            && req.headers().contains_key(header::ORIGIN)
+            && self.routes.find(stream_base(path).unwrap_or(path)).is_some()
     }
 
     /// CORS preflight for stream paths (EventSource with credentials or custom headers).
@@ -152,6 +150,11 @@ impl App {
             Err(refusal) => refused(refusal),
         }
     }
+}
+
+/// The route path a `…/event-stream` path asks to stream (`/event-stream` alone is `/`).
+fn stream_base(path: &str) -> Option<&str> {
+    path.strip_suffix(STREAM_SUFFIX).map(|base| if base.is_empty() { "/" } else { base })
 }
 
 /// Removes `lastEventId` from a query: (the rest, the id).

@@ -244,25 +244,19 @@ impl Hub {
     }
 
     fn remove(&self, watch: &Arc<Watch>) {
-        let mut map = self.watches.lock().unwrap();
-        if map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
-            map.remove(&watch.key);
-            watch.route.metrics.watches.dec();
-        }
+        unmap(&mut self.watches.lock().unwrap(), watch);
     }
 
     /// Removes the watch when nobody has been subscribed for `linger`.
     fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
+        // Under the map lock: a subscriber joins under it too, so none can slip in meanwhile.
         let mut map = self.watches.lock().unwrap();
         let idle_since = watch.state.lock().unwrap().idle_since;
-        if watch.subscribers() == 0 && idle_since.elapsed() >= watch.route.cfg.poll.linger {
-            if map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
-                map.remove(&watch.key);
-                watch.route.metrics.watches.dec();
-            }
-            return true;
+        let idle = watch.subscribers() == 0 && idle_since.elapsed() >= watch.route.cfg.poll.linger;
+        if idle {
+            unmap(&mut map, watch);
         }
-        false
+        idle
     }
 
     /// The poll loop of one watch: polls at once, then on its schedule, until nobody has
@@ -456,6 +450,14 @@ impl Hub {
                 watch.publish(st, EventKind::Change, "snapshot", &repr.data, detected);
             }
         }
+    }
+}
+
+/// Takes `watch` out of the map, unless a newer watch already holds its key.
+fn unmap(map: &mut HashMap<WatchKey, Arc<Watch>>, watch: &Arc<Watch>) {
+    if map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
+        map.remove(&watch.key);
+        watch.route.metrics.watches.dec();
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Config {
     pub upstream: Upstream,
     pub routes: Vec<Route>,
     pub sse: Sse,
+    pub storage: Storage,
+    pub webhooks: Webhooks,
     pub log: Log,
 }
 
@@ -138,6 +140,8 @@ pub struct Route {
     pub events: Events,
     /// Answer plain GETs (legacy pollers) from the watch instead of passing them through.
     pub cache: bool,
+    /// Webhook subscriptions may target this route.
+    pub webhooks: bool,
 }
 
 impl Route {
@@ -152,6 +156,7 @@ impl Route {
             ignore: Vec::new(),
             events: Events::default(),
             cache: true,
+            webhooks: true,
         }
     }
 }
@@ -266,6 +271,85 @@ impl Default for Sse {
     }
 }
 
+/// Where webhook subscriptions, the delivery queue and webhook watches' last representations live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    pub kind: StorageKind,
+    /// `embedded`: the folder holding the database file (relative to the working directory).
+    pub path: String,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { kind: StorageKind::Embedded, path: "./herald-data".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    /// One redb file under `path`: survives restarts and `kill -9`.
+    Embedded,
+    /// Nothing persisted.
+    Memory,
+}
+
+/// Webhook subscriptions and their delivery (spec section 7).
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// Bearer keys for the subscription API; none: the API answers 404. Secrets: never logged.
+    pub api_keys: Vec<String>,
+    /// One delivery attempt: connect, send, and the receiver's answer.
+    pub timeout: Duration,
+    /// Delays after the immediate first attempt; when exhausted a message is `dead`.
+    pub retry_schedule: Vec<Duration>,
+    /// Delivery attempts in flight at once over all subscriptions.
+    pub max_in_flight: usize,
+    /// Which private/reserved destinations may be delivered to.
+    pub allow_private_destinations: PrivateDestinations,
+    /// A subscription failing continuously this long is disabled.
+    pub disable_after: Duration,
+    /// Subscriptions declared in the file (they are created or updated at start).
+    pub subscriptions: Vec<StaticSubscription>,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        let (m, h) = (60, 3600);
+        Webhooks {
+            api_keys: Vec::new(),
+            timeout: Duration::from_secs(15),
+            retry_schedule: [5, 5 * m, 30 * m, 2 * h, 5 * h, 10 * h, 10 * h].map(Duration::from_secs).to_vec(),
+            max_in_flight: 256,
+            allow_private_destinations: PrivateDestinations::None,
+            disable_after: Duration::from_secs(5 * 24 * h),
+            subscriptions: Vec::new(),
+        }
+    }
+}
+
+/// `webhooks.allow_private_destinations`: `false`, `true`, or a list of CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrivateDestinations {
+    None,
+    All,
+    Cidrs(Vec<ipnet::IpNet>),
+}
+
+/// A subscription from `webhooks.subscriptions`: the fields of `POST /_herald/v1/webhooks`, plus `id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticSubscription {
+    pub id: String,
+    pub url: String,
+    pub path: String,
+    pub filter: Vec<String>,
+    pub payload: Option<Payload>,
+    /// `whsec_…`; generated and kept in storage when absent.
+    pub secret: Option<String>,
+    /// Presented to the upstream when polling for this subscription. Secrets: never logged.
+    pub headers: Vec<(String, String)>,
+    pub description: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -318,6 +402,44 @@ impl fmt::Display for Problems {
             write!(f, "{p}")?;
         }
         Ok(())
+    }
+}
+
+/// Checks a webhook destination: an absolute http(s) URL with a host.
+pub fn check_destination_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    match host {
+        Some(h) if !h.is_empty() && !h.contains('@') && !url.contains(char::is_whitespace) => Ok(()),
+        _ => Err(format!("invalid URL {url:?} (expected an absolute http:// or https:// URL)")),
+    }
+}
+
+/// Checks a webhook secret: `whsec_` and the base64 of 24 to 64 bytes.
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    use base64::Engine;
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .ok_or("invalid secret (expected whsec_ followed by base64)")?;
+    if (24..=64).contains(&key.len()) {
+        Ok(())
+    } else {
+        Err(format!("invalid secret: {} bytes after whsec_ (expected 24 to 64)", key.len()))
+    }
+}
+
+/// Checks one event type filter: dot-separated segments, `*` allowed only as the last.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    let segments: Vec<_> = filter.split('.').collect();
+    let ok = segments.iter().enumerate().all(|(i, s)| {
+        (*s == "*" && i == segments.len() - 1)
+            || (!s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid event type filter {filter:?} (expected e.g. task.created or task.*)"))
     }
 }
 

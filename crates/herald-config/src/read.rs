@@ -8,10 +8,6 @@ use crate::units::{parse_duration, parse_size};
 use crate::yaml::{self, Kind, Node, Pos};
 use crate::*;
 
-/// Keys that belong to features this version does not have yet. They are refused with a clear
-/// message rather than accepted and silently ignored.
-const NOT_YET: &[&str] = &["storage", "webhooks"];
-
 /// Loads a configuration from `text`; `file` names it in problems, `env` resolves `${VAR}`.
 pub fn load(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
     let mut cx = Cx { file, env, problems: Vec::new(), positions: HashMap::new() };
@@ -84,15 +80,7 @@ impl<'n> MapReader<'n> {
                 Kind::Scalar { text, .. } => text.clone(),
                 _ => format!("<{}>", k.describe()),
             };
-            let dotted = self.child(&name);
-            let bare = dotted.rsplit_once("].").map_or(dotted.as_str(), |(_, rest)| rest);
-            let bare = bare.strip_prefix("routes.").unwrap_or(bare);
-            let msg = if NOT_YET.contains(&dotted.as_str()) || NOT_YET.contains(&bare) {
-                "is not supported by this version of herald yet".to_string()
-            } else {
-                "unknown key".to_string()
-            };
-            cx.problem(k.pos, &dotted, msg);
+            cx.problem(k.pos, &self.child(&name), "unknown key");
         }
     }
 }
@@ -280,6 +268,8 @@ impl<'a> Cx<'a> {
             upstream: Upstream::default(),
             routes: Vec::new(),
             sse: Sse::default(),
+            storage: Storage::default(),
+            webhooks: Webhooks::default(),
             log: Log::default(),
         };
         let Some(mut m) = self.map(root, "") else { return config };
@@ -296,6 +286,8 @@ impl<'a> Cx<'a> {
             None => self.problem(root.pos, "routes", "is required (at least one route)"),
         }
         m.field(self, "sse", &mut config.sse, |cx, n, p| Some(cx.sse(n, p)));
+        m.field(self, "storage", &mut config.storage, |cx, n, p| Some(cx.storage(n, p)));
+        m.field(self, "webhooks", &mut config.webhooks, |cx, n, p| Some(cx.webhooks(n, p)));
         m.field(self, "log", &mut config.log, |cx, n, p| Some(cx.log(n, p)));
         m.finish(self);
         config
@@ -350,21 +342,138 @@ impl<'a> Cx<'a> {
         });
         m.field(self, "max_body", &mut u.max_body, Cx::size);
         m.field(self, "ca_file", &mut u.ca_file, |cx, n, p| cx.string(n, p).map(Some));
-        m.field(self, "headers", &mut u.headers, |cx, n, p| {
-            let mut hm = cx.map(n, p)?;
-            let mut out = Vec::new();
-            for (k, v) in std::mem::take(&mut hm.entries) {
-                let name = cx.string(k, p)?;
-                let value = cx.string(v, &format!("{p}.{name}"))?;
-                if !valid_header_name(&name) {
-                    cx.problem(k.pos, &format!("{p}.{name}"), "invalid header name");
-                }
-                out.push((name.to_ascii_lowercase(), value));
-            }
-            Some(out)
-        });
+        m.field(self, "headers", &mut u.headers, Cx::headers);
         m.finish(self);
         u
+    }
+
+    /// A mapping of header names to values; names lower-cased.
+    fn headers(&mut self, node: &Node, path: &str) -> Option<Vec<(String, String)>> {
+        let mut hm = self.map(node, path)?;
+        let mut out = Vec::new();
+        for (k, v) in std::mem::take(&mut hm.entries) {
+            let name = self.string(k, path)?;
+            let value = self.string(v, &format!("{path}.{name}"))?;
+            if !valid_header_name(&name) {
+                self.problem(k.pos, &format!("{path}.{name}"), "invalid header name");
+            }
+            out.push((name.to_ascii_lowercase(), value));
+        }
+        Some(out)
+    }
+
+    fn storage(&mut self, node: &Node, path: &str) -> Storage {
+        let mut s = Storage::default();
+        let Some(mut m) = self.map(node, path) else { return s };
+        if let Some(n) = m.take("kind") {
+            self.positions.insert(m.child("kind"), n.pos);
+            match self.string(n, "storage.kind").as_deref() {
+                Some("embedded") => s.kind = StorageKind::Embedded,
+                Some("memory") => s.kind = StorageKind::Memory,
+                Some("redis") => self.problem(
+                    n.pos,
+                    "storage.kind",
+                    "redis (cluster mode) is not supported by this version of herald yet (use embedded or memory)",
+                ),
+                Some(other) => self.problem(
+                    n.pos,
+                    "storage.kind",
+                    format!("invalid value {other:?} (expected one of: embedded, memory, redis)"),
+                ),
+                None => {}
+            }
+        }
+        m.field(self, "path", &mut s.path, Cx::string);
+        // Read so that a file written for cluster mode names the real problem (the kind), not this key.
+        let mut _url = String::new();
+        m.field(self, "url", &mut _url, Cx::string);
+        m.finish(self);
+        s
+    }
+
+    fn webhooks(&mut self, node: &Node, path: &str) -> Webhooks {
+        let mut w = Webhooks::default();
+        let Some(mut m) = self.map(node, path) else { return w };
+        m.field(self, "api_keys", &mut w.api_keys, Cx::strings);
+        m.field(self, "timeout", &mut w.timeout, Cx::duration);
+        m.field(self, "retry_schedule", &mut w.retry_schedule, |cx, n, p| {
+            let items = cx.seq(n, p)?;
+            items.iter().enumerate().map(|(i, item)| cx.duration(item, &format!("{p}[{i}]"))).collect()
+        });
+        m.field(self, "max_in_flight", &mut w.max_in_flight, |cx, n, p| cx.number(n, p, "a positive integer"));
+        m.field(self, "allow_private_destinations", &mut w.allow_private_destinations, |cx, n, p| {
+            if matches!(n.kind, Kind::Seq(_)) {
+                let cidrs = cx.strings(n, p)?;
+                let mut nets = Vec::new();
+                for (i, c) in cidrs.iter().enumerate() {
+                    match c.parse::<ipnet::IpNet>() {
+                        Ok(net) => nets.push(net),
+                        Err(_) => match c.parse::<std::net::IpAddr>() {
+                            Ok(ip) => nets.push(ip.into()),
+                            Err(_) => cx.problem(
+                                n.pos,
+                                &format!("{p}[{i}]"),
+                                format!("invalid CIDR {c:?} (expected e.g. 127.0.0.0/8)"),
+                            ),
+                        },
+                    }
+                }
+                Some(PrivateDestinations::Cidrs(nets))
+            } else {
+                let all = cx.boolean(n, p)?;
+                Some(if all { PrivateDestinations::All } else { PrivateDestinations::None })
+            }
+        });
+        m.field(self, "disable_after", &mut w.disable_after, Cx::duration);
+        m.field(self, "subscriptions", &mut w.subscriptions, |cx, n, p| {
+            let items = cx.seq(n, p)?;
+            Some(items.iter().enumerate().filter_map(|(i, item)| cx.subscription(item, &format!("{p}[{i}]"))).collect())
+        });
+        m.finish(self);
+        w
+    }
+
+    fn subscription(&mut self, node: &Node, path: &str) -> Option<StaticSubscription> {
+        let mut m = self.map(node, path)?;
+        let mut s = StaticSubscription::default();
+        for (key, slot) in [("id", &mut s.id), ("url", &mut s.url), ("path", &mut s.path)] {
+            match m.take(key) {
+                Some(n) => {
+                    let p = m.child(key);
+                    self.positions.insert(p.clone(), n.pos);
+                    if let Some(v) = self.string(n, &p) {
+                        *slot = v;
+                    }
+                }
+                None => self.problem(node.pos, &m.child(key), "is required"),
+            }
+        }
+        m.field(self, "filter", &mut s.filter, |cx, n, p| {
+            let filters = cx.strings(n, p)?;
+            for f in &filters {
+                if let Err(msg) = check_filter(f) {
+                    cx.problem(n.pos, p, msg);
+                }
+            }
+            Some(filters)
+        });
+        m.field(self, "payload", &mut s.payload, |cx, n, p| {
+            cx.one_of(n, p, &[("rich", Payload::Rich), ("lean", Payload::Lean)]).map(Some)
+        });
+        m.field(self, "secret", &mut s.secret, |cx, n, p| {
+            let secret = cx.string(n, p)?;
+            match check_secret(&secret) {
+                Ok(()) => Some(Some(secret)),
+                Err(msg) => {
+                    cx.problem(n.pos, p, msg);
+                    None
+                }
+            }
+        });
+        m.field(self, "headers", &mut s.headers, Cx::headers);
+        m.field(self, "description", &mut s.description, |cx, n, p| cx.string(n, p).map(Some));
+        m.finish(self);
+        Some(s)
     }
 
     fn routes(&mut self, node: &Node) -> Vec<Route> {
@@ -418,6 +527,7 @@ impl<'a> Cx<'a> {
         });
         m.field(self, "events", &mut r.events, |cx, n, p| Some(cx.events(n, p)));
         m.field(self, "cache", &mut r.cache, Cx::boolean);
+        m.field(self, "webhooks", &mut r.webhooks, Cx::boolean);
         m.finish(self);
         Some(r)
     }
@@ -610,7 +720,71 @@ impl<'a> Cx<'a> {
                 self.problem_at(&at("vary"), format!("access {} needs at least one vary header", r.access.as_str()));
             }
         }
+        self.validate_webhooks(c, &patterns);
     }
+
+    fn validate_webhooks(&mut self, c: &Config, patterns: &[(Vec<Segment>, usize)]) {
+        let w = &c.webhooks;
+        if w.timeout.is_zero() {
+            self.problem_at("webhooks.timeout", "must be longer than 0");
+        }
+        if w.max_in_flight == 0 {
+            self.problem_at("webhooks.max_in_flight", "must be at least 1");
+        }
+        if w.disable_after.is_zero() {
+            self.problem_at("webhooks.disable_after", "must be longer than 0");
+        }
+        for (i, key) in w.api_keys.iter().enumerate() {
+            if key.len() < 16 {
+                self.problem_at(&format!("webhooks.api_keys[{i}]"), "too short (use at least 16 characters)");
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, s) in w.subscriptions.iter().enumerate() {
+            let at = |key: &str| format!("webhooks.subscriptions[{i}].{key}");
+            if !s.id.is_empty() {
+                if !valid_subscription_id(&s.id) {
+                    self.problem_at(&at("id"), format!("invalid id {:?} (use 1-64 of A-Z, a-z, 0-9, _ and -)", s.id));
+                } else if !ids.insert(s.id.as_str()) {
+                    self.problem_at(&at("id"), format!("duplicate subscription id {:?}", s.id));
+                }
+            }
+            if !s.url.is_empty() {
+                if let Err(msg) = check_destination_url(&s.url) {
+                    self.problem_at(&at("url"), msg);
+                }
+            }
+            if !s.path.is_empty() {
+                let route = match_route(patterns, &s.path).map(|i| &c.routes[i]);
+                match route {
+                    None => self.problem_at(&at("path"), format!("{:?} matches no route", s.path)),
+                    Some(r) if !r.webhooks => {
+                        self.problem_at(&at("path"), format!("route {:?} does not allow webhooks", r.name))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Ids of subscriptions: what the API generates (`ep_…`) or what the file names.
+pub fn valid_subscription_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The route whose pattern matches a concrete `path` (a query is ignored).
+fn match_route(patterns: &[(Vec<Segment>, usize)], path: &str) -> Option<usize> {
+    let path = path.split('?').next()?.strip_prefix('/')?;
+    let parts: Vec<_> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+    patterns.iter().find_map(|(segs, i)| {
+        let fits = segs.len() == parts.len()
+            && segs.iter().zip(&parts).all(|(s, p)| match s {
+                Segment::Literal(l) => l == p,
+                Segment::Param(_) => !p.is_empty(),
+            });
+        fits.then_some(*i)
+    })
 }
 
 fn shapes_equal(a: &[Segment], b: &[Segment]) -> bool {
@@ -736,13 +910,57 @@ sse:
     }
 
     #[test]
-    fn unsupported_features_say_so() {
-        let got = problems(&format!("{MINIMAL}    webhooks: true\nstorage:\n  kind: memory\n"));
-        assert!(
-            got.iter().any(|p| p.ends_with("routes[0].webhooks: is not supported by this version of herald yet")),
-            "{got:?}"
+    fn webhooks_and_storage() {
+        let c = ok(&format!(
+            "{MINIMAL}    webhooks: true\nstorage:\n  kind: memory\nwebhooks:\n  api_keys: [0123456789abcdef]\n  \
+             retry_schedule: [1s, 2m]\n  allow_private_destinations: [127.0.0.0/8, ::1]\n  subscriptions:\n  \
+             - {{ id: ci, url: 'https://ci.example.com/hook', path: /tasks, filter: [task.*], payload: lean }}\n"
+        ));
+        assert_eq!(c.storage.kind, StorageKind::Memory);
+        assert_eq!(c.webhooks.retry_schedule, [Duration::from_secs(1), Duration::from_secs(120)]);
+        assert_eq!(
+            c.webhooks.allow_private_destinations,
+            PrivateDestinations::Cidrs(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
         );
-        assert!(got.iter().any(|p| p.ends_with("storage: is not supported by this version of herald yet")), "{got:?}");
+        let s = &c.webhooks.subscriptions[0];
+        assert_eq!((s.id.as_str(), s.filter.as_slice(), s.payload), ("ci", &["task.*".to_string()][..], Some(Payload::Lean)));
+
+        let got = problems(&format!(
+            "{MINIMAL}    webhooks: false\nstorage: {{ kind: redis }}\nwebhooks:\n  api_keys: [short]\n  \
+             allow_private_destinations: [10.0.0.0/33]\n  subscriptions:\n  \
+             - {{ id: a, url: 'ftp://x', path: /tasks, filter: ['*.x'], secret: whsec_abc }}\n  \
+             - {{ id: a, url: 'http://x', path: /nope }}\n"
+        ));
+        for expected in [
+            "storage.kind: redis (cluster mode) is not supported by this version of herald yet",
+            "webhooks.api_keys[0]: too short",
+            "webhooks.allow_private_destinations[0]: invalid CIDR \"10.0.0.0/33\"",
+            "webhooks.subscriptions[0].url: invalid URL \"ftp://x\"",
+            "webhooks.subscriptions[0].path: route \"tasks\" does not allow webhooks",
+            "webhooks.subscriptions[0].filter: invalid event type filter \"*.x\"",
+            "webhooks.subscriptions[0].secret: invalid secret",
+            "webhooks.subscriptions[1].id: duplicate subscription id \"a\"",
+            "webhooks.subscriptions[1].path: \"/nope\" matches no route",
+        ] {
+            assert!(got.iter().any(|p| p.contains(expected)), "{expected}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_filters() {
+        assert!(check_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_ok());
+        assert!(check_secret("whsec_YWJj").unwrap_err().contains("3 bytes"));
+        assert!(check_secret("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_err());
+        for ok in ["task.created", "task.*", "*", "board.changed"] {
+            assert!(check_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "task.", "*.created", "task.**", "a b"] {
+            assert!(check_filter(bad).is_err(), "{bad}");
+        }
+        assert!(check_destination_url("https://example.com/hook?x=1").is_ok());
+        for bad in ["example.com", "http://", "http://user@host/", "ftp://x"] {
+            assert!(check_destination_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,453 @@
+//! The embedded store: redb tables, one write transaction per operation. redb is synchronous
+//! and a commit waits for fsync, so every call runs on the blocking pool.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::de::DeserializeOwned;
+
+use crate::{Attempted, Message, MessageStatus, Store, StoreError, StoreFuture, Subscription};
+
+/// Subscription id → JSON.
+const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
+/// (subscription id, message id) → JSON. Message ids sort by creation.
+const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
+/// (due ms, subscription id, message id) for every pending message: the queue.
+const DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("due");
+/// Webhook watch key → canonical JSON of its last representation.
+const WATCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("watches");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The file inside `storage.path`.
+pub const FILE_NAME: &str = "herald.redb";
+
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+fn backend(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend(e.into().to_string())
+}
+
+fn decode<T: DeserializeOwned>(key: impl std::fmt::Display, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialize")
+}
+
+type Tx = redb::WriteTransaction;
+
+impl RedbStore {
+    /// Opens (or creates) `dir/herald.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        Self::init(db)
+    }
+
+    /// A store that keeps nothing once the process ends.
+    pub fn memory() -> Result<Self, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(backend)?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
+        let tx = db.begin_write().map_err(backend)?;
+        tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
+        tx.open_table(MESSAGES).map_err(backend)?;
+        tx.open_table(DUE).map_err(backend)?;
+        tx.open_table(WATCHES).map_err(backend)?;
+        tx.open_table(META).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(RedbStore { db: Arc::new(db) })
+    }
+
+    /// Runs `f` in a write transaction on the blocking pool and commits it.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let tx = db.begin_write().map_err(backend)?;
+                let out = f(&tx)?;
+                tx.commit().map_err(backend)?;
+                Ok(out)
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+        })
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&db.begin_read().map_err(backend)?))
+                .await
+                .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+        })
+    }
+}
+
+/// Writes messages and their queue entries.
+fn insert_messages(tx: &Tx, messages: &[Message]) -> Result<(), StoreError> {
+    let mut table = tx.open_table(MESSAGES).map_err(backend)?;
+    let mut due = tx.open_table(DUE).map_err(backend)?;
+    for m in messages {
+        table.insert((m.subscription.as_str(), m.id.as_str()), encode(m).as_slice()).map_err(backend)?;
+        if m.status == MessageStatus::Pending {
+            due.insert((m.next_attempt, m.subscription.as_str(), m.id.as_str()), ()).map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+impl Store for RedbStore {
+    fn scope_key(&self) -> StoreFuture<'_, [u8; 32]> {
+        self.write(|tx| {
+            let mut meta = tx.open_table(META).map_err(backend)?;
+            if let Some(v) = meta.get("scope_key").map_err(backend)? {
+                if let Ok(key) = <[u8; 32]>::try_from(v.value()) {
+                    return Ok(key);
+                }
+            }
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| StoreError::Backend(format!("random source: {e}")))?;
+            meta.insert("scope_key", key.as_slice()).map_err(backend)?;
+            Ok(key)
+        })
+    }
+
+    fn put_subscription(&self, sub: Subscription) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            let mut t = tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
+            t.insert(sub.id.as_str(), encode(&sub).as_slice()).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn subscription(&self, id: String) -> StoreFuture<'_, Option<Subscription>> {
+        self.read(move |tx| {
+            let t = tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
+            let v = t.get(id.as_str()).map_err(backend)?;
+            v.map(|v| decode(&id, v.value())).transpose()
+        })
+    }
+
+    fn subscriptions(&self) -> StoreFuture<'_, Vec<Subscription>> {
+        self.read(|tx| {
+            let t = tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete_subscription(&self, id: String) -> StoreFuture<'_, bool> {
+        self.write(move |tx| {
+            let existed = tx.open_table(SUBSCRIPTIONS).map_err(backend)?.remove(id.as_str()).map_err(backend)?.is_some();
+            let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut due = tx.open_table(DUE).map_err(backend)?;
+            let gone = messages
+                .extract_from_if((id.as_str(), "")..(id.as_str(), "\u{10ffff}"), |_, _| true)
+                .map_err(backend)?;
+            for row in gone {
+                let (k, v) = row.map_err(backend)?;
+                let m: Message = decode(k.value().1, v.value())?;
+                if m.status == MessageStatus::Pending {
+                    due.remove((m.next_attempt, m.subscription.as_str(), m.id.as_str())).map_err(backend)?;
+                }
+            }
+            Ok(existed)
+        })
+    }
+
+    fn watch_state(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>> {
+        self.read(move |tx| {
+            let t = tx.open_table(WATCHES).map_err(backend)?;
+            Ok(t.get(key.as_str()).map_err(backend)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn record_change(&self, key: String, data: Vec<u8>, messages: Vec<Message>) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            insert_messages(tx, &messages)?;
+            tx.open_table(WATCHES).map_err(backend)?.insert(key.as_str(), data.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn enqueue(&self, messages: Vec<Message>) -> StoreFuture<'_, ()> {
+        self.write(move |tx| insert_messages(tx, &messages))
+    }
+
+    fn due(&self, now: u64, limit: usize, skip: Vec<String>) -> StoreFuture<'_, Vec<Message>> {
+        self.read(move |tx| {
+            let skip: HashSet<String> = skip.into_iter().collect();
+            let due = tx.open_table(DUE).map_err(backend)?;
+            let messages = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut out = Vec::new();
+            for row in due.range(..(now + 1, "", "")).map_err(backend)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, _) = row.map_err(backend)?;
+                let (_, sub, id) = k.value();
+                if skip.contains(id) {
+                    continue;
+                }
+                if let Some(v) = messages.get((sub, id)).map_err(backend)? {
+                    out.push(decode(id, v.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn next_due(&self) -> StoreFuture<'_, Option<u64>> {
+        self.read(|tx| {
+            let due = tx.open_table(DUE).map_err(backend)?;
+            let first = due.first().map_err(backend)?.map(|(k, _)| k.value().0);
+            Ok(first)
+        })
+    }
+
+    fn complete(&self, attempts: Vec<Attempted>) -> StoreFuture<'_, ()> {
+        self.write(move |tx| {
+            let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut due = tx.open_table(DUE).map_err(backend)?;
+            for a in &attempts {
+                let m = &a.message;
+                let key = (m.subscription.as_str(), m.id.as_str());
+                if messages.get(key).map_err(backend)?.is_none() {
+                    continue; // deleted meanwhile
+                }
+                due.remove((a.taken_due, key.0, key.1)).map_err(backend)?;
+                if m.status == MessageStatus::Pending {
+                    due.insert((m.next_attempt, key.0, key.1), ()).map_err(backend)?;
+                }
+                messages.insert(key, encode(m).as_slice()).map_err(backend)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pending(&self) -> StoreFuture<'_, u64> {
+        self.read(|tx| tx.open_table(DUE).map_err(backend)?.len().map_err(backend))
+    }
+
+    fn messages(
+        &self,
+        subscription: String,
+        status: Option<MessageStatus>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Message>> {
+        self.read(move |tx| {
+            let t = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut out = Vec::new();
+            let range = (subscription.as_str(), "")..(subscription.as_str(), "\u{10ffff}");
+            for row in t.range(range).map_err(backend)?.rev() {
+                let (k, v) = row.map_err(backend)?;
+                let m: Message = decode(k.value().1, v.value())?;
+                if status.is_none_or(|s| s == m.status) {
+                    out.push(m);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn replay(&self, subscription: String, since: u64, now: u64) -> StoreFuture<'_, u64> {
+        self.write(move |tx| {
+            let t = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut again = Vec::new();
+            let range = (subscription.as_str(), "")..(subscription.as_str(), "\u{10ffff}");
+            for row in t.range(range).map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                let m: Message = decode(k.value().1, v.value())?;
+                if m.created_at >= since && m.status != MessageStatus::Pending {
+                    again.push(m);
+                }
+            }
+            drop(t);
+            for m in &mut again {
+                m.status = MessageStatus::Pending;
+                m.attempts = 0;
+                m.next_attempt = now;
+            }
+            insert_messages(tx, &again)?;
+            Ok(again.len() as u64)
+        })
+    }
+
+    fn prune(&self, delivered_before: u64, dead_before: u64, keep: usize) -> StoreFuture<'_, u64> {
+        self.write(move |tx| {
+            let mut t = tx.open_table(MESSAGES).map_err(backend)?;
+            // Per subscription, newest first: finished messages beyond `keep`, or old, go.
+            let mut doomed: Vec<(String, String)> = Vec::new();
+            let mut current: Option<(String, usize)> = None;
+            for row in t.iter().map_err(backend)?.rev() {
+                let (k, v) = row.map_err(backend)?;
+                let (sub, id) = k.value();
+                let m: Message = decode(id, v.value())?;
+                let seen = match &mut current {
+                    Some((s, n)) if s == sub => {
+                        *n += 1;
+                        *n
+                    }
+                    _ => {
+                        current = Some((sub.to_string(), 1));
+                        1
+                    }
+                };
+                let old = match m.status {
+                    MessageStatus::Pending => continue,
+                    MessageStatus::Delivered => m.created_at < delivered_before,
+                    MessageStatus::Dead => m.created_at < dead_before,
+                };
+                if old || seen > keep {
+                    doomed.push((sub.to_string(), id.to_string()));
+                }
+            }
+            for (sub, id) in &doomed {
+                t.remove((sub.as_str(), id.as_str())).map_err(backend)?;
+            }
+            Ok(doomed.len() as u64)
+        })
+    }
+
+    fn check(&self) -> StoreFuture<'_, ()> {
+        self.read(|tx| tx.open_table(META).map(drop).map_err(backend))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{message_id, SubscriptionStatus};
+
+    fn sub(id: &str) -> Subscription {
+        Subscription {
+            id: id.into(),
+            url: "https://example.com/hook".into(),
+            path: "/tasks".into(),
+            filter: vec![],
+            payload: None,
+            secret: "whsec_x".into(),
+            previous_secret: None,
+            headers: vec![],
+            description: None,
+            status: SubscriptionStatus::Active,
+            declared: false,
+            created_at: 1,
+            failing_since: None,
+        }
+    }
+
+    fn msg(sub: &str, created: u64) -> Message {
+        Message {
+            id: message_id(created),
+            subscription: sub.into(),
+            event_type: "task.created".into(),
+            payload: "{}".into(),
+            created_at: created,
+            status: MessageStatus::Pending,
+            attempts: 0,
+            next_attempt: created,
+            last_attempt: None,
+            last_status: None,
+            last_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn survives_reopening_and_keeps_the_queue_in_due_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = {
+            let store = RedbStore::open(dir.path()).unwrap();
+            store.put_subscription(sub("a")).await.unwrap();
+            let (m1, m2) = (msg("a", 100), msg("a", 50));
+            store.record_change("w".into(), b"[1]".to_vec(), vec![m1, m2]).await.unwrap();
+            store.scope_key().await.unwrap()
+        };
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.scope_key().await.unwrap(), key, "the scope key is kept");
+        assert_eq!(store.subscriptions().await.unwrap(), [sub("a")]);
+        assert_eq!(store.watch_state("w".into()).await.unwrap().as_deref(), Some(&b"[1]"[..]));
+        assert_eq!(store.pending().await.unwrap(), 2);
+        assert_eq!(store.next_due().await.unwrap(), Some(50));
+        assert!(store.due(49, 10, vec![]).await.unwrap().is_empty());
+        let due = store.due(1000, 10, vec![]).await.unwrap();
+        assert_eq!(due.iter().map(|m| m.created_at).collect::<Vec<_>>(), [50, 100]);
+        let skipped = store.due(1000, 10, vec![due[0].id.clone()]).await.unwrap();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].created_at, 100);
+    }
+
+    #[tokio::test]
+    async fn completing_moves_or_finishes_messages() {
+        let store = RedbStore::memory().unwrap();
+        store.put_subscription(sub("a")).await.unwrap();
+        let (m1, m2) = (msg("a", 10), msg("a", 20));
+        store.enqueue(vec![m1.clone(), m2.clone()]).await.unwrap();
+        let mut retry = m1.clone();
+        retry.attempts = 1;
+        retry.next_attempt = 5000;
+        let mut done = m2.clone();
+        done.status = MessageStatus::Delivered;
+        store
+            .complete(vec![Attempted { message: retry, taken_due: 10 }, Attempted { message: done, taken_due: 20 }])
+            .await
+            .unwrap();
+        assert_eq!(store.pending().await.unwrap(), 1);
+        assert_eq!(store.next_due().await.unwrap(), Some(5000));
+        let listed = store.messages("a".into(), None, 10).await.unwrap();
+        assert_eq!(listed.iter().map(|m| m.created_at).collect::<Vec<_>>(), [20, 10], "newest first");
+        let delivered = store.messages("a".into(), Some(MessageStatus::Delivered), 10).await.unwrap();
+        assert_eq!(delivered.len(), 1);
+
+        assert_eq!(store.replay("a".into(), 15, 7000).await.unwrap(), 1);
+        assert_eq!(store.pending().await.unwrap(), 2);
+
+        assert!(store.delete_subscription("a".into()).await.unwrap());
+        assert_eq!(store.pending().await.unwrap(), 0);
+        assert!(store.messages("a".into(), None, 10).await.unwrap().is_empty());
+        // An attempt finishing after its subscription was deleted writes nothing back.
+        store.complete(vec![Attempted { message: m1, taken_due: 10 }]).await.unwrap();
+        assert!(store.messages("a".into(), None, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_pending_and_recent() {
+        let store = RedbStore::memory().unwrap();
+        let mut all = Vec::new();
+        for t in 1..=5 {
+            let mut m = msg("a", t);
+            m.status = if t == 1 { MessageStatus::Pending } else { MessageStatus::Delivered };
+            all.push(m);
+        }
+        store.enqueue(all).await.unwrap();
+        // Delivered before 3 go (created 2); beyond the 3 newest go too (none left of those).
+        assert_eq!(store.prune(3, 0, 3).await.unwrap(), 1);
+        let left: Vec<_> = store.messages("a".into(), None, 10).await.unwrap().iter().map(|m| m.created_at).collect();
+        assert_eq!(left, [5, 4, 3, 1]);
+        assert_eq!(store.prune(0, 0, 2).await.unwrap(), 1, "created 3 is the third newest");
+    }
+}

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod read;
+mod route_table;
 pub mod units;
 pub mod yaml;
 
@@ -15,7 +16,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use read::load;
+pub use read::{load, valid_subscription_id};
+pub use route_table::RouteTable;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone)]
@@ -275,7 +277,8 @@ impl Default for Sse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Storage {
     pub kind: StorageKind,
-    /// `embedded`: the folder holding the database file (relative to the working directory).
+    /// `embedded`: the folder holding the database file (relative to the configuration file; the
+    /// binary resolves it).
     pub path: String,
 }
 

@@ -720,10 +720,11 @@ impl<'a> Cx<'a> {
                 self.problem_at(&at("vary"), format!("access {} needs at least one vary header", r.access.as_str()));
             }
         }
-        self.validate_webhooks(c, &patterns);
+        self.validate_webhooks(c);
     }
 
-    fn validate_webhooks(&mut self, c: &Config, patterns: &[(Vec<Segment>, usize)]) {
+    fn validate_webhooks(&mut self, c: &Config) {
+        let table = RouteTable::new(&c.routes);
         let w = &c.webhooks;
         if w.timeout.is_zero() {
             self.problem_at("webhooks.timeout", "must be longer than 0");
@@ -755,7 +756,7 @@ impl<'a> Cx<'a> {
                 }
             }
             if !s.path.is_empty() {
-                let route = match_route(patterns, &s.path).map(|i| &c.routes[i]);
+                let route = s.path.split('?').next().and_then(|p| table.find(p)).map(|i| &c.routes[i]);
                 match route {
                     None => self.problem_at(&at("path"), format!("{:?} matches no route", s.path)),
                     Some(r) if !r.webhooks => {
@@ -771,20 +772,6 @@ impl<'a> Cx<'a> {
 /// Ids of subscriptions: what the API generates (`ep_…`) or what the file names.
 pub fn valid_subscription_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// The route whose pattern matches a concrete `path` (a query is ignored).
-fn match_route(patterns: &[(Vec<Segment>, usize)], path: &str) -> Option<usize> {
-    let path = path.split('?').next()?.strip_prefix('/')?;
-    let parts: Vec<_> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
-    patterns.iter().find_map(|(segs, i)| {
-        let fits = segs.len() == parts.len()
-            && segs.iter().zip(&parts).all(|(s, p)| match s {
-                Segment::Literal(l) => l == p,
-                Segment::Param(_) => !p.is_empty(),
-            });
-        fits.then_some(*i)
-    })
 }
 
 fn shapes_equal(a: &[Segment], b: &[Segment]) -> bool {

@@ -4,8 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use herald_config::Config;
-use herald_core::ScopeHasher;
+use herald_config::{Config, RouteTable};
 use herald_poll::Hub;
 use herald_sse::Sessions;
 use http::{Request, Response, StatusCode};
@@ -13,7 +12,6 @@ use hyper::body::Incoming;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::proxy::Proxy;
-use crate::routes::RouteTable;
 use crate::{text, Body};
 
 /// Metrics of the public listener.
@@ -50,7 +48,6 @@ pub struct App {
     pub(crate) routes: RouteTable,
     pub(crate) hub: Arc<Hub>,
     pub(crate) sessions: Sessions,
-    pub(crate) scopes: ScopeHasher,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) proxy: Proxy,
     /// `herald_cache_requests_total` per route, resolved once.
@@ -64,12 +61,11 @@ pub(crate) struct CacheCounters {
 }
 
 impl App {
-    pub fn new(config: &Config, hub: Arc<Hub>, sessions: Sessions, scopes: ScopeHasher, metrics: HttpMetrics) -> Self {
+    pub fn new(config: &Config, hub: Arc<Hub>, sessions: Sessions, metrics: HttpMetrics) -> Self {
         App {
             routes: RouteTable::new(&config.routes),
             hub,
             sessions,
-            scopes,
             cors_origins: config.sse.cors_origins.clone(),
             proxy: Proxy::new(&config.upstream, config.server.tls.is_some(), metrics.proxy_requests),
             cache_requests: config

@@ -26,7 +26,7 @@ impl App {
     pub(crate) async fn cached(&self, req: Request<Incoming>, route: usize, peer: SocketAddr) -> Response<Body> {
         let counters = &self.cache_requests[route];
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string();
-        let current = match self.watch_key(req.headers(), route, target).await {
+        let current = match self.hub.watch_key(route, target, req.headers()).await {
             Ok((key, credentials)) => self.hub.current(key, credentials).await,
             Err(refusal) => Err(refusal),
         };

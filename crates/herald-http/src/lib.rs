@@ -7,7 +7,6 @@ mod admin;
 mod app;
 mod cache;
 mod proxy;
-mod routes;
 mod server;
 mod stream;
 mod tls;

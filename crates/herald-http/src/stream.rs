@@ -1,10 +1,7 @@
-//! The SSE endpoint (spec sections 5 and 6): which watch a request joins, under which credential
-//! scope, and the streaming response.
+//! The SSE endpoint (spec sections 5 and 6): which requests ask for a stream, and the streaming
+//! response. (Which watch a request joins is the hub's `watch_key`.)
 
-use herald_config::Access;
-use herald_core::Scope;
-use herald_poll::{Refusal, WatchKey};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
@@ -24,40 +21,6 @@ pub(crate) struct StreamRoute {
 }
 
 impl App {
-    /// The watch a request belongs to (section 5) and the credentials its polls carry; or, on a
-    /// `shared` route whose admission check fails, the upstream's answer.
-    pub(crate) async fn watch_key(
-        &self,
-        headers: &HeaderMap,
-        route_index: usize,
-        target: String,
-    ) -> Result<(WatchKey, Vec<(HeaderName, HeaderValue)>), Refusal> {
-        let route = self.hub.route(route_index);
-        // The subscriber's own vary headers: the credential scope, presented on polls and admission checks.
-        let vary: Vec<(HeaderName, HeaderValue)> = route
-            .vary
-            .iter()
-            .filter_map(|name| {
-                let name = HeaderName::try_from(name.as_str()).ok()?;
-                let mut value = headers.get(&name)?.clone();
-                value.set_sensitive(true);
-                Some((name, value))
-            })
-            .collect();
-        let scope_of_vary = || {
-            self.scopes.scope(route.vary.iter().map(|n| (n.as_str(), headers.get(n.as_str()).map(|v| v.as_bytes()))))
-        };
-        let (scope, credentials) = match route.access {
-            Access::Public => (Scope::Everybody, Vec::new()),
-            Access::Shared => {
-                self.hub.admit(route_index, scope_of_vary(), &target, &vary).await?;
-                (Scope::Everybody, Vec::new())
-            }
-            Access::PerSubscriber => (scope_of_vary(), vary),
-        };
-        Ok((WatchKey { route: route_index, target, scope }, credentials))
-    }
-
     /// Section 4, step 2: a GET on a route that asks for `text/event-stream` or ends in `/event-stream`.
     pub(crate) fn stream_route(&self, req: &Request<Incoming>) -> Option<StreamRoute> {
         if req.method() != Method::GET {
@@ -132,7 +95,7 @@ impl App {
             return resp;
         };
 
-        let (key, credentials) = match self.watch_key(req.headers(), m.route, target).await {
+        let (key, credentials) = match self.hub.watch_key(m.route, target, req.headers()).await {
             Ok(found) => found,
             Err(refusal) => return refused(refusal),
         };

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use herald_config::{Format, Payload};
 use herald_core::diff::{Collection, Encoded, Encoding};
-use herald_core::{encode_frame, EventKind, Representation, Scope};
-use http::{HeaderName, HeaderValue};
+use herald_core::{encode_frame, EventKind, Representation, Scope, ScopeHasher};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -84,6 +84,8 @@ pub struct HubConfig {
     pub queue: usize,
     pub max_polls_per_second: f64,
     pub max_concurrency: usize,
+    /// The key credential scopes are hashed with (kept by the store, so webhook watches keep their keys).
+    pub scope_key: [u8; 32],
 }
 
 pub struct Hub {
@@ -94,6 +96,7 @@ pub struct Hub {
     watches: Mutex<HashMap<WatchKey, Arc<Watch>>>,
     /// Shared routes: credentials whose admission check passed, for `authorize_ttl`.
     admitted: moka::sync::Cache<(usize, Scope), ()>,
+    scopes: ScopeHasher,
     shutdown: CancellationToken,
 }
 
@@ -133,12 +136,48 @@ impl Hub {
             queue: cfg.queue,
             watches: Mutex::new(HashMap::new()),
             admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(PerRouteTtl(ttls)).build(),
+            scopes: ScopeHasher::new(cfg.scope_key),
             shutdown,
         })
     }
 
     pub fn route(&self, index: usize) -> &Route {
         &self.routes[index].cfg
+    }
+
+    /// The watch a subscriber presenting `headers` joins for `target` on a route (section 5),
+    /// and the credentials its polls carry; or, on a `shared` route whose admission check
+    /// fails, the upstream's answer.
+    pub async fn watch_key(
+        &self,
+        route_index: usize,
+        target: String,
+        headers: &HeaderMap,
+    ) -> Result<(WatchKey, Vec<(HeaderName, HeaderValue)>), Refusal> {
+        let route = self.route(route_index);
+        // The subscriber's own vary headers: the credential scope, presented on polls and admission checks.
+        let vary: Vec<(HeaderName, HeaderValue)> = route
+            .vary
+            .iter()
+            .filter_map(|name| {
+                let name = HeaderName::try_from(name.as_str()).ok()?;
+                let mut value = headers.get(&name)?.clone();
+                value.set_sensitive(true);
+                Some((name, value))
+            })
+            .collect();
+        let scope_of_vary = || {
+            self.scopes.scope(route.vary.iter().map(|n| (n.as_str(), headers.get(n.as_str()).map(|v| v.as_bytes()))))
+        };
+        let (scope, credentials) = match route.access {
+            Access::Public => (Scope::Everybody, Vec::new()),
+            Access::Shared => {
+                self.admit(route_index, scope_of_vary(), &target, &vary).await?;
+                (Scope::Everybody, Vec::new())
+            }
+            Access::PerSubscriber => (scope_of_vary(), vary),
+        };
+        Ok((WatchKey { route: route_index, target, scope }, credentials))
     }
 
     /// Joins (or creates) the watch for `key`. The first subscriber of a new watch waits for its
@@ -561,7 +600,13 @@ mod tests {
             jitter: 0.0,
             linger: Duration::from_secs(30),
         };
-        let cfg = HubConfig { routes: vec![route], queue: 16, max_polls_per_second: 100.0, max_concurrency: 4 };
+        let cfg = HubConfig {
+            routes: vec![route],
+            queue: 16,
+            max_polls_per_second: 100.0,
+            max_concurrency: 4,
+            scope_key: [7; 32],
+        };
         Hub::new(cfg, script, &PollMetrics::new(&prometheus::Registry::new()).unwrap(), CancellationToken::new())
     }
 

@@ -215,6 +215,11 @@ impl Watch {
         Some(Some(Current { repr, fresh: created, last_poll: st.last_poll }))
     }
 
+    /// The representation the watch holds now (`None` before its first poll).
+    pub fn representation(&self) -> Option<Representation> {
+        self.state.lock().unwrap().current.clone()
+    }
+
     /// A fresh snapshot for a subscriber that fell more than `sse.queue` events behind.
     pub fn resync(&self) -> Resync {
         let mut st = self.state.lock().unwrap();

@@ -2,12 +2,13 @@
 //! listeners, and runs until SIGTERM/SIGINT, then drains within `server.shutdown_grace`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use herald_config::{Config, Log, LogFormat};
-use herald_core::ScopeHasher;
+use herald_config::{Config, Log, LogFormat, Storage, StorageKind};
+use herald_store::{RedbStore, Store};
 use herald_http::{Admin, App, HttpMetrics, Limits, Tls};
 use herald_poll::{Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
@@ -36,6 +37,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
     registry.register(Box::new(build_info))?;
 
     let shutdown = CancellationToken::new();
+    let store = open_store(&config.storage)?;
     let fetch = Arc::new(UpstreamClient::new(&config.upstream)?);
     let hub = Hub::new(
         HubConfig {
@@ -43,6 +45,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
             queue: config.sse.queue,
             max_polls_per_second: config.upstream.max_polls_per_second,
             max_concurrency: config.upstream.max_concurrency,
+            scope_key: store.scope_key().await?,
         },
         fetch,
         &PollMetrics::new(&registry)?,
@@ -61,7 +64,6 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
         &config,
         hub.clone(),
         sessions,
-        ScopeHasher::new(random_key()),
         HttpMetrics::new(&registry)?,
     ));
     let admin = Arc::new(Admin::new(registry, hub));
@@ -132,17 +134,18 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The key for credential scope hashes: random per process, so a hash reveals nothing elsewhere.
-fn random_key() -> [u8; 32] {
-    use std::io::Read;
-    let mut key = [0u8; 32];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key));
-    if read.is_err() {
-        // No /dev/urandom: derive the key from what differs between processes.
-        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        key = *blake3::hash(seed.as_bytes()).as_bytes();
-    }
-    key
+/// The store `storage` names. An embedded store that cannot be opened (another herald holds
+/// it, no permission) is a start-up failure, exit 1.
+fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match storage.kind {
+        StorageKind::Embedded => {
+            let store = RedbStore::open(Path::new(&storage.path))
+                .with_context(|| format!("cannot open the store in {} (storage.path)", storage.path))?;
+            info!(path = %storage.path, "embedded store opened");
+            Arc::new(store)
+        }
+        StorageKind::Memory => Arc::new(RedbStore::memory()?),
+    })
 }
 
 /// `herald demo`: the built-in legacy API at the (loopback) address upstream.url names.

@@ -73,6 +73,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
+    config.storage.path = dir.join(&config.storage.path).display().to_string();
     let tls = match &config.server.tls {
         None => None,
         Some(files) => match herald_http::Tls::load(dir.join(&files.cert), dir.join(&files.key)) {

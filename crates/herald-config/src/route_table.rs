@@ -1,15 +1,16 @@
 //! Matching request paths against the configured route patterns.
 
-use herald_config::{parse_pattern, Route, Segment};
+use crate::{parse_pattern, Route, Segment};
 
-pub(crate) struct RouteTable {
+pub struct RouteTable {
     /// Each route's segments, and how many of them are literal (more literal wins).
     patterns: Vec<(Vec<Segment>, usize)>,
 }
 
 impl RouteTable {
-    pub(crate) fn new(routes: &[Route]) -> Self {
-        RouteTable::from_patterns(routes.iter().map(|r| parse_pattern(&r.path).expect("validated by herald-config")))
+    pub fn new(routes: &[Route]) -> Self {
+        // An invalid pattern (reported by validation) matches nothing.
+        RouteTable::from_patterns(routes.iter().map(|r| parse_pattern(&r.path).unwrap_or_else(|| vec![invalid()])))
     }
 
     fn from_patterns(patterns: impl Iterator<Item = Vec<Segment>>) -> Self {
@@ -26,7 +27,7 @@ impl RouteTable {
 
     /// The index of the route `path` matches, preferring the pattern with the most literal
     /// segments, then the first one configured. Runs for every request: allocates nothing.
-    pub(crate) fn find(&self, path: &str) -> Option<usize> {
+    pub fn find(&self, path: &str) -> Option<usize> {
         let rest = path.strip_prefix('/')?;
         let len = if rest.is_empty() { 0 } else { rest.split('/').count() };
         let mut best: Option<(usize, usize)> = None;
@@ -42,6 +43,11 @@ impl RouteTable {
         }
         best.map(|(i, _)| i)
     }
+}
+
+/// A segment no path segment equals (paths never hold `{`).
+fn invalid() -> Segment {
+    Segment::Literal("{".into())
 }
 
 #[cfg(test)]

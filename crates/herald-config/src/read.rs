@@ -910,7 +910,10 @@ sse:
             PrivateDestinations::Cidrs(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
         );
         let s = &c.webhooks.subscriptions[0];
-        assert_eq!((s.id.as_str(), s.filter.as_slice(), s.payload), ("ci", &["task.*".to_string()][..], Some(Payload::Lean)));
+        assert_eq!(
+            (s.id.as_str(), s.filter.as_slice(), s.payload),
+            ("ci", &["task.*".to_string()][..], Some(Payload::Lean))
+        );
 
         let got = problems(&format!(
             "{MINIMAL}    webhooks: false\nstorage: {{ kind: redis }}\nwebhooks:\n  api_keys: [short]\n  \

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use herald_poll::Hub;
+use herald_webhooks::Webhooks;
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -15,24 +16,36 @@ use crate::{full, text, Body};
 pub struct Admin {
     registry: Registry,
     hub: Arc<Hub>,
+    webhooks: Arc<Webhooks>,
     ready: AtomicBool,
 }
 
 impl Admin {
-    pub fn new(registry: Registry, hub: Arc<Hub>) -> Self {
-        Admin { registry, hub, ready: AtomicBool::new(false) }
+    pub fn new(registry: Registry, hub: Arc<Hub>, webhooks: Arc<Webhooks>) -> Self {
+        Admin { registry, hub, webhooks, ready: AtomicBool::new(false) }
     }
 
-    /// Called once every listener is bound (and, later, storage answers).
+    /// Called once every listener is bound.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Ready once the listeners are bound and while the store answers.
+    async fn readiness(&self) -> Response<Body> {
+        if !self.ready.load(Ordering::Acquire) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners are still starting");
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.webhooks.store_ready()).await {
+            Ok(Ok(())) => text(StatusCode::OK, "ready"),
+            Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: the store did not answer within 2s"),
+        }
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok"),
-            "/readyz" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready"),
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners are still starting"),
+            "/readyz" => self.readiness().await,
             "/metrics" => {
                 let mut buf = Vec::new();
                 let encoder = TextEncoder::new();

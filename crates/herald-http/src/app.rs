@@ -7,12 +7,14 @@ use std::sync::Arc;
 use herald_config::{Config, RouteTable};
 use herald_poll::Hub;
 use herald_sse::Sessions;
+use herald_webhooks::Webhooks;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::proxy::Proxy;
-use crate::{text, Body};
+use crate::{full, text, Body};
+use http_body_util::BodyExt;
 
 /// Metrics of the public listener.
 #[derive(Clone)]
@@ -50,6 +52,7 @@ pub struct App {
     pub(crate) sessions: Sessions,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) proxy: Proxy,
+    pub(crate) webhooks: Arc<Webhooks>,
     /// `herald_cache_requests_total` per route, resolved once.
     pub(crate) cache_requests: Vec<CacheCounters>,
 }
@@ -61,8 +64,15 @@ pub(crate) struct CacheCounters {
 }
 
 impl App {
-    pub fn new(config: &Config, hub: Arc<Hub>, sessions: Sessions, metrics: HttpMetrics) -> Self {
+    pub fn new(
+        config: &Config,
+        hub: Arc<Hub>,
+        sessions: Sessions,
+        webhooks: Arc<Webhooks>,
+        metrics: HttpMetrics,
+    ) -> Self {
         App {
+            webhooks,
             routes: RouteTable::new(&config.routes),
             hub,
             sessions,
@@ -82,8 +92,12 @@ impl App {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
         if path.starts_with("/_herald/") {
-            // The webhook subscription API answers 404 while no API key is configured (section 7).
-            return text(StatusCode::NOT_FOUND, "not found");
+            let api =
+                path.strip_prefix(herald_webhooks::PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+            if !api {
+                return text(StatusCode::NOT_FOUND, "not found");
+            }
+            return self.webhook_api(req).await;
         }
         if let Some(route) = self.stream_route(&req) {
             return self.stream(req, route).await;
@@ -95,5 +109,22 @@ impl App {
             return self.preflight(&req);
         }
         self.proxy.forward(req, peer).await
+    }
+}
+
+impl App {
+    /// Section 4, step 1: the webhook subscription API, with its body read whole (it is small).
+    async fn webhook_api(&self, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let limited = http_body_util::Limited::new(body, herald_webhooks::MAX_BODY);
+        let body = match limited.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 64 KiB")
+            }
+            Err(_) => return text(StatusCode::BAD_REQUEST, "cannot read the request body"),
+        };
+        let resp = self.webhooks.handle(Request::from_parts(parts, body)).await;
+        resp.map(full)
     }
 }

@@ -154,9 +154,33 @@ impl Hub {
         target: String,
         headers: &HeaderMap,
     ) -> Result<(WatchKey, Vec<(HeaderName, HeaderValue)>), Refusal> {
+        if self.route(route_index).access == Access::Shared {
+            let (scope, vary) = self.vary(route_index, headers);
+            self.admit(route_index, scope, &target, &vary).await?;
+        }
+        Ok(self.key_for(route_index, target, headers))
+    }
+
+    /// [`Hub::watch_key`] without the admission check of `shared` routes.
+    pub fn key_for(
+        &self,
+        route_index: usize,
+        target: String,
+        headers: &HeaderMap,
+    ) -> (WatchKey, Vec<(HeaderName, HeaderValue)>) {
+        let (scope, credentials) = match self.route(route_index).access {
+            Access::Public | Access::Shared => (Scope::Everybody, Vec::new()),
+            Access::PerSubscriber => self.vary(route_index, headers),
+        };
+        (WatchKey { route: route_index, target, scope }, credentials)
+    }
+
+    /// The scope of a subscriber's own `vary` headers, and those headers (marked sensitive).
+    fn vary(&self, route_index: usize, headers: &HeaderMap) -> (Scope, Vec<(HeaderName, HeaderValue)>) {
         let route = self.route(route_index);
-        // The subscriber's own vary headers: the credential scope, presented on polls and admission checks.
-        let vary: Vec<(HeaderName, HeaderValue)> = route
+        let scope =
+            self.scopes.scope(route.vary.iter().map(|n| (n.as_str(), headers.get(n.as_str()).map(|v| v.as_bytes()))));
+        let vary = route
             .vary
             .iter()
             .filter_map(|name| {
@@ -166,18 +190,7 @@ impl Hub {
                 Some((name, value))
             })
             .collect();
-        let scope_of_vary = || {
-            self.scopes.scope(route.vary.iter().map(|n| (n.as_str(), headers.get(n.as_str()).map(|v| v.as_bytes()))))
-        };
-        let (scope, credentials) = match route.access {
-            Access::Public => (Scope::Everybody, Vec::new()),
-            Access::Shared => {
-                self.admit(route_index, scope_of_vary(), &target, &vary).await?;
-                (Scope::Everybody, Vec::new())
-            }
-            Access::PerSubscriber => (scope_of_vary(), vary),
-        };
-        Ok((WatchKey { route: route_index, target, scope }, credentials))
+        (scope, vary)
     }
 
     /// Joins (or creates) the watch for `key`. The first subscriber of a new watch waits for its

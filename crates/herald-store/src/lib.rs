@@ -140,8 +140,12 @@ pub trait Store: Send + Sync + 'static {
     fn pending(&self) -> StoreFuture<'_, u64>;
 
     /// A subscription's messages, newest first.
-    fn messages(&self, subscription: String, status: Option<MessageStatus>, limit: usize)
-        -> StoreFuture<'_, Vec<Message>>;
+    fn messages(
+        &self,
+        subscription: String,
+        status: Option<MessageStatus>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Message>>;
     /// Makes the messages created at or after `since` pending again, due at `now`; how many.
     fn replay(&self, subscription: String, since: u64, now: u64) -> StoreFuture<'_, u64>;
     /// Forgets delivered messages created before `delivered_before`, dead ones before

@@ -159,7 +159,8 @@ impl Store for RedbStore {
 
     fn delete_subscription(&self, id: String) -> StoreFuture<'_, bool> {
         self.write(move |tx| {
-            let existed = tx.open_table(SUBSCRIPTIONS).map_err(backend)?.remove(id.as_str()).map_err(backend)?.is_some();
+            let existed =
+                tx.open_table(SUBSCRIPTIONS).map_err(backend)?.remove(id.as_str()).map_err(backend)?.is_some();
             let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
             let mut due = tx.open_table(DUE).map_err(backend)?;
             let gone = messages

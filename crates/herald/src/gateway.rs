@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use herald_config::{Config, Log, LogFormat, Storage, StorageKind};
-use herald_store::{RedbStore, Store};
 use herald_http::{Admin, App, HttpMetrics, Limits, Tls};
 use herald_poll::{Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
+use herald_store::{RedbStore, Store};
+use herald_webhooks::{WebhookMetrics, Webhooks};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -60,13 +61,17 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
         SseMetrics::new(&registry)?,
         shutdown.child_token(),
     );
-    let app = Arc::new(App::new(
-        &config,
+    let webhooks = Webhooks::start(
+        config.webhooks.clone(),
+        &config.routes,
+        store,
         hub.clone(),
-        sessions,
-        HttpMetrics::new(&registry)?,
-    ));
-    let admin = Arc::new(Admin::new(registry, hub));
+        WebhookMetrics::new(&registry)?,
+        shutdown.child_token(),
+    )
+    .await?;
+    let app = Arc::new(App::new(&config, hub.clone(), sessions, webhooks.clone(), HttpMetrics::new(&registry)?));
+    let admin = Arc::new(Admin::new(registry, hub, webhooks));
 
     let public = bind(config.server.listen, "server.listen").await?;
     let admin_listener = bind(config.server.admin_listen, "server.admin_listen").await?;

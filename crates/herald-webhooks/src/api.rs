@@ -1,0 +1,530 @@
+//! The subscription API under `/_herald/v1/webhooks` (spec section 7): bearer keys compared in
+//! constant time, RFC 9457 problem+json errors that name the field, secrets shown only on
+//! creation and rotation.
+
+// Helpers here return `Err(answer)`: the error is the HTTP answer itself, built once and returned
+// at once, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use herald_config::{check_destination_url, check_filter, check_secret};
+use herald_store::{now_ms, Message, MessageStatus, Subscription, SubscriptionStatus};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tracing::info;
+
+use crate::watcher::{header_map, new_message, Start};
+use crate::{events, sign, Webhooks};
+
+/// Where the API lives.
+pub const PREFIX: &str = "/_herald/v1/webhooks";
+/// How long the secret before a rotation keeps signing.
+const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+/// Request bodies larger than this are refused.
+pub const MAX_BODY: usize = 64 << 10;
+
+/// An API answer: JSON or problem+json.
+pub type ApiResponse = Response<Bytes>;
+
+/// A field error: which field, and what is wrong with it.
+struct FieldError {
+    field: &'static str,
+    detail: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    url: String,
+    path: String,
+    #[serde(default)]
+    filter: Vec<String>,
+    payload: Option<String>,
+    secret: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    status: Option<String>,
+    filter: Option<Vec<String>>,
+    url: Option<String>,
+    payload: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Replay {
+    since: String,
+}
+
+impl Webhooks {
+    /// Answers one API request; `req`'s body was read (at most [`MAX_BODY`]) by the caller.
+    pub async fn handle(self: &Arc<Self>, req: Request<Bytes>) -> ApiResponse {
+        if !self.api_enabled() {
+            return problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]);
+        }
+        if !self.authorized(req.headers()) {
+            let mut resp = problem(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "send Authorization: Bearer <one of webhooks.api_keys>",
+                vec![],
+            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().strip_prefix(PREFIX).unwrap_or("/-");
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let query = parts.uri.query().unwrap_or("");
+        let method = parts.method;
+        match (method, segments.as_slice()) {
+            (Method::POST, [] | [""]) => self.create(&body).await,
+            (Method::GET, [] | [""]) => self.list(),
+            (Method::GET, [id]) => self.with(id, |s| json_response(StatusCode::OK, &self.view(s, None))),
+            (Method::PATCH, [id]) => self.patch(id, &body).await,
+            (Method::DELETE, [id]) => self.delete(id).await,
+            (Method::POST, [id, "secret", "rotate"]) => self.rotate(id).await,
+            (Method::GET, [id, "deliveries"]) => self.deliveries(id, query).await,
+            (Method::POST, [id, "replay"]) => self.replay(id, &body).await,
+            (Method::POST, [id, "test"]) => self.test(id).await,
+            (_, [] | [""]) => not_allowed("GET, POST"),
+            (_, [_]) => not_allowed("GET, PATCH, DELETE"),
+            (_, [_, "secret", "rotate"] | [_, "replay"] | [_, "test"]) => not_allowed("POST"),
+            (_, [_, "deliveries"]) => not_allowed("GET"),
+            _ => problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]),
+        }
+    }
+
+    /// Checks the bearer key against every configured key without stopping at a match, on
+    /// fixed-length hashes: neither the position nor the length of a key leaks through timing.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        else {
+            return false;
+        };
+        let presented = blake3::hash(token.trim().as_bytes());
+        let mut ok = subtle::Choice::from(0);
+        for key in &self.shared.api_keys {
+            ok |= presented.as_bytes().ct_eq(key);
+        }
+        ok.into()
+    }
+
+    fn with(&self, id: &str, f: impl FnOnce(&Subscription) -> ApiResponse) -> ApiResponse {
+        match self.shared.subs.read().unwrap().get(id) {
+            Some(s) => f(s),
+            None => not_found(id),
+        }
+    }
+
+    /// The subscription as the API shows it: never its secret (unless given) nor its headers.
+    fn view(&self, s: &Subscription, secret: Option<&str>) -> Value {
+        let payload = s.payload.clone().or_else(|| {
+            let route = self.shared.route_of(&s.path)?;
+            Some(crate::payload_name(events::default_payload(&self.shared.route_cfgs[route])).to_string())
+        });
+        let mut v = json!({
+            "id": s.id,
+            "url": s.url,
+            "path": s.path,
+            "filter": s.filter,
+            "payload": payload,
+            "description": s.description,
+            "status": s.status,
+            "declared": s.declared,
+            "created_at": rfc3339(s.created_at),
+            "failing_since": s.failing_since.map(rfc3339),
+        });
+        if let Some(secret) = secret {
+            v["secret"] = json!(secret);
+        }
+        v
+    }
+
+    fn list(&self) -> ApiResponse {
+        let subs = self.shared.subs.read().unwrap();
+        let mut all: Vec<&Subscription> = subs.values().collect();
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let views: Vec<Value> = all.into_iter().map(|s| self.view(s, None)).collect();
+        json_response(StatusCode::OK, &json!(views))
+    }
+
+    async fn create(self: &Arc<Self>, body: &Bytes) -> ApiResponse {
+        let req: Create = match parse(body) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let mut errors = Vec::new();
+        if let Err(e) = self.check_url(&req.url).await {
+            errors.push(e);
+        }
+        let route = self.check_path(&req.path, &mut errors);
+        check_filters(&req.filter, &mut errors);
+        check_payload(req.payload.as_deref(), &mut errors);
+        if let Some(secret) = &req.secret {
+            if let Err(detail) = check_secret(secret) {
+                errors.push(FieldError { field: "secret", detail });
+            }
+        }
+        for (name, value) in &req.headers {
+            if http::HeaderName::try_from(name.as_str()).is_err() || http::HeaderValue::try_from(value).is_err() {
+                errors.push(FieldError { field: "headers", detail: format!("invalid header {name:?}") });
+            }
+        }
+        let Some(route) = route.filter(|_| errors.is_empty()) else {
+            return invalid(errors);
+        };
+        let headers: Vec<(String, String)> =
+            req.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        // The upstream decides: the path must answer 2xx to these headers, as for a stream.
+        if let Err(refusal) = self.upstream_accepts(route, &req.path, &headers).await {
+            let field = if matches!(refusal, 401 | 403) { "headers" } else { "path" };
+            return invalid(vec![FieldError {
+                field,
+                detail: format!("the upstream answered {refusal} for this path with these headers"),
+            }]);
+        }
+        let secret = req.secret.unwrap_or_else(sign::generate_secret);
+        let sub = Subscription {
+            id: new_id(),
+            url: req.url,
+            path: req.path,
+            filter: req.filter,
+            payload: req.payload,
+            secret: secret.clone(),
+            previous_secret: None,
+            headers,
+            description: req.description,
+            status: SubscriptionStatus::Active,
+            declared: false,
+            created_at: now_ms(),
+            failing_since: None,
+        };
+        if let Err(resp) = self.save(sub.clone()).await {
+            return resp;
+        }
+        info!(subscription = %sub.id, route = %self.shared.route_cfgs[route].name, "webhook subscription created");
+        let mut resp = json_response(StatusCode::CREATED, &self.view(&sub, Some(&secret)));
+        if let Ok(loc) = http::HeaderValue::try_from(format!("{PREFIX}/{}", sub.id)) {
+            resp.headers_mut().insert(header::LOCATION, loc);
+        }
+        resp
+    }
+
+    async fn upstream_accepts(&self, route: usize, path: &str, headers: &[(String, String)]) -> Result<(), u16> {
+        let hub = &self.shared.hub;
+        let (key, credentials) =
+            hub.watch_key(route, path.to_string(), &header_map(headers)).await.map_err(|r| r.status)?;
+        hub.current(key, credentials).await.map(drop).map_err(|r| r.status)
+    }
+
+    async fn check_url(&self, url: &str) -> Result<(), FieldError> {
+        let err = |detail| FieldError { field: "url", detail };
+        check_destination_url(url).map_err(err)?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| err(format!("invalid URL: {e}")))?;
+        let host = parsed.host_str().unwrap_or_default();
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        self.shared.guard.check_host(host, port).await.map_err(|e| err(e.to_string()))
+    }
+
+    fn check_path(&self, path: &str, errors: &mut Vec<FieldError>) -> Option<usize> {
+        let err = |detail: String| FieldError { field: "path", detail };
+        if !path.starts_with('/') || path.contains('#') {
+            errors.push(err(format!("{path:?} is not a path (expected e.g. /tasks or /tasks/42)")));
+            return None;
+        }
+        match self.shared.route_of(path) {
+            None => errors.push(err(format!("{path:?} matches no route"))),
+            Some(i) if !self.shared.route_cfgs[i].webhooks => {
+                errors.push(err(format!("route {:?} does not allow webhooks", self.shared.route_cfgs[i].name)))
+            }
+            Some(i) => return Some(i),
+        }
+        None
+    }
+
+    async fn patch(self: &Arc<Self>, id: &str, body: &Bytes) -> ApiResponse {
+        let req: Patch = match parse(body) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let Some(mut sub) = self.shared.subs.read().unwrap().get(id).cloned() else { return not_found(id) };
+        let mut errors = Vec::new();
+        if sub.declared && (req.url.is_some() || req.filter.is_some() || req.payload.is_some()) {
+            return problem(
+                StatusCode::CONFLICT,
+                "Declared in the configuration",
+                "this subscription is declared in webhooks.subscriptions: change it there (only status can be changed here)",
+                vec![],
+            );
+        }
+        match req.status.as_deref() {
+            None => {}
+            Some("active") => {
+                if sub.status == SubscriptionStatus::Disabled {
+                    sub.failing_since = None;
+                }
+                sub.status = SubscriptionStatus::Active;
+            }
+            Some("paused") => sub.status = SubscriptionStatus::Paused,
+            Some(other) => errors.push(FieldError {
+                field: "status",
+                detail: format!("invalid status {other:?} (expected active or paused)"),
+            }),
+        }
+        if let Some(url) = req.url {
+            match self.check_url(&url).await {
+                Ok(()) => sub.url = url,
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(filter) = req.filter {
+            check_filters(&filter, &mut errors);
+            sub.filter = filter;
+        }
+        if req.payload.is_some() {
+            check_payload(req.payload.as_deref(), &mut errors);
+            sub.payload = req.payload;
+        }
+        if !errors.is_empty() {
+            return invalid(errors);
+        }
+        if let Err(resp) = self.save(sub.clone()).await {
+            return resp;
+        }
+        json_response(StatusCode::OK, &self.view(&sub, None))
+    }
+
+    async fn delete(self: &Arc<Self>, id: &str) -> ApiResponse {
+        let declared = match self.shared.subs.read().unwrap().get(id) {
+            None => return not_found(id),
+            Some(s) => s.declared,
+        };
+        if declared {
+            return problem(
+                StatusCode::CONFLICT,
+                "Declared in the configuration",
+                "this subscription is declared in webhooks.subscriptions: remove it there",
+                vec![],
+            );
+        }
+        if let Err(e) = self.shared.store.delete_subscription(id.to_string()).await {
+            return storage_failed(&e);
+        }
+        self.shared.subs.write().unwrap().remove(id);
+        self.watcher.refresh(Start::Fresh);
+        if let Ok(n) = self.shared.store.pending().await {
+            self.shared.metrics.queue_depth.set(n as i64);
+        }
+        info!(subscription = %id, "webhook subscription deleted");
+        Response::builder().status(StatusCode::NO_CONTENT).body(Bytes::new()).expect("static parts")
+    }
+
+    async fn rotate(self: &Arc<Self>, id: &str) -> ApiResponse {
+        let Some(mut sub) = self.shared.subs.read().unwrap().get(id).cloned() else { return not_found(id) };
+        let secret = sign::generate_secret();
+        let until = now_ms() + ROTATION_OVERLAP.as_millis() as u64;
+        sub.previous_secret = Some((std::mem::replace(&mut sub.secret, secret.clone()), until));
+        if let Err(resp) = self.save(sub).await {
+            return resp;
+        }
+        info!(subscription = %id, "webhook secret rotated; the previous one signs too for 24h");
+        json_response(StatusCode::OK, &json!({ "secret": secret }))
+    }
+
+    async fn deliveries(&self, id: &str, query: &str) -> ApiResponse {
+        if !self.shared.subs.read().unwrap().contains_key(id) {
+            return not_found(id);
+        }
+        let mut status = None;
+        let mut limit = 100;
+        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            match (k, v) {
+                ("status", "pending") => status = Some(MessageStatus::Pending),
+                ("status", "delivered") => status = Some(MessageStatus::Delivered),
+                ("status", "dead") => status = Some(MessageStatus::Dead),
+                ("status", other) => {
+                    return invalid(vec![FieldError {
+                        field: "status",
+                        detail: format!("invalid status {other:?} (expected pending, delivered or dead)"),
+                    }])
+                }
+                ("limit", n) => match n.parse::<usize>() {
+                    Ok(n) if (1..=1000).contains(&n) => limit = n,
+                    _ => {
+                        return invalid(vec![FieldError {
+                            field: "limit",
+                            detail: format!("invalid limit {n:?} (expected 1 to 1000)"),
+                        }])
+                    }
+                },
+                _ => {}
+            }
+        }
+        match self.shared.store.messages(id.to_string(), status, limit).await {
+            Ok(messages) => {
+                json_response(StatusCode::OK, &json!(messages.iter().map(delivery_view).collect::<Vec<_>>()))
+            }
+            Err(e) => storage_failed(&e),
+        }
+    }
+
+    async fn replay(&self, id: &str, body: &Bytes) -> ApiResponse {
+        let req: Replay = match parse(body) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        if !self.shared.subs.read().unwrap().contains_key(id) {
+            return not_found(id);
+        }
+        let Ok(since) = humantime::parse_rfc3339_weak(&req.since) else {
+            return invalid(vec![FieldError {
+                field: "since",
+                detail: format!("invalid timestamp {:?} (expected RFC 3339, e.g. 2026-11-27T10:00:00Z)", req.since),
+            }]);
+        };
+        let since = since.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        match self.shared.store.replay(id.to_string(), since, now_ms()).await {
+            Ok(n) => {
+                self.shared.metrics.queue_depth.add(n as i64);
+                self.shared.wake.notify_one();
+                json_response(StatusCode::ACCEPTED, &json!({ "replayed": n }))
+            }
+            Err(e) => storage_failed(&e),
+        }
+    }
+
+    async fn test(&self, id: &str) -> ApiResponse {
+        if !self.shared.subs.read().unwrap().contains_key(id) {
+            return not_found(id);
+        }
+        let now = now_ms();
+        let data = json!({ "subscription": id }).to_string();
+        let message: Message = new_message(id, "herald.ping", events::body("herald.ping", now, &data), now);
+        let message_id = message.id.clone();
+        match self.shared.store.enqueue(vec![message]).await {
+            Ok(()) => {
+                self.shared.metrics.queue_depth.inc();
+                self.shared.wake.notify_one();
+                json_response(StatusCode::ACCEPTED, &json!({ "message": message_id }))
+            }
+            Err(e) => storage_failed(&e),
+        }
+    }
+
+    /// Stores a subscription, then makes it live.
+    async fn save(self: &Arc<Self>, sub: Subscription) -> Result<(), ApiResponse> {
+        self.shared.store.put_subscription(sub.clone()).await.map_err(|e| storage_failed(&e))?;
+        self.shared.subs.write().unwrap().insert(sub.id.clone(), sub);
+        self.watcher.refresh(Start::Fresh);
+        Ok(())
+    }
+}
+
+fn check_filters(filter: &[String], errors: &mut Vec<FieldError>) {
+    for f in filter {
+        if let Err(detail) = check_filter(f) {
+            errors.push(FieldError { field: "filter", detail });
+        }
+    }
+}
+
+fn check_payload(payload: Option<&str>, errors: &mut Vec<FieldError>) {
+    if let Some(p) = payload.filter(|p| !matches!(*p, "rich" | "lean")) {
+        errors.push(FieldError { field: "payload", detail: format!("invalid payload {p:?} (expected rich or lean)") });
+    }
+}
+
+fn delivery_view(m: &Message) -> Value {
+    json!({
+        "id": m.id,
+        "event": m.event_type,
+        "status": m.status.as_str(),
+        "attempts": m.attempts,
+        "created_at": rfc3339(m.created_at),
+        "last_attempt": m.last_attempt.map(rfc3339),
+        "last_status": m.last_status,
+        "last_error": m.last_error,
+        "next_attempt": (m.status == MessageStatus::Pending).then(|| rfc3339(m.next_attempt)),
+    })
+}
+
+/// `ep_` and 20 random hex digits.
+fn new_id() -> String {
+    let secret = sign::generate_secret();
+    format!("ep_{}", &blake3::hash(secret.as_bytes()).to_hex()[..20])
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiResponse> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde names the field in its message ("unknown field `x`", "missing field `url`").
+        let field = e.to_string().split('`').nth(1).map(str::to_string);
+        let errors = field.map(|f| json!([{ "field": f, "detail": e.to_string() }])).unwrap_or(json!([]));
+        let mut v = problem_body(StatusCode::BAD_REQUEST, "Invalid request body", &e.to_string());
+        v["errors"] = errors;
+        json_with_type(StatusCode::BAD_REQUEST, &v, "application/problem+json")
+    })
+}
+
+fn invalid(errors: Vec<FieldError>) -> ApiResponse {
+    let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.detail)).collect::<Vec<_>>().join("; ");
+    problem(StatusCode::BAD_REQUEST, "Invalid subscription", &detail, errors)
+}
+
+fn not_found(id: &str) -> ApiResponse {
+    problem(StatusCode::NOT_FOUND, "Not Found", &format!("no webhook subscription {id:?}"), vec![])
+}
+
+fn not_allowed(allow: &'static str) -> ApiResponse {
+    let mut resp = problem(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", &format!("allowed: {allow}"), vec![]);
+    resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allow));
+    resp
+}
+
+fn storage_failed(e: &herald_store::StoreError) -> ApiResponse {
+    tracing::error!(error = %e, "webhook API: storage failed");
+    problem(StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable", "the store did not answer; try again", vec![])
+}
+
+fn problem_body(status: StatusCode, title: &str, detail: &str) -> Value {
+    json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail })
+}
+
+fn problem(status: StatusCode, title: &str, detail: &str, errors: Vec<FieldError>) -> ApiResponse {
+    let mut v = problem_body(status, title, detail);
+    if !errors.is_empty() {
+        v["errors"] = errors.iter().map(|e| json!({ "field": e.field, "detail": e.detail })).collect();
+    }
+    json_with_type(status, &v, "application/problem+json")
+}
+
+fn json_response(status: StatusCode, v: &Value) -> ApiResponse {
+    json_with_type(status, v, "application/json")
+}
+
+fn json_with_type(status: StatusCode, v: &Value, content_type: &'static str) -> ApiResponse {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Bytes::from(v.to_string()))
+        .expect("static parts are valid")
+}

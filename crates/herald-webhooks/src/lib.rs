@@ -1,0 +1,201 @@
+//! Webhooks (spec section 7): the subscription API, the webhook watches that turn changes into
+//! durable messages, and the delivery engine that signs them (Standard Webhooks), retries them
+//! on a schedule, and guards against SSRF.
+#![forbid(unsafe_code)]
+
+mod api;
+mod deliver;
+pub mod events;
+mod metrics;
+pub mod sign;
+pub mod ssrf;
+mod watcher;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use herald_config::{Route, RouteTable, StaticSubscription};
+use herald_poll::Hub;
+use herald_store::{now_ms, Store, StoreError, Subscription, SubscriptionStatus};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+pub use api::{ApiResponse, MAX_BODY, PREFIX};
+pub use metrics::WebhookMetrics;
+
+use crate::ssrf::Guard;
+use crate::watcher::{Start, Watcher};
+
+/// Delivered messages are kept (listed, replayable) this long…
+const KEEP_DELIVERED: Duration = Duration::from_secs(3 * 24 * 3600);
+/// …dead ones this long…
+const KEEP_DEAD: Duration = Duration::from_secs(30 * 24 * 3600);
+/// …and at most this many finished ones per subscription.
+const KEEP_PER_SUBSCRIPTION: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up the delivery client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// What the API, the watches and the delivery engine share.
+pub(crate) struct Shared {
+    cfg: herald_config::Webhooks,
+    routes: RouteTable,
+    route_cfgs: Vec<Route>,
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    /// Every subscription, as stored; the store is written first, then this.
+    subs: RwLock<HashMap<String, Subscription>>,
+    guard: Arc<Guard>,
+    metrics: WebhookMetrics,
+    /// Wakes the delivery engine: new messages, or room in flight.
+    wake: Notify,
+    /// blake3 of each API key: compared in constant time, never kept in the clear longer than start-up.
+    api_keys: Vec<[u8; 32]>,
+}
+
+impl Shared {
+    /// The index of the route a subscription's path (+ query) falls under.
+    fn route_of(&self, path: &str) -> Option<usize> {
+        self.routes.find(path.split('?').next().unwrap_or(path))
+    }
+
+    /// Changes a subscription in memory and, when `f` says it changed, in the store.
+    fn update_subscription(self: &Arc<Self>, id: &str, f: impl FnOnce(&mut Subscription) -> bool) {
+        let updated = {
+            let mut subs = self.subs.write().unwrap();
+            subs.get_mut(id).and_then(|s| f(s).then(|| s.clone()))
+        };
+        if let Some(sub) = updated {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.store.put_subscription(sub).await {
+                    error!(error = %e, "cannot store a subscription's delivery state");
+                }
+            });
+        }
+    }
+}
+
+/// The webhook subsystem, started once with the gateway.
+pub struct Webhooks {
+    shared: Arc<Shared>,
+    watcher: Arc<Watcher>,
+}
+
+impl Webhooks {
+    /// Loads the subscriptions, applies the configuration's static ones, resumes every webhook
+    /// watch from its recorded representation, and starts delivering.
+    pub async fn start(
+        cfg: herald_config::Webhooks,
+        routes: &[Route],
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        metrics: WebhookMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, WebhookError> {
+        let mut subs: HashMap<String, Subscription> =
+            store.subscriptions().await?.into_iter().map(|s| (s.id.clone(), s)).collect();
+        apply_static(&cfg.subscriptions, &mut subs, &*store).await?;
+        metrics.queue_depth.set(store.pending().await? as i64);
+        let shared = Arc::new(Shared {
+            api_keys: cfg.api_keys.iter().map(|k| *blake3::hash(k.as_bytes()).as_bytes()).collect(),
+            guard: Arc::new(Guard::new(cfg.allow_private_destinations.clone())),
+            cfg,
+            routes: RouteTable::new(routes),
+            route_cfgs: routes.to_vec(),
+            store,
+            hub,
+            subs: RwLock::new(subs),
+            metrics,
+            wake: Notify::new(),
+        });
+        let watcher = Watcher::new(shared.clone(), shutdown.clone());
+        watcher.refresh(Start::Resume);
+        deliver::Dispatcher::start(shared.clone(), shutdown.clone())?;
+        tokio::spawn(prune(shared.clone(), shutdown));
+        let count = shared.subs.read().unwrap().len();
+        info!(subscriptions = count, "webhooks started");
+        Ok(Arc::new(Webhooks { shared, watcher }))
+    }
+
+    /// The subscription API answers only when API keys are configured.
+    pub fn api_enabled(&self) -> bool {
+        !self.shared.api_keys.is_empty()
+    }
+
+    /// Whether the store answers (for /readyz).
+    pub async fn store_ready(&self) -> Result<(), StoreError> {
+        self.shared.store.check().await
+    }
+}
+
+/// Creates or updates the subscriptions the configuration declares; removes those it no
+/// longer declares. A declared subscription without a secret keeps the one stored (or gets one).
+async fn apply_static(
+    declared: &[StaticSubscription],
+    subs: &mut HashMap<String, Subscription>,
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    for d in declared {
+        let existing = subs.get(&d.id);
+        let secret =
+            d.secret.clone().or_else(|| existing.map(|s| s.secret.clone())).unwrap_or_else(sign::generate_secret);
+        let sub = Subscription {
+            id: d.id.clone(),
+            url: d.url.clone(),
+            path: d.path.clone(),
+            filter: d.filter.clone(),
+            payload: d.payload.map(|p| payload_name(p).to_string()),
+            previous_secret: existing.and_then(|s| s.previous_secret.clone()),
+            secret,
+            headers: d.headers.clone(),
+            description: d.description.clone(),
+            status: existing.map_or(SubscriptionStatus::Active, |s| s.status),
+            declared: true,
+            created_at: existing.map_or_else(now_ms, |s| s.created_at),
+            failing_since: existing.and_then(|s| s.failing_since),
+        };
+        if existing != Some(&sub) {
+            store.put_subscription(sub.clone()).await?;
+            subs.insert(sub.id.clone(), sub);
+        }
+    }
+    let gone: Vec<String> =
+        subs.values().filter(|s| s.declared && !declared.iter().any(|d| d.id == s.id)).map(|s| s.id.clone()).collect();
+    for id in gone {
+        info!(subscription = %id, "no longer declared in the configuration, removed");
+        store.delete_subscription(id.clone()).await?;
+        subs.remove(&id);
+    }
+    Ok(())
+}
+
+pub(crate) fn payload_name(p: herald_config::Payload) -> &'static str {
+    match p {
+        herald_config::Payload::Rich => "rich",
+        herald_config::Payload::Lean => "lean",
+    }
+}
+
+/// Forgets old finished messages every minute, so the store stays bounded.
+async fn prune(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        if watcher::sleep_or_cancel(Duration::from_secs(60), &shutdown).await {
+            return;
+        }
+        let now = now_ms();
+        let before = |d: Duration| now.saturating_sub(d.as_millis() as u64);
+        match shared.store.prune(before(KEEP_DELIVERED), before(KEEP_DEAD), KEEP_PER_SUBSCRIPTION).await {
+            Ok(0) => {}
+            Ok(n) => info!(messages = n, "old webhook messages pruned"),
+            Err(e) => error!(error = %e, "cannot prune webhook messages"),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Webhook watches: the subscriptions that watch the same resource under the same credential
+//! scope share one hub watch, held open for as long as they exist. On every change the new
+//! representation is diffed against the one last recorded, and the messages for every
+//! subscription are stored together with it in one transaction: a change is handled once that
+//! commit returns. After a crash the recorded representation is still the old one, so the first
+//! poll after the restart finds the change again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_config::Payload;
+use herald_core::{EventKind, Representation};
+use herald_poll::{Watch, WatchKey};
+use herald_store::{message_id, now_ms, Message, MessageStatus, Subscription, SubscriptionStatus};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::events::{self, WebhookEvent};
+use crate::Shared;
+
+/// The running webhook watches, by watch key.
+pub(crate) struct Watcher {
+    shared: Arc<Shared>,
+    tasks: Mutex<HashMap<WatchKey, Task>>,
+    shutdown: CancellationToken,
+}
+
+struct Task {
+    subs: watch::Sender<Arc<Vec<Subscription>>>,
+    cancel: CancellationToken,
+}
+
+/// The `vary` headers a watch's polls carry.
+type Credentials = Vec<(HeaderName, HeaderValue)>;
+
+/// Where a watch task starts from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// From the representation recorded before (herald restarted): changes made meanwhile are delivered.
+    Resume,
+    /// From what the upstream holds now (a new subscription gets no history).
+    Fresh,
+}
+
+impl Watcher {
+    pub(crate) fn new(shared: Arc<Shared>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Watcher { shared, tasks: Mutex::new(HashMap::new()), shutdown })
+    }
+
+    /// Brings the running watches in line with the subscriptions: one task per watch key of
+    /// the active and paused ones; a task whose subscriptions are all gone stops.
+    pub(crate) fn refresh(self: &Arc<Self>, start: Start) {
+        let mut groups: HashMap<WatchKey, (Credentials, Vec<Subscription>)> = HashMap::new();
+        for sub in self.shared.subs.read().unwrap().values() {
+            if sub.status == SubscriptionStatus::Disabled {
+                continue;
+            }
+            let Some(route) = self.shared.route_of(&sub.path) else { continue };
+            let (key, credentials) = self.shared.hub.key_for(route, sub.path.clone(), &header_map(&sub.headers));
+            groups.entry(key).or_insert_with(|| (credentials, Vec::new())).1.push(sub.clone());
+        }
+        let mut tasks = self.tasks.lock().unwrap();
+        tasks.retain(|key, task| {
+            let keep = groups.contains_key(key);
+            if !keep {
+                task.cancel.cancel();
+            }
+            keep
+        });
+        for (key, (credentials, subs)) in groups {
+            let subs = Arc::new(subs);
+            match tasks.get(&key) {
+                Some(task) => {
+                    task.subs.send_replace(subs);
+                }
+                None => {
+                    let (tx, rx) = watch::channel(subs);
+                    let cancel = self.shutdown.child_token();
+                    tokio::spawn(self.clone().run(key.clone(), credentials, rx, cancel.clone(), start));
+                    tasks.insert(key, Task { subs: tx, cancel });
+                }
+            }
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        key: WatchKey,
+        credentials: Credentials,
+        subs: watch::Receiver<Arc<Vec<Subscription>>>,
+        cancel: CancellationToken,
+        start: Start,
+    ) {
+        let shared = &self.shared;
+        let route = shared.hub.route(key.route).clone();
+        let store_key = format!("{}\u{0}{}\u{0}{}", route.name, key.target, key.scope);
+        let mut last: Option<Representation> = None;
+        let mut loaded = start == Start::Fresh;
+        let mut backoff = route.poll.interval;
+        loop {
+            let joined = tokio::select! {
+                j = shared.hub.subscribe(key.clone(), credentials.clone(), None) => j,
+                _ = cancel.cancelled() => return,
+            };
+            match joined {
+                Err(refusal) => {
+                    warn!(route = %route.name, scope = %key.scope, status = refusal.status, "webhook watch refused by the upstream, trying again later");
+                }
+                Ok(mut joined) => {
+                    backoff = route.poll.interval;
+                    while !loaded {
+                        match shared.store.watch_state(store_key.clone()).await {
+                            Ok(data) => {
+                                last = data.map(|d| Representation::from_body(d.into(), &[]));
+                                loaded = true;
+                            }
+                            Err(e) => {
+                                error!(error = %e, "cannot read a webhook watch's last representation, retrying");
+                                if sleep_or_cancel(Duration::from_secs(1), &cancel).await {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    loop {
+                        if self.observe(&joined.watch, &store_key, &mut last, &subs, &cancel).await {
+                            return;
+                        }
+                        let ended = tokio::select! {
+                            ev = joined.rx.recv() => match ev {
+                                Ok(e) => e.kind == EventKind::Terminal,
+                                Err(broadcast::error::RecvError::Lagged(_)) => false,
+                                Err(broadcast::error::RecvError::Closed) => true,
+                            },
+                            _ = cancel.cancelled() => return,
+                        };
+                        if ended {
+                            break;
+                        }
+                    }
+                }
+            }
+            if sleep_or_cancel(backoff, &cancel).await {
+                return;
+            }
+            backoff = (backoff * 2).min(route.poll.max_interval);
+        }
+    }
+
+    /// Records the watch's representation if it differs from the last recorded one, with the
+    /// messages of its change. Retries a failing store until it answers; `true` when cancelled.
+    async fn observe(
+        &self,
+        watch: &Watch,
+        store_key: &str,
+        last: &mut Option<Representation>,
+        subs: &watch::Receiver<Arc<Vec<Subscription>>>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let Some(now) = watch.representation() else { return false };
+        if last.as_ref().is_some_and(|l| l.hash == now.hash) {
+            return false;
+        }
+        let messages = match last {
+            // Nothing recorded yet: this is where deliveries start from.
+            None => Vec::new(),
+            Some(prev) => {
+                let subs = subs.borrow().clone();
+                match self.messages(&watch.key, prev, &now, &subs) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Wait for a valid collection and diff against the last valid one.
+                        warn!(route = %watch.route_name(), error = %e, "not a valid collection; webhooks wait for the next valid one");
+                        return false;
+                    }
+                }
+            }
+        };
+        let count = messages.len();
+        loop {
+            match self.shared.store.record_change(store_key.to_string(), now.data.to_vec(), messages.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    error!(error = %e, "cannot record a change for webhooks, retrying");
+                    if sleep_or_cancel(Duration::from_secs(1), cancel).await {
+                        return true;
+                    }
+                }
+            }
+        }
+        debug!(route = %watch.route_name(), messages = count, "change recorded for webhooks");
+        *last = Some(now);
+        if count > 0 {
+            self.shared.metrics.queue_depth.add(count as i64);
+            self.shared.wake.notify_one();
+        }
+        false
+    }
+
+    /// One message per event per subscription that wants it.
+    fn messages(
+        &self,
+        key: &WatchKey,
+        old: &Representation,
+        new: &Representation,
+        subs: &[Subscription],
+    ) -> Result<Vec<Message>, herald_core::diff::CollectionError> {
+        let route = self.shared.hub.route(key.route);
+        let mut by_payload: HashMap<bool, Vec<WebhookEvent>> = HashMap::new();
+        let now = now_ms();
+        let mut out = Vec::new();
+        for sub in subs {
+            let payload = match sub.payload.as_deref() {
+                Some("lean") => Payload::Lean,
+                Some(_) => Payload::Rich,
+                None => events::default_payload(route),
+            };
+            let list = match by_payload.entry(payload == Payload::Rich) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(events::events(route, &old.value, &new.value, &key.target, payload)?)
+                }
+            };
+            for ev in list.iter().filter(|ev| events::matches(&sub.filter, &ev.event_type)) {
+                out.push(new_message(&sub.id, &ev.event_type, events::body(&ev.event_type, now, &ev.data), now));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A pending message, due at once.
+pub(crate) fn new_message(subscription: &str, event_type: &str, payload: String, now: u64) -> Message {
+    Message {
+        id: message_id(now),
+        subscription: subscription.to_string(),
+        event_type: event_type.to_string(),
+        payload,
+        created_at: now,
+        status: MessageStatus::Pending,
+        attempts: 0,
+        next_attempt: now,
+        last_attempt: None,
+        last_status: None,
+        last_error: None,
+    }
+}
+
+/// A subscription's `headers` as a request's, for computing its watch key and credentials.
+pub(crate) fn header_map(headers: &[(String, String)]) -> HeaderMap {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.as_str()).ok()?)))
+        .collect()
+}
+
+/// Sleeps; `true` when cancelled first.
+pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = cancel.cancelled() => true,
+    }
+}

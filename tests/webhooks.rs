@@ -1,0 +1,341 @@
+//! Webhooks end to end: the subscription API, signed delivery to the testkit receiver (which
+//! verifies every request with the Standard Webhooks reference library), retries, 410, the SSRF
+//! guard, and durability across `kill -9`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use herald_testkit::{Behaviour, Receiver};
+use herald_tests::*;
+use serde_json::{json, Value};
+
+const KEY: &str = "test-api-key-0123456789";
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// Public task list as a collection; fast polls and a short retry schedule so tests run quickly.
+fn yaml(upstream: SocketAddr, data: &Path, webhooks_extra: &str) -> String {
+    config(
+        upstream,
+        &format!(
+            "storage:\n  kind: embedded\n  path: {}\n\
+             webhooks:\n  api_keys: [{KEY}]\n  timeout: 2s\n  \
+             retry_schedule: [50ms, 100ms, 150ms, 200ms, 250ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms]\n\
+             {webhooks_extra}\
+             routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
+             poll: {{ interval: 50ms, min_interval: 50ms, adaptive: false, jitter: 0 }}\n    \
+             events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n  \
+             - name: mine\n    path: /me/tasks\n    access: per-subscriber\n    vary: [authorization]\n    \
+             poll: {{ interval: 50ms, min_interval: 50ms, adaptive: false, jitter: 0 }}\n",
+            data.display()
+        ),
+    )
+}
+
+fn allow_loopback() -> &'static str {
+    "  allow_private_destinations: [127.0.0.0/8]\n"
+}
+
+async fn receiver() -> (Receiver, SocketAddr) {
+    let r = Receiver::new();
+    let addr = r.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (r, addr)
+}
+
+async fn api(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    api_as(gw, Some(KEY), method, path, body).await
+}
+
+async fn api_as(gw: &Gateway, key: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method.parse().unwrap(), gw.url(&format!("/_herald/v1/webhooks{path}")));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        req = req.header("content-type", "application/json").body(body.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The ids of tasks whose `task.created` was accepted.
+fn created(r: &Receiver) -> HashSet<String> {
+    r.accepted()
+        .iter()
+        .filter(|d| d.event_type == "task.created")
+        .map(|d| d.body["data"]["resourceId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_needs_a_key_and_names_what_is_wrong() {
+    let (_api, upstream) = start_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&yaml(upstream, dir.path(), allow_loopback())).await;
+
+    let (status, body) = api_as(&gw, None, "GET", "", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["status"], 401);
+    assert_eq!(api_as(&gw, Some("test-api-key-0123456780"), "GET", "", None).await.0, 401);
+
+    let (status, body) = api(
+        &gw,
+        "POST",
+        "",
+        Some(json!({"url": "ftp://x", "path": "/nope", "filter": ["*.x"], "payload": "fat", "secret": "whsec_abc"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let fields: HashSet<&str> =
+        body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, HashSet::from(["url", "path", "filter", "payload", "secret"]), "{body}");
+
+    let (status, body) =
+        api(&gw, "POST", "", Some(json!({"url": "http://x.example", "path": "/tasks", "colour": 1}))).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errors"][0]["field"], "colour", "{body}");
+
+    // Private destinations are refused, also behind a name, unless allowed (here: 127.0.0.0/8 only).
+    for url in ["http://10.0.0.1/hook", "http://169.254.169.254/", "http://[::1]:9/", "http://[::ffff:10.0.0.1]/"] {
+        let (status, body) = api(&gw, "POST", "", Some(json!({"url": url, "path": "/tasks"}))).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["errors"][0]["field"], "url", "{body}");
+    }
+
+    // The upstream decides whether the path may be watched with these headers.
+    let (status, body) = api(
+        &gw,
+        "POST",
+        "",
+        Some(
+            json!({"url": "http://127.0.0.1:9/h", "path": "/me/tasks", "headers": {"Authorization": "Bearer mallory"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["field"], "headers", "{body}");
+
+    let (status, created) = api(
+        &gw,
+        "POST",
+        "",
+        Some(json!({"url": "http://127.0.0.1:9/h", "path": "/me/tasks", "headers": {"Authorization": "Bearer alice"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let (status, one) = api(&gw, "GET", &format!("/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert!(one.get("secret").is_none() && one.get("headers").is_none(), "no secrets after creation: {one}");
+    let (_, list) = api(&gw, "GET", "", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(!list.to_string().contains("whsec_") && !list.to_string().contains("alice"), "{list}");
+    assert!(!gw.logs().contains("Bearer alice"), "credentials never logged");
+
+    let (status, patched) = api(&gw, "PATCH", &format!("/{id}"), Some(json!({"status": "paused"}))).await;
+    assert_eq!((status, patched["status"].as_str()), (200, Some("paused")));
+    assert_eq!(api(&gw, "DELETE", &format!("/{id}"), None).await.0, 204);
+    assert_eq!(api(&gw, "GET", &format!("/{id}"), None).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_api_keys_the_api_is_not_there() {
+    let (_api, upstream) = start_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = yaml(upstream, dir.path(), "").replace(&format!("api_keys: [{KEY}]"), "api_keys: []");
+    let gw = Gateway::start(&yaml).await;
+    assert_eq!(api(&gw, "GET", "", None).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_is_delivered_signed_and_listed() {
+    let (upstream_api, upstream) = start_api().await;
+    let (recv, recv_addr) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&yaml(upstream, dir.path(), allow_loopback())).await;
+
+    let (status, sub) = api(
+        &gw,
+        "POST",
+        "",
+        Some(json!({"url": format!("http://{recv_addr}/hook"), "path": "/tasks", "filter": ["task.*"], "secret": SECRET})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sub}");
+    recv.trust(SECRET);
+    let id = sub["id"].as_str().unwrap().to_string();
+
+    let mut expected = HashSet::new();
+    for i in 0..20 {
+        expected.insert(upstream_api.add_task(&format!("t{i}")));
+        if i % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    assert!(recv.wait_until(SOON, |_| created(&recv) == expected).await, "got {:?}", created(&recv));
+    let first = &recv.accepted()[0];
+    assert_eq!(first.body["data"]["resourceType"], "task");
+    assert!(first.body["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(recv.rejected(), 0, "every request verifies with the reference library");
+
+    let (status, ping) = api(&gw, "POST", &format!("/{id}/test"), None).await;
+    assert_eq!(status, 202);
+    assert!(recv.wait_until(SOON, |d| d.iter().any(|d| d.event_type == "herald.ping")).await);
+
+    eventually_async("deliveries listed as delivered", || async {
+        let (_, list) = api(&gw, "GET", &format!("/{id}/deliveries?status=delivered&limit=1000"), None).await;
+        list.as_array().unwrap().len() == expected.len() + 1
+    })
+    .await;
+    let (_, list) = api(&gw, "GET", &format!("/{id}/deliveries?limit=1"), None).await;
+    assert_eq!(list[0]["id"], ping["message"], "newest first");
+    assert_eq!(list[0]["attempts"], 1);
+    assert_eq!(list[0]["last_status"], 204);
+    assert!(gw.metric("herald_webhook_deliveries_total{outcome=\"success\"}").await >= 21.0);
+
+    // Rotation: both secrets sign for a day; a receiver that knows only the new one verifies.
+    let (status, rotated) = api(&gw, "POST", &format!("/{id}/secret/rotate"), None).await;
+    assert_eq!(status, 200);
+    let new_secret = rotated["secret"].as_str().unwrap();
+    recv.trust_only(new_secret);
+    let later = upstream_api.add_task("after rotation");
+    assert!(recv.wait_until(SOON, |_| created(&recv).contains(&later)).await);
+    let last = recv.accepted().into_iter().last().unwrap();
+    assert_eq!(last.signature.split(' ').count(), 2, "signed with both secrets: {}", last.signature);
+
+    // Replay sends held messages again, with their original ids.
+    let before = recv.accepted().len();
+    let (status, replayed) =
+        api(&gw, "POST", &format!("/{id}/replay"), Some(json!({"since": "2000-01-01T00:00:00Z"}))).await;
+    assert_eq!(status, 202);
+    let n = replayed["replayed"].as_u64().unwrap() as usize;
+    assert!(n >= expected.len(), "{replayed}");
+    assert!(recv.wait_until(SOON, |d| d.len() >= before + n).await);
+    let ids: HashSet<String> = recv.accepted()[before..].iter().map(|d| d.id.clone()).collect();
+    assert!(ids.is_subset(&recv.accepted()[..before].iter().map(|d| d.id.clone()).collect()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_failing_40_percent_of_requests_still_gets_everything() {
+    let (upstream_api, upstream) = start_api().await;
+    let (recv, recv_addr) = receiver().await;
+    recv.trust(SECRET);
+    recv.behave(Behaviour::FailFraction(0.4));
+    let dir = tempfile::tempdir().unwrap();
+    let static_sub = format!(
+        "  subscriptions:\n    - {{ id: flaky, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
+    );
+    let gw = Gateway::start(&yaml(upstream, dir.path(), &format!("{}{static_sub}", allow_loopback()))).await;
+    // Let the webhook watch record where it starts from.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut expected = HashSet::new();
+    for i in 0..40 {
+        expected.insert(upstream_api.add_task(&format!("t{i}")));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        recv.wait_until(SOON, |_| created(&recv) == expected).await,
+        "missing: {:?}",
+        expected.difference(&created(&recv))
+    );
+    let requests = recv.requests();
+    let failed: HashSet<&String> = requests.iter().filter(|(_, s)| *s == 500).map(|(id, _)| id).collect();
+    assert!(!failed.is_empty(), "some requests failed");
+    let accepted = recv.accepted_ids();
+    assert!(failed.iter().all(|id| accepted.contains(*id)), "retries reuse the webhook-id of the failed attempt");
+    assert!(gw.metric("herald_webhook_deliveries_total{outcome=\"retry\"}").await >= failed.len() as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_burst_loses_nothing_and_changes_made_while_down_arrive() {
+    let (upstream_api, upstream) = start_api().await;
+    let (recv, recv_addr) = receiver().await;
+    recv.trust(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let static_sub = format!(
+        "  subscriptions:\n    - {{ id: durable, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
+    );
+    let config = yaml(upstream, dir.path(), &format!("{}{static_sub}", allow_loopback()));
+    let mut gw = Gateway::start(&config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A slow receiver keeps messages in flight and in the queue when the process dies.
+    recv.behave(Behaviour::FailFraction(0.7));
+    let mut expected = HashSet::new();
+    for i in 0..30 {
+        expected.insert(upstream_api.add_task(&format!("burst {i}")));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gw.signal("KILL");
+    assert!(gw.wait(SOON).await.is_some());
+    assert_ne!(created(&recv), expected, "the kill came before everything was delivered");
+
+    // Changes while herald is down.
+    for i in 0..5 {
+        expected.insert(upstream_api.add_task(&format!("while down {i}")));
+    }
+    recv.behave(Behaviour::Accept);
+    let _gw = Gateway::start(&config).await;
+    assert!(
+        recv.wait_until(SOON, |_| created(&recv) == expected).await,
+        "missing after restart: {:?}",
+        expected.difference(&created(&recv))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_and_private_destinations_get_no_connection() {
+    let (upstream_api, upstream) = start_api().await;
+    let (gone, gone_addr) = receiver().await;
+    gone.trust(SECRET);
+    gone.behave(Behaviour::Answer(410, None));
+    // 127.0.0.2 is loopback too, but outside the one address allowed.
+    let private = Receiver::new();
+    let private_addr = private.serve("127.0.0.2:0".parse().unwrap()).await.unwrap();
+    private.trust(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    // Declared subscriptions are not checked when made: the check at connection stops this one.
+    let webhooks = format!(
+        "  allow_private_destinations: [127.0.0.1/32]\n  subscriptions:\n    \
+         - {{ id: gone, url: 'http://{gone_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n    \
+         - {{ id: private, url: 'http://{private_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
+    );
+    let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    upstream_api.add_task("x");
+
+    eventually_async("the 410 disables the subscription", || async {
+        api(&gw, "GET", "/gone", None).await.1["status"] == "disabled"
+    })
+    .await;
+    eventually_async("the private destination is refused at connection", || async {
+        let (_, list) = api(&gw, "GET", "/private/deliveries", None).await;
+        list[0]["last_error"].as_str().is_some_and(|e| e.contains("loopback"))
+    })
+    .await;
+    assert!(private.requests().is_empty(), "no request reached the private receiver");
+    assert_eq!(gone.requests().len(), 1, "nothing after the 410");
+    upstream_api.add_task("y");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(gone.requests().len(), 1, "a disabled subscription gets nothing");
+    assert_eq!(gw.metric("herald_webhook_deliveries_total{outcome=\"disabled\"}").await, 1.0);
+}
+
+/// [`eventually`] for checks that need to await.
+async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + SOON;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

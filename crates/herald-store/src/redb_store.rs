@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -20,13 +21,21 @@ const DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("due");
 const WATCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("watches");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// redb's page cache (its default is 1 GiB): bounds herald's memory whatever the file's size.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The file inside `storage.path`.
 pub const FILE_NAME: &str = "herald.redb";
 
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    /// When a commit last reached the disk (see [`RedbStore::complete`]).
+    last_durable: Arc<Mutex<Instant>>,
 }
+
+/// Delivery outcomes may wait this long for an fsync.
+const OUTCOMES_DURABLE_WITHIN: Duration = Duration::from_secs(1);
 
 fn backend(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Backend(e.into().to_string())
@@ -48,7 +57,10 @@ impl RedbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         Self::init(db)
     }
 
@@ -66,20 +78,38 @@ impl RedbStore {
         tx.open_table(WATCHES).map_err(backend)?;
         tx.open_table(META).map_err(backend)?;
         tx.commit().map_err(backend)?;
-        Ok(RedbStore { db: Arc::new(db) })
+        Ok(RedbStore { db: Arc::new(db), last_durable: Arc::new(Mutex::new(Instant::now())) })
     }
 
-    /// Runs `f` in a write transaction on the blocking pool and commits it.
+    /// Runs `f` in a write transaction on the blocking pool and commits it to the disk.
     fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'_, T> {
-        let db = self.db.clone();
+        self.write_with(true, f)
+    }
+
+    /// [`RedbStore::write`]; when `durable` is false the commit skips the fsync unless none
+    /// reached the disk for [`OUTCOMES_DURABLE_WITHIN`]. A crash loses at most that much of
+    /// such commits (redb falls back to the last durable one).
+    fn write_with<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let (db, last_durable) = (self.db.clone(), self.last_durable.clone());
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let tx = db.begin_write().map_err(backend)?;
+                let mut tx = db.begin_write().map_err(backend)?;
+                let sync = durable || last_durable.lock().unwrap().elapsed() >= OUTCOMES_DURABLE_WITHIN;
+                if !sync {
+                    tx.set_durability(redb::Durability::None).map_err(backend)?;
+                }
                 let out = f(&tx)?;
                 tx.commit().map_err(backend)?;
+                if sync {
+                    *last_durable.lock().unwrap() = Instant::now();
+                }
                 Ok(out)
             })
             .await
@@ -227,8 +257,11 @@ impl Store for RedbStore {
         })
     }
 
+    /// Outcomes are committed without waiting for the disk, and reach it within a second (with
+    /// the next durable commit). A crash in between loses only outcomes: those messages are
+    /// delivered again, which at-least-once delivery allows (receivers deduplicate on webhook-id).
     fn complete(&self, attempts: Vec<Attempted>) -> StoreFuture<'_, ()> {
-        self.write(move |tx| {
+        self.write_with(false, move |tx| {
             let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
             let mut due = tx.open_table(DUE).map_err(backend)?;
             for a in &attempts {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -25,7 +25,8 @@ pub struct Delivery {
     pub body: Value,
     /// The `webhook-signature` header as received.
     pub signature: String,
-    pub received: Instant,
+    /// Wall-clock time of receipt, comparable with the payload's `timestamp`.
+    pub received: SystemTime,
 }
 
 /// How the receiver answers.
@@ -118,6 +119,11 @@ impl Receiver {
         self.state.lock().unwrap().accepted.clone()
     }
 
+    /// How many deliveries were accepted (cheap: no copy).
+    pub fn accepted_count(&self) -> usize {
+        self.state.lock().unwrap().accepted.len()
+    }
+
     /// The distinct `webhook-id`s accepted.
     pub fn accepted_ids(&self) -> HashSet<String> {
         self.state.lock().unwrap().accepted.iter().map(|d| d.id.clone()).collect()
@@ -184,7 +190,7 @@ impl Receiver {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_string(),
-                received: Instant::now(),
+                received: SystemTime::now(),
             });
         }
         let retry_after = match st.behaviour {

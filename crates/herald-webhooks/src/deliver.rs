@@ -3,7 +3,8 @@
 //! up with thousands of deliveries a second on one fsync each few milliseconds).
 //!
 //! A message stays in the in-flight set from the moment it is taken until its outcome is
-//! committed, so it is never attempted twice at once. If herald dies in between, the store
+//! committed, so it is never attempted twice at once; its slot of `max_in_flight` frees up as
+//! soon as the attempt ends, so slow commits do not hold back requests. If herald dies in between, the store
 //! still has it due and it is attempted again after the restart: at least once, same `webhook-id`.
 
 use std::collections::HashSet;
@@ -34,7 +35,7 @@ pub(crate) struct Dispatcher {
     client: reqwest::Client,
     inflight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
-    done: mpsc::Sender<(Attempted, OwnedSemaphorePermit)>,
+    done: mpsc::Sender<Attempted>,
 }
 
 /// What one attempt came to.
@@ -132,8 +133,10 @@ impl Dispatcher {
                 self.settle(&sub, &mut message, outcome);
             }
         }
-        // The permit travels with the outcome: room frees up once it is recorded.
-        let _ = self.done.send((Attempted { message, taken_due }, permit)).await;
+        // Room for the next attempt now; the message itself stays in flight (not taken again)
+        // until its outcome is committed.
+        drop(permit);
+        let _ = self.done.send(Attempted { message, taken_due }).await;
     }
 
     /// One POST to the subscription's URL.
@@ -260,10 +263,10 @@ impl Dispatcher {
     }
 
     /// Commits outcomes in batches, then lets their messages be taken again.
-    async fn record(self: Arc<Self>, mut outcomes: mpsc::Receiver<(Attempted, OwnedSemaphorePermit)>) {
+    async fn record(self: Arc<Self>, mut outcomes: mpsc::Receiver<Attempted>) {
         let mut batch = Vec::with_capacity(BATCH);
         while outcomes.recv_many(&mut batch, BATCH).await > 0 {
-            let (attempts, permits): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
+            let attempts = std::mem::take(&mut batch);
             let finished = attempts.iter().filter(|a| a.message.status != MessageStatus::Pending).count();
             loop {
                 match self.shared.store.complete(attempts.clone()).await {
@@ -280,7 +283,6 @@ impl Dispatcher {
                     inflight.remove(&a.message.id);
                 }
             }
-            drop(permits);
             self.shared.metrics.queue_depth.sub(finished as i64);
             self.shared.wake.notify_one();
         }

@@ -1,0 +1,172 @@
+//! The `webhooks` scenario: `subs` subscriptions on one collection route, the upstream adding
+//! `batch` items every `every`; herald detects each change, stores one message per item per
+//! subscription, and delivers them to a receiver that verifies every signature. Reports
+//! deliveries per second and the latency from change detected (the payload's `timestamp`, set
+//! when the messages are created) to the first attempt's arrival.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use herald_testkit::{LegacyApi, Receiver};
+use herald_tests::Gateway;
+use serde_json::json;
+
+use crate::{percentile, usage};
+
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Webhook subscriptions (all on the same route).
+    #[arg(long, default_value_t = 100)]
+    subs: usize,
+    /// Items the upstream adds per change.
+    #[arg(long, default_value_t = 3)]
+    batch: usize,
+    /// Time between upstream changes (and herald's poll interval).
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    every: Duration,
+    /// How long changes are made.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// webhooks.max_in_flight.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let upstream_api = LegacyApi::new();
+    let upstream = upstream_api.serve("127.0.0.1:0".parse()?).await?;
+    let receiver = Receiver::new();
+    let receiver_addr = receiver.serve("127.0.0.1:0".parse()?).await?;
+    receiver.trust(SECRET);
+    let data = tempfile::tempdir()?;
+    let every = humantime::format_duration(args.every);
+    let mut yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }}\n\
+         upstream: {{ url: 'http://{upstream}', max_polls_per_second: 1000 }}\n\
+         log: {{ format: json, level: info }}\n\
+         storage: {{ kind: embedded, path: '{}' }}\n\
+         routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
+         poll: {{ interval: {every}, min_interval: {every}, adaptive: false, jitter: 0 }}\n    \
+         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n\
+         webhooks:\n  max_in_flight: {}\n  allow_private_destinations: [127.0.0.0/8]\n  subscriptions:\n",
+        data.path().display(),
+        args.max_in_flight
+    );
+    for i in 0..args.subs {
+        yaml.push_str(&format!(
+            "    - {{ id: s{i}, url: 'http://{receiver_addr}/hook/{i}', path: /tasks, secret: '{SECRET}' }}\n"
+        ));
+    }
+    let gw = Gateway::start(&yaml).await;
+    // Let every webhook watch record its starting point.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = usage(gw.pid());
+
+    let started = Instant::now();
+    let mut added = 0usize;
+    let mut tick = tokio::time::interval(args.every);
+    while started.elapsed() < args.duration {
+        tick.tick().await;
+        for _ in 0..args.batch {
+            upstream_api.add_task("bench");
+            added += 1;
+        }
+        let got = receiver.accepted_count();
+        eprint!(
+            "\r{:>5.1}s  items added {added:>6}  deliveries {got:>8}  ({:.0}/s)   ",
+            started.elapsed().as_secs_f64(),
+            got as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    let expected = added * args.subs;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.accepted_count() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = receiver.accepted_count() >= expected;
+    let wall = started.elapsed();
+    let after = usage(gw.pid());
+    eprintln!();
+
+    let accepted = receiver.accepted();
+    let unique: HashSet<&str> = accepted.iter().map(|d| d.id.as_str()).collect();
+    let mut seen = HashSet::new();
+    let mut latencies: Vec<f64> = accepted
+        .iter()
+        .filter(|d| seen.insert(d.id.as_str()))
+        .filter_map(|d| {
+            let ts = humantime::parse_rfc3339(d.body["timestamp"].as_str()?).ok()?;
+            Some(d.received.duration_since(ts).unwrap_or_default().as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    // Per change (messages created together share a timestamp): when its first message arrived.
+    let mut firsts: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for d in &accepted {
+        let Some(ts) = d.body["timestamp"].as_str() else { continue };
+        let Ok(at) = humantime::parse_rfc3339(ts) else { continue };
+        let ms = d.received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
+        firsts.entry(ts).and_modify(|m| *m = m.min(ms)).or_insert(ms);
+    }
+    let mut firsts: Vec<f64> = firsts.into_values().collect();
+    firsts.sort_by(f64::total_cmp);
+    let first = accepted.iter().map(|d| d.received).min().unwrap_or(SystemTime::now());
+    let last = accepted.iter().map(|d| d.received).max().unwrap_or(SystemTime::now());
+    let span = last.duration_since(first).unwrap_or_default().as_secs_f64().max(1e-3);
+    let result = json!({
+        "scenario": "webhooks",
+        "subscriptions": args.subs,
+        "items_added": added,
+        "messages_expected": expected,
+        "delivered_unique": unique.len(),
+        "duplicates": accepted.len() - unique.len(),
+        "drained": drained,
+        "deliveries_per_second": (unique.len() as f64 / span).round(),
+        "latency_ms": {
+            "p50": percentile(&latencies, 50.0),
+            "p99": percentile(&latencies, 99.0),
+            "max": latencies.last().copied().unwrap_or(0.0),
+        },
+        "first_of_change_ms": {
+            "p50": percentile(&firsts, 50.0),
+            "p99": percentile(&firsts, 99.0),
+        },
+        "herald_cpu_seconds": after.cpu_seconds - before.cpu_seconds,
+        "herald_cpu_percent_of_one_core": ((after.cpu_seconds - before.cpu_seconds) / wall.as_secs_f64() * 100.0).round(),
+        "herald_rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
+        "rejected_signatures": receiver.rejected(),
+    });
+    println!(
+        "webhooks: {} subscriptions, {} items → {} messages; delivered {} (+{} duplicates) in {:.1}s",
+        args.subs,
+        added,
+        expected,
+        unique.len(),
+        accepted.len() - unique.len(),
+        span
+    );
+    println!("  deliveries/s            {}", result["deliveries_per_second"]);
+    println!(
+        "  change → first attempt  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+        result["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+        result["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+        result["latency_ms"]["max"].as_f64().unwrap_or(0.0)
+    );
+ println!(
+        "  first message of a change p50 {:.1} ms   p99 {:.1} ms",
+        result["first_of_change_ms"]["p50"].as_f64().unwrap_or(0.0),
+        result["first_of_change_ms"]["p99"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "  herald CPU              {:.1} s ({}% of one core), RSS {:.0} MiB",
+        result["herald_cpu_seconds"].as_f64().unwrap_or(0.0),
+        result["herald_cpu_percent_of_one_core"],
+        result["herald_rss_mib"].as_f64().unwrap_or(0.0)
+    );
+    println!("{result}");
+    anyhow::ensure!(drained, "not every message arrived within 60 s of the last change");
+    anyhow::ensure!(receiver.rejected() == 0, "signatures failed to verify");
+    Ok(())
+}

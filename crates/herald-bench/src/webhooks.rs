@@ -154,7 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         result["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
         result["latency_ms"]["max"].as_f64().unwrap_or(0.0)
     );
- println!(
+    println!(
         "  first message of a change p50 {:.1} ms   p99 {:.1} ms",
         result["first_of_change_ms"]["p50"].as_f64().unwrap_or(0.0),
         result["first_of_change_ms"]["p99"].as_f64().unwrap_or(0.0)

@@ -1,7 +1,7 @@
 //! The embedded store: redb tables, one write transaction per operation. redb is synchronous
 //! and a commit waits for fsync, so every call runs on the blocking pool.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,8 +13,12 @@ use crate::{Attempted, Message, MessageStatus, Store, StoreError, StoreFuture, S
 
 /// Subscription id → JSON.
 const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
-/// (subscription id, message id) → JSON. Message ids sort by creation.
+/// (subscription id, message id) → JSON of the message, its `payload` replaced by the payload's
+/// key in PAYLOADS. Message ids sort by creation.
 const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
+/// Payload key (blake3 of the body) → body. One event sent to a hundred subscriptions is stored
+/// once; outcomes rewrite only the small message records.
+const PAYLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("payloads");
 /// (due ms, subscription id, message id) for every pending message: the queue.
 const DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("due");
 /// Webhook watch key → canonical JSON of its last representation.
@@ -75,6 +79,7 @@ impl RedbStore {
         tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
         tx.open_table(MESSAGES).map_err(backend)?;
         tx.open_table(DUE).map_err(backend)?;
+        tx.open_table(PAYLOADS).map_err(backend)?;
         tx.open_table(WATCHES).map_err(backend)?;
         tx.open_table(META).map_err(backend)?;
         tx.commit().map_err(backend)?;
@@ -130,17 +135,71 @@ impl RedbStore {
     }
 }
 
-/// Writes messages and their queue entries.
+fn payload_key(body: &str) -> String {
+    blake3::hash(body.as_bytes()).to_hex()[..32].to_string()
+}
+
+/// A message as stored: its payload replaced by the payload's key.
+fn stored(m: &Message) -> Message {
+    Message { payload: payload_key(&m.payload), ..m.clone() }
+}
+
+/// Writes new messages, their payloads and their queue entries.
 fn insert_messages(tx: &Tx, messages: &[Message]) -> Result<(), StoreError> {
+    let mut payloads = tx.open_table(PAYLOADS).map_err(backend)?;
+    let mut written = HashSet::new();
+    let records: Vec<Message> = messages.iter().map(stored).collect();
+    for (m, record) in messages.iter().zip(&records) {
+        if written.insert(record.payload.as_str()) && payloads.get(record.payload.as_str()).map_err(backend)?.is_none()
+        {
+            payloads.insert(record.payload.as_str(), m.payload.as_bytes()).map_err(backend)?;
+        }
+    }
+    put_records(tx, &records)
+}
+
+/// Writes message records (payloads already stored) and their queue entries.
+fn put_records(tx: &Tx, records: &[Message]) -> Result<(), StoreError> {
     let mut table = tx.open_table(MESSAGES).map_err(backend)?;
     let mut due = tx.open_table(DUE).map_err(backend)?;
-    for m in messages {
+    for m in records {
         table.insert((m.subscription.as_str(), m.id.as_str()), encode(m).as_slice()).map_err(backend)?;
         if m.status == MessageStatus::Pending {
             due.insert((m.next_attempt, m.subscription.as_str(), m.id.as_str()), ()).map_err(backend)?;
         }
     }
     Ok(())
+}
+
+/// Turns stored records back into messages, payloads looked up once per key.
+struct Loader<T> {
+    payloads: T,
+    seen: HashMap<String, String>,
+}
+
+impl<T: ReadableTable<&'static str, &'static [u8]>> Loader<T> {
+    fn new(payloads: T) -> Self {
+        Loader { payloads, seen: HashMap::new() }
+    }
+
+    fn load(&mut self, id: &str, bytes: &[u8]) -> Result<Message, StoreError> {
+        self.resolve(decode(id, bytes)?)
+    }
+
+    /// A stored record with its payload put back.
+    fn resolve(&mut self, mut m: Message) -> Result<Message, StoreError> {
+        let id = m.id.as_str();
+        if let Some(body) = self.seen.get(&m.payload) {
+            m.payload = body.clone();
+            return Ok(m);
+        }
+        let body = match self.payloads.get(m.payload.as_str()).map_err(backend)? {
+            Some(v) => String::from_utf8_lossy(v.value()).into_owned(),
+            None => return Err(StoreError::Backend(format!("message {id}: its payload is missing"))),
+        };
+        self.seen.insert(std::mem::replace(&mut m.payload, body.clone()), body);
+        Ok(m)
+    }
 }
 
 impl Store for RedbStore {
@@ -231,6 +290,7 @@ impl Store for RedbStore {
             let skip: HashSet<String> = skip.into_iter().collect();
             let due = tx.open_table(DUE).map_err(backend)?;
             let messages = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut loader = Loader::new(tx.open_table(PAYLOADS).map_err(backend)?);
             let mut out = Vec::new();
             for row in due.range(..(now + 1, "", "")).map_err(backend)? {
                 if out.len() >= limit {
@@ -242,7 +302,7 @@ impl Store for RedbStore {
                     continue;
                 }
                 if let Some(v) = messages.get((sub, id)).map_err(backend)? {
-                    out.push(decode(id, v.value())?);
+                    out.push(loader.load(id, v.value())?);
                 }
             }
             Ok(out)
@@ -274,7 +334,7 @@ impl Store for RedbStore {
                 if m.status == MessageStatus::Pending {
                     due.insert((m.next_attempt, key.0, key.1), ()).map_err(backend)?;
                 }
-                messages.insert(key, encode(m).as_slice()).map_err(backend)?;
+                messages.insert(key, encode(&stored(m)).as_slice()).map_err(backend)?;
             }
             Ok(())
         })
@@ -292,13 +352,14 @@ impl Store for RedbStore {
     ) -> StoreFuture<'_, Vec<Message>> {
         self.read(move |tx| {
             let t = tx.open_table(MESSAGES).map_err(backend)?;
+            let mut loader = Loader::new(tx.open_table(PAYLOADS).map_err(backend)?);
             let mut out = Vec::new();
             let range = (subscription.as_str(), "")..(subscription.as_str(), "\u{10ffff}");
             for row in t.range(range).map_err(backend)?.rev() {
                 let (k, v) = row.map_err(backend)?;
                 let m: Message = decode(k.value().1, v.value())?;
                 if status.is_none_or(|s| s == m.status) {
-                    out.push(m);
+                    out.push(loader.resolve(m)?);
                     if out.len() >= limit {
                         break;
                     }
@@ -326,7 +387,7 @@ impl Store for RedbStore {
                 m.attempts = 0;
                 m.next_attempt = now;
             }
-            insert_messages(tx, &again)?;
+            put_records(tx, &again)?;
             Ok(again.len() as u64)
         })
     }
@@ -363,6 +424,14 @@ impl Store for RedbStore {
             for (sub, id) in &doomed {
                 t.remove((sub.as_str(), id.as_str())).map_err(backend)?;
             }
+            // Payloads no message refers to any more (pruned, or their subscription deleted).
+            let mut referenced = HashSet::new();
+            for row in t.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                referenced.insert(decode::<Message>(k.value().1, v.value())?.payload);
+            }
+            let mut payloads = tx.open_table(PAYLOADS).map_err(backend)?;
+            payloads.retain(|key, _| referenced.contains(key)).map_err(backend)?;
             Ok(doomed.len() as u64)
         })
     }
@@ -466,6 +535,31 @@ mod tests {
         // An attempt finishing after its subscription was deleted writes nothing back.
         store.complete(vec![Attempted { message: m1, taken_due: 10 }]).await.unwrap();
         assert!(store.messages("a".into(), None, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_payload_is_stored_once_and_collected_when_unreferenced() {
+        let store = RedbStore::memory().unwrap();
+        let payloads = |store: &RedbStore| {
+            let tx = store.db.begin_read().unwrap();
+            tx.open_table(PAYLOADS).unwrap().len().unwrap()
+        };
+        let mut sent = Vec::new();
+        for (sub, body) in [("a", "{\"n\":1}"), ("b", "{\"n\":1}"), ("a", "{\"n\":2}")] {
+            sent.push(Message { payload: body.into(), ..msg(sub, 10) });
+        }
+        store.record_change("w".into(), b"[]".to_vec(), sent.clone()).await.unwrap();
+        assert_eq!(payloads(&store), 2, "equal bodies share one copy");
+        let mut due = store.due(100, 10, vec![]).await.unwrap();
+        due.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(due, sent, "messages come back whole");
+        let listed = store.messages("a".into(), None, 10).await.unwrap();
+        assert_eq!(listed.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(), ["{\"n\":2}", "{\"n\":1}"]);
+
+        store.delete_subscription("a".into()).await.unwrap();
+        store.prune(0, 0, 100).await.unwrap();
+        assert_eq!(payloads(&store), 1, "the payload only a's messages held is collected");
+        assert_eq!(store.messages("b".into(), None, 10).await.unwrap()[0].payload, "{\"n\":1}");
     }
 
     #[tokio::test]

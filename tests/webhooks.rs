@@ -245,7 +245,7 @@ async fn a_receiver_failing_40_percent_of_requests_still_gets_everything() {
         expected.difference(&created(&recv))
     );
     let requests = recv.requests();
-    let failed: HashSet<&String> = requests.iter().filter(|(_, s)| *s == 500).map(|(id, _)| id).collect();
+    let failed: HashSet<&String> = requests.iter().filter(|r| r.status == 500).map(|r| &r.id).collect();
     assert!(!failed.is_empty(), "some requests failed");
     let accepted = recv.accepted_ids();
     assert!(failed.iter().all(|id| accepted.contains(*id)), "retries reuse the webhook-id of the failed attempt");
@@ -325,6 +325,68 @@ async fn gone_disables_and_private_destinations_get_no_connection() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(gone.requests().len(), 1, "a disabled subscription gets nothing");
     assert_eq!(gw.metric("herald_webhook_deliveries_total{outcome=\"disabled\"}").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_and_redirects_are_not_followed() {
+    let (upstream_api, upstream) = start_api().await;
+    let (busy, busy_addr) = receiver().await;
+    busy.trust(SECRET);
+    busy.behave(Behaviour::Answer(503, Some(1)));
+    let (moved, moved_addr) = receiver().await;
+    moved.trust(SECRET);
+    moved.behave(Behaviour::Answer(302, None));
+    let dir = tempfile::tempdir().unwrap();
+    let subs = format!(
+        "  subscriptions:\n    \
+         - {{ id: busy, url: 'http://{busy_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n    \
+         - {{ id: moved, url: 'http://{moved_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
+    );
+    let gw = Gateway::start(&yaml(upstream, dir.path(), &format!("{}{subs}", allow_loopback()))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    upstream_api.add_task("x");
+
+    eventually("two attempts at the busy receiver", || busy.requests().len() >= 2).await;
+    let seen = busy.requests();
+    let waited = seen[1].at.duration_since(seen[0].at).unwrap();
+    // The schedule says 50 ms; Retry-After says 1 s.
+    assert!(waited >= Duration::from_millis(900), "second attempt after {waited:?}");
+    assert_eq!(seen[0].id, seen[1].id, "same webhook-id on the retry");
+
+    eventually("the redirect is retried, not followed", || moved.requests().len() >= 3).await;
+    assert!(moved.requests().iter().all(|r| r.path == "/hook"), "nothing went to the Location");
+    let (_, list) = api(&gw, "GET", "/moved/deliveries", None).await;
+    assert_eq!(list[0]["last_status"], 302);
+    assert_eq!(list[0]["status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_failing_for_disable_after_is_disabled() {
+    let (upstream_api, upstream) = start_api().await;
+    let (down, down_addr) = receiver().await;
+    down.trust(SECRET);
+    down.behave(Behaviour::Answer(500, None));
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks = format!(
+        "{}  disable_after: 700ms\n  subscriptions:\n    \
+         - {{ id: down, url: 'http://{down_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n",
+        allow_loopback()
+    );
+    let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    upstream_api.add_task("x");
+    eventually_async("disabled after failing for 700ms", || async {
+        api(&gw, "GET", "/down", None).await.1["status"] == "disabled"
+    })
+    .await;
+    let (_, sub) = api(&gw, "GET", "/down", None).await;
+    assert!(sub["failing_since"].is_string(), "{sub}");
+    let (_, list) = api(&gw, "GET", "/down/deliveries?status=dead", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    // Re-enabled by hand, it starts afresh.
+    let (status, sub) = api(&gw, "PATCH", "/down", Some(json!({"status": "active"}))).await;
+    assert_eq!((status, sub["status"].as_str(), sub["failing_since"].is_null()), (200, Some("active"), true));
 }
 
 /// [`eventually`] for checks that need to await.

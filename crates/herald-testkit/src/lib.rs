@@ -9,5 +9,5 @@ mod receiver;
 mod sse;
 
 pub use api::{Fault, LegacyApi, PathStats};
-pub use receiver::{Behaviour, Delivery, Receiver};
+pub use receiver::{Behaviour, Delivery, Receiver, Seen};
 pub use sse::{SseClient, SseEvent};

@@ -29,6 +29,15 @@ pub struct Delivery {
     pub received: SystemTime,
 }
 
+/// One request as received, whatever the answer.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub id: String,
+    pub path: String,
+    pub status: u16,
+    pub at: SystemTime,
+}
+
 /// How the receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Behaviour {
@@ -36,7 +45,8 @@ pub enum Behaviour {
     Accept,
     /// 500 to this fraction of requests (chosen at random), 204 to the rest.
     FailFraction(f64),
-    /// This status to every request, with `Retry-After: <secs>` when given.
+    /// This status to every request, with `Retry-After: <secs>` when given. A 3xx points
+    /// `Location` at `/elsewhere` (which a sender must not follow).
     Answer(u16, Option<u64>),
 }
 
@@ -50,8 +60,7 @@ struct State {
     secrets: Vec<String>,
     behaviour: Behaviour,
     accepted: Vec<Delivery>,
-    /// Every request, answered how, by webhook-id.
-    requests: Vec<(String, u16)>,
+    requests: Vec<Seen>,
     /// Requests whose signature did not verify with any trusted secret.
     rejected: u64,
     rng: fastrand::Rng,
@@ -129,8 +138,8 @@ impl Receiver {
         self.state.lock().unwrap().accepted.iter().map(|d| d.id.clone()).collect()
     }
 
-    /// Every request seen: `(webhook-id, status answered)`.
-    pub fn requests(&self) -> Vec<(String, u16)> {
+    /// Every request seen, in arrival order.
+    pub fn requests(&self) -> Vec<Seen> {
         self.state.lock().unwrap().requests.clone()
     }
 
@@ -177,7 +186,12 @@ impl Receiver {
                 Behaviour::Answer(code, _) => StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             }
         };
-        st.requests.push((id.clone(), status.as_u16()));
+        st.requests.push(Seen {
+            id: id.clone(),
+            path: parts.uri.path().to_string(),
+            status: status.as_u16(),
+            at: SystemTime::now(),
+        });
         if status.is_success() {
             let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             st.accepted.push(Delivery {
@@ -205,6 +219,9 @@ impl Receiver {
 
 fn answer(status: StatusCode, retry_after: Option<u64>) -> Response<Full<Bytes>> {
     let mut resp = Response::builder().status(status);
+    if status.is_redirection() {
+        resp = resp.header(http::header::LOCATION, "/elsewhere");
+    }
     if let Some(secs) = retry_after {
         resp = resp.header(http::header::RETRY_AFTER, secs.to_string());
     }

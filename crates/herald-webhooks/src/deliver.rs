@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::ssrf::{GuardedResolver, Refused};
-use crate::watcher::sleep_or_cancel;
+use crate::watcher::{sleep_or_cancel, Start, Watcher};
 use crate::{sign, Shared};
 
 /// How long a message of a paused subscription waits before it is looked at again.
@@ -32,6 +32,8 @@ const MAX_ANSWER: usize = 64 << 10;
 
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
+    /// Told when an outcome disables a subscription, so its watch stops.
+    watcher: Arc<Watcher>,
     client: reqwest::Client,
     inflight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
@@ -48,7 +50,11 @@ enum Outcome {
 }
 
 impl Dispatcher {
-    pub(crate) fn start(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), reqwest::Error> {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        watcher: Arc<Watcher>,
+        shutdown: CancellationToken,
+    ) -> Result<(), reqwest::Error> {
         let cfg = &shared.cfg;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -62,7 +68,7 @@ impl Dispatcher {
             .build()?;
         let (done, outcomes) = mpsc::channel(cfg.max_in_flight.max(BATCH));
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
-        let d = Arc::new(Dispatcher { shared, client, inflight: Mutex::new(HashSet::new()), permits, done });
+        let d = Arc::new(Dispatcher { shared, watcher, client, inflight: Mutex::new(HashSet::new()), permits, done });
         tokio::spawn(d.clone().take_due(shutdown));
         tokio::spawn(d.record(outcomes));
         Ok(())
@@ -241,7 +247,7 @@ impl Dispatcher {
             }
         }
         let ok = message.status == MessageStatus::Delivered;
-        self.shared.update_subscription(&sub.id, |s| {
+        let disabled = self.shared.update_subscription(&sub.id, |s| {
             let mut changed = false;
             if ok && s.failing_since.is_some() {
                 s.failing_since = None;
@@ -260,6 +266,9 @@ impl Dispatcher {
             }
             changed
         });
+        if disabled.is_some_and(|s| s.status == SubscriptionStatus::Disabled) && disable.is_some() {
+            self.watcher.refresh(Start::Fresh);
+        }
     }
 
     /// Commits outcomes in batches, then lets their messages be taken again.

@@ -66,13 +66,18 @@ impl Shared {
         self.routes.find(path.split('?').next().unwrap_or(path))
     }
 
-    /// Changes a subscription in memory and, when `f` says it changed, in the store.
-    fn update_subscription(self: &Arc<Self>, id: &str, f: impl FnOnce(&mut Subscription) -> bool) {
+    /// Changes a subscription in memory and, when `f` says it changed, in the store; returns
+    /// it when it changed.
+    fn update_subscription(
+        self: &Arc<Self>,
+        id: &str,
+        f: impl FnOnce(&mut Subscription) -> bool,
+    ) -> Option<Subscription> {
         let updated = {
             let mut subs = self.subs.write().unwrap();
             subs.get_mut(id).and_then(|s| f(s).then(|| s.clone()))
         };
-        if let Some(sub) = updated {
+        if let Some(sub) = updated.clone() {
             let this = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = this.store.put_subscription(sub).await {
@@ -80,6 +85,7 @@ impl Shared {
                 }
             });
         }
+        updated
     }
 }
 
@@ -118,7 +124,7 @@ impl Webhooks {
         });
         let watcher = Watcher::new(shared.clone(), shutdown.clone());
         watcher.refresh(Start::Resume);
-        deliver::Dispatcher::start(shared.clone(), shutdown.clone())?;
+        deliver::Dispatcher::start(shared.clone(), watcher.clone(), shutdown.clone())?;
         tokio::spawn(prune(shared.clone(), shutdown));
         let count = shared.subs.read().unwrap().len();
         info!(subscriptions = count, "webhooks started");

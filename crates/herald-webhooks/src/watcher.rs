@@ -212,7 +212,16 @@ impl Watcher {
         let mut by_payload: HashMap<bool, Vec<WebhookEvent>> = HashMap::new();
         let now = now_ms();
         let mut out = Vec::new();
-        for sub in subs {
+        // As they are now: one may have been disabled since this watch last heard of it.
+        let current: Vec<Subscription> = {
+            let live = self.shared.subs.read().unwrap();
+            subs.iter()
+                .filter_map(|s| live.get(&s.id))
+                .filter(|s| s.status != SubscriptionStatus::Disabled)
+                .cloned()
+                .collect()
+        };
+        for sub in &current {
             let payload = match sub.payload.as_deref() {
                 Some("lean") => Payload::Lean,
                 Some(_) => Payload::Rich,

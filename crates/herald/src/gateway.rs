@@ -191,6 +191,9 @@ Try, in another terminal:
   curl -i http://{public}/tasks                             # a legacy poll, answered from the watch
   curl http://{admin}/admin/watches
   curl -s http://{admin}/metrics | grep ^herald_
+Webhooks (the demo's API key; the demo API's POST /echo stands in for a receiver):
+  curl -H 'Authorization: Bearer demo-key-change-me-0123' -d '{{\"url\":\"{up}/echo\",\"path\":\"/tasks\"}}' http://{public}/_herald/v1/webhooks
+  curl -H 'Authorization: Bearer demo-key-change-me-0123' http://{public}/_herald/v1/webhooks/<id>/deliveries
 In a browser: http://{public}/  (a page that subscribes with EventSource)
 Stop with Ctrl-C.
 "

@@ -389,6 +389,29 @@ async fn a_subscription_failing_for_disable_after_is_disabled() {
     assert_eq!((status, sub["status"].as_str(), sub["failing_since"].is_null()), (200, Some("active"), true));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_a_private_address_gets_no_connection() {
+    let (upstream_api, upstream) = start_api().await;
+    let (recv, recv_addr) = receiver().await;
+    recv.trust(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    // No allowance at all: `localhost` resolves to loopback at every connection, so nothing is sent.
+    let webhooks = format!(
+        "  subscriptions:\n    \
+         - {{ id: named, url: 'http://localhost:{}/hook', path: /tasks, secret: '{SECRET}' }}\n",
+        recv_addr.port()
+    );
+    let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    upstream_api.add_task("x");
+    eventually_async("the connection is refused after resolution", || async {
+        let (_, list) = api(&gw, "GET", "/named/deliveries", None).await;
+        list[0]["last_error"].as_str().is_some_and(|e| e.contains("loopback"))
+    })
+    .await;
+    assert!(recv.requests().is_empty(), "no request reached the receiver");
+}
+
 /// [`eventually`] for checks that need to await.
 async fn eventually_async<F, Fut>(what: &str, mut check: F)
 where

@@ -219,6 +219,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_delivery_resolver_refuses_names_of_private_addresses() {
+        use reqwest::dns::Resolve;
+        use std::str::FromStr;
+        let resolver = GuardedResolver(Arc::new(Guard::new(PrivateDestinations::None)));
+        let err = match resolver.resolve(reqwest::dns::Name::from_str("localhost").unwrap()).await {
+            Ok(_) => panic!("localhost must not resolve for deliveries"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("loopback"), "{err}");
+        let open = GuardedResolver(Arc::new(Guard::new(PrivateDestinations::All)));
+        assert!(open.resolve(reqwest::dns::Name::from_str("localhost").unwrap()).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn names_are_checked_after_resolution() {
         let guard = Guard::new(PrivateDestinations::None);
         let err = guard.check_host("localhost", 80).await.unwrap_err();

@@ -437,16 +437,7 @@ impl<'a> Cx<'a> {
         let mut m = self.map(node, path)?;
         let mut s = StaticSubscription::default();
         for (key, slot) in [("id", &mut s.id), ("url", &mut s.url), ("path", &mut s.path)] {
-            match m.take(key) {
-                Some(n) => {
-                    let p = m.child(key);
-                    self.positions.insert(p.clone(), n.pos);
-                    if let Some(v) = self.string(n, &p) {
-                        *slot = v;
-                    }
-                }
-                None => self.problem(node.pos, &m.child(key), "is required"),
-            }
+            *slot = self.required_string(&mut m, node, key);
         }
         m.field(self, "filter", &mut s.filter, |cx, n, p| {
             let filters = cx.strings(n, p)?;
@@ -476,6 +467,17 @@ impl<'a> Cx<'a> {
         Some(s)
     }
 
+    /// A string key that must be present in the mapping `node`; empty (with a problem) when not.
+    fn required_string(&mut self, m: &mut MapReader, node: &Node, key: &str) -> String {
+        let path = m.child(key);
+        let Some(n) = m.take(key) else {
+            self.problem(node.pos, &path, "is required");
+            return String::new();
+        };
+        self.positions.insert(path.clone(), n.pos);
+        self.string(n, &path).unwrap_or_default()
+    }
+
     fn routes(&mut self, node: &Node) -> Vec<Route> {
         let Some(items) = self.seq(node, "routes") else { return Vec::new() };
         items.iter().enumerate().filter_map(|(i, n)| self.route(n, &format!("routes[{i}]"))).collect()
@@ -486,16 +488,7 @@ impl<'a> Cx<'a> {
         let mut name = String::new();
         let mut route_path = String::new();
         for (key, slot) in [("name", &mut name), ("path", &mut route_path)] {
-            match m.take(key) {
-                Some(n) => {
-                    let p = m.child(key);
-                    self.positions.insert(p.clone(), n.pos);
-                    if let Some(s) = self.string(n, &p) {
-                        *slot = s;
-                    }
-                }
-                None => self.problem(node.pos, &m.child(key), "is required"),
-            }
+            *slot = self.required_string(&mut m, node, key);
         }
         let mut r = Route::new(name, route_path);
         m.field(self, "access", &mut r.access, |cx, n, p| {

@@ -322,10 +322,13 @@ impl Webhooks {
                 vec![],
             );
         }
-        if let Err(e) = self.shared.store.delete_subscription(id.to_string()).await {
-            return storage_failed(&e);
+        {
+            let _order = self.shared.sub_writes.lock().await;
+            if let Err(e) = self.shared.store.delete_subscription(id.to_string()).await {
+                return storage_failed(&e);
+            }
+            self.shared.subs.write().unwrap().remove(id);
         }
-        self.shared.subs.write().unwrap().remove(id);
         self.watcher.refresh(Start::Fresh);
         if let Ok(n) = self.shared.store.pending().await {
             self.shared.metrics.queue_depth.set(n as i64);
@@ -428,6 +431,7 @@ impl Webhooks {
 
     /// Stores a subscription, then makes it live.
     async fn save(self: &Arc<Self>, sub: Subscription) -> Result<(), ApiResponse> {
+        let _order = self.shared.sub_writes.lock().await;
         self.shared.store.put_subscription(sub.clone()).await.map_err(|e| storage_failed(&e))?;
         self.shared.subs.write().unwrap().insert(sub.id.clone(), sub);
         self.watcher.refresh(Start::Fresh);

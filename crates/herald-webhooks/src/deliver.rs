@@ -139,10 +139,10 @@ impl Dispatcher {
                 self.settle(&sub, &mut message, outcome);
             }
         }
-        // Room for the next attempt now; the message itself stays in flight (not taken again)
-        // until its outcome is committed.
-        drop(permit);
+        // The slot frees once the outcome is queued for recording (so a stalled store stops new
+        // attempts); the message itself stays in flight, not taken again, until it is committed.
         let _ = self.done.send(Attempted { message, taken_due }).await;
+        drop(permit);
     }
 
     /// One POST to the subscription's URL.

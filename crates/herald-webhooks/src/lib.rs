@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     hub: Arc<Hub>,
     /// Every subscription, as stored; the store is written first, then this.
     subs: RwLock<HashMap<String, Subscription>>,
+    /// Held while a subscription is written to the store and then to `subs`, so that writes from
+    /// the API and from delivery outcomes land in the same order in both.
+    sub_writes: tokio::sync::Mutex<()>,
     guard: Arc<Guard>,
     metrics: WebhookMetrics,
     /// Wakes the delivery engine: new messages, or room in flight.
@@ -66,8 +69,8 @@ impl Shared {
         self.routes.find(path.split('?').next().unwrap_or(path))
     }
 
-    /// Changes a subscription in memory and, when `f` says it changed, in the store; returns
-    /// it when it changed.
+    /// Changes a subscription in memory and, when `f` says it changed, in the store (in the
+    /// background: delivery does not wait for it); returns it when it changed.
     fn update_subscription(
         self: &Arc<Self>,
         id: &str,
@@ -77,9 +80,12 @@ impl Shared {
             let mut subs = self.subs.write().unwrap();
             subs.get_mut(id).and_then(|s| f(s).then(|| s.clone()))
         };
-        if let Some(sub) = updated.clone() {
-            let this = self.clone();
+        if updated.is_some() {
+            let (this, id) = (self.clone(), id.to_string());
             tokio::spawn(async move {
+                let _order = this.sub_writes.lock().await;
+                // The latest version: an API write may have come in meanwhile.
+                let Some(sub) = this.subs.read().unwrap().get(&id).cloned() else { return };
                 if let Err(e) = this.store.put_subscription(sub).await {
                     error!(error = %e, "cannot store a subscription's delivery state");
                 }
@@ -119,6 +125,7 @@ impl Webhooks {
             store,
             hub,
             subs: RwLock::new(subs),
+            sub_writes: tokio::sync::Mutex::new(()),
             metrics,
             wake: Notify::new(),
         });

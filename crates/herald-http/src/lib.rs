@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod affinity;
 mod app;
 mod cache;
 mod proxy;

@@ -21,12 +21,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::{IntCounter, IntCounterVec};
 use tracing::debug;
 
-use crate::{header_items, text, Body};
+use crate::{header_items, text, Body, BoxError};
 
 pub(crate) struct Proxy {
     client: Client<HttpsConnector<HttpConnector>, Progress<Incoming>>,
     /// Scheme and authority of the upstream, e.g. `http://127.0.0.1:8081`.
     authority: String,
+    /// Authority (`host[:port]`) of a plain-http upstream, also as a Host value, for connections
+    /// driven by the client's own task ([`crate::affinity`]); `None` for https.
+    plain: Option<(String, HeaderValue)>,
     /// A base path the upstream URL carries (`http://host/api` → `/api`), or "".
     base_path: String,
     timeout: Duration,
@@ -65,8 +68,10 @@ impl Proxy {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
+        let plain = HeaderValue::from_str(host).ok().filter(|_| scheme == "http").map(|v| (host.to_string(), v));
         Proxy {
             client,
+            plain,
             authority: format!("{scheme}://{host}"),
             base_path: base_path.trim_end_matches('/').to_string(),
             timeout: cfg.timeout,
@@ -88,8 +93,16 @@ impl Proxy {
         let upgrade = req.headers().get(header::UPGRADE).cloned().filter(|_| req.version() == http::Version::HTTP_11);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        // Over a connection of this task's own (see `affinity`) the request goes in origin form
+        // with the upstream's Host; through the pool, in absolute form (the pool derives both).
+        let own = self.plain.as_ref().filter(|_| upgrade.is_none() && crate::affinity::active());
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri: Uri = match format!("{}{}{}", self.authority, self.base_path, path_and_query).parse() {
+        let target = match own {
+            Some(_) if self.base_path.is_empty() => path_and_query.parse(),
+            Some(_) => format!("{}{path_and_query}", self.base_path).parse(),
+            None => format!("{}{}{path_and_query}", self.authority, self.base_path).parse(),
+        };
+        let uri: Uri = match target {
             Ok(uri) => uri,
             Err(_) => return text(StatusCode::BAD_REQUEST, "invalid request target"),
         };
@@ -120,6 +133,9 @@ impl Proxy {
             h.insert("x-forwarded-host", host);
         }
         h.append(header::VIA, HeaderValue::from_static("1.1 herald"));
+        if let Some((_, host)) = own {
+            h.insert(header::HOST, host.clone());
+        }
         if let Some(upgrade) = &upgrade {
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(header::UPGRADE, upgrade.clone());
@@ -129,7 +145,13 @@ impl Proxy {
 
         let (body, last_progress) = Progress::new(body);
         let upstream = Request::from_parts(parts, body);
-        match self.within_timeout(self.client.request(upstream), &last_progress).await {
+        let exchange = async {
+            match own {
+                Some((addr, _)) => crate::affinity::send(addr, upstream, self.timeout).await,
+                None => self.client.request(upstream).await.map_err(BoxError::from),
+            }
+        };
+        match self.within_timeout(exchange, &last_progress).await {
             None => text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
             Some(Err(e)) => {
                 debug!(error = %e, "pass-through to the upstream failed");

@@ -125,12 +125,15 @@ where
     S::Future: Send + 'static,
 {
     let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        served = conn.as_mut() => served,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    crate::affinity::serve(async move {
+        tokio::pin!(conn);
+        tokio::select! {
+            served = conn.as_mut() => served,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
-    }
+    })
+    .await
 }

@@ -97,3 +97,41 @@ async fn trailers_pass_through_to_clients_that_accept_them() {
     let (_, body) = raw.split_once("\r\n\r\n").unwrap();
     assert!(body.contains("payload") && body.ends_with("0\r\nx-checksum: abc123\r\n\r\n"), "{body:?}");
 }
+
+/// An upstream that closes every connection right after its answer, without saying so (as one
+/// whose keep-alive timeout just expired would): herald must not send a client's next request
+/// over a connection the upstream already closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_closed_after_each_answer_are_replaced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut read = 0;
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                // Dropped: closed without `connection: close`.
+            });
+        }
+    });
+    let gw = Gateway::start(&config(upstream, "routes: [ { name: unused, path: /watched, access: public } ]\n")).await;
+    // One client connection, many requests: each must find a live upstream connection.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    for i in 0..50 {
+        let resp = client.get(gw.url(&format!("/any/{i}"))).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.text().await.unwrap(), "ok");
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

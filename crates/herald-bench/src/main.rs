@@ -2,6 +2,7 @@
 //! receiver on loopback, and measures it. Prints a table and one JSON line for docs/benchmarks.md.
 #![forbid(unsafe_code)]
 
+mod fanout;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -22,6 +23,11 @@ struct Cli {
 enum Scenario {
     /// Sustained webhook deliveries to a local receiver with the embedded store.
     Webhooks(webhooks::Args),
+    /// N SSE subscribers on one stream, K changes: spread, latency, deliveries/s, CPU, memory.
+    Fanout(fanout::Args),
+    /// The minimal broadcast server `fanout --target floor` measures (started by it).
+    #[command(hide = true)]
+    FloorServer,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,7 +42,40 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.scenario {
         Scenario::Webhooks(args) => runtime.block_on(webhooks::run(args)),
+        Scenario::Fanout(args) => {
+            let result = runtime.block_on(fanout::fanout(args))?;
+            print_fanout(&result);
+            Ok(())
+        }
+        Scenario::FloorServer => runtime.block_on(fanout::floor_server()),
     }
+}
+
+fn print_fanout(r: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    println!(
+        "fanout {}: {} subscribers × {} changes, {} of {} delivered",
+        r["target"].as_str().unwrap_or("?"),
+        r["subscribers"],
+        r["changes"],
+        r["delivered"],
+        r["expected"]
+    );
+    println!("  spread first→last     p50 {:.1} ms   p99 {:.1} ms", f(&r["spread_ms"]["p50"]), f(&r["spread_ms"]["p99"]));
+    println!(
+        "  change → receipt      p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+        f(&r["latency_ms"]["p50"]),
+        f(&r["latency_ms"]["p99"]),
+        f(&r["latency_ms"]["max"])
+    );
+    println!("  deliveries/s          {:.0}", f(&r["deliveries_per_second"]));
+    println!(
+        "  CPU per change        {:.1} ms;  RSS {:.0} MiB, {:.0} bytes per subscriber",
+        f(&r["cpu_seconds_per_change"]) * 1000.0,
+        f(&r["rss_mib"]),
+        f(&r["rss_per_subscriber_bytes"])
+    );
+    println!("{r}");
 }
 
 /// CPU time (user + system) and resident memory of a process, from /proc.

@@ -1,0 +1,323 @@
+//! The `fanout` and `idle` scenarios, and the `floor` server they measure herald against.
+//!
+//! `fanout`: N SSE subscribers on one stream (source addresses spread over 127.0.0.0/8), K
+//! changes; for each change, when every subscriber received it. The change is a marker
+//! (`chg000001`…) that the target puts in the event: herald gets it from its upstream (a task's
+//! title, picked up by the next poll), the floor server from a `POST /pub`.
+//!
+//! `floor`: the least a broadcast server can do: one pre-encoded frame, one write per subscriber,
+//! nothing else. Its spread is what the kernel costs on this machine; herald is reported as a
+//! ratio to it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_testkit::LegacyApi;
+use herald_tests::Gateway;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::{percentile, usage, Usage};
+
+const MARKER: &[u8] = b"chg";
+const MARKER_LEN: usize = 3 + 6;
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// What to measure: herald (in front of the testkit API) or floor (the minimal server).
+    #[arg(long, default_value = "herald")]
+    target: Target,
+    /// SSE subscribers on the one stream.
+    #[arg(long, default_value_t = 1000)]
+    subs: usize,
+    /// Changes made, one after the other.
+    #[arg(long, default_value_t = 10)]
+    changes: usize,
+    /// Time between changes.
+    #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
+    every: Duration,
+    /// herald's poll interval (the upstream is polled this often).
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    poll: Duration,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Herald,
+    Floor,
+}
+
+/// A running target: where to subscribe, how to make change `k`, whose process to measure.
+enum Running {
+    Herald { gw: Gateway, api: LegacyApi, _dir: tempfile::TempDir },
+    Floor { child: tokio::process::Child, addr: SocketAddr },
+}
+
+impl Running {
+    async fn start(args: &Args) -> anyhow::Result<Running> {
+        Ok(match args.target {
+            Target::Herald => {
+                let api = LegacyApi::new();
+                let upstream = api.serve("127.0.0.1:0".parse()?).await?;
+                let dir = tempfile::tempdir()?;
+                let poll = humantime::format_duration(args.poll);
+                let yaml = format!(
+                    "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, max_connections: 100000 }}\n\
+                     upstream: {{ url: 'http://{upstream}' }}\n\
+                     log: {{ format: json, level: info }}\n\
+                     storage: {{ kind: memory }}\n\
+                     sse: {{ max_subscribers: 1000000, heartbeat: 60s }}\n\
+                     routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
+                     poll: {{ interval: {poll}, min_interval: {poll}, adaptive: false, jitter: 0 }}\n    \
+                     events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n"
+                );
+                let gw = Gateway::start(&yaml).await;
+                Running::Herald { gw, api, _dir: dir }
+            }
+            Target::Floor => {
+                let mut child = tokio::process::Command::new(std::env::current_exe()?)
+                    .arg("floor-server")
+                    .stdout(std::process::Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()?;
+                let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+                let mut line = String::new();
+                tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line).await?;
+                let addr = line.trim().parse()?;
+                Running::Floor { child, addr }
+            }
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Running::Herald { gw, .. } => gw.public,
+            Running::Floor { addr, .. } => *addr,
+        }
+    }
+
+    fn path(&self) -> &'static str {
+        match self {
+            Running::Herald { .. } => "/tasks/event-stream",
+            Running::Floor { .. } => "/sub",
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Herald { gw, .. } => gw.pid(),
+            Running::Floor { child, .. } => child.id().unwrap_or(0),
+        }
+    }
+
+    async fn change(&self, k: usize) -> anyhow::Result<()> {
+        let marker = format!("chg{k:06}");
+        match self {
+            Running::Herald { api, .. } => api.retitle("1", &marker),
+            Running::Floor { addr, .. } => {
+                let mut s = TcpStream::connect(addr).await?;
+                let req = format!("POST /pub HTTP/1.1\r\ncontent-length: {}\r\n\r\n{marker}", marker.len());
+                s.write_all(req.as_bytes()).await?;
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens `n` subscriptions, spreading source addresses over 127.0.0.0/8 so that no one address
+/// runs out of ephemeral ports. Returns their tasks, each yielding `(change, received)` pairs.
+async fn subscribe(
+    addr: SocketAddr,
+    path: &'static str,
+    n: usize,
+    ready: Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Vec<(usize, Instant)>>> {
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let src = Ipv4Addr::new(127, 1 + (i / 60_000) as u8, ((i / 250) % 250) as u8 + 1, (i % 250) as u8 + 1);
+        let ready = ready.clone();
+        tasks.push(tokio::spawn(async move { subscriber(addr, src, path, ready).await.unwrap_or_default() }));
+        if i % 500 == 499 {
+            // Let the server accept: a burst larger than its backlog would be refused.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tasks
+}
+
+/// One SSE subscriber: records when each marker arrives, until the server closes.
+async fn subscriber(
+    addr: SocketAddr,
+    src: Ipv4Addr,
+    path: &str,
+    ready: Arc<AtomicUsize>,
+) -> std::io::Result<Vec<(usize, Instant)>> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(src.into(), 0))?;
+    let mut s = socket.connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n").as_bytes())
+        .await?;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    // Bytes kept from the previous read, so a marker split across reads is still found.
+    let mut keep = 0;
+    let mut first = true;
+    loop {
+        let n = s.read(&mut buf[keep..]).await?;
+        if n == 0 {
+            return Ok(got);
+        }
+        let at = Instant::now();
+        if std::mem::take(&mut first) {
+            ready.fetch_add(1, Ordering::Relaxed);
+        }
+        let end = keep + n;
+        let mut i = 0;
+        while let Some(pos) = find(&buf[i..end], MARKER) {
+            let start = i + pos;
+            if start + MARKER_LEN > end {
+                break;
+            }
+            if let Some(k) = std::str::from_utf8(&buf[start + 3..start + MARKER_LEN]).ok().and_then(|d| d.parse().ok())
+            {
+                if !got.iter().any(|(seen, _)| *seen == k) {
+                    got.push((k, at));
+                }
+            }
+            i = start + MARKER_LEN;
+        }
+        keep = (end - i).min(MARKER_LEN - 1);
+        buf.copy_within(end - keep..end, 0);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Runs the scenario; returns the JSON summary.
+pub async fn fanout(args: Args) -> anyhow::Result<Value> {
+    let target = Running::start(&args).await?;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let idle_before = usage(target.pid());
+    let tasks = subscribe(target.addr(), target.path(), args.subs, ready.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready.load(Ordering::Relaxed) < args.subs && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connected = ready.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = usage(target.pid());
+    let mut made = Vec::new();
+    for k in 1..=args.changes {
+        eprint!("\r{:?} {} subscribers: change {k}/{}   ", args.target, connected, args.changes);
+        made.push(Instant::now());
+        target.change(k).await?;
+        tokio::time::sleep(args.every).await;
+    }
+    eprintln!();
+    let after = usage(target.pid());
+    // Stopping the target closes every stream, which ends the subscriber tasks.
+    drop(target);
+    let mut per_change: Vec<Vec<Instant>> = vec![Vec::new(); args.changes];
+    for t in tasks {
+        for (k, at) in t.await.unwrap_or_default() {
+            if (1..=args.changes).contains(&k) {
+                per_change[k - 1].push(at);
+            }
+        }
+    }
+    Ok(summarize(&args, connected, &made, &per_change, &idle_before, &before, &after))
+}
+
+fn summarize(
+    args: &Args,
+    connected: usize,
+    made: &[Instant],
+    per_change: &[Vec<Instant>],
+    idle_before: &Usage,
+    before: &Usage,
+    after: &Usage,
+) -> Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut spreads = Vec::new();
+    let mut latencies = Vec::new();
+    let mut rates = Vec::new();
+    let mut delivered = 0;
+    for (k, times) in per_change.iter().enumerate() {
+        delivered += times.len();
+        let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) else { continue };
+        spreads.push(ms(*last - *first));
+        latencies.extend(times.iter().map(|t| ms(*t - made[k])));
+        rates.push(times.len() as f64 / (*last - *first).as_secs_f64().max(1e-3));
+    }
+    spreads.sort_by(f64::total_cmp);
+    latencies.sort_by(f64::total_cmp);
+    rates.sort_by(f64::total_cmp);
+    let cpu = after.cpu_seconds - before.cpu_seconds;
+    json!({
+        "scenario": "fanout",
+        "target": format!("{:?}", args.target).to_lowercase(),
+        "subscribers": connected,
+        "changes": args.changes,
+        "delivered": delivered,
+        "expected": connected * args.changes,
+        "spread_ms": { "p50": percentile(&spreads, 50.0), "p99": percentile(&spreads, 99.0) },
+        "latency_ms": { "p50": percentile(&latencies, 50.0), "p99": percentile(&latencies, 99.0), "max": latencies.last().copied().unwrap_or(0.0) },
+        "deliveries_per_second": percentile(&rates, 50.0).round(),
+        "cpu_seconds_per_change": cpu / args.changes as f64,
+        "rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
+        "rss_per_subscriber_bytes": (before.rss_bytes.saturating_sub(idle_before.rss_bytes)) as f64 / connected.max(1) as f64,
+        "poll_interval_ms": ms(args.poll),
+    })
+}
+
+/// The floor server: prints its address, then serves `GET /sub` (an SSE stream) and `POST /pub`
+/// (the body becomes one frame written to every subscriber).
+pub async fn floor_server() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    let subscribers: Arc<Mutex<Vec<tokio::net::tcp::OwnedWriteHalf>>> = Arc::default();
+    loop {
+        let (mut s, _) = listener.accept().await?;
+        let subscribers = subscribers.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            let head_end = loop {
+                let Ok(n) = s.read(&mut buf[read..]).await else { return };
+                if n == 0 {
+                    return;
+                }
+                read += n;
+                if let Some(p) = find(&buf[..read], b"\r\n\r\n") {
+                    break p + 4;
+                }
+            };
+            if buf.starts_with(b"POST") {
+                let body = String::from_utf8_lossy(&buf[head_end..read]).into_owned();
+                let frame = format!("event: change\ndata: {body}\n\n");
+                let mut subs = std::mem::take(&mut *subscribers.lock().unwrap());
+                // One write per subscriber, in turn; a full socket buffer is the only wait.
+                for w in &mut subs {
+                    let _ = w.write_all(frame.as_bytes()).await;
+                }
+                subscribers.lock().unwrap().extend(subs);
+                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").await;
+            } else {
+                let (mut r, mut w) = s.into_split();
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n: ok\n\n";
+                if w.write_all(head.as_bytes()).await.is_ok() {
+                    subscribers.lock().unwrap().push(w);
+                    // Hold the read half until the client leaves.
+                    let _ = r.read(&mut buf).await;
+                }
+            }
+        });
+    }
+}

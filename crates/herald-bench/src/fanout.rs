@@ -160,8 +160,7 @@ async fn subscriber(
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(src.into(), 0))?;
     let mut s = socket.connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n").as_bytes()).await?;
     let mut got = Vec::new();
     let mut buf = vec![0u8; 16 << 10];
     // Bytes kept from the previous read, so a marker split across reads is still found.
@@ -311,7 +310,8 @@ pub async fn floor_server() -> anyhow::Result<()> {
                 let _ = s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").await;
             } else {
                 let (mut r, mut w) = s.into_split();
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n: ok\n\n";
+                let head =
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n: ok\n\n";
                 if w.write_all(head.as_bytes()).await.is_ok() {
                     subscribers.lock().unwrap().push(w);
                     // Hold the read half until the client leaves.

@@ -61,7 +61,11 @@ fn print_fanout(r: &serde_json::Value) {
         r["delivered"],
         r["expected"]
     );
-    println!("  spread first→last     p50 {:.1} ms   p99 {:.1} ms", f(&r["spread_ms"]["p50"]), f(&r["spread_ms"]["p99"]));
+    println!(
+        "  spread first→last     p50 {:.1} ms   p99 {:.1} ms",
+        f(&r["spread_ms"]["p50"]),
+        f(&r["spread_ms"]["p99"])
+    );
     println!(
         "  change → receipt      p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
         f(&r["latency_ms"]["p50"]),

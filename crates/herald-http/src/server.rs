@@ -84,18 +84,28 @@ pub async fn serve<F, Fut>(
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler(req, peer).await) }
+            // Boxed: hyper keeps a slot as large as this future for the connection's whole life,
+            // and the handler's (every dispatch path, the proxy's among them) is tens of KiB.
+            let answer = Box::pin(handler(req, peer));
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         let (builder, tls, shutdown) = (builder.clone(), tls.clone(), shutdown.clone());
         connections.spawn(async move {
             let _slot = slot;
+            // Each branch boxed: a task's future is as large as its largest state, and the TLS
+            // one (rustls's connection state inline) would make every plain connection cost ~20 KiB.
             let served = match tls {
-                None => connection(&builder, TokioIo::new(stream), service, &shutdown).await,
-                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-                    Ok(Ok(stream)) => connection(&builder, TokioIo::new(stream), service, &shutdown).await,
-                    Ok(Err(e)) => return debug!(error = %e, %peer, "TLS handshake failed"),
-                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
-                },
+                None => Box::pin(connection(&builder, TokioIo::new(stream), service, &shutdown)).await,
+                Some(tls) => {
+                    let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            Box::pin(connection(&builder, TokioIo::new(stream), service, &shutdown)).await
+                        }
+                        Ok(Err(e)) => return debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             };
             if let Err(e) = served {
                 debug!(error = %e, %peer, "connection ended with an error");
@@ -124,9 +134,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    // Boxed once here: the wrappers below move it, and every move of a large future into
+    // another would add its size to the task's again.
+    let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
     crate::affinity::serve(async move {
-        tokio::pin!(conn);
         tokio::select! {
             served = conn.as_mut() => served,
             _ = shutdown.cancelled() => {

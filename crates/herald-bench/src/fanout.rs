@@ -29,19 +29,22 @@ const MARKER_LEN: usize = 3 + 6;
 pub struct Args {
     /// What to measure: herald (in front of the testkit API) or floor (the minimal server).
     #[arg(long, default_value = "herald")]
-    target: Target,
+    pub target: Target,
     /// SSE subscribers on the one stream.
     #[arg(long, default_value_t = 1000)]
-    subs: usize,
+    pub subs: usize,
     /// Changes made, one after the other.
     #[arg(long, default_value_t = 10)]
-    changes: usize,
+    pub changes: usize,
     /// Time between changes.
     #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
-    every: Duration,
+    pub every: Duration,
     /// herald's poll interval (the upstream is polled this often).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-    poll: Duration,
+    pub poll: Duration,
+    /// The `herald-bench` binary that serves `floor-server` (default: this one).
+    #[arg(skip)]
+    pub floor_bin: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +81,11 @@ impl Running {
                 Running::Herald { gw, api, _dir: dir }
             }
             Target::Floor => {
-                let mut child = tokio::process::Command::new(std::env::current_exe()?)
+                let bin = match &args.floor_bin {
+                    Some(bin) => bin.clone(),
+                    None => std::env::current_exe()?,
+                };
+                let mut child = tokio::process::Command::new(bin)
                     .arg("floor-server")
                     .stdout(std::process::Stdio::piped())
                     .kill_on_drop(true)
@@ -274,6 +281,38 @@ fn summarize(
         "rss_per_subscriber_bytes": (before.rss_bytes.saturating_sub(idle_before.rss_bytes)) as f64 / connected.max(1) as f64,
         "poll_interval_ms": ms(args.poll),
     })
+}
+
+/// The table for a fanout result.
+pub fn print(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    println!(
+        "fanout {}: {} subscribers × {} changes, {} of {} delivered",
+        r["target"].as_str().unwrap_or("?"),
+        r["subscribers"],
+        r["changes"],
+        r["delivered"],
+        r["expected"]
+    );
+    println!(
+        "  spread first→last     p50 {:.1} ms   p99 {:.1} ms",
+        f(&r["spread_ms"]["p50"]),
+        f(&r["spread_ms"]["p99"])
+    );
+    println!(
+        "  change → receipt      p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+        f(&r["latency_ms"]["p50"]),
+        f(&r["latency_ms"]["p99"]),
+        f(&r["latency_ms"]["max"])
+    );
+    println!("  deliveries/s          {:.0}", f(&r["deliveries_per_second"]));
+    println!(
+        "  CPU per change        {:.1} ms;  RSS {:.0} MiB, {:.0} bytes per subscriber",
+        f(&r["cpu_seconds_per_change"]) * 1000.0,
+        f(&r["rss_mib"]),
+        f(&r["rss_per_subscriber_bytes"])
+    );
+    println!("{r}");
 }
 
 /// The floor server: prints its address, then serves `GET /sub` (an SSE stream) and `POST /pub`

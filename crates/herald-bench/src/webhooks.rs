@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use herald_testkit::{LegacyApi, Receiver};
 use herald_tests::Gateway;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::{percentile, usage};
 
@@ -19,22 +19,23 @@ const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 pub struct Args {
     /// Webhook subscriptions (all on the same route).
     #[arg(long, default_value_t = 100)]
-    subs: usize,
+    pub subs: usize,
     /// Items the upstream adds per change.
     #[arg(long, default_value_t = 3)]
-    batch: usize,
+    pub batch: usize,
     /// Time between upstream changes (and herald's poll interval).
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
-    every: Duration,
+    pub every: Duration,
     /// How long changes are made.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// webhooks.max_in_flight.
     #[arg(long, default_value_t = 256)]
-    max_in_flight: usize,
+    pub max_in_flight: usize,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Runs the scenario; returns the JSON summary.
+pub async fn run(args: Args) -> anyhow::Result<Value> {
     let upstream_api = LegacyApi::new();
     let upstream = upstream_api.serve("127.0.0.1:0".parse()?).await?;
     let receiver = Receiver::new();
@@ -137,36 +138,46 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "herald_cpu_percent_of_one_core": ((after.cpu_seconds - before.cpu_seconds) / wall.as_secs_f64() * 100.0).round(),
         "herald_rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
         "rejected_signatures": receiver.rejected(),
+        "span_seconds": span,
     });
+    Ok(result)
+}
+
+/// The table for a webhooks result.
+pub fn print(r: &Value) {
     println!(
         "webhooks: {} subscriptions, {} items → {} messages; delivered {} (+{} duplicates) in {:.1}s",
-        args.subs,
-        added,
-        expected,
-        unique.len(),
-        accepted.len() - unique.len(),
-        span
+        r["subscriptions"],
+        r["items_added"],
+        r["messages_expected"],
+        r["delivered_unique"],
+        r["duplicates"],
+        r["span_seconds"].as_f64().unwrap_or(0.0)
     );
-    println!("  deliveries/s            {}", result["deliveries_per_second"]);
+    println!("  deliveries/s            {}", r["deliveries_per_second"]);
     println!(
         "  change → first attempt  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
-        result["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
-        result["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
-        result["latency_ms"]["max"].as_f64().unwrap_or(0.0)
+        r["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["max"].as_f64().unwrap_or(0.0)
     );
     println!(
         "  first message of a change p50 {:.1} ms   p99 {:.1} ms",
-        result["first_of_change_ms"]["p50"].as_f64().unwrap_or(0.0),
-        result["first_of_change_ms"]["p99"].as_f64().unwrap_or(0.0)
+        r["first_of_change_ms"]["p50"].as_f64().unwrap_or(0.0),
+        r["first_of_change_ms"]["p99"].as_f64().unwrap_or(0.0)
     );
     println!(
         "  herald CPU              {:.1} s ({}% of one core), RSS {:.0} MiB",
-        result["herald_cpu_seconds"].as_f64().unwrap_or(0.0),
-        result["herald_cpu_percent_of_one_core"],
-        result["herald_rss_mib"].as_f64().unwrap_or(0.0)
+        r["herald_cpu_seconds"].as_f64().unwrap_or(0.0),
+        r["herald_cpu_percent_of_one_core"],
+        r["herald_rss_mib"].as_f64().unwrap_or(0.0)
     );
-    println!("{result}");
-    anyhow::ensure!(drained, "not every message arrived within 60 s of the last change");
-    anyhow::ensure!(receiver.rejected() == 0, "signatures failed to verify");
+    println!("{r}");
+}
+
+/// Fails unless every message arrived, each with a valid signature.
+pub fn check(r: &Value) -> anyhow::Result<()> {
+    anyhow::ensure!(r["drained"] == true, "not every message arrived within 60 s of the last change");
+    anyhow::ensure!(r["rejected_signatures"] == 0, "signatures failed to verify");
     Ok(())
 }

@@ -1,0 +1,41 @@
+//! Each scenario, for a few seconds with a handful of clients: they must run and measure what
+//! they say (every event and message arrives). No figure is asserted: performance is measured
+//! by running `herald-bench` by hand (docs/benchmarks.md).
+
+use std::time::Duration;
+
+use herald_bench::{fanout, webhooks};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_runs_against_the_floor_server_and_herald() {
+    for target in [fanout::Target::Floor, fanout::Target::Herald] {
+        let r = fanout::fanout(fanout::Args {
+            target,
+            subs: 20,
+            changes: 2,
+            every: Duration::from_millis(400),
+            poll: Duration::from_millis(100),
+            floor_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
+        })
+        .await
+        .unwrap();
+        assert_eq!(r["subscribers"], 20, "{r}");
+        assert_eq!(r["delivered"], r["expected"], "{target:?}: {r}");
+        assert!(r["spread_ms"]["p99"].as_f64().is_some() && r["rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_runs() {
+    let r = webhooks::run(webhooks::Args {
+        subs: 3,
+        batch: 1,
+        every: Duration::from_millis(50),
+        duration: Duration::from_secs(1),
+        max_in_flight: 16,
+    })
+    .await
+    .unwrap();
+    webhooks::check(&r).unwrap();
+    assert!(r["delivered_unique"].as_u64().unwrap() >= 3, "{r}");
+}

@@ -283,6 +283,40 @@ fn summarize(
     })
 }
 
+#[derive(clap::Args, Clone)]
+pub struct IdleArgs {
+    /// What to measure.
+    #[arg(long, default_value = "herald")]
+    pub target: Target,
+    /// Subscriber counts to measure at, each on a fresh target.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,19000")]
+    pub sizes: Vec<usize>,
+    #[arg(skip)]
+    pub floor_bin: Option<std::path::PathBuf>,
+}
+
+/// The `idle` scenario: memory per idle subscriber at each size (RSS growth / N).
+pub async fn idle(args: IdleArgs) -> anyhow::Result<Value> {
+    let mut rows = Vec::new();
+    for &subs in &args.sizes {
+        let r = fanout(Args {
+            target: args.target,
+            subs,
+            changes: 0,
+            every: Duration::ZERO,
+            poll: Duration::from_secs(1),
+            floor_bin: args.floor_bin.clone(),
+        })
+        .await?;
+        eprintln!(
+            "{:?}: {} subscribers, {:.0} bytes each",
+            args.target, r["subscribers"], r["rss_per_subscriber_bytes"]
+        );
+        rows.push(json!({ "subscribers": r["subscribers"], "rss_per_subscriber_bytes": r["rss_per_subscriber_bytes"], "rss_mib": r["rss_mib"] }));
+    }
+    Ok(json!({ "scenario": "idle", "target": format!("{:?}", args.target).to_lowercase(), "sizes": rows }))
+}
+
 /// The table for a fanout result.
 pub fn print(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);

@@ -22,6 +22,8 @@ enum Scenario {
     Webhooks(webhooks::Args),
     /// N SSE subscribers on one stream, K changes: spread, latency, deliveries/s, CPU, memory.
     Fanout(fanout::Args),
+    /// Memory per idle subscriber at several sizes.
+    Idle(fanout::IdleArgs),
     /// The minimal broadcast server `fanout --target floor` measures (started by it).
     #[command(hide = true)]
     FloorServer,
@@ -48,6 +50,10 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout(args) => {
             let result = runtime.block_on(fanout::fanout(args))?;
             fanout::print(&result);
+            Ok(())
+        }
+        Scenario::Idle(args) => {
+            println!("{}", runtime.block_on(fanout::idle(args))?);
             Ok(())
         }
         Scenario::FloorServer => runtime.block_on(fanout::floor_server()),

@@ -26,6 +26,18 @@ async fn fanout_runs_against_the_floor_server_and_herald() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_runs() {
+    let r = fanout::idle(fanout::IdleArgs {
+        target: fanout::Target::Herald,
+        sizes: vec![10, 20],
+        floor_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
+    })
+    .await
+    .unwrap();
+    assert_eq!(r["sizes"][1]["subscribers"], 20, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_runs() {
     let r = webhooks::run(webhooks::Args {
         subs: 3,

@@ -7,6 +7,7 @@ mod admin;
 mod affinity;
 mod app;
 mod cache;
+mod direct;
 mod proxy;
 mod server;
 mod stream;
@@ -14,6 +15,7 @@ mod tls;
 
 pub use admin::Admin;
 pub use app::{App, HttpMetrics};
+pub use direct::{DirectAnswer, Streams};
 pub use server::{serve, Limits};
 pub use tls::{Tls, TlsError};
 

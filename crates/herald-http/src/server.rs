@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::direct::{self, First, Streams};
 use crate::{Body, BoxError, Tls};
 
 /// Limits of one listener (`server.*`).
@@ -46,6 +47,7 @@ pub async fn serve<F, Fut>(
     limits: Limits,
     tls: Option<Arc<Tls>>,
     handler: F,
+    streams: Option<Streams>,
     shutdown: CancellationToken,
     grace: Duration,
 ) where
@@ -89,13 +91,39 @@ pub async fn serve<F, Fut>(
             let answer = Box::pin(handler(req, peer));
             async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
-        let (builder, tls, shutdown) = (builder.clone(), tls.clone(), shutdown.clone());
+        let (builder, tls, shutdown, streams) = (builder.clone(), tls.clone(), shutdown.clone(), streams.clone());
         connections.spawn(async move {
             let _slot = slot;
             // Each branch boxed: a task's future is as large as its largest state, and the TLS
             // one (rustls's connection state inline) would make every plain connection cost ~20 KiB.
             let served = match tls {
-                None => Box::pin(connection(&builder, TokioIo::new(stream), service, &shutdown)).await,
+                None => {
+                    let mut stream = stream;
+                    let first = match &streams {
+                        None => First::Other(Vec::new()),
+                        Some(streams) => tokio::select! {
+                            first = direct::first_request(&mut stream, streams, limits.header_timeout, limits.max_header_size) => first,
+                            _ = shutdown.cancelled() => First::Gone,
+                        },
+                    };
+                    match first {
+                        First::Gone => return,
+                        First::Stream(answer) => {
+                            let resp = answer.await;
+                            if let Err(e) = direct::write(&mut stream, resp).await {
+                                debug!(error = %e, %peer, "stream ended with an error");
+                            }
+                            return;
+                        }
+                        First::Other(read) if read.is_empty() => {
+                            Box::pin(connection(&builder, TokioIo::new(stream), service, &shutdown)).await
+                        }
+                        First::Other(read) => {
+                            let io = TokioIo::new(direct::Prefixed::new(read, stream));
+                            Box::pin(connection(&builder, io, service, &shutdown)).await
+                        }
+                    }
+                }
                 Some(tls) => {
                     let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)));
                     match handshake.await {

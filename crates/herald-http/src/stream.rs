@@ -22,7 +22,7 @@ pub(crate) struct StreamRoute {
 
 impl App {
     /// Section 4, step 2: a GET on a route that asks for `text/event-stream` or ends in `/event-stream`.
-    pub(crate) fn stream_route(&self, req: &Request<Incoming>) -> Option<StreamRoute> {
+    pub(crate) fn stream_route<B>(&self, req: &Request<B>) -> Option<StreamRoute> {
         if req.method() != Method::GET {
             return None;
         }
@@ -38,6 +38,12 @@ impl App {
             return self.routes.find(path).map(|route| StreamRoute { route, path: path.to_string() });
         }
         None
+    }
+
+    /// For [`crate::direct`]: answers `req` when it asks for a stream.
+    pub fn direct_stream(self: std::sync::Arc<Self>, req: Request<()>) -> Option<crate::DirectAnswer> {
+        let m = self.stream_route(&req)?;
+        Some(Box::pin(async move { self.stream(req, m).await }))
     }
 
     pub(crate) fn preflight_route(&self, req: &Request<Incoming>) -> bool {
@@ -73,13 +79,13 @@ impl App {
         }
     }
 
-    pub(crate) async fn stream(&self, req: Request<Incoming>, m: StreamRoute) -> Response<Body> {
+    pub(crate) async fn stream<B>(&self, req: Request<B>, m: StreamRoute) -> Response<Body> {
         let mut resp = self.open_stream(&req, m).await;
         self.cors(&req, &mut resp);
         resp
     }
 
-    async fn open_stream(&self, req: &Request<Incoming>, m: StreamRoute) -> Response<Body> {
+    async fn open_stream<B>(&self, req: &Request<B>, m: StreamRoute) -> Response<Body> {
         let (query, query_last_id) = split_query(req.uri().query());
         let target = match query {
             Some(q) => format!("{}?{q}", m.path),

@@ -1,0 +1,220 @@
+//! SSE streams served without keeping hyper's connection state.
+//!
+//! A stream lives for hours and writes a few frames; hyper would keep an HTTP/1 connection's read
+//! and write buffers (8 KiB and up to 16 KiB) and its dispatcher for all that time. So on a plain
+//! connection the first request head is read here: when it asks for a stream, the response is
+//! written to the socket directly (head, then each frame as a chunk) and the connection closes
+//! when the stream ends. Anything else — other requests, HTTP/2, HTTP/1.0, a request with a
+//! body — goes to hyper with the bytes already read put back in front.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::Body;
+
+/// Decides whether a request head is a stream and, if so, answers it.
+pub type Streams = std::sync::Arc<dyn Fn(Request<()>) -> Option<DirectAnswer> + Send + Sync>;
+pub type DirectAnswer = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// What reading the first request found.
+pub(crate) enum First {
+    /// A stream request, answered directly.
+    Stream(DirectAnswer),
+    /// Anything else: give the connection, with these bytes first, to hyper.
+    Other(Vec<u8>),
+    /// The client left or sent nothing in time: nothing to do.
+    Gone,
+}
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Reads the first request head (within `timeout`, at most `max` bytes) and asks `streams`.
+pub(crate) async fn first_request(stream: &mut TcpStream, streams: &Streams, timeout: Duration, max: usize) -> First {
+    let mut buf = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(timeout, async {
+        loop {
+            if buf.len() >= HTTP2_PREFACE.len() && buf.starts_with(HTTP2_PREFACE) {
+                return true;
+            }
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= max {
+                return true;
+            }
+            if buf.capacity() - buf.len() < 512 {
+                buf.reserve(buf.capacity());
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    if read != Ok(true) {
+        // Closed, or no complete head within the header timeout (slowloris): close, as hyper would.
+        return First::Gone;
+    }
+    match parse(&buf) {
+        Some(req) => match streams(req) {
+            Some(answer) => First::Stream(answer),
+            None => First::Other(buf),
+        },
+        None => First::Other(buf),
+    }
+}
+
+/// A GET head without a body, HTTP/1.1, that this module may answer; `None` otherwise.
+fn parse(buf: &[u8]) -> Option<Request<()>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = req.parse(buf).ok()? else { return None };
+    if len != buf.len() || req.method != Some("GET") || req.version != Some(1) {
+        // Pipelined bytes after the head, another method, or HTTP/1.0: hyper's.
+        return None;
+    }
+    let mut builder = Request::builder().method(http::Method::GET).uri(req.path?);
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        if name == "content-length" || name == "transfer-encoding" || name == "upgrade" || name == "expect" {
+            return None;
+        }
+        builder = builder.header(h.name, h.value);
+    }
+    builder.body(()).ok()
+}
+
+/// Writes `resp` to the socket: chunked when its length is unknown (a stream), with a length
+/// otherwise; stops when the body ends or the client leaves. The connection is not reused.
+pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>) -> io::Result<()> {
+    let (parts, mut body) = resp.into_parts();
+    let length = http_body::Body::size_hint(&body).exact();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ndate: {}\r\nconnection: close\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or(""),
+        httpdate::fmt_http_date(std::time::SystemTime::now())
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    match length {
+        Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
+        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+    }
+    let (mut reader, mut writer) = stream.split();
+    writer.write_all(&head).await?;
+    drop(head);
+    let mut scratch = [0u8; 64];
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            // Anything the client sends now is ignored; its leaving ends the stream.
+            n = reader.read(&mut scratch) => match n {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => continue,
+            },
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Ok(mut data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        if length.is_some() {
+            writer.write_all_buf(&mut data).await?;
+        } else {
+            let size = format!("{:x}\r\n", data.len());
+            let mut chunk = Bytes::from(size).chain(data).chain(&b"\r\n"[..]);
+            while chunk.has_remaining() {
+                writer.write_buf(&mut chunk).await?;
+            }
+        }
+    }
+    if length.is_none() {
+        writer.write_all(b"0\r\n\r\n").await?;
+    }
+    writer.shutdown().await
+}
+
+/// A connection with bytes already read put back in front, for hyper.
+pub(crate) struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Prefixed { prefix: Bytes::from(prefix), inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_get_heads_are_taken() {
+        let req =
+            parse(b"GET /tasks/event-stream?x=1 HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        assert_eq!(req.uri(), "/tasks/event-stream?x=1");
+        assert_eq!(req.headers()["accept"], "text/event-stream");
+        for other in [
+            &b"POST /tasks HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET /tasks HTTP/1.0\r\n\r\n",
+            b"GET /tasks HTTP/1.1\r\ncontent-length: 1\r\n\r\nx",
+            b"GET /ws HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+            b"GET /tasks HTTP/1.1\r\nHost: a\r\n",
+        ] {
+            assert!(parse(other).is_none(), "{}", String::from_utf8_lossy(other));
+        }
+    }
+}

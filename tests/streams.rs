@@ -255,3 +255,53 @@ async fn over_http2_a_stalled_stream_does_not_block_the_others_on_its_connection
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// A stream opened on a fresh connection is written by herald directly (no HTTP/1 server state
+/// kept for it); one opened after another request on a keep-alive connection goes through
+/// hyper. Both stream the same events, and a client that leaves is noticed.
+#[tokio::test]
+async fn streams_on_fresh_and_reused_connections_behave_the_same() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, &tasks_route("50ms", ""))).await;
+    let head = b"GET /tasks/event-stream HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    let mut fresh = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    fresh.write_all(head).await.unwrap();
+    let mut reused = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    reused.write_all(b"GET /echo/x HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let first = read_until(&mut reused, b"\"path\":\"/echo/x\"").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    reused.write_all(head).await.unwrap();
+
+    api.add_task("seen by both");
+    for (name, conn) in [("fresh", &mut fresh), ("reused", &mut reused)] {
+        let got = read_until(conn, b"seen by both").await;
+        assert!(got.contains("text/event-stream") && got.contains("event: snapshot"), "{name}: {got}");
+        assert!(got.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{name}: {got}");
+    }
+    assert_eq!(gw.metric("herald_sse_subscribers{route=\"tasks\"}").await, 2.0);
+    drop(fresh);
+    drop(reused);
+    let deadline = tokio::time::Instant::now() + SOON;
+    while gw.metric("herald_sse_subscribers{route=\"tasks\"}").await != 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the streams of clients that left are closed");
+        api.add_task("nudge");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads from `conn` until `needle` has arrived; returns all of it as text.
+async fn read_until(conn: &mut tokio::net::TcpStream, needle: &[u8]) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(SOON, async {
+        while !got.windows(needle.len()).any(|w| w == needle) {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("arrived in time");
+    String::from_utf8_lossy(&got).into_owned()
+}

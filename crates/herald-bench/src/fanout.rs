@@ -45,18 +45,36 @@ pub struct Args {
     /// The `herald-bench` binary that serves `floor-server` (default: this one).
     #[arg(skip)]
     pub floor_bin: Option<std::path::PathBuf>,
+    /// External target: `host:port/path` subscribers GET as an SSE stream.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// External target: `host:port/path` a change is POSTed to (the body is the marker).
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// External target: the process to measure.
+    #[arg(long)]
+    pub pid: Option<u32>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     Herald,
     Floor,
+    /// A server already running (Nchan…): `--sub`, `--publish` and `--pid` say where and what.
+    External,
 }
 
 /// A running target: where to subscribe, how to make change `k`, whose process to measure.
 enum Running {
     Herald { gw: Gateway, api: LegacyApi, _dir: tempfile::TempDir },
     Floor { child: tokio::process::Child, addr: SocketAddr },
+    External { addr: SocketAddr, path: &'static str, publish: (SocketAddr, String), pid: u32 },
+}
+
+/// `host:port/path` → the address and the path.
+fn split_target(s: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let (addr, path) = s.split_once('/').ok_or_else(|| anyhow::anyhow!("expected host:port/path, got {s}"))?;
+    Ok((addr.parse()?, format!("/{path}")))
 }
 
 impl Running {
@@ -96,13 +114,20 @@ impl Running {
                 let addr = line.trim().parse()?;
                 Running::Floor { child, addr }
             }
+            Target::External => {
+                let missing = || anyhow::anyhow!("--target external needs --sub, --publish and --pid");
+                let (addr, path) = split_target(args.sub.as_deref().ok_or_else(missing)?)?;
+                let publish = split_target(args.publish.as_deref().ok_or_else(missing)?)?;
+                // Leaked once per run: subscriber tasks need the path for the whole run.
+                Running::External { addr, path: path.leak(), publish, pid: args.pid.ok_or_else(missing)? }
+            }
         })
     }
 
     fn addr(&self) -> SocketAddr {
         match self {
             Running::Herald { gw, .. } => gw.public,
-            Running::Floor { addr, .. } => *addr,
+            Running::Floor { addr, .. } | Running::External { addr, .. } => *addr,
         }
     }
 
@@ -110,6 +135,7 @@ impl Running {
         match self {
             Running::Herald { .. } => "/tasks/event-stream",
             Running::Floor { .. } => "/sub",
+            Running::External { path, .. } => path,
         }
     }
 
@@ -117,6 +143,7 @@ impl Running {
         match self {
             Running::Herald { gw, .. } => gw.pid(),
             Running::Floor { child, .. } => child.id().unwrap_or(0),
+            Running::External { pid, .. } => *pid,
         }
     }
 
@@ -124,16 +151,24 @@ impl Running {
         let marker = format!("chg{k:06}");
         match self {
             Running::Herald { api, .. } => api.retitle("1", &marker),
-            Running::Floor { addr, .. } => {
-                let mut s = TcpStream::connect(addr).await?;
-                let req = format!("POST /pub HTTP/1.1\r\ncontent-length: {}\r\n\r\n{marker}", marker.len());
-                s.write_all(req.as_bytes()).await?;
-                let mut buf = [0u8; 64];
-                let _ = s.read(&mut buf).await?;
-            }
+            Running::Floor { addr, .. } => publish(*addr, "/pub", &marker).await?,
+            Running::External { publish: (addr, path), .. } => publish(*addr, path, &marker).await?,
         }
         Ok(())
     }
+}
+
+/// POSTs `body` to `path` and reads the answer's first bytes.
+async fn publish(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<()> {
+    let mut s = TcpStream::connect(addr).await?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = [0u8; 256];
+    let _ = s.read(&mut buf).await?;
+    Ok(())
 }
 
 /// Opens `n` subscriptions, spreading source addresses over 127.0.0.0/8 so that no one address
@@ -143,12 +178,13 @@ async fn subscribe(
     path: &'static str,
     n: usize,
     ready: Arc<AtomicUsize>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<Vec<(usize, Instant)>>> {
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let src = Ipv4Addr::new(127, 1 + (i / 60_000) as u8, ((i / 250) % 250) as u8 + 1, (i % 250) as u8 + 1);
-        let ready = ready.clone();
-        tasks.push(tokio::spawn(async move { subscriber(addr, src, path, ready).await.unwrap_or_default() }));
+        let (ready, stop) = (ready.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move { subscriber(addr, src, path, ready, stop).await.unwrap_or_default() }));
         if i % 500 == 499 {
             // Let the server accept: a burst larger than its backlog would be refused.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -157,12 +193,13 @@ async fn subscribe(
     tasks
 }
 
-/// One SSE subscriber: records when each marker arrives, until the server closes.
+/// One SSE subscriber: records when each marker arrives, until the server closes or `stop`.
 async fn subscriber(
     addr: SocketAddr,
     src: Ipv4Addr,
     path: &str,
     ready: Arc<AtomicUsize>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<Vec<(usize, Instant)>> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(src.into(), 0))?;
@@ -174,7 +211,10 @@ async fn subscriber(
     let mut keep = 0;
     let mut first = true;
     loop {
-        let n = s.read(&mut buf[keep..]).await?;
+        let n = tokio::select! {
+            n = s.read(&mut buf[keep..]) => n?,
+            _ = stop.wait_for(|stop| *stop) => 0,
+        };
         if n == 0 {
             return Ok(got);
         }
@@ -211,7 +251,8 @@ pub async fn fanout(args: Args) -> anyhow::Result<Value> {
     let target = Running::start(&args).await?;
     let ready = Arc::new(AtomicUsize::new(0));
     let idle_before = usage(target.pid());
-    let tasks = subscribe(target.addr(), target.path(), args.subs, ready.clone()).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks = subscribe(target.addr(), target.path(), args.subs, ready.clone(), stopped).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while ready.load(Ordering::Relaxed) < args.subs && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -228,7 +269,7 @@ pub async fn fanout(args: Args) -> anyhow::Result<Value> {
     }
     eprintln!();
     let after = usage(target.pid());
-    // Stopping the target closes every stream, which ends the subscriber tasks.
+    stop.send_replace(true);
     drop(target);
     let mut per_change: Vec<Vec<Instant>> = vec![Vec::new(); args.changes];
     for t in tasks {
@@ -306,6 +347,9 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<Value> {
             every: Duration::ZERO,
             poll: Duration::from_secs(1),
             floor_bin: args.floor_bin.clone(),
+            sub: None,
+            publish: None,
+            pid: None,
         })
         .await?;
         eprintln!(

@@ -16,6 +16,9 @@ async fn fanout_runs_against_the_floor_server_and_herald() {
             every: Duration::from_millis(400),
             poll: Duration::from_millis(100),
             floor_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
+            sub: None,
+            publish: None,
+            pid: None,
         })
         .await
         .unwrap();

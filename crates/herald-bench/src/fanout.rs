@@ -173,7 +173,7 @@ async fn publish(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<()>
 
 /// Opens `n` subscriptions, spreading source addresses over 127.0.0.0/8 so that no one address
 /// runs out of ephemeral ports. Returns their tasks, each yielding `(change, received)` pairs.
-async fn subscribe(
+pub(crate) async fn subscribe(
     addr: SocketAddr,
     path: &'static str,
     n: usize,

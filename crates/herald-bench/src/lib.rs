@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fanout;
+pub mod savings;
 pub mod webhooks;
 
 /// CPU time (user + system) and resident memory of a process, from /proc.

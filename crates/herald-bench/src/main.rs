@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{fanout, webhooks};
+use herald_bench::{fanout, savings, webhooks};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -22,6 +22,8 @@ enum Scenario {
     Webhooks(webhooks::Args),
     /// N SSE subscribers on one stream, K changes: spread, latency, deliveries/s, CPU, memory.
     Fanout(fanout::Args),
+    /// Upstream requests with herald in front, against the same clients polling directly.
+    Savings(savings::Args),
     /// Memory per idle subscriber at several sizes.
     Idle(fanout::IdleArgs),
     /// The minimal broadcast server `fanout --target floor` measures (started by it).
@@ -50,6 +52,10 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout(args) => {
             let result = runtime.block_on(fanout::fanout(args))?;
             fanout::print(&result);
+            Ok(())
+        }
+        Scenario::Savings(args) => {
+            println!("{}", runtime.block_on(savings::run(args))?);
             Ok(())
         }
         Scenario::Idle(args) => {

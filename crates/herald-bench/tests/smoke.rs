@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_bench::{fanout, webhooks};
+use herald_bench::{fanout, savings, webhooks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_runs_against_the_floor_server_and_herald() {
@@ -53,4 +53,20 @@ async fn webhooks_runs() {
     .unwrap();
     webhooks::check(&r).unwrap();
     assert!(r["delivered_unique"].as_u64().unwrap() >= 3, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savings_runs() {
+    let r = savings::run(savings::Args {
+        subs: 5,
+        pollers: 5,
+        every: Duration::from_millis(200),
+        duration: Duration::from_millis(1200),
+    })
+    .await
+    .unwrap();
+    let (through, baseline) =
+        (r["upstream_requests_through_herald"].as_u64().unwrap(), r["upstream_requests_baseline"].as_u64().unwrap());
+    assert!(through > 0 && baseline > through, "{r}");
+    assert!(r["poller_answers"].as_u64().unwrap() > 0, "{r}");
 }

@@ -1,0 +1,123 @@
+//! The `savings` scenario: N SSE subscribers and M legacy pollers on one resource through herald,
+//! against a baseline of the same N + M clients polling the upstream directly, counting the
+//! requests the upstream serves in each case.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_testkit::LegacyApi;
+use herald_tests::Gateway;
+use serde_json::{json, Value};
+
+use crate::fanout::subscribe;
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// SSE subscribers.
+    #[arg(long, default_value_t = 1000)]
+    pub subs: usize,
+    /// Legacy pollers (plain GETs).
+    #[arg(long, default_value_t = 100)]
+    pub pollers: usize,
+    /// How often each poller (and each client of the baseline) asks.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub every: Duration,
+    /// How long both runs last; the upstream changes every 2 s meanwhile.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+}
+
+/// Pollers GETting `url` every `every` until `until`; the number of answers they got.
+async fn poll(url: String, n: usize, every: Duration, until: Instant) -> usize {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(n).build().expect("a client");
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                // Spread over the interval, as independent clients are.
+                tokio::time::sleep(every.mul_f64(i as f64 / n.max(1) as f64)).await;
+                let mut answers = 0;
+                while Instant::now() < until {
+                    if client.get(&url).send().await.is_ok() {
+                        answers += 1;
+                    }
+                    tokio::time::sleep(every).await;
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total
+}
+
+/// Changes the upstream every 2 s until `until`.
+async fn keep_changing(api: LegacyApi, until: Instant) {
+    let mut k = 0;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        k += 1;
+        api.retitle("1", &format!("change {k}"));
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Value> {
+    // Through herald: one watch polls the upstream; subscribers and pollers are answered by herald.
+    let api = LegacyApi::new();
+    let upstream = api.serve("127.0.0.1:0".parse()?).await?;
+    let every = humantime::format_duration(args.every);
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }}\n\
+         upstream: {{ url: 'http://{upstream}' }}\n\
+         log: {{ format: json, level: info }}\n\
+         storage: {{ kind: memory }}\n\
+         sse: {{ max_subscribers: 1000000 }}\n\
+         routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
+         poll: {{ interval: {every}, min_interval: {every}, adaptive: false, jitter: 0 }}\n    \
+         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n"
+    );
+    let gw = Gateway::start(&yaml).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let subscribers =
+        subscribe(gw.public, "/tasks/event-stream", args.subs, Arc::new(AtomicUsize::new(0)), stopped).await;
+    let before = api.stats("/tasks").requests;
+    let until = Instant::now() + args.duration;
+    let changes = tokio::spawn(keep_changing(api.clone(), until));
+    let answered = poll(gw.url("/tasks"), args.pollers, args.every, until).await;
+    changes.await?;
+    let through_herald = api.stats("/tasks").requests - before;
+    stop.send_replace(true);
+    let received: usize = {
+        let mut n = 0;
+        for s in subscribers {
+            n += s.await.map(|got| got.len()).unwrap_or(0);
+        }
+        n
+    };
+    drop(gw);
+
+    // Baseline: the same clients, all polling the upstream directly.
+    let direct_api = LegacyApi::new();
+    let direct = direct_api.serve("127.0.0.1:0".parse()?).await?;
+    let until = Instant::now() + args.duration;
+    let changes = tokio::spawn(keep_changing(direct_api.clone(), until));
+    poll(format!("http://{direct}/tasks"), args.subs + args.pollers, args.every, until).await;
+    changes.await?;
+    let baseline = direct_api.stats("/tasks").requests;
+
+    Ok(json!({
+        "scenario": "savings",
+        "subscribers": args.subs,
+        "pollers": args.pollers,
+        "seconds": args.duration.as_secs_f64(),
+        "poller_answers": answered,
+        "events_received": received,
+        "upstream_requests_through_herald": through_herald,
+        "upstream_requests_baseline": baseline,
+        "saved_fraction": 1.0 - through_herald as f64 / baseline.max(1) as f64,
+    }))
+}

@@ -23,7 +23,7 @@ pub struct Args {
     /// How often each poller (and each client of the baseline) asks.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub every: Duration,
-    /// How long both runs last; the upstream changes every 2 s meanwhile.
+    /// How long both runs last; the upstream changes every two `every` meanwhile.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
 }
@@ -55,13 +55,14 @@ async fn poll(url: String, n: usize, every: Duration, until: Instant) -> usize {
     total
 }
 
-/// Changes the upstream every 2 s until `until`.
-async fn keep_changing(api: LegacyApi, until: Instant) {
+/// Changes the upstream every `period` until `until`.
+async fn keep_changing(api: LegacyApi, period: Duration, until: Instant) {
     let mut k = 0;
     while Instant::now() < until {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(period).await;
         k += 1;
-        api.retitle("1", &format!("change {k}"));
+        // The marker subscribers count (see `fanout`).
+        api.retitle("1", &format!("chg{k:06}"));
     }
 }
 
@@ -86,7 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         subscribe(gw.public, "/tasks/event-stream", args.subs, Arc::new(AtomicUsize::new(0)), stopped).await;
     let before = api.stats("/tasks").requests;
     let until = Instant::now() + args.duration;
-    let changes = tokio::spawn(keep_changing(api.clone(), until));
+    let changes = tokio::spawn(keep_changing(api.clone(), args.every * 2, until));
     let answered = poll(gw.url("/tasks"), args.pollers, args.every, until).await;
     changes.await?;
     let through_herald = api.stats("/tasks").requests - before;
@@ -104,7 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let direct_api = LegacyApi::new();
     let direct = direct_api.serve("127.0.0.1:0".parse()?).await?;
     let until = Instant::now() + args.duration;
-    let changes = tokio::spawn(keep_changing(direct_api.clone(), until));
+    let changes = tokio::spawn(keep_changing(direct_api.clone(), args.every * 2, until));
     poll(format!("http://{direct}/tasks"), args.subs + args.pollers, args.every, until).await;
     changes.await?;
     let baseline = direct_api.stats("/tasks").requests;

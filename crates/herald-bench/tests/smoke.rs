@@ -69,4 +69,5 @@ async fn savings_runs() {
         (r["upstream_requests_through_herald"].as_u64().unwrap(), r["upstream_requests_baseline"].as_u64().unwrap());
     assert!(through > 0 && baseline > through, "{r}");
     assert!(r["poller_answers"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["events_received"].as_u64().unwrap() > 0, "subscribers got the changes: {r}");
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use herald_config::{check_destination_url, check_filter, check_secret};
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tracing::info;
 
+use crate::events::rfc3339;
 use crate::watcher::{header_map, new_message, Start};
 use crate::{events, sign, Webhooks};
 
@@ -135,7 +136,7 @@ impl Webhooks {
     fn view(&self, s: &Subscription, secret: Option<&str>) -> Value {
         let payload = s.payload.clone().or_else(|| {
             let route = self.shared.route_of(&s.path)?;
-            Some(crate::payload_name(events::default_payload(&self.shared.route_cfgs[route])).to_string())
+            Some(crate::payload_name(events::default_payload(self.shared.hub.route(route))).to_string())
         });
         let mut v = json!({
             "id": s.id,
@@ -217,7 +218,7 @@ impl Webhooks {
         if let Err(resp) = self.save(sub.clone()).await {
             return resp;
         }
-        info!(subscription = %sub.id, route = %self.shared.route_cfgs[route].name, "webhook subscription created");
+        info!(subscription = %sub.id, route = %self.shared.hub.route(route).name, "webhook subscription created");
         let mut resp = json_response(StatusCode::CREATED, &self.view(&sub, Some(&secret)));
         if let Ok(loc) = http::HeaderValue::try_from(format!("{PREFIX}/{}", sub.id)) {
             resp.headers_mut().insert(header::LOCATION, loc);
@@ -249,8 +250,8 @@ impl Webhooks {
         }
         match self.shared.route_of(path) {
             None => errors.push(err(format!("{path:?} matches no route"))),
-            Some(i) if !self.shared.route_cfgs[i].webhooks => {
-                errors.push(err(format!("route {:?} does not allow webhooks", self.shared.route_cfgs[i].name)))
+            Some(i) if !self.shared.hub.route(i).webhooks => {
+                errors.push(err(format!("route {:?} does not allow webhooks", self.shared.hub.route(i).name)))
             }
             Some(i) => return Some(i),
         }
@@ -471,10 +472,6 @@ fn delivery_view(m: &Message) -> Value {
 fn new_id() -> String {
     let secret = sign::generate_secret();
     format!("ep_{}", &blake3::hash(secret.as_bytes()).to_hex()[..20])
-}
-
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiResponse> {

@@ -85,12 +85,16 @@ pub fn events(
 
 /// The request body: `{"type","timestamp","data"}`, `timestamp` in RFC 3339 (UTC, milliseconds).
 pub fn body(event_type: &str, at_ms: u64, data: &str) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
     format!(
         r#"{{"type":{},"timestamp":"{}","data":{data}}}"#,
         serde_json::to_string(event_type).expect("strings serialize"),
-        humantime::format_rfc3339_millis(at)
+        rfc3339(at_ms)
     )
+}
+
+/// Unix milliseconds as RFC 3339, UTC, with milliseconds (payloads and the API).
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 /// Whether `event_type` passes a subscription's filter (empty: everything; `task.*`: a prefix).

@@ -47,7 +47,6 @@ pub enum WebhookError {
 pub(crate) struct Shared {
     cfg: herald_config::Webhooks,
     routes: RouteTable,
-    route_cfgs: Vec<Route>,
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     /// Every subscription, as stored; the store is written first, then this.
@@ -121,7 +120,6 @@ impl Webhooks {
             guard: Arc::new(Guard::new(cfg.allow_private_destinations.clone())),
             cfg,
             routes: RouteTable::new(routes),
-            route_cfgs: routes.to_vec(),
             store,
             hub,
             subs: RwLock::new(subs),

@@ -9,8 +9,9 @@
 //! nothing else. Its spread is what the kernel costs on this machine; herald is reported as a
 //! ratio to it.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,12 +19,10 @@ use herald_testkit::LegacyApi;
 use herald_tests::Gateway;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
+use crate::subscribers::{find, now_ns, Subscribers, PER_PROCESS};
 use crate::{percentile, usage, Usage};
-
-const MARKER: &[u8] = b"chg";
-const MARKER_LEN: usize = 3 + 6;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -42,18 +41,25 @@ pub struct Args {
     /// herald's poll interval (the upstream is polled this often).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub poll: Duration,
-    /// The `herald-bench` binary that serves `floor-server` (default: this one).
+    /// Subscribers one load-generator process opens at most; more are split over child processes.
+    #[arg(long, default_value_t = PER_PROCESS)]
+    pub per_process: usize,
+    /// The `herald-bench` binary that serves `floor-server` and `subscribers` (default: this one).
     #[arg(skip)]
-    pub floor_bin: Option<std::path::PathBuf>,
+    pub bench_bin: Option<PathBuf>,
     /// External target: `host:port/path` subscribers GET as an SSE stream.
     #[arg(long)]
     pub sub: Option<String>,
-    /// External target: `host:port/path` a change is POSTed to (the body is the marker).
+    /// External target: `host:port/path` a change is POSTed to.
     #[arg(long)]
     pub publish: Option<String>,
-    /// External target: the process to measure.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// External target: the body POSTed for a change, `{marker}` replaced by the change's marker
+    /// (JSON when it starts with `{`).
+    #[arg(long, default_value = "{marker}")]
+    pub publish_body: String,
+    /// External target: the processes to measure (their CPU and RSS are summed).
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +74,7 @@ pub enum Target {
 enum Running {
     Herald { gw: Gateway, api: LegacyApi, _dir: tempfile::TempDir },
     Floor { child: tokio::process::Child, addr: SocketAddr },
-    External { addr: SocketAddr, path: &'static str, publish: (SocketAddr, String), pid: u32 },
+    External { addr: SocketAddr, path: String, publish: (SocketAddr, String), body: String, pids: Vec<u32> },
 }
 
 /// `host:port/path` → the address and the path.
@@ -99,11 +105,7 @@ impl Running {
                 Running::Herald { gw, api, _dir: dir }
             }
             Target::Floor => {
-                let bin = match &args.floor_bin {
-                    Some(bin) => bin.clone(),
-                    None => std::env::current_exe()?,
-                };
-                let mut child = tokio::process::Command::new(bin)
+                let mut child = tokio::process::Command::new(bench_bin(args)?)
                     .arg("floor-server")
                     .stdout(std::process::Stdio::piped())
                     .kill_on_drop(true)
@@ -118,8 +120,8 @@ impl Running {
                 let missing = || anyhow::anyhow!("--target external needs --sub, --publish and --pid");
                 let (addr, path) = split_target(args.sub.as_deref().ok_or_else(missing)?)?;
                 let publish = split_target(args.publish.as_deref().ok_or_else(missing)?)?;
-                // Leaked once per run: subscriber tasks need the path for the whole run.
-                Running::External { addr, path: path.leak(), publish, pid: args.pid.ok_or_else(missing)? }
+                anyhow::ensure!(!args.pid.is_empty(), missing());
+                Running::External { addr, path, publish, body: args.publish_body.clone(), pids: args.pid.clone() }
             }
         })
     }
@@ -131,7 +133,7 @@ impl Running {
         }
     }
 
-    fn path(&self) -> &'static str {
+    fn path(&self) -> &str {
         match self {
             Running::Herald { .. } => "/tasks/event-stream",
             Running::Floor { .. } => "/sub",
@@ -139,11 +141,12 @@ impl Running {
         }
     }
 
-    fn pid(&self) -> u32 {
+    /// CPU and RSS of the target's processes.
+    fn usage(&self) -> Usage {
         match self {
-            Running::Herald { gw, .. } => gw.pid(),
-            Running::Floor { child, .. } => child.id().unwrap_or(0),
-            Running::External { pid, .. } => *pid,
+            Running::Herald { gw, .. } => usage(gw.pid()),
+            Running::Floor { child, .. } => usage(child.id().unwrap_or(0)),
+            Running::External { pids, .. } => pids.iter().map(|&pid| usage(pid)).fold(Usage::default(), Usage::sum),
         }
     }
 
@@ -152,7 +155,9 @@ impl Running {
         match self {
             Running::Herald { api, .. } => api.retitle("1", &marker),
             Running::Floor { addr, .. } => publish(*addr, "/pub", &marker).await?,
-            Running::External { publish: (addr, path), .. } => publish(*addr, path, &marker).await?,
+            Running::External { publish: (addr, path), body, .. } => {
+                publish(*addr, path, &body.replace("{marker}", &marker)).await?
+            }
         }
         Ok(())
     }
@@ -161,8 +166,9 @@ impl Running {
 /// POSTs `body` to `path` and reads the answer's first bytes.
 async fn publish(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(addr).await?;
+    let kind = if body.starts_with('{') { "application/json" } else { "text/plain" };
     let req = format!(
-        "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await?;
@@ -171,137 +177,74 @@ async fn publish(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Opens `n` subscriptions, spreading source addresses over 127.0.0.0/8 so that no one address
-/// runs out of ephemeral ports. Returns their tasks, each yielding `(change, received)` pairs.
-pub(crate) async fn subscribe(
-    addr: SocketAddr,
-    path: &'static str,
-    n: usize,
-    ready: Arc<AtomicUsize>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<Vec<(usize, Instant)>>> {
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let src = Ipv4Addr::new(127, 1 + (i / 60_000) as u8, ((i / 250) % 250) as u8 + 1, (i % 250) as u8 + 1);
-        let (ready, stop) = (ready.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move { subscriber(addr, src, path, ready, stop).await.unwrap_or_default() }));
-        if i % 500 == 499 {
-            // Let the server accept: a burst larger than its backlog would be refused.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    tasks
-}
-
-/// One SSE subscriber: records when each marker arrives, until the server closes or `stop`.
-async fn subscriber(
-    addr: SocketAddr,
-    src: Ipv4Addr,
-    path: &str,
-    ready: Arc<AtomicUsize>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<Vec<(usize, Instant)>> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(src.into(), 0))?;
-    let mut s = socket.connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n").as_bytes()).await?;
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 16 << 10];
-    // Bytes kept from the previous read, so a marker split across reads is still found.
-    let mut keep = 0;
-    let mut first = true;
-    loop {
-        let n = tokio::select! {
-            n = s.read(&mut buf[keep..]) => n?,
-            _ = stop.wait_for(|stop| *stop) => 0,
-        };
-        if n == 0 {
-            return Ok(got);
-        }
-        let at = Instant::now();
-        if std::mem::take(&mut first) {
-            ready.fetch_add(1, Ordering::Relaxed);
-        }
-        let end = keep + n;
-        let mut i = 0;
-        while let Some(pos) = find(&buf[i..end], MARKER) {
-            let start = i + pos;
-            if start + MARKER_LEN > end {
-                break;
-            }
-            if let Some(k) = std::str::from_utf8(&buf[start + 3..start + MARKER_LEN]).ok().and_then(|d| d.parse().ok())
-            {
-                if !got.iter().any(|(seen, _)| *seen == k) {
-                    got.push((k, at));
-                }
-            }
-            i = start + MARKER_LEN;
-        }
-        keep = (end - i).min(MARKER_LEN - 1);
-        buf.copy_within(end - keep..end, 0);
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// The `herald-bench` binary serving the floor server and child subscribers.
+fn bench_bin(args: &Args) -> anyhow::Result<PathBuf> {
+    Ok(match &args.bench_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?,
+    })
 }
 
 /// Runs the scenario; returns the JSON summary.
 pub async fn fanout(args: Args) -> anyhow::Result<Value> {
     let target = Running::start(&args).await?;
-    let ready = Arc::new(AtomicUsize::new(0));
-    let idle_before = usage(target.pid());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let tasks = subscribe(target.addr(), target.path(), args.subs, ready.clone(), stopped).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ready.load(Ordering::Relaxed) < args.subs && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let idle_before = target.usage();
+    let subs =
+        Subscribers::start(target.addr(), target.path(), args.subs, args.per_process, &bench_bin(&args)?).await?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (ready, failed) = (&subs.counts.ready, &subs.counts.failed);
+    while ready.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < args.subs && Instant::now() < deadline {
+        eprint!("\r{:?}: {} of {} subscribers connected   ", args.target, ready.load(Ordering::Relaxed), args.subs);
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let connected = ready.load(Ordering::Relaxed);
+    let refused = failed.load(Ordering::Relaxed);
+    let subs_retried = subs.counts.retried.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = usage(target.pid());
+    let before = target.usage();
     let mut made = Vec::new();
     for k in 1..=args.changes {
         eprint!("\r{:?} {} subscribers: change {k}/{}   ", args.target, connected, args.changes);
-        made.push(Instant::now());
+        made.push(now_ns());
         target.change(k).await?;
         tokio::time::sleep(args.every).await;
     }
     eprintln!();
-    let after = usage(target.pid());
-    stop.send_replace(true);
+    let after = target.usage();
+    let receipts = subs.finish().await;
     drop(target);
-    let mut per_change: Vec<Vec<Instant>> = vec![Vec::new(); args.changes];
-    for t in tasks {
-        for (k, at) in t.await.unwrap_or_default() {
-            if (1..=args.changes).contains(&k) {
-                per_change[k - 1].push(at);
-            }
+    let mut per_change: Vec<Vec<u64>> = vec![Vec::new(); args.changes];
+    for (k, at) in receipts {
+        if (1..=args.changes).contains(&k) {
+            per_change[k - 1].push(at);
         }
     }
-    Ok(summarize(&args, connected, &made, &per_change, &idle_before, &before, &after))
+    let mut summary = summarize(&args, connected, &made, &per_change, &idle_before, &before, &after);
+    summary["refused"] = refused.into();
+    summary["retried"] = subs_retried.into();
+    Ok(summary)
 }
 
 fn summarize(
     args: &Args,
     connected: usize,
-    made: &[Instant],
-    per_change: &[Vec<Instant>],
+    made: &[u64],
+    per_change: &[Vec<u64>],
     idle_before: &Usage,
     before: &Usage,
     after: &Usage,
 ) -> Value {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let ms = |ns: u64| ns as f64 / 1e6;
     let mut spreads = Vec::new();
     let mut latencies = Vec::new();
     let mut rates = Vec::new();
     let mut delivered = 0;
     for (k, times) in per_change.iter().enumerate() {
         delivered += times.len();
-        let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) else { continue };
-        spreads.push(ms(*last - *first));
-        latencies.extend(times.iter().map(|t| ms(*t - made[k])));
-        rates.push(times.len() as f64 / (*last - *first).as_secs_f64().max(1e-3));
+        let (Some(&first), Some(&last)) = (times.iter().min(), times.iter().max()) else { continue };
+        spreads.push(ms(last - first));
+        latencies.extend(times.iter().map(|&t| ms(t.saturating_sub(made[k]))));
+        rates.push(times.len() as f64 / ((last - first) as f64 / 1e9).max(1e-3));
     }
     spreads.sort_by(f64::total_cmp);
     latencies.sort_by(f64::total_cmp);
@@ -313,6 +256,7 @@ fn summarize(
         "subscribers": connected,
         "changes": args.changes,
         "delivered": delivered,
+        "delivered_per_change": per_change.iter().map(Vec::len).collect::<Vec<_>>(),
         "expected": connected * args.changes,
         "spread_ms": { "p50": percentile(&spreads, 50.0), "p99": percentile(&spreads, 99.0) },
         "latency_ms": { "p50": percentile(&latencies, 50.0), "p99": percentile(&latencies, 99.0), "max": latencies.last().copied().unwrap_or(0.0) },
@@ -320,7 +264,7 @@ fn summarize(
         "cpu_seconds_per_change": cpu / args.changes as f64,
         "rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
         "rss_per_subscriber_bytes": (before.rss_bytes.saturating_sub(idle_before.rss_bytes)) as f64 / connected.max(1) as f64,
-        "poll_interval_ms": ms(args.poll),
+        "poll_interval_ms": args.poll.as_secs_f64() * 1000.0,
     })
 }
 
@@ -333,7 +277,7 @@ pub struct IdleArgs {
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,19000")]
     pub sizes: Vec<usize>,
     #[arg(skip)]
-    pub floor_bin: Option<std::path::PathBuf>,
+    pub bench_bin: Option<PathBuf>,
 }
 
 /// The `idle` scenario: memory per idle subscriber at each size (RSS growth / N).
@@ -346,10 +290,12 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<Value> {
             changes: 0,
             every: Duration::ZERO,
             poll: Duration::from_secs(1),
-            floor_bin: args.floor_bin.clone(),
+            per_process: PER_PROCESS,
+            bench_bin: args.bench_bin.clone(),
             sub: None,
             publish: None,
-            pid: None,
+            publish_body: String::new(),
+            pid: Vec::new(),
         })
         .await?;
         eprintln!(
@@ -433,6 +379,40 @@ pub async fn floor_server() -> anyhow::Result<()> {
                     subscribers.lock().unwrap().push(w);
                     // Hold the read half until the client leaves.
                     let _ = r.read(&mut buf).await;
+                }
+            }
+        });
+    }
+}
+
+/// A GRIP origin for Pushpin (`herald-bench grip-origin`): answers every request with an SSE
+/// stream that Pushpin holds open on the channel `bench` (`Grip-Hold: stream`), so that a
+/// publish to `bench` reaches every subscriber through Pushpin.
+pub async fn grip_origin(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    println!("{}", listener.local_addr()?);
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ngrip-hold: stream\r\n\
+        grip-channel: bench\r\ncontent-length: 6\r\n\r\n: ok\n\n";
+    loop {
+        let (mut s, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            // Keep-alive: one answer per request head.
+            let mut buf = vec![0u8; 8192];
+            let mut read = 0;
+            loop {
+                match find(&buf[..read], b"\r\n\r\n") {
+                    Some(p) => {
+                        if s.write_all(ANSWER).await.is_err() {
+                            return;
+                        }
+                        buf.copy_within(p + 4..read, 0);
+                        read -= p + 4;
+                    }
+                    None if read == buf.len() => return,
+                    None => match s.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    },
                 }
             }
         });

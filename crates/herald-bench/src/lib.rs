@@ -5,12 +5,21 @@
 
 pub mod fanout;
 pub mod savings;
+pub mod subscribers;
 pub mod webhooks;
 
 /// CPU time (user + system) and resident memory of a process, from /proc.
+#[derive(Default)]
 pub(crate) struct Usage {
     pub cpu_seconds: f64,
     pub rss_bytes: u64,
+}
+
+impl Usage {
+    /// The usage of two processes together.
+    pub fn sum(self, other: Usage) -> Usage {
+        Usage { cpu_seconds: self.cpu_seconds + other.cpu_seconds, rss_bytes: self.rss_bytes + other.rss_bytes }
+    }
 }
 
 pub(crate) fn usage(pid: u32) -> Usage {

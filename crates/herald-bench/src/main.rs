@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{fanout, savings, webhooks};
+use herald_bench::{fanout, savings, subscribers, webhooks};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -29,11 +29,21 @@ enum Scenario {
     /// The minimal broadcast server `fanout --target floor` measures (started by it).
     #[command(hide = true)]
     FloorServer,
+    /// Subscribers in a child process, when `fanout` splits its load (started by it).
+    #[command(hide = true)]
+    Subscribers(subscribers::ChildArgs),
+    /// A GRIP origin for measuring Pushpin (benches/peers.sh starts it).
+    #[command(hide = true)]
+    GripOrigin {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if !matches!(cli.scenario, Scenario::FloorServer) {
+    let helper = matches!(cli.scenario, Scenario::FloorServer | Scenario::Subscribers(_) | Scenario::GripOrigin { .. });
+    if !helper {
         anyhow::ensure!(
             cli.herald.exists(),
             "{} not found: build it with `cargo build --release` or pass --herald",
@@ -63,5 +73,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Scenario::FloorServer => runtime.block_on(fanout::floor_server()),
+        Scenario::Subscribers(args) => runtime.block_on(subscribers::run_child(args)),
+        Scenario::GripOrigin { listen } => runtime.block_on(fanout::grip_origin(listen)),
     }
 }

@@ -2,15 +2,13 @@
 //! against a baseline of the same N + M clients polling the upstream directly, counting the
 //! requests the upstream serves in each case.
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_testkit::LegacyApi;
 use herald_tests::Gateway;
 use serde_json::{json, Value};
 
-use crate::fanout::subscribe;
+use crate::subscribers::{Subscribers, PER_PROCESS};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -82,23 +80,15 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
          events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n"
     );
     let gw = Gateway::start(&yaml).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let subscribers =
-        subscribe(gw.public, "/tasks/event-stream", args.subs, Arc::new(AtomicUsize::new(0)), stopped).await;
+        Subscribers::start(gw.public, "/tasks/event-stream", args.subs, PER_PROCESS, &std::env::current_exe()?).await?;
     let before = api.stats("/tasks").requests;
     let until = Instant::now() + args.duration;
     let changes = tokio::spawn(keep_changing(api.clone(), args.every * 2, until));
     let answered = poll(gw.url("/tasks"), args.pollers, args.every, until).await;
     changes.await?;
     let through_herald = api.stats("/tasks").requests - before;
-    stop.send_replace(true);
-    let received: usize = {
-        let mut n = 0;
-        for s in subscribers {
-            n += s.await.map(|got| got.len()).unwrap_or(0);
-        }
-        n
-    };
+    let received = subscribers.finish().await.len();
     drop(gw);
 
     // Baseline: the same clients, all polling the upstream directly.

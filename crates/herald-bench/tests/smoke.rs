@@ -8,17 +8,21 @@ use herald_bench::{fanout, savings, webhooks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_runs_against_the_floor_server_and_herald() {
-    for target in [fanout::Target::Floor, fanout::Target::Herald] {
+    // Herald's subscribers split over two child processes, as when one process's file
+    // descriptors would not be enough.
+    for (target, per_process) in [(fanout::Target::Floor, 20), (fanout::Target::Herald, 10)] {
         let r = fanout::fanout(fanout::Args {
             target,
             subs: 20,
             changes: 2,
             every: Duration::from_millis(400),
             poll: Duration::from_millis(100),
-            floor_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
+            per_process,
+            bench_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
             sub: None,
             publish: None,
-            pid: None,
+            publish_body: String::new(),
+            pid: Vec::new(),
         })
         .await
         .unwrap();
@@ -33,7 +37,7 @@ async fn idle_runs() {
     let r = fanout::idle(fanout::IdleArgs {
         target: fanout::Target::Herald,
         sizes: vec![10, 20],
-        floor_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
+        bench_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
     })
     .await
     .unwrap();

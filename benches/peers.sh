@@ -86,10 +86,15 @@ python3 - "$work" <<'PY'
 import json, sys
 d = sys.argv[1]
 rows = {t: json.load(open(f"{d}/{t}.json")) for t in ("floor", "herald", "nchan", "pushpin")}
-floor = rows["floor"]
-print(f"{'target':8} {'subs':>6} {'delivered':>10} {'spread p50':>11} {'spread p99':>11} {'latency p99':>12} {'deliv/s':>9} {'KiB/sub':>8} {'spread p99 / floor':>19}")
+floor, herald = rows["floor"], rows["herald"]
+print(f"{'target':8} {'subs':>6} {'delivered':>10} {'retried':>8} {'spread p50':>11} {'spread p99':>11} {'latency p99':>12} {'deliv/s':>9} {'KiB/sub':>8} {'spread p99 / floor':>19}")
 for t, r in rows.items():
-    print(f"{t:8} {r['subscribers']:>6} {r['delivered']:>10} {r['spread_ms']['p50']:>9.1f}ms {r['spread_ms']['p99']:>9.1f}ms "
+    print(f"{t:8} {r['subscribers']:>6} {r['delivered']:>10} {r.get('retried', 0):>8} {r['spread_ms']['p50']:>9.1f}ms {r['spread_ms']['p99']:>9.1f}ms "
           f"{r['latency_ms']['p99']:>10.1f}ms {r['deliveries_per_second']:>9.0f} {r['rss_per_subscriber_bytes']/1024:>8.1f} "
           f"{r['spread_ms']['p99']/max(floor['spread_ms']['p99'],1e-9):>19.2f}")
+for peer in ("nchan", "pushpin"):
+    r = rows[peer]
+    print(f"herald / {peer}: spread p99 {herald['spread_ms']['p99']/r['spread_ms']['p99']:.2f}x, "
+          f"memory per subscriber {herald['rss_per_subscriber_bytes']/r['rss_per_subscriber_bytes']:.2f}x, "
+          f"deliveries/s {herald['deliveries_per_second']/r['deliveries_per_second']:.2f}x")
 PY

@@ -134,8 +134,8 @@ pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>) -> io::R
         if length.is_some() {
             writer.write_all_buf(&mut data).await?;
         } else {
-            let size = format!("{:x}\r\n", data.len());
-            let mut chunk = Bytes::from(size).chain(data).chain(&b"\r\n"[..]);
+            let mut size = [0u8; 18];
+            let mut chunk = Buf::chain(chunk_size(data.len(), &mut size), data).chain(&b"\r\n"[..]);
             while chunk.has_remaining() {
                 writer.write_buf(&mut chunk).await?;
             }
@@ -145,6 +145,16 @@ pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>) -> io::R
         writer.write_all(b"0\r\n\r\n").await?;
     }
     writer.shutdown().await
+}
+
+/// A chunk's size line (`1a2b\r\n`), written into `buf`.
+fn chunk_size(len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, b) in buf[..digits].iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[(len >> (4 * (digits - 1 - i))) & 0xf];
+    }
+    buf[digits..digits + 2].copy_from_slice(b"\r\n");
+    &buf[..digits + 2]
 }
 
 /// A connection with bytes already read put back in front, for hyper.
@@ -199,6 +209,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_sizes_are_hex_lines() {
+        let mut buf = [0u8; 18];
+        for len in [0, 1, 15, 16, 255, 4096, 1 << 20, usize::MAX] {
+            assert_eq!(chunk_size(len, &mut buf), format!("{len:x}\r\n").as_bytes());
+        }
+    }
 
     #[test]
     fn only_plain_get_heads_are_taken() {

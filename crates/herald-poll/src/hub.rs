@@ -312,7 +312,8 @@ impl Hub {
     }
 
     /// The poll loop of one watch: polls at once, then on its schedule, until nobody has
-    /// listened for `linger`, the credential is revoked, or herald shuts down.
+    /// listened for `linger`, the credential is revoked, or herald shuts down (which ends the
+    /// watch's streams).
     async fn run(self: Arc<Self>, watch: Arc<Watch>) {
         let cfg = &watch.route.cfg;
         let mut schedule = Schedule::new(cfg.poll.clone());
@@ -333,12 +334,20 @@ impl Hub {
                 p = self.limiter.acquire() => p,
                 _ = self.shutdown.cancelled() => break,
             };
-            match self.poll(&watch, &mut schedule).await {
+            let next = tokio::select! {
+                next = self.poll(&watch, &mut schedule) => next,
+                _ = self.shutdown.cancelled() => break,
+            };
+            match next {
                 Next::In(d) => delay = d,
                 Next::Stop => break,
             }
             drop(permit);
             watch.state.lock().unwrap().interval = schedule.current();
+        }
+        if self.shutdown.is_cancelled() {
+            // Every stream on the watch says goodbye and ends (its clients reconnect after `retry`).
+            watch.terminate(encode_frame("error", None, br#"{"reason":"shutdown"}"#));
         }
         self.remove(&watch);
     }

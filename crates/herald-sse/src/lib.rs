@@ -1,26 +1,29 @@
 //! Server-Sent Events sessions: one per subscriber, reading its watch's broadcast of pre-encoded
-//! frames and writing them as a response body, with heartbeats, resync of subscribers that fall
-//! behind, and the `shutdown` goodbye.
+//! frames and writing them as a response body, with heartbeats and resync of subscribers that
+//! fall behind. The `shutdown` goodbye comes through the same broadcast (the hub ends every
+//! watch with it), so a session waits on nothing shared but its watch's channel.
 //!
 //! Nothing here copies an event: every frame is a clone of the `Bytes` the watch encoded once.
+//! Per event a session does no more than receive it and hand it on: its heartbeat timer is armed
+//! once and moved only when it fires (a frame since then pushes it back).
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use herald_core::{encode_comment, encode_frame, EventKind};
+use herald_core::{encode_comment, EventKind};
 use herald_poll::{Joined, Resync};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
 
 /// SSE metrics; registered on the registry the binary hands in.
 #[derive(Clone)]
@@ -74,7 +77,6 @@ pub struct Sessions {
     cfg: SseConfig,
     metrics: SseMetrics,
     open: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
 }
 
 /// A place under `max_subscribers`, held for the life of a stream.
@@ -87,8 +89,8 @@ impl Drop for Slot {
 }
 
 impl Sessions {
-    pub fn new(cfg: SseConfig, metrics: SseMetrics, shutdown: CancellationToken) -> Self {
-        Sessions { cfg, metrics, open: Arc::new(AtomicUsize::new(0)), shutdown }
+    pub fn new(cfg: SseConfig, metrics: SseMetrics) -> Self {
+        Sessions { cfg, metrics, open: Arc::new(AtomicUsize::new(0)) }
     }
 
     pub fn retry(&self) -> Duration {
@@ -115,8 +117,9 @@ impl Sessions {
             resyncs: self.metrics.resyncs.with_label_values(&[&route]),
             delivery: self.metrics.delivery.with_label_values(&[&route]),
             subscribers,
-            heartbeat: self.cfg.heartbeat,
-            shutdown: self.shutdown.clone(),
+            every: self.cfg.heartbeat,
+            heartbeat: Box::pin(tokio::time::sleep(self.cfg.heartbeat)),
+            last_frame: Instant::now(),
             pending,
             joined,
             done: false,
@@ -124,6 +127,7 @@ impl Sessions {
         };
         futures_util::stream::unfold(session, |mut s| async move {
             let frame = s.next().await?;
+            s.last_frame = Instant::now();
             s.sent.inc();
             Some((Ok(frame), s))
         })
@@ -133,8 +137,11 @@ impl Sessions {
 struct Session {
     joined: Joined,
     pending: VecDeque<Bytes>,
-    heartbeat: Duration,
-    shutdown: CancellationToken,
+    /// `sse.heartbeat`: a comment is sent after this long without a frame.
+    every: Duration,
+    /// Fires at the earliest time a heartbeat may be due (boxed: a timer entry must not move).
+    heartbeat: Pin<Box<Sleep>>,
+    last_frame: Instant,
     done: bool,
     sent: IntCounter,
     resyncs: IntCounter,
@@ -159,14 +166,9 @@ impl Session {
         if self.done {
             return None;
         }
-        let idle_until = Instant::now() + self.heartbeat;
         loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
-                    self.done = true;
-                    return Some(encode_frame("error", None, br#"{"reason":"shutdown"}"#));
-                }
                 received = self.joined.rx.recv() => match received {
                     Ok(event) if event.kind == EventKind::Terminal => {
                         self.done = true;
@@ -194,7 +196,14 @@ impl Session {
                     }
                     Err(RecvError::Closed) => return None,
                 },
-                _ = tokio::time::sleep_until(idle_until) => return Some(encode_comment("heartbeat")),
+                () = self.heartbeat.as_mut() => {
+                    let due = self.last_frame + self.every;
+                    if due <= Instant::now() {
+                        self.heartbeat.as_mut().reset(Instant::now() + self.every);
+                        return Some(encode_comment("heartbeat"));
+                    }
+                    self.heartbeat.as_mut().reset(due);
+                }
             }
         }
     }

@@ -59,7 +59,6 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
             max_subscribers: config.sse.max_subscribers,
         },
         SseMetrics::new(&registry)?,
-        shutdown.child_token(),
     );
     let webhooks = Webhooks::start(
         config.webhooks.clone(),

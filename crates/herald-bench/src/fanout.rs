@@ -298,13 +298,23 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<Value> {
             pid: Vec::new(),
         })
         .await?;
-        eprintln!(
-            "{:?}: {} subscribers, {:.0} bytes each",
-            args.target, r["subscribers"], r["rss_per_subscriber_bytes"]
-        );
         rows.push(json!({ "subscribers": r["subscribers"], "rss_per_subscriber_bytes": r["rss_per_subscriber_bytes"], "rss_mib": r["rss_mib"] }));
     }
     Ok(json!({ "scenario": "idle", "target": format!("{:?}", args.target).to_lowercase(), "sizes": rows }))
+}
+
+/// The table for an idle result, then its JSON line.
+pub fn print_idle(r: &Value) {
+    println!("idle {}:", r["target"].as_str().unwrap_or("?"));
+    for row in r["sizes"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>7} subscribers   RSS {:>7.1} MiB   {:>6.0} bytes per subscriber",
+            row["subscribers"],
+            row["rss_mib"].as_f64().unwrap_or(0.0),
+            row["rss_per_subscriber_bytes"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("{r}");
 }
 
 /// The table for a fanout result.

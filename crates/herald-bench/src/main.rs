@@ -65,11 +65,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Scenario::Savings(args) => {
-            println!("{}", runtime.block_on(savings::run(args))?);
+            savings::print(&runtime.block_on(savings::run(args))?);
             Ok(())
         }
         Scenario::Idle(args) => {
-            println!("{}", runtime.block_on(fanout::idle(args))?);
+            fanout::print_idle(&runtime.block_on(fanout::idle(args))?);
             Ok(())
         }
         Scenario::FloorServer => runtime.block_on(fanout::floor_server()),

@@ -112,3 +112,16 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         "saved_fraction": 1.0 - through_herald as f64 / baseline.max(1) as f64,
     }))
 }
+
+/// The table for a savings result, then its JSON line.
+pub fn print(r: &Value) {
+    println!("savings: {} subscribers + {} pollers for {} s", r["subscribers"], r["pollers"], r["seconds"]);
+    println!(
+        "  upstream requests     through herald {}   baseline (direct polling) {}   saved {:.2}%",
+        r["upstream_requests_through_herald"],
+        r["upstream_requests_baseline"],
+        r["saved_fraction"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    println!("  served by herald      {} events pushed, {} poller answers", r["events_received"], r["poller_answers"]);
+    println!("{r}");
+}

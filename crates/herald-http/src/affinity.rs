@@ -10,15 +10,22 @@
 //! an adopted connection that the upstream closed meanwhile gives the request back unsent and a
 //! new connection is made.
 //!
+//! The task polls each of its two connections only when that one was woken (each gets a waker
+//! of its own that marks it): a wake-up for the upstream's answer does not run the client
+//! connection's state machine, and the other way round.
+//!
 //! Requests outside such a task (HTTP/2 streams, which hyper runs on tasks of their own),
 //! upgrades and https upstreams use the shared pool.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::task::{Context, Waker};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -43,28 +50,81 @@ tokio::task_local! {
 
 /// The upstream connection of one client connection: its sender (absent while a request is
 /// being handed to it) and the future that drives it.
-#[derive(Default)]
 struct Slot {
     sender: RefCell<Option<Sender>>,
     driver: RefCell<Option<Driver>>,
-    /// The client connection task's waker, to poll a newly attached upstream connection.
-    waker: RefCell<Option<Waker>>,
+    /// The waker the driver is polled with.
+    upstream: Waker,
+}
+
+/// Which of a task's two connections were woken since they were last polled.
+struct Wakeups {
+    client: AtomicBool,
+    upstream: AtomicBool,
+    /// The task is polling its connections: a wake-up meanwhile is seen by its loop and needs
+    /// no new schedule.
+    polling: AtomicBool,
+    task: AtomicWaker,
+}
+
+/// The waker one connection is polled with: marks it, then wakes the task unless it is polling.
+struct Half {
+    wakeups: Arc<Wakeups>,
+    upstream: bool,
+}
+
+impl Wake for Half {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let w = &self.wakeups;
+        if self.upstream { &w.upstream } else { &w.client }.store(true, SeqCst);
+        if !w.polling.load(SeqCst) {
+            w.task.wake();
+        }
+    }
 }
 
 /// Upstream connections whose client connection ended, with when they went idle.
 static IDLE: Mutex<Vec<(Sender, Driver, Instant)>> = Mutex::new(Vec::new());
 
-/// Runs a client connection's future with a slot for its upstream connection, polling both.
+/// Runs a client connection's future with a slot for its upstream connection, polling each
+/// when it was woken, until neither was.
 pub(crate) async fn serve<F: Future>(conn: F) -> F::Output {
+    let wakeups = Arc::new(Wakeups {
+        client: AtomicBool::new(true),
+        upstream: AtomicBool::new(false),
+        polling: AtomicBool::new(false),
+        task: AtomicWaker::new(),
+    });
+    let half = |upstream| Waker::from(Arc::new(Half { wakeups: wakeups.clone(), upstream }));
+    let (client, upstream) = (half(false), half(true));
+    let slot = Slot { sender: RefCell::default(), driver: RefCell::default(), upstream };
     CONNECTION
-        .scope(Slot::default(), async move {
+        .scope(slot, async move {
             tokio::pin!(conn);
             let out = std::future::poll_fn(|cx| {
-                CONNECTION.with(|slot| slot.drive(cx));
-                let polled = conn.as_mut().poll(cx);
-                // What the request side just queued is written now, not on the next wake-up.
-                CONNECTION.with(|slot| slot.drive(cx));
-                polled
+                wakeups.task.register(cx.waker());
+                loop {
+                    wakeups.polling.store(true, SeqCst);
+                    if wakeups.upstream.swap(false, SeqCst) {
+                        CONNECTION.with(Slot::drive);
+                    }
+                    if wakeups.client.swap(false, SeqCst) {
+                        if let Poll::Ready(out) = conn.as_mut().poll(&mut Context::from_waker(&client)) {
+                            wakeups.polling.store(false, SeqCst);
+                            return Poll::Ready(out);
+                        }
+                    }
+                    wakeups.polling.store(false, SeqCst);
+                    // A wake-up that came while polling (this thread's own, such as a request
+                    // just queued for the upstream, or another's) is taken now.
+                    if !wakeups.upstream.load(SeqCst) && !wakeups.client.load(SeqCst) {
+                        return Poll::Pending;
+                    }
+                }
             })
             .await;
             CONNECTION.with(Slot::release);
@@ -74,9 +134,9 @@ pub(crate) async fn serve<F: Future>(conn: F) -> F::Output {
 }
 
 impl Slot {
-    fn drive(&self, cx: &mut Context<'_>) {
-        self.waker.replace(Some(cx.waker().clone()));
+    fn drive(&self) {
         let mut driver = self.driver.borrow_mut();
+        let cx = &mut Context::from_waker(&self.upstream);
         if driver.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
             // The upstream closed the connection (or it failed): forget it.
             *driver = None;
@@ -98,12 +158,11 @@ impl Slot {
         }
     }
 
+    /// Takes `driver` on; it is polled (with this task's waker) before the task sleeps again.
     fn attach(&self, sender: Sender, driver: Driver) {
         self.sender.replace(Some(sender));
         self.driver.replace(Some(driver));
-        if let Some(w) = self.waker.borrow().as_ref() {
-            w.wake_by_ref();
-        }
+        self.upstream.wake_by_ref();
     }
 }
 
@@ -173,9 +232,7 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Sender, BoxError> {
     // The slot keeps the driver; the caller holds the sender until its request is handed over.
     CONNECTION.with(|slot| {
         slot.driver.replace(Some(driver));
-        if let Some(w) = slot.waker.borrow().as_ref() {
-            w.wake_by_ref();
-        }
+        slot.upstream.wake_by_ref();
     });
     Ok(sender)
 }

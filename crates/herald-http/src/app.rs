@@ -89,6 +89,8 @@ impl App {
         }
     }
 
+    /// Answers one request. The branches other than the pass-through are boxed: this future is
+    /// moved into a box for every request, so it is kept as small as the pass-through's.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
         if path.starts_with("/_herald/") {
@@ -97,13 +99,13 @@ impl App {
             if !api {
                 return text(StatusCode::NOT_FOUND, "not found");
             }
-            return self.webhook_api(req).await;
+            return Box::pin(self.webhook_api(req)).await;
         }
         if let Some(route) = self.stream_route(&req) {
-            return self.stream(req, route).await;
+            return Box::pin(self.stream(req, route)).await;
         }
         if let Some(route) = self.cache_route(&req) {
-            return self.cached(req, route, peer).await;
+            return Box::pin(self.cached(req, route, peer)).await;
         }
         if req.method() == http::Method::OPTIONS && self.preflight_route(&req) {
             return self.preflight(&req);

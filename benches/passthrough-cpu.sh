@@ -11,21 +11,12 @@ herald=$(realpath "${1:-target/release/herald}")
 for tool in nginx wrk perf; do command -v $tool >/dev/null || { echo "needs nginx, wrk and perf"; exit 1; }; done
 w=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; for d in up px; do nginx -p "$w/$d" -c nginx.conf -s stop 2>/dev/null; done; rm -rf "$w"' EXIT
-conf() { # DIR WORKERS HTTP-BLOCK
-  mkdir -p "$1/logs"
-  printf 'worker_processes %s;\npid %s/nginx.pid;\nerror_log %s/logs/error.log;\nevents { worker_connections 4096; }\nhttp { access_log off; %s }\n' \
-    "$2" "$1" "$1" "$3" > "$1/nginx.conf"
-}
-conf "$w/up" 1 "server { listen 127.0.0.1:18091; keepalive_requests 100000; location / { default_type application/json; return 200 '{\"ok\":true,\"items\":[1,2,3]}'; } }"
-conf "$w/px" 2 "upstream legacy { server 127.0.0.1:18091; keepalive 64; } server { listen 127.0.0.1:18092; keepalive_requests 100000; location / { proxy_pass http://legacy; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+. benches/common.sh
+upstream_conf "$w/up"
+proxy_conf "$w/px"
 nginx -p "$w/up" -c nginx.conf
 nginx -p "$w/px" -c nginx.conf
-cat > "$w/herald.yaml" <<CONF
-server: { listen: 127.0.0.1:18093, admin_listen: 127.0.0.1:18094 }
-upstream: { url: http://127.0.0.1:18091 }
-routes: [ { name: unused, path: /watched-elsewhere, access: public } ]
-log: { level: warn }
-CONF
+herald_conf "$w/herald.yaml"
 "$herald" run -c "$w/herald.yaml" &
 hp=$!
 sleep 1

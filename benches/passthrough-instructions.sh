@@ -11,22 +11,10 @@ herald=$(realpath "${1:-target/release/herald}")
 for tool in nginx wrk valgrind; do command -v $tool >/dev/null || { echo "needs nginx, wrk and valgrind"; exit 1; }; done
 w=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$w/up" -c nginx.conf -s stop 2>/dev/null; rm -rf "$w"' EXIT
-mkdir -p "$w/up/logs"
-cat > "$w/up/nginx.conf" <<CONF
-worker_processes 1;
-pid $w/up/nginx.pid;
-error_log $w/up/logs/error.log;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:18091; keepalive_requests 100000;
-  location / { default_type application/json; return 200 '{"ok":true,"items":[1,2,3]}'; } } }
-CONF
+. benches/common.sh
+upstream_conf "$w/up"
 nginx -p "$w/up" -c nginx.conf
-cat > "$w/herald.yaml" <<CONF
-server: { listen: 127.0.0.1:18093, admin_listen: 127.0.0.1:18094 }
-upstream: { url: http://127.0.0.1:18091 }
-routes: [ { name: unused, path: /watched-elsewhere, access: public } ]
-log: { level: warn }
-CONF
+herald_conf "$w/herald.yaml"
 valgrind --tool=callgrind --callgrind-out-file="$w/out.%p" "$herald" run -c "$w/herald.yaml" 2>/dev/null &
 sleep 6
 pid=$(pgrep -f "callgrind.*$w/herald.yaml" | head -1)

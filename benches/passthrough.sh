@@ -14,32 +14,12 @@ trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$work/up" -c nginx.conf -s stop 2>/
 
 cargo build --release -q -p herald
 
-# nginx_conf DIR WORKERS HTTP-BLOCK: a loopback nginx of its own under DIR.
-nginx_conf() {
-  mkdir -p "$1/logs"
-  cat > "$1/nginx.conf" <<CONF
-worker_processes $2;
-pid $1/nginx.pid;
-error_log $1/logs/error.log;
-events { worker_connections 4096; }
-http { access_log off; $3 }
-CONF
-}
-# The upstream: nginx answering a small static body, one worker.
-nginx_conf "$work/up" 1 "server { listen 127.0.0.1:18091; keepalive_requests 100000;
-  location / { default_type application/json; return 200 '{\"ok\":true,\"items\":[1,2,3]}'; } }"
-# nginx as a reverse proxy in front of it, as it would be deployed (upstream keep-alive on).
-nginx_conf "$work/px" 2 "upstream legacy { server 127.0.0.1:18091; keepalive 64; }
-  server { listen 127.0.0.1:18092; keepalive_requests 100000;
-    location / { proxy_pass http://legacy; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+. benches/common.sh
+upstream_conf "$work/up"
+proxy_conf "$work/px"
 nginx -p "$work/up" -c nginx.conf
 nginx -p "$work/px" -c nginx.conf
-cat > "$work/herald.yaml" <<CONF
-server: { listen: 127.0.0.1:18093, admin_listen: 127.0.0.1:18094 }
-upstream: { url: http://127.0.0.1:18091 }
-routes: [ { name: unused, path: /watched-elsewhere, access: public } ]
-log: { level: warn }
-CONF
+herald_conf "$work/herald.yaml"
 ./target/release/herald run -c "$work/herald.yaml" &
 sleep 1
 

@@ -236,3 +236,79 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Sender, BoxError> {
     });
     Ok(sender)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A connection that is done on its third poll and otherwise keeps the waker it was given.
+    fn counted(polls: Arc<AtomicUsize>, waker: Arc<Mutex<Option<Waker>>>) -> impl Future<Output = ()> {
+        std::future::poll_fn(move |cx| {
+            if polls.fetch_add(1, SeqCst) == 2 {
+                return Poll::Ready(());
+            }
+            *waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_connection_is_polled_once_per_wake_up_and_never_missed() {
+        let (polls, waker) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(None::<Waker>)));
+        let task = tokio::spawn(serve(counted(polls.clone(), waker.clone())));
+        settle().await;
+        assert_eq!(polls.load(SeqCst), 1);
+
+        // Its own waker, from another thread, polls it exactly once more.
+        let w = waker.lock().unwrap().take().unwrap();
+        std::thread::spawn(move || w.wake()).join().unwrap();
+        settle().await;
+        assert_eq!(polls.load(SeqCst), 2);
+
+        waker.lock().unwrap().take().unwrap().wake();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("finishes").unwrap();
+        assert_eq!(polls.load(SeqCst), 3);
+    }
+
+    /// Counts the task's wake-ups.
+    struct TaskWakes(AtomicUsize);
+
+    impl Wake for TaskWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_half_marks_itself_and_wakes_the_task_only_when_it_is_not_polling() {
+        let wakes = Arc::new(TaskWakes(AtomicUsize::new(0)));
+        let wakeups = Arc::new(Wakeups {
+            client: AtomicBool::new(false),
+            upstream: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        wakeups.task.register(&Waker::from(wakes.clone()));
+        let upstream = Waker::from(Arc::new(Half { wakeups: wakeups.clone(), upstream: true }));
+
+        upstream.wake_by_ref();
+        assert!(wakeups.upstream.load(SeqCst) && !wakeups.client.load(SeqCst));
+        assert_eq!(wakes.0.load(SeqCst), 1);
+
+        // While the task polls, its loop sees the mark: no new schedule.
+        wakeups.task.register(&Waker::from(wakes.clone()));
+        wakeups.polling.store(true, SeqCst);
+        wakeups.upstream.store(false, SeqCst);
+        upstream.wake_by_ref();
+        assert!(wakeups.upstream.load(SeqCst));
+        assert_eq!(wakes.0.load(SeqCst), 1);
+    }
+}

@@ -239,7 +239,7 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Sender, BoxError> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
 

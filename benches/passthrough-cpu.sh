@@ -8,28 +8,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 herald=$(realpath "${1:-target/release/herald}")
-for tool in nginx wrk perf; do command -v $tool >/dev/null || { echo "needs nginx, wrk and perf"; exit 1; }; done
-w=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; for d in up px; do nginx -p "$w/$d" -c nginx.conf -s stop 2>/dev/null; done; rm -rf "$w"' EXIT
 . benches/common.sh
-upstream_conf "$w/up"
-proxy_conf "$w/px"
-nginx -p "$w/up" -c nginx.conf
-nginx -p "$w/px" -c nginx.conf
-herald_conf "$w/herald.yaml"
-"$herald" run -c "$w/herald.yaml" &
+needs nginx wrk perf
+upstream_start
+proxy_start
+"$herald" run -c "$herald_yaml" &
 hp=$!
 sleep 1
 ticks() { for p in ${1//,/ }; do awk '{print $14, $15}' "/proc/$p/stat"; done | awk '{u += $1; s += $2} END {print u, s}'; }
-for target in "nginx 18092 $(pgrep -P "$(cat "$w/px/nginx.pid")" | paste -sd,)" "herald 18093 $hp"; do
+for target in "nginx 18092 $(pgrep -P "$(cat "$work/px/nginx.pid")" | paste -sd,)" "herald 18093 $hp"; do
   set -- $target
   read -r u0 s0 <<<"$(ticks "$3")"
-  perf stat -e task-clock,context-switches,raw_syscalls:sys_enter -p "$3" -o "$w/stat" -- sleep 8 &
+  perf stat -e task-clock,context-switches,raw_syscalls:sys_enter -p "$3" -o "$work/stat" -- sleep 8 &
   sp=$!
   out=$(wrk -t1 -c32 -d8s "http://127.0.0.1:$2/api/items")
   wait $sp
   read -r u1 s1 <<<"$(ticks "$3")"
-  python3 - "$1" "$out" "$w/stat" "$u0" "$s0" "$u1" "$s1" <<'PY'
+  python3 - "$1" "$out" "$work/stat" "$u0" "$s0" "$u1" "$s1" <<'PY'
 import re, sys
 name, out, stat = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
 u0, s0, u1, s1 = map(float, sys.argv[4:8])

@@ -7,20 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-32}
-command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (apt-get install nginx wrk)"; exit 1; }
-
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$work/up" -c nginx.conf -s stop 2>/dev/null; nginx -p "$work/px" -c nginx.conf -s stop 2>/dev/null; rm -rf "$work"' EXIT
-
-cargo build --release -q -p herald
-
 . benches/common.sh
-upstream_conf "$work/up"
-proxy_conf "$work/px"
-nginx -p "$work/up" -c nginx.conf
-nginx -p "$work/px" -c nginx.conf
-herald_conf "$work/herald.yaml"
-./target/release/herald run -c "$work/herald.yaml" &
+needs nginx wrk
+cargo build --release -q -p herald
+upstream_start
+proxy_start
+./target/release/herald run -c "$herald_yaml" &
 sleep 1
 
 run() { # name port

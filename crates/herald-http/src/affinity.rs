@@ -87,6 +87,9 @@ impl Wake for Half {
     }
 }
 
+/// Rounds of polling one task wake-up runs at most before it yields.
+const ROUNDS: usize = 4;
+
 /// Upstream connections whose client connection ended, with when they went idle.
 static IDLE: Mutex<Vec<(Sender, Driver, Instant)>> = Mutex::new(Vec::new());
 
@@ -107,7 +110,7 @@ pub(crate) async fn serve<F: Future>(conn: F) -> F::Output {
             tokio::pin!(conn);
             let out = std::future::poll_fn(|cx| {
                 wakeups.task.register(cx.waker());
-                loop {
+                for _ in 0..ROUNDS {
                     wakeups.polling.store(true, SeqCst);
                     if wakeups.upstream.swap(false, SeqCst) {
                         CONNECTION.with(Slot::drive);
@@ -125,6 +128,10 @@ pub(crate) async fn serve<F: Future>(conn: F) -> F::Output {
                         return Poll::Pending;
                     }
                 }
+                // Still woken: yield to the scheduler rather than spin (a connection out of
+                // tokio's cooperative budget wakes itself until the task has yielded).
+                cx.waker().wake_by_ref();
+                Poll::Pending
             })
             .await;
             CONNECTION.with(Slot::release);
@@ -276,6 +283,26 @@ mod tests {
         waker.lock().unwrap().take().unwrap().wake();
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("finishes").unwrap();
         assert_eq!(polls.load(SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_keeps_waking_itself_lets_other_tasks_run() {
+        // It waits for another task on this (single) thread, waking itself meanwhile: polling it
+        // again at once, without ever yielding, would spin forever.
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let conn = std::future::poll_fn({
+            let other_ran = other_ran.clone();
+            move |cx| {
+                if other_ran.load(SeqCst) {
+                    return Poll::Ready(());
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        });
+        let served = tokio::spawn(serve(conn));
+        tokio::spawn(async move { other_ran.store(true, SeqCst) });
+        tokio::time::timeout(Duration::from_secs(5), served).await.expect("the task yields and finishes").unwrap();
     }
 
     /// Counts the task's wake-ups.

@@ -197,9 +197,9 @@ impl Session {
                     Err(RecvError::Closed) => return None,
                 },
                 () = self.heartbeat.as_mut() => {
-                    let due = self.last_frame + self.every;
-                    if due <= Instant::now() {
-                        self.heartbeat.as_mut().reset(Instant::now() + self.every);
+                    let (now, due) = (Instant::now(), self.last_frame + self.every);
+                    if due <= now {
+                        self.heartbeat.as_mut().reset(now + self.every);
                         return Some(encode_comment("heartbeat"));
                     }
                     self.heartbeat.as_mut().reset(due);

@@ -115,6 +115,14 @@ impl App {
 }
 
 impl App {
+    /// Whether herald answers requests for `path` itself, or may: its own API, or a route's
+    /// path (streams, cache answers, CORS preflights). Everything else is passed through.
+    pub(crate) fn claims(&self, path: &str) -> bool {
+        path.starts_with("/_herald/")
+            || self.routes.find(path).is_some()
+            || crate::stream::stream_base(path).is_some_and(|base| self.routes.find(base).is_some())
+    }
+
     /// Section 4, step 1: the webhook subscription API, with its body read whole (it is small).
     async fn webhook_api(&self, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();

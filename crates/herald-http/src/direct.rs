@@ -2,16 +2,15 @@
 //!
 //! A stream lives for hours and writes a few frames; hyper would keep an HTTP/1 connection's read
 //! and write buffers (8 KiB and up to 16 KiB) and its dispatcher for all that time. So on a plain
-//! connection the first request head is read here: when it asks for a stream, the response is
+//! connection, when a request head read by [`crate::relay`] asks for a stream, the response is
 //! written to the socket directly (head, then each frame as a chunk) and the connection closes
-//! when the stream ends. Anything else — other requests, HTTP/2, HTTP/1.0, a request with a
-//! body — goes to hyper with the bytes already read put back in front.
+//! when the stream ends. Other requests on a route's path go to hyper with the bytes already read
+//! put back in front ([`Prefixed`]).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
@@ -21,58 +20,11 @@ use tokio::net::TcpStream;
 
 use crate::Body;
 
-/// Decides whether a request head is a stream and, if so, answers it.
-pub type Streams = std::sync::Arc<dyn Fn(Request<()>) -> Option<DirectAnswer> + Send + Sync>;
-pub type DirectAnswer = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
-
-/// What reading the first request found.
-pub(crate) enum First {
-    /// A stream request, answered directly.
-    Stream(DirectAnswer),
-    /// Anything else: give the connection, with these bytes first, to hyper.
-    Other(Vec<u8>),
-    /// The client left or sent nothing in time: nothing to do.
-    Gone,
-}
-
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-
-/// Reads the first request head (within `timeout`, at most `max` bytes) and asks `streams`.
-pub(crate) async fn first_request(stream: &mut TcpStream, streams: &Streams, timeout: Duration, max: usize) -> First {
-    let mut buf = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(timeout, async {
-        loop {
-            if buf.len() >= HTTP2_PREFACE.len() && buf.starts_with(HTTP2_PREFACE) {
-                return true;
-            }
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= max {
-                return true;
-            }
-            if buf.capacity() - buf.len() < 512 {
-                buf.reserve(buf.capacity());
-            }
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    if read != Ok(true) {
-        // Closed, or no complete head within the header timeout (slowloris): close, as hyper would.
-        return First::Gone;
-    }
-    match parse(&buf) {
-        Some(req) => match streams(req) {
-            Some(answer) => First::Stream(answer),
-            None => First::Other(buf),
-        },
-        None => First::Other(buf),
-    }
-}
+/// The answer to a stream request.
+pub(crate) type DirectAnswer = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// A GET head without a body, HTTP/1.1, that this module may answer; `None` otherwise.
-fn parse(buf: &[u8]) -> Option<Request<()>> {
+pub(crate) fn parse(buf: &[u8]) -> Option<Request<()>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = req.parse(buf).ok()? else { return None };

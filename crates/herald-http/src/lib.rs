@@ -9,13 +9,13 @@ mod app;
 mod cache;
 mod direct;
 mod proxy;
+mod relay;
 mod server;
 mod stream;
 mod tls;
 
 pub use admin::Admin;
 pub use app::{App, HttpMetrics};
-pub use direct::{DirectAnswer, Streams};
 pub use server::{serve, Limits};
 pub use tls::{Tls, TlsError};
 

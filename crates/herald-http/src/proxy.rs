@@ -36,7 +36,9 @@ pub(crate) struct Proxy {
     /// `x-forwarded-proto`: how clients reached herald.
     proto: HeaderValue,
     /// `herald_proxy_requests_total` by status class (1xx..5xx), resolved once.
-    requests: [IntCounter; 5],
+    pub(crate) requests: [IntCounter; 5],
+    /// Where the fast lane ([`crate::relay`]) sends requests: a plain-http upstream.
+    pub(crate) relay: Option<crate::relay::Target>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -73,9 +75,11 @@ impl Proxy {
             None => (rest, ""),
         };
         let plain = HeaderValue::from_str(host).ok().filter(|_| scheme == "http").map(|v| (host.to_string(), v));
+        let relay = crate::relay::Target::new(scheme, host, base_path.trim_end_matches('/'), cfg.timeout);
         Proxy {
             client,
             plain,
+            relay,
             authority: format!("{scheme}://{host}"),
             base_path: base_path.trim_end_matches('/').to_string(),
             timeout: cfg.timeout,

@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::direct::{self, First, Streams};
-use crate::{Body, BoxError, Tls};
+use crate::app::App;
+use crate::relay::{self, Outcome};
+use crate::{direct, Body, BoxError, Tls};
 
 /// Limits of one listener (`server.*`).
 #[derive(Debug, Clone, Copy)]
@@ -41,13 +42,15 @@ impl Limits {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` fires; then asks every open connection to finish and waits
-/// for them, at most `grace`.
+/// for them, at most `grace`. With `front` (the public listener), plain connections start in its
+/// fast lane ([`relay`]: pass-through and SSE streams) and go to `handler`, through hyper, when
+/// they need more.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     limits: Limits,
     tls: Option<Arc<Tls>>,
     handler: F,
-    streams: Option<Streams>,
+    front: Option<Arc<App>>,
     shutdown: CancellationToken,
     grace: Duration,
 ) where
@@ -91,34 +94,30 @@ pub async fn serve<F, Fut>(
             let answer = Box::pin(handler(req, peer));
             async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
-        let (builder, tls, shutdown, streams) = (builder.clone(), tls.clone(), shutdown.clone(), streams.clone());
+        let (builder, tls, shutdown, front) = (builder.clone(), tls.clone(), shutdown.clone(), front.clone());
         connections.spawn(async move {
             let _slot = slot;
             // Each branch boxed: a task's future is as large as its largest state, and the TLS
             // one (rustls's connection state inline) would make every plain connection cost ~20 KiB.
             let served = match tls {
                 None => {
-                    let mut stream = stream;
-                    let first = match &streams {
-                        None => First::Other(Vec::new()),
-                        Some(streams) => tokio::select! {
-                            first = direct::first_request(&mut stream, streams, limits.header_timeout, limits.max_header_size) => first,
-                            _ = shutdown.cancelled() => First::Gone,
-                        },
+                    let outcome = match front {
+                        None => Outcome::Hyper(stream, Vec::new()),
+                        Some(app) => Box::pin(relay::serve(stream, peer, app, limits, &shutdown)).await,
                     };
-                    match first {
-                        First::Gone => return,
-                        First::Stream(answer) => {
+                    match outcome {
+                        Outcome::Done => return,
+                        Outcome::Stream(mut stream, answer) => {
                             let resp = answer.await;
                             if let Err(e) = direct::write(&mut stream, resp).await {
                                 debug!(error = %e, %peer, "stream ended with an error");
                             }
                             return;
                         }
-                        First::Other(read) if read.is_empty() => {
+                        Outcome::Hyper(stream, read) if read.is_empty() => {
                             Box::pin(connection(&builder, TokioIo::new(stream), service, &shutdown)).await
                         }
-                        First::Other(read) => {
+                        Outcome::Hyper(stream, read) => {
                             let io = TokioIo::new(direct::Prefixed::new(read, stream));
                             Box::pin(connection(&builder, io, service, &shutdown)).await
                         }

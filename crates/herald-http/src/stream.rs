@@ -41,7 +41,7 @@ impl App {
     }
 
     /// For [`crate::direct`]: answers `req` when it asks for a stream.
-    pub fn direct_stream(self: std::sync::Arc<Self>, req: Request<()>) -> Option<crate::DirectAnswer> {
+    pub(crate) fn direct_stream(self: std::sync::Arc<Self>, req: Request<()>) -> Option<crate::direct::DirectAnswer> {
         let m = self.stream_route(&req)?;
         Some(Box::pin(async move { self.stream(req, m).await }))
     }
@@ -122,7 +122,7 @@ impl App {
 }
 
 /// The route path a `…/event-stream` path asks to stream (`/event-stream` alone is `/`).
-fn stream_base(path: &str) -> Option<&str> {
+pub(crate) fn stream_base(path: &str) -> Option<&str> {
     path.strip_suffix(STREAM_SUFFIX).map(|base| if base.is_empty() { "/" } else { base })
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use herald_config::{Config, Log, LogFormat, Storage, StorageKind};
-use herald_http::{Admin, App, HttpMetrics, Limits, Streams, Tls};
+use herald_http::{Admin, App, HttpMetrics, Limits, Tls};
 use herald_poll::{Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
 use herald_store::{RedbStore, Store};
@@ -84,16 +84,13 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
         tls.clone().watch(shutdown.clone());
     }
     let limits = Limits::from_config(&config.server);
-    let streams: Streams = {
-        let app = app.clone();
-        Arc::new(move |req| app.clone().direct_stream(req))
-    };
+    let front = app.clone();
     let public_task = tokio::spawn(herald_http::serve(
         public,
         limits,
         tls,
         move |req, peer| app.clone().handle(req, peer),
-        Some(streams),
+        Some(front),
         shutdown.clone(),
         grace,
     ));

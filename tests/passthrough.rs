@@ -98,11 +98,9 @@ async fn trailers_pass_through_to_clients_that_accept_them() {
     assert!(body.contains("payload") && body.ends_with("0\r\nx-checksum: abc123\r\n\r\n"), "{body:?}");
 }
 
-/// An upstream that closes every connection right after its answer, without saying so (as one
-/// whose keep-alive timeout just expired would): herald must not send a client's next request
-/// over a connection the upstream already closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_connections_closed_after_each_answer_are_replaced() {
+/// An upstream that answers every request head with `reply`, then closes the connection
+/// without saying so (as one whose keep-alive timeout just expired would).
+async fn closing_upstream(reply: &'static [u8]) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
@@ -118,20 +116,86 @@ async fn upstream_connections_closed_after_each_answer_are_replaced() {
                         Ok(n) => read += n,
                     }
                 }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                // Dropped: closed without `connection: close`.
+                let _ = s.write_all(reply).await;
             });
         }
     });
-    let gw = Gateway::start(&config(upstream, "routes: [ { name: unused, path: /watched, access: public } ]\n")).await;
+    upstream
+}
+
+const UNUSED_ROUTE: &str = "routes: [ { name: unused, path: /watched, access: public } ]\n";
+
+/// herald must not send a client's next request over a connection the upstream already closed:
+/// a GET may be sent again, a POST must not be sent over a closed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_closed_after_each_answer_are_replaced() {
+    let upstream = closing_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let gw = Gateway::start(&config(upstream, UNUSED_ROUTE)).await;
     // One client connection, many requests: each must find a live upstream connection.
     let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
     for i in 0..50 {
-        let resp = client.get(gw.url(&format!("/any/{i}"))).send().await.unwrap();
+        let url = gw.url(&format!("/any/{i}"));
+        let resp = if i % 2 == 0 { client.get(url).send() } else { client.post(url).body("x").send() };
+        let resp = resp.await.unwrap();
         assert_eq!(resp.status(), 200, "request {i}");
         assert_eq!(resp.text().await.unwrap(), "ok");
         if i % 10 == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn an_answer_ended_by_the_upstream_closing_arrives_whole() {
+    let upstream = closing_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it, then the close").await;
+    let gw = Gateway::start(&config(upstream, UNUSED_ROUTE)).await;
+    let resp = reqwest::get(gw.url("/any")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "all of it, then the close");
+}
+
+/// Writes `requests` on one connection at once and reads every answer until herald closes it.
+async fn one_connection(gw: &Gateway, requests: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    conn.write_all(requests.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(SOON, conn.read_to_end(&mut raw)).await.expect("herald closes after the last").unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let raw = one_connection(
+        &gw,
+        "POST /echo/a HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n\r\nfirstHEAD /echo/b HTTP/1.1\r\nhost: h\r\n\r\n\
+         GET /echo/c HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3, "{raw}");
+    let (a, c) = (raw.find("\"/echo/a\"").unwrap(), raw.find("\"/echo/c\"").unwrap());
+    assert!(a < c && raw[..a].contains("\"body\":\"first\""), "{raw}");
+    // The HEAD answer has its length and no body: the next answer follows its head at once.
+    let head = &raw[raw.find("HTTP/1.1 200 OK").unwrap() + 1..];
+    let head = &head[head.find("HTTP/1.1 200 OK").unwrap()..];
+    let (fields, rest) = head.split_once("\r\n\r\n").unwrap();
+    assert!(fields.contains("content-length: ") && rest.starts_with("HTTP/1.1 200 OK"), "{head}");
+}
+
+#[tokio::test]
+async fn a_connection_moves_from_the_fast_lane_to_hyper_and_keeps_its_requests() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    cache: true\n")).await;
+    // A passed-through GET, a cache answer (hyper's), a chunked upload (hyper's), then another.
+    let raw = one_connection(
+        &gw,
+        "GET /echo/1 HTTP/1.1\r\nhost: h\r\n\r\nGET /tasks HTTP/1.1\r\nhost: h\r\n\r\n\
+         POST /echo/2 HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         GET /echo/3 HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 4, "{raw}");
+    assert!(raw.contains("x-herald-cache: miss") && raw.contains("\"body\":\"abc\"") && raw.contains("/echo/3"), "{raw}");
 }

@@ -115,7 +115,7 @@ pub(crate) async fn serve(
             Head::Gone => break Outcome::Done,
         };
         let target = app.proxy.relay.as_ref();
-        match plan(&conn.buf[..len], &app, target, conn.peer, &mut conn.out) {
+        match plan(&conn.buf[..len], |path| app.claims(path), target, conn.peer, &mut conn.out) {
             Plan::Relay(req) => {
                 let target = target.expect("planned only with a target");
                 if !conn.relay(req, target, &app.proxy.requests, shutdown.is_cancelled()).await {
@@ -433,7 +433,7 @@ impl Conn {
 
 /// Plans a request whose head is `buf`: relayed (its upstream head then in `out`), claimed by a
 /// route or herald's own API, or hyper's.
-fn plan(buf: &[u8], app: &App, target: Option<&Target>, peer: IpAddr, out: &mut Vec<u8>) -> Plan {
+fn plan(buf: &[u8], claims: impl Fn(&str) -> bool, target: Option<&Target>, peer: IpAddr, out: &mut Vec<u8>) -> Plan {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let Ok(Status::Complete(len)) = req.parse(buf) else { return Plan::Hyper };
@@ -442,7 +442,7 @@ fn plan(buf: &[u8], app: &App, target: Option<&Target>, peer: IpAddr, out: &mut 
     if !uri.starts_with('/') {
         return Plan::Hyper;
     }
-    if app.claims(path) {
+    if claims(path) {
         return Plan::Claimed;
     }
     let Some(target) = target else { return Plan::Hyper };
@@ -821,5 +821,223 @@ fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
             out.push(b'0' + octet / 10 % 10);
         }
         out.push(b'0' + octet % 10);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target::new("http", "up:8081", "/api", Duration::from_secs(1)).unwrap()
+    }
+
+    /// The length of the head that starts `text`.
+    fn len(text: &str) -> usize {
+        text.find("\r\n\r\n").unwrap() + 4
+    }
+
+    /// The plan for `head`, with the upstream head it wrote.
+    fn plan_of(head: &str) -> (Plan, String) {
+        let mut out = Vec::new();
+        let plan = plan(head.as_bytes(), |path| path.starts_with("/tasks"), Some(&target()), [10, 1, 2, 3].into(), &mut out);
+        (plan, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn the_upstream_gets_its_own_host_forwarding_fields_and_no_hop_by_hop_ones() {
+        let client = "POST /items?a=1 HTTP/1.1\r\nHost: herald.example\r\nContent-Length: 5\r\nConnection: close, x-hop\r\n\
+             X-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eA==\r\nTE: trailers, deflate\r\n\
+             X-Forwarded-For: 192.0.2.1, 198.51.100.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\
+             Authorization: Bearer alice\r\nVia: 1.0 edge\r\n\r\nhello";
+        let (plan, head) = plan_of(client);
+        let Plan::Relay(req) = plan else { panic!("{plan:?}") };
+        assert_eq!(req, Request { head: len(client), body: 5, head_method: false, idempotent: false, close: true });
+        assert_eq!(
+            head,
+            "POST /api/items?a=1 HTTP/1.1\r\nhost: up:8081\r\nContent-Length: 5\r\nAuthorization: Bearer alice\r\n\
+             Via: 1.0 edge\r\nte: trailers\r\nx-forwarded-for: 192.0.2.1, 198.51.100.7, 10.1.2.3\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: herald.example\r\nvia: 1.1 herald\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_plain_get_is_relayed_and_may_be_sent_twice() {
+        let client = "GET / HTTP/1.1\r\nhost: h\r\nconnection: keep-alive\r\n\r\n";
+        let (plan, head) = plan_of(client);
+        assert_eq!(plan, Plan::Relay(Request { head: len(client), body: 0, head_method: false, idempotent: true, close: false }));
+        assert!(head.starts_with("GET /api/ HTTP/1.1\r\nhost: up:8081\r\nx-forwarded-for: 10.1.2.3\r\n"), "{head}");
+    }
+
+    #[test]
+    fn route_paths_are_herald_s_and_the_rest_goes_to_hyper() {
+        assert_eq!(plan_of("GET /tasks/event-stream HTTP/1.1\r\nhost: h\r\n\r\n").0, Plan::Claimed);
+        for head in [
+            "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /a HTTP/1.1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /a HTTP/1.0\r\nHost: h\r\n\r\n",
+            "GET http://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET /a HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        ] {
+            assert_eq!(plan_of(head).0, Plan::Hyper, "{head}");
+        }
+        // An https upstream: hyper's client.
+        let plan = plan(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n", |_| false, None, [10, 1, 2, 3].into(), &mut Vec::new());
+        assert_eq!(plan, Plan::Hyper);
+    }
+
+    const GET: Request = Request { head: 0, body: 0, head_method: false, idempotent: true, close: false };
+
+    fn answer(head: &str, req: &Request) -> (Result<Parsed, ()>, String) {
+        let mut out = Vec::new();
+        let parsed = parse_answer(head.as_bytes(), req, false, &mut out);
+        (parsed, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_kept_alive_answer_loses_its_hop_by_hop_fields_and_gains_via() {
+        let head = "HTTP/1.1 200 OK\r\nDate: Sat, 28 Nov 2026 04:00:00 GMT\r\nContent-Length: 2\r\n\
+                    Connection: keep-alive, x-hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nETag: \"a\"\r\n\r\nok";
+        let (parsed, out) = answer(head, &GET);
+        let expected = Answer { head: head.len() - 2, status: 200, framing: Framing::Length(2), reusable: true, close: false };
+        assert_eq!(parsed, Ok(Parsed::Final(expected)));
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nDate: Sat, 28 Nov 2026 04:00:00 GMT\r\nContent-Length: 2\r\nETag: \"a\"\r\n\
+             via: 1.1 herald\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn answers_are_framed_as_rfc_9112_says() {
+        let framing = |head: &str, req: &Request| match answer(head, req).0 {
+            Ok(Parsed::Final(a)) => (a.framing, a.reusable, a.close),
+            other => panic!("{head}: {other:?}"),
+        };
+        let date = "Date: Sat, 28 Nov 2026 04:00:00 GMT\r\n";
+        let head_req = Request { head_method: true, ..GET };
+        let close_req = Request { close: true, ..GET };
+        assert_eq!(framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 9\r\n\r\n"), &head_req), (Framing::Empty, true, false));
+        assert_eq!(framing(&format!("HTTP/1.1 204 No Content\r\n{date}\r\n"), &GET), (Framing::Empty, true, false));
+        assert_eq!(framing(&format!("HTTP/1.1 304 Not Modified\r\n{date}\r\n"), &GET), (Framing::Empty, true, false));
+        assert_eq!(
+            framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), &GET),
+            (Framing::Chunked, true, false)
+        );
+        assert_eq!(framing(&format!("HTTP/1.1 200 OK\r\n{date}\r\n"), &GET), (Framing::UntilClose, false, true));
+        assert_eq!(framing(&format!("HTTP/1.0 200 OK\r\n{date}Content-Length: 1\r\n\r\n"), &GET), (Framing::Length(1), false, false));
+        assert_eq!(
+            framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 1\r\nConnection: close\r\n\r\n"), &GET),
+            (Framing::Length(1), false, false)
+        );
+        assert_eq!(framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 1\r\n\r\n"), &close_req), (Framing::Length(1), true, true));
+
+        // Chunked replaces a Content-Length; the close-delimited answer tells the client.
+        let (_, out) = answer(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), &GET);
+        assert!(!out.to_ascii_lowercase().contains("content-length") && out.contains("transfer-encoding: chunked\r\n"), "{out}");
+        let (_, out) = answer(&format!("HTTP/1.1 200 OK\r\n{date}\r\n"), &GET);
+        assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
+        // A missing Date is added.
+        let (_, out) = answer("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &GET);
+        assert!(out.contains("\r\ndate: "), "{out}");
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_and_unusable_ones_refused() {
+        let hints = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200";
+        assert_eq!(answer(hints, &GET).0, Ok(Parsed::Interim(len(hints))));
+        for head in [
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 OK\r\n\r\n",
+        ] {
+            assert_eq!(answer(head, &GET).0, Err(()), "{head}");
+        }
+    }
+
+    const CHUNKED: &[u8] = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nx-sum: abc\r\n\r\n";
+
+    #[test]
+    fn a_chunked_body_ends_after_its_trailers_however_it_arrives() {
+        let mut whole = CHUNKED.to_vec();
+        whole.extend_from_slice(b"HTTP/1.1 200");
+        let mut chunks = Chunks::default();
+        assert_eq!(chunks.advance(&whole), Ok(CHUNKED.len()));
+        assert!(chunks.done());
+
+        // In every pair of pieces, kept bytes carried over as the copy loop carries them.
+        for split in 1..CHUNKED.len() {
+            let (mut chunks, mut pending, mut passed) = (Chunks::default(), Vec::new(), 0);
+            for piece in [&CHUNKED[..split], &CHUNKED[split..]] {
+                pending.extend_from_slice(piece);
+                let n = chunks.advance(&pending).unwrap();
+                pending.drain(..n);
+                passed += n;
+            }
+            assert!(chunks.done() && pending.is_empty() && passed == CHUNKED.len(), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn broken_chunk_framing_is_refused() {
+        for body in [&b"zz\r\n"[..], b"4\r\nWikiXX", b"0\r\nbad header\r\n\r\n"] {
+            assert_eq!(Chunks::default().advance(body), Err(()), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(Chunks::default().advance(&[b'1'; MAX_CHUNK_LINE]), Err(()));
+    }
+
+    #[test]
+    fn a_head_ends_at_its_first_empty_line_found_once() {
+        let two = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+        assert_eq!(head_end(two, &mut 0), Some(28));
+        // Bare line feeds, as httparse takes them.
+        assert_eq!(head_end(b"GET /a HTTP/1.1\nHost: h\n\nGET", &mut 0), Some(25));
+        // A byte at a time: found when its last byte arrives.
+        let mut scanned = 0;
+        let found: Vec<_> = (1..=two.len()).filter_map(|n| head_end(&two[..n], &mut scanned)).collect();
+        assert_eq!(found.first(), Some(&28));
+        assert_eq!(head_end(b"GET /a HTTP/1.1\r\nHost: h\r\n", &mut 0), None);
+    }
+
+    #[test]
+    fn content_lengths_are_plain_digits() {
+        assert_eq!(decimal(b" 42 "), Some(42));
+        assert_eq!(decimal(b"18446744073709551615"), None);
+        for bad in [&b""[..], b"+1", b"-1", b"1,1", b"0x10", b"1 1"] {
+            assert_eq!(decimal(bad), None);
+        }
+    }
+
+    #[test]
+    fn ip_addresses_are_written_as_displayed() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.100.255", "192.168.1.9", "::1", "2001:db8::8a2e:370:7334"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            put_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().as_bytes());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_is_a_whole_period_without_progress() {
+        let mut deadline = Deadline::new(Duration::from_secs(10));
+        assert_eq!(deadline.within(async { 7 }).await, Some(7));
+        // Each wait gets its whole period, however long the ones before took.
+        for _ in 0..3 {
+            let slow = tokio::time::sleep(Duration::from_secs(9));
+            assert_eq!(deadline.within(slow).await, Some(()));
+        }
+        let started = Instant::now();
+        assert_eq!(deadline.within(std::future::pending::<()>()).await, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 }

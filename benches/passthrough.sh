@@ -2,17 +2,19 @@
 # Pass-through throughput and latency: wrk against a static upstream directly, through nginx as
 # a reverse proxy, and through herald, in one run on this machine (loopback only).
 #
-# Needs: nginx and wrk (Debian: apt-get install nginx wrk). Usage: benches/passthrough.sh [seconds] [connections]
+# Needs: nginx and wrk (Debian: apt-get install nginx wrk).
+# Usage: benches/passthrough.sh [seconds] [connections] [herald binary]   (default: built here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-32}
 . benches/common.sh
 needs nginx wrk
-cargo build --release -q -p herald
+[ -n "${3:-}" ] || cargo build --release -q -p herald
+herald=$(realpath "${3:-target/release/herald}")
 upstream_start
 proxy_start
-./target/release/herald run -c "$herald_yaml" &
+"$herald" run -c "$herald_yaml" &
 sleep 1
 
 run() { # name port

@@ -147,7 +147,8 @@ async fn upstream_connections_closed_after_each_answer_are_replaced() {
 
 #[tokio::test]
 async fn an_answer_ended_by_the_upstream_closing_arrives_whole() {
-    let upstream = closing_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it, then the close").await;
+    let upstream =
+        closing_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it, then the close").await;
     let gw = Gateway::start(&config(upstream, UNUSED_ROUTE)).await;
     let resp = reqwest::get(gw.url("/any")).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -187,7 +188,11 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test]
 async fn a_connection_moves_from_the_fast_lane_to_hyper_and_keeps_its_requests() {
     let (_api, upstream) = start_api().await;
-    let gw = Gateway::start(&config(upstream, "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    cache: true\n")).await;
+    let gw = Gateway::start(&config(
+        upstream,
+        "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    cache: true\n",
+    ))
+    .await;
     // A passed-through GET, a cache answer (hyper's), a chunked upload (hyper's), then another.
     let raw = one_connection(
         &gw,
@@ -197,5 +202,8 @@ async fn a_connection_moves_from_the_fast_lane_to_hyper_and_keeps_its_requests()
     )
     .await;
     assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 4, "{raw}");
-    assert!(raw.contains("x-herald-cache: miss") && raw.contains("\"body\":\"abc\"") && raw.contains("/echo/3"), "{raw}");
+    assert!(
+        raw.contains("x-herald-cache: miss") && raw.contains("\"body\":\"abc\"") && raw.contains("/echo/3"),
+        "{raw}"
+    );
 }

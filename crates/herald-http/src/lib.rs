@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-mod affinity;
 mod app;
 mod cache;
 mod direct;

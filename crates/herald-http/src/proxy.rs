@@ -2,7 +2,7 @@
 //! streamed both ways, without hop-by-hop headers, with x-forwarded-* and via added.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -21,15 +21,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::{IntCounter, IntCounterVec};
 use tracing::debug;
 
-use crate::{header_items, text, Body, BoxError};
+use crate::{header_items, text, Body};
 
 pub(crate) struct Proxy {
     client: Client<HttpsConnector<HttpConnector>, Progress<Incoming>>,
     /// Scheme and authority of the upstream, e.g. `http://127.0.0.1:8081`.
     authority: String,
-    /// Authority (`host[:port]`) of a plain-http upstream, also as a Host value, for connections
-    /// driven by the client's own task ([`crate::affinity`]); `None` for https.
-    plain: Option<(String, HeaderValue)>,
     /// A base path the upstream URL carries (`http://host/api` → `/api`), or "".
     base_path: String,
     timeout: Duration,
@@ -74,11 +71,9 @@ impl Proxy {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let plain = HeaderValue::from_str(host).ok().filter(|_| scheme == "http").map(|v| (host.to_string(), v));
         let relay = crate::relay::Target::new(scheme, host, base_path.trim_end_matches('/'), cfg.timeout);
         Proxy {
             client,
-            plain,
             relay,
             authority: format!("{scheme}://{host}"),
             base_path: base_path.trim_end_matches('/').to_string(),
@@ -101,20 +96,9 @@ impl Proxy {
         let upgrade = req.headers().get(header::UPGRADE).cloned().filter(|_| req.version() == http::Version::HTTP_11);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        // Over a connection of this task's own (see `affinity`) the request goes in origin form
-        // with the upstream's Host; through the pool, in absolute form (the pool derives both).
-        let own = self.plain.as_ref().filter(|_| upgrade.is_none() && crate::affinity::active());
-        let uri = match own {
-            // Already in origin form, as the upstream takes it: kept as it is.
-            Some(_) if self.base_path.is_empty() && parts.uri.scheme().is_none() => Ok(parts.uri.clone()),
-            _ => {
-                let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                match own {
-                    Some(_) => format!("{}{path_and_query}", self.base_path).parse::<Uri>(),
-                    None => format!("{}{}{path_and_query}", self.authority, self.base_path).parse(),
-                }
-            }
-        };
+        // In absolute form: the pool connects to its authority and derives the Host from it.
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = format!("{}{}{path_and_query}", self.authority, self.base_path).parse::<Uri>();
         let Ok(uri) = uri else { return text(StatusCode::BAD_REQUEST, "invalid request target") };
         let authority = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         // `TE: trailers` says the client accepts trailers; the upstream must hear it to send them.
@@ -126,15 +110,15 @@ impl Proxy {
             h.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         // The upstream gets its own host; the client's is kept in x-forwarded-host.
-        let client_host = match own {
-            Some((_, host)) => h.insert(header::HOST, host.clone()),
-            None => h.remove(header::HOST),
-        };
-        let forwarded_for = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.ip())),
-            None => Ok(ip_value(peer.ip())),
-        };
-        h.insert(X_FORWARDED_FOR.clone(), forwarded_for.expect("IP addresses are valid header values"));
+        let client_host = h.remove(header::HOST);
+        // Earlier proxies' addresses first, then the client's.
+        let mut forwarded_for = String::new();
+        for prior in header_items(h, X_FORWARDED_FOR.clone()).filter(|v| !v.is_empty()) {
+            forwarded_for.push_str(prior);
+            forwarded_for.push_str(", ");
+        }
+        forwarded_for.push_str(&peer.ip().to_string());
+        h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_str(&forwarded_for).expect("from header values"));
         h.insert(X_FORWARDED_PROTO.clone(), self.proto.clone());
         if let Some(host) = client_host.or(authority) {
             h.insert(X_FORWARDED_HOST.clone(), host);
@@ -149,13 +133,7 @@ impl Proxy {
 
         let (body, last_progress) = Progress::new(body);
         let upstream = Request::from_parts(parts, body);
-        let exchange = async {
-            match own {
-                Some((addr, _)) => crate::affinity::send(addr, upstream, self.timeout).await,
-                None => self.client.request(upstream).await.map_err(BoxError::from),
-            }
-        };
-        match self.within_timeout(exchange, &last_progress).await {
+        match self.within_timeout(self.client.request(upstream), &last_progress).await {
             None => text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
             Some(Err(e)) => {
                 debug!(error = %e, "pass-through to the upstream failed");
@@ -203,7 +181,7 @@ impl Proxy {
 }
 
 /// A request body that notes when it last moved, for the pass-through timeout.
-pub(crate) struct Progress<B> {
+struct Progress<B> {
     inner: B,
     last: Arc<Mutex<Instant>>,
 }
@@ -270,33 +248,6 @@ async fn tunnel_bytes(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrad
     }
 }
 
-/// An IP address as a header value. IPv4 is written by hand: `Display` for addresses was a
-/// measurable part of a proxied request's cost.
-fn ip_value(ip: IpAddr) -> HeaderValue {
-    let IpAddr::V4(v4) = ip else {
-        return HeaderValue::from_str(&ip.to_string()).expect("IP addresses are valid header values");
-    };
-    let mut buf = [0u8; 15];
-    let mut n = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[n] = b'.';
-            n += 1;
-        }
-        if octet >= 100 {
-            buf[n] = b'0' + octet / 100;
-            n += 1;
-        }
-        if octet >= 10 {
-            buf[n] = b'0' + octet / 10 % 10;
-            n += 1;
-        }
-        buf[n] = b'0' + octet % 10;
-        n += 1;
-    }
-    HeaderValue::from_bytes(&buf[..n]).expect("digits and dots")
-}
-
 /// Removes hop-by-hop headers, including those the Connection header names. One pass over the
 /// names finds which are there (usually none, or `connection` alone): removing an absent header
 /// still costs a hash.
@@ -322,14 +273,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ip_values_are_the_addresses() {
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.100.255", "192.168.1.9", "::1", "2001:db8::8a2e:370:7334"] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_value(ip), ip.to_string().as_str());
-        }
-    }
 
     #[test]
     fn hop_by_hop_headers_go() {

@@ -262,7 +262,13 @@ impl Conn {
 
     /// Relays the request planned into `out` and its answer. False when the connection is to
     /// close (the client asked, herald is shutting down, or either side failed).
-    async fn relay(&mut self, req: Request, target: &Target, requests: &[prometheus::IntCounter; 5], closing: bool) -> bool {
+    async fn relay(
+        &mut self,
+        req: Request,
+        target: &Target,
+        requests: &[prometheus::IntCounter; 5],
+        closing: bool,
+    ) -> bool {
         // What the client already sent of the body goes with the head in one write.
         let here = (self.buf.len() - req.head).min(usize::try_from(req.body).unwrap_or(usize::MAX));
         self.out.extend_from_slice(&self.buf[req.head..req.head + here]);
@@ -501,7 +507,7 @@ fn build_request(
         let replaced = ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
             .iter()
             .any(|n| h.name.eq_ignore_ascii_case(n));
-        if !replaced && !hop_by_hop(h.name) && !(connection && named_by_connection(headers, h.name)) {
+        if !replaced && end_to_end(headers, h.name, connection) {
             put(out, h.name, h.value);
         }
     }
@@ -577,7 +583,7 @@ fn parse_answer(ubuf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) ->
     for h in resp.headers.iter() {
         // With Transfer-Encoding, a Content-Length is wrong (RFC 9112 section 6.3).
         let wrong_length = chunked && h.name.eq_ignore_ascii_case("content-length");
-        if !wrong_length && !hop_by_hop(h.name) && !(connection && named_by_connection(resp.headers, h.name)) {
+        if !wrong_length && end_to_end(resp.headers, h.name, connection) {
             put(out, h.name, h.value);
         }
     }
@@ -769,6 +775,12 @@ fn hop_by_hop(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Whether the field `name` of `headers` is passed on: not hop-by-hop, and not named by a
+/// Connection field (looked for only when one names any).
+fn end_to_end(headers: &[Header], name: &str, connection_names: bool) -> bool {
+    !(hop_by_hop(name) || connection_names && named_by_connection(headers, name))
+}
+
 /// Whether a Connection field value names a header field: an option other than `close` and
 /// `keep-alive` (which names one that is hop-by-hop anyway).
 fn names_fields(value: &[u8]) -> bool {
@@ -840,13 +852,15 @@ mod tests {
     /// The plan for `head`, with the upstream head it wrote.
     fn plan_of(head: &str) -> (Plan, String) {
         let mut out = Vec::new();
-        let plan = plan(head.as_bytes(), |path| path.starts_with("/tasks"), Some(&target()), [10, 1, 2, 3].into(), &mut out);
+        let plan =
+            plan(head.as_bytes(), |path| path.starts_with("/tasks"), Some(&target()), [10, 1, 2, 3].into(), &mut out);
         (plan, String::from_utf8(out).unwrap())
     }
 
     #[test]
     fn the_upstream_gets_its_own_host_forwarding_fields_and_no_hop_by_hop_ones() {
-        let client = "POST /items?a=1 HTTP/1.1\r\nHost: herald.example\r\nContent-Length: 5\r\nConnection: close, x-hop\r\n\
+        let client =
+            "POST /items?a=1 HTTP/1.1\r\nHost: herald.example\r\nContent-Length: 5\r\nConnection: close, x-hop\r\n\
              X-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eA==\r\nTE: trailers, deflate\r\n\
              X-Forwarded-For: 192.0.2.1, 198.51.100.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\
              Authorization: Bearer alice\r\nVia: 1.0 edge\r\n\r\nhello";
@@ -865,7 +879,10 @@ mod tests {
     fn a_plain_get_is_relayed_and_may_be_sent_twice() {
         let client = "GET / HTTP/1.1\r\nhost: h\r\nconnection: keep-alive\r\n\r\n";
         let (plan, head) = plan_of(client);
-        assert_eq!(plan, Plan::Relay(Request { head: len(client), body: 0, head_method: false, idempotent: true, close: false }));
+        assert_eq!(
+            plan,
+            Plan::Relay(Request { head: len(client), body: 0, head_method: false, idempotent: true, close: false })
+        );
         assert!(head.starts_with("GET /api/ HTTP/1.1\r\nhost: up:8081\r\nx-forwarded-for: 10.1.2.3\r\n"), "{head}");
     }
 
@@ -906,7 +923,8 @@ mod tests {
         let head = "HTTP/1.1 200 OK\r\nDate: Sat, 28 Nov 2026 04:00:00 GMT\r\nContent-Length: 2\r\n\
                     Connection: keep-alive, x-hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nETag: \"a\"\r\n\r\nok";
         let (parsed, out) = answer(head, &GET);
-        let expected = Answer { head: head.len() - 2, status: 200, framing: Framing::Length(2), reusable: true, close: false };
+        let expected =
+            Answer { head: head.len() - 2, status: 200, framing: Framing::Length(2), reusable: true, close: false };
         assert_eq!(parsed, Ok(Parsed::Final(expected)));
         assert_eq!(
             out,
@@ -924,7 +942,10 @@ mod tests {
         let date = "Date: Sat, 28 Nov 2026 04:00:00 GMT\r\n";
         let head_req = Request { head_method: true, ..GET };
         let close_req = Request { close: true, ..GET };
-        assert_eq!(framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 9\r\n\r\n"), &head_req), (Framing::Empty, true, false));
+        assert_eq!(
+            framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 9\r\n\r\n"), &head_req),
+            (Framing::Empty, true, false)
+        );
         assert_eq!(framing(&format!("HTTP/1.1 204 No Content\r\n{date}\r\n"), &GET), (Framing::Empty, true, false));
         assert_eq!(framing(&format!("HTTP/1.1 304 Not Modified\r\n{date}\r\n"), &GET), (Framing::Empty, true, false));
         assert_eq!(
@@ -932,16 +953,26 @@ mod tests {
             (Framing::Chunked, true, false)
         );
         assert_eq!(framing(&format!("HTTP/1.1 200 OK\r\n{date}\r\n"), &GET), (Framing::UntilClose, false, true));
-        assert_eq!(framing(&format!("HTTP/1.0 200 OK\r\n{date}Content-Length: 1\r\n\r\n"), &GET), (Framing::Length(1), false, false));
+        assert_eq!(
+            framing(&format!("HTTP/1.0 200 OK\r\n{date}Content-Length: 1\r\n\r\n"), &GET),
+            (Framing::Length(1), false, false)
+        );
         assert_eq!(
             framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 1\r\nConnection: close\r\n\r\n"), &GET),
             (Framing::Length(1), false, false)
         );
-        assert_eq!(framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 1\r\n\r\n"), &close_req), (Framing::Length(1), true, true));
+        assert_eq!(
+            framing(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 1\r\n\r\n"), &close_req),
+            (Framing::Length(1), true, true)
+        );
 
         // Chunked replaces a Content-Length; the close-delimited answer tells the client.
-        let (_, out) = answer(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), &GET);
-        assert!(!out.to_ascii_lowercase().contains("content-length") && out.contains("transfer-encoding: chunked\r\n"), "{out}");
+        let (_, out) =
+            answer(&format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), &GET);
+        assert!(
+            !out.to_ascii_lowercase().contains("content-length") && out.contains("transfer-encoding: chunked\r\n"),
+            "{out}"
+        );
         let (_, out) = answer(&format!("HTTP/1.1 200 OK\r\n{date}\r\n"), &GET);
         assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
         // A missing Date is added.

@@ -164,14 +164,11 @@ where
     // Boxed once here: the wrappers below move it, and every move of a large future into
     // another would add its size to the task's again.
     let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
-    crate::affinity::serve(async move {
-        tokio::select! {
-            served = conn.as_mut() => served,
-            _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
+    tokio::select! {
+        served = conn.as_mut() => served,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
-    })
-    .await
+    }
 }

@@ -101,6 +101,12 @@ async fn trailers_pass_through_to_clients_that_accept_them() {
 /// An upstream that answers every request head with `reply`, then closes the connection
 /// without saying so (as one whose keep-alive timeout just expired would).
 async fn closing_upstream(reply: &'static [u8]) -> std::net::SocketAddr {
+    raw_upstream(reply, false).await
+}
+
+/// An upstream that answers every request head with `reply`, then closes the connection or,
+/// with `hold`, keeps it open without sending anything more.
+async fn raw_upstream(reply: &'static [u8], hold: bool) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
@@ -117,6 +123,9 @@ async fn closing_upstream(reply: &'static [u8]) -> std::net::SocketAddr {
                     }
                 }
                 let _ = s.write_all(reply).await;
+                if hold {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
             });
         }
     });
@@ -153,6 +162,18 @@ async fn an_answer_ended_by_the_upstream_closing_arrives_whole() {
     let resp = reqwest::get(gw.url("/any")).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "all of it, then the close");
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_midway_through_an_answer_is_cut_off() {
+    let upstream = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", true).await;
+    let gw = Gateway::start(&config(upstream, UNUSED_ROUTE).replace("timeout: 2s", "timeout: 300ms")).await;
+    // HTTP/1.1 (herald's fast lane) and HTTP/1.0 (hyper): the client gets what was sent, then
+    // the connection closes instead of hanging.
+    for version in ["1.1", "1.0"] {
+        let raw = one_connection(&gw, &format!("GET /any HTTP/{version}\r\nhost: h\r\n\r\n")).await;
+        assert!(raw.starts_with(&format!("HTTP/{version} 200 OK")) && raw.ends_with("\r\n\r\nabc"), "{version}: {raw}");
+    }
 }
 
 /// Writes `requests` on one connection at once and reads every answer until herald closes it.

@@ -21,7 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::{IntCounter, IntCounterVec};
 use tracing::debug;
 
-use crate::{header_items, text, Body};
+use crate::relay::Deadline;
+use crate::{header_items, text, Body, BoxError};
 
 pub(crate) struct Proxy {
     client: Client<HttpsConnector<HttpConnector>, Progress<Incoming>>,
@@ -154,7 +155,8 @@ impl Proxy {
                     parts.headers.insert(header::UPGRADE, to);
                     tokio::spawn(tunnel_bytes(client, upstream));
                 }
-                Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+                let body = Stalls { inner: body, deadline: Deadline::new(self.timeout) };
+                Response::from_parts(parts, body.boxed_unsync())
             }
         }
     }
@@ -206,6 +208,46 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Progress<B> {
             *self.last.lock().unwrap() = Instant::now();
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An answer body that fails when the upstream sends nothing of it for `upstream.timeout`
+/// (hyper then ends the client's answer short, as the fast lane does).
+struct Stalls<B> {
+    inner: B,
+    deadline: Deadline,
+}
+
+impl<B> hyper::body::Body for Stalls<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.deadline.restart();
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                std::task::ready!(self.deadline.poll_expired(cx));
+                Poll::Ready(Some(Err("the upstream sent nothing of its answer within upstream.timeout".into())))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -121,6 +121,7 @@ pub(crate) async fn serve(
                 if !conn.relay(req, target, &app.proxy.requests, shutdown.is_cancelled()).await {
                     break Outcome::Done;
                 }
+                conn.trim();
             }
             Plan::Claimed => match direct::parse(&conn.buf).and_then(|req| app.clone().direct_stream(req)) {
                 Some(answer) => break Outcome::Stream(conn.client, answer),
@@ -231,7 +232,19 @@ enum Failure {
     ClientGone,
 }
 
+/// A connection idling between requests keeps at most this much buffer capacity each.
+const IDLE_BUFFER: usize = 4096;
+
 impl Conn {
+    /// Gives back what a large request or answer made the buffers grow to.
+    fn trim(&mut self) {
+        for buf in [&mut self.buf, &mut self.out, &mut self.ubuf] {
+            if buf.capacity() > 2 * IDLE_BUFFER {
+                buf.shrink_to(IDLE_BUFFER);
+            }
+        }
+    }
+
     /// Reads until `buf` holds a whole request head (pipelined requests may already be there).
     async fn read_head(&mut self, max: usize, mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>) -> Head {
         self.idle.restart();
@@ -687,23 +700,23 @@ impl Chunks {
 
 /// A deadline moved cheaply: its timer is armed once and, when it fires before the current
 /// deadline, armed again for it. Moving the deadline costs a clock read, not a timer.
-struct Deadline {
+pub(crate) struct Deadline {
     sleep: Pin<Box<Sleep>>,
     at: Instant,
     period: Duration,
 }
 
 impl Deadline {
-    fn new(period: Duration) -> Self {
+    pub(crate) fn new(period: Duration) -> Self {
         let at = Instant::now() + period;
         Deadline { sleep: Box::pin(tokio::time::sleep_until(at)), at, period }
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.at = Instant::now() + self.period;
     }
 
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             std::task::ready!(self.sleep.as_mut().poll(cx));
             if self.at <= Instant::now() {

@@ -5,8 +5,8 @@
 //! Through hyper, a proxied request is parsed into a header map and encoded again on both sides,
 //! with a dispatcher, a body channel and their allocations on each: that was most of herald's
 //! user-space time per request, twice nginx's (docs/benchmarks.md). Here heads are parsed by
-//! httparse (the parser hyper itself uses) and written once; per request there is no allocation,
-//! only a connection's reused buffers, and no task switch.
+//! httparse (the parser hyper itself uses) and written once; a request allocates nothing (the
+//! connection's buffers are reused) and switches no task.
 //!
 //! Only what needs nothing more is taken: HTTP/1.1 with an origin-form target, one Host, a body
 //! framed by at most one Content-Length, no Upgrade, Expect or Transfer-Encoding, and a path that

@@ -758,8 +758,18 @@ fn adopt() -> Option<TcpStream> {
     None
 }
 
-/// Keeps an upstream connection for the next client connection.
+/// Keeps an upstream connection for the next client connection. Those not adopted within
+/// `IDLE_FOR` are closed (by a task started with the first).
 fn release(up: TcpStream) {
+    static REAPER: std::sync::Once = std::sync::Once::new();
+    REAPER.call_once(|| {
+        tokio::spawn(async {
+            loop {
+                tokio::time::sleep(IDLE_FOR).await;
+                IDLE.lock().unwrap().retain(|(_, since)| since.elapsed() < IDLE_FOR);
+            }
+        });
+    });
     let mut idle = IDLE.lock().unwrap();
     idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
     if idle.len() < IDLE_MAX {

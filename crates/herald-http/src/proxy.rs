@@ -301,9 +301,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
     }
     if h.contains_key(header::CONNECTION) {
-        // Its options (`close`, `keep-alive`) name no header; anything else does.
+        // Its options (`close`, `keep-alive`) name no header; anything else does, except that
+        // Content-Length stays (as in the fast lane): it frames the body that follows.
         let named = header_items(h, header::CONNECTION)
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter(|t| ["close", "keep-alive", "content-length"].iter().all(|o| !t.eq_ignore_ascii_case(o)))
             .filter_map(|t| HeaderName::try_from(t).ok());
         present.extend(named.collect::<Vec<_>>());
     }
@@ -319,13 +320,14 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private-hop"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private-hop, content-length"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         h.insert("x-private-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::AUTHORIZATION));
+        assert_eq!(h.len(), 2);
+        assert!(h.contains_key(header::AUTHORIZATION) && h.contains_key(header::CONTENT_LENGTH));
     }
 }

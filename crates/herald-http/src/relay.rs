@@ -593,14 +593,16 @@ fn parse_answer(ubuf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) ->
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // A 204 has no framing fields at all, and with Transfer-Encoding a Content-Length is wrong
+    // (RFC 9112 sections 6.1, 6.2 and 6.3).
+    let no_length = chunked || status == 204;
     for h in resp.headers.iter() {
-        // With Transfer-Encoding, a Content-Length is wrong (RFC 9112 section 6.3).
-        let wrong_length = chunked && h.name.eq_ignore_ascii_case("content-length");
+        let wrong_length = no_length && h.name.eq_ignore_ascii_case("content-length");
         if !wrong_length && end_to_end(resp.headers, h.name, connection) {
             put(out, h.name, h.value);
         }
     }
-    if chunked {
+    if chunked && status != 204 {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if !date {
@@ -799,9 +801,11 @@ fn hop_by_hop(name: &str) -> bool {
 }
 
 /// Whether the field `name` of `headers` is passed on: not hop-by-hop, and not named by a
-/// Connection field (looked for only when one names any).
+/// Connection field (looked for only when one names any). Content-Length stays whatever the
+/// Connection field says: without it the body that follows would be framed differently.
 fn end_to_end(headers: &[Header], name: &str, connection_names: bool) -> bool {
-    !(hop_by_hop(name) || connection_names && named_by_connection(headers, name))
+    let named = || !name.eq_ignore_ascii_case("content-length") && named_by_connection(headers, name);
+    !(hop_by_hop(name) || connection_names && named())
 }
 
 /// Whether a Connection field value names a header field: an option other than `close` and
@@ -896,6 +900,18 @@ mod tests {
              Via: 1.0 edge\r\nte: trailers\r\nx-forwarded-for: 192.0.2.1, 198.51.100.7, 10.1.2.3\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: herald.example\r\nvia: 1.1 herald\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_connection_field_cannot_take_the_length_away() {
+        let (plan, head) =
+            plan_of("POST /a HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nhi");
+        assert!(
+            matches!(plan, Plan::Relay(Request { body: 2, .. })) && head.contains("Content-Length: 2\r\n"),
+            "{head}"
+        );
+        let (_, out) = answer("HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nhi", &GET);
+        assert!(out.contains("Content-Length: 2\r\n"), "{out}");
     }
 
     #[test]
@@ -1078,6 +1094,105 @@ mod tests {
             let mut out = Vec::new();
             put_ip(&mut out, ip);
             assert_eq!(out, ip.to_string().as_bytes());
+        }
+    }
+
+    /// Deterministic pseudo-random mutations (xorshift) of `seed`: bytes replaced by ones that
+    /// matter to HTTP's grammar, inserted or removed.
+    fn mutations(seed: &[u8], count: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+        const SPECIAL: &[u8] = b"\r\n:; ,\t0123456789abcdefxXzZ-/?\x00\x7f\x80\xff";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        (0..count).map(move |_| {
+            let mut bytes = seed.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = next() % (bytes.len() + 1);
+                let byte = SPECIAL[next() % SPECIAL.len()];
+                match next() % 3 {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 if at < bytes.len() => drop(bytes.remove(at)),
+                    _ => bytes.insert(at, byte),
+                }
+            }
+            bytes
+        })
+    }
+
+    /// The values of `name` in a head herald wrote, which must parse whole.
+    fn fields<'h>(head: &'h [u8], name: &str, response: bool) -> Vec<&'h [u8]> {
+        let mut headers = [EMPTY_HEADER; MAX_HEADERS + 8];
+        let parsed = if response {
+            httparse::Response::new(&mut headers).parse(head)
+        } else {
+            httparse::Request::new(&mut headers).parse(head)
+        };
+        assert_eq!(parsed, Ok(Status::Complete(head.len())), "{}", String::from_utf8_lossy(head));
+        headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value).collect()
+    }
+
+    #[test]
+    fn whatever_a_client_sends_the_upstream_gets_a_well_formed_head_with_one_framing() {
+        let seed =
+            b"POST /a?b=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\nConnection: x-a, close, content-length\r\n\
+                     X-A: 1\r\nX-Forwarded-For: 10.0.0.1\r\nTE: trailers\r\n\r\nhello world!";
+        let mut relayed = 0;
+        for input in mutations(seed, 20_000) {
+            let Some(end) = head_end(&input, &mut 0) else { continue };
+            let mut out = Vec::new();
+            let Plan::Relay(req) = plan(&input[..end], |_| false, Some(&target()), [10, 1, 2, 3].into(), &mut out)
+            else {
+                continue;
+            };
+            relayed += 1;
+            assert!(req.head <= end);
+            assert_eq!(fields(&out, "host", false), [&b"up:8081"[..]]);
+            assert!(fields(&out, "transfer-encoding", false).is_empty());
+            let lengths = fields(&out, "content-length", false);
+            assert!(lengths.len() <= 1 && lengths.iter().all(|l| decimal(l) == Some(req.body)));
+            assert_eq!(req.body > 0, !lengths.is_empty());
+        }
+        assert!(relayed > 1_000, "only {relayed} mutations relayed");
+    }
+
+    #[test]
+    fn whatever_an_upstream_answers_the_client_gets_a_well_formed_head_with_one_framing() {
+        let seed = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: x-b, content-length\r\n\
+                     X-B: 1\r\nDate: Sat, 28 Nov 2026 04:00:00 GMT\r\n\r\n0\r\n\r\n";
+        let mut passed = 0;
+        for input in mutations(seed, 20_000) {
+            if head_end(&input, &mut 0).is_none() {
+                continue;
+            }
+            let mut out = Vec::new();
+            let Ok(Parsed::Final(answer)) = parse_answer(&input, &GET, false, &mut out) else { continue };
+            passed += 1;
+            assert!(answer.head <= input.len());
+            let (lengths, codings) = (fields(&out, "content-length", true), fields(&out, "transfer-encoding", true));
+            match answer.framing {
+                Framing::Chunked => assert!(lengths.is_empty() && codings == [&b"chunked"[..]]),
+                Framing::Length(n) => {
+                    assert!(codings.is_empty() && !lengths.is_empty() && lengths.iter().all(|l| decimal(l) == Some(n)))
+                }
+                Framing::UntilClose => assert!(codings.is_empty() && lengths.is_empty() && answer.close),
+                Framing::Empty if answer.status == 204 => assert!(codings.is_empty() && lengths.is_empty()),
+                Framing::Empty => assert!(codings.len() <= 1 && lengths.len() <= 1),
+            }
+        }
+        assert!(passed > 1_000, "only {passed} mutations passed on");
+    }
+
+    #[test]
+    fn chunk_framing_never_claims_more_than_it_was_given() {
+        for input in mutations(CHUNKED, 20_000) {
+            let mut chunks = Chunks::default();
+            if let Ok(n) = chunks.advance(&input) {
+                assert!(n <= input.len());
+            }
         }
     }
 

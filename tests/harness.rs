@@ -29,6 +29,14 @@ pub fn herald_bin() -> PathBuf {
     bin
 }
 
+/// Reads until herald closes the connection (within [`SOON`]); what it sent, as text.
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(SOON, stream.read_to_end(&mut out)).await.expect("herald closes the connection").ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Starts the legacy API on a free loopback port.
 pub async fn start_api() -> (LegacyApi, SocketAddr) {
     let api = LegacyApi::new();

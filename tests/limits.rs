@@ -13,13 +13,6 @@ fn with_server(yaml: String, extra: &str) -> String {
     yaml.replacen("server:\n", &format!("server:\n{extra}"), 1)
 }
 
-/// Reads until the server closes the connection; what it sent.
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    tokio::time::timeout(SOON, stream.read_to_end(&mut out)).await.expect("the server closes the connection").ok();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn a_slowloris_client_is_cut_off() {
     let (_api, upstream) = start_api().await;

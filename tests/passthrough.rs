@@ -83,16 +83,12 @@ async fn a_websocket_is_tunnelled_to_the_upstream() {
 
 #[tokio::test]
 async fn trailers_pass_through_to_clients_that_accept_them() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_api, upstream) = start_api().await;
     let gw = Gateway::start(&config(upstream, ROUTES)).await;
-    let mut conn = tokio::net::TcpStream::connect(gw.public).await.unwrap();
-    conn.write_all(b"GET /trailers HTTP/1.1\r\nhost: herald\r\nte: trailers\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(SOON, conn.read_to_end(&mut raw)).await.unwrap().unwrap();
-    let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let raw =
+        one_connection(&gw, "GET /trailers HTTP/1.1\r\nhost: herald\r\nte: trailers\r\nconnection: close\r\n\r\n")
+            .await
+            .to_ascii_lowercase();
     assert!(raw.contains("transfer-encoding: chunked"), "{raw}");
     let (_, body) = raw.split_once("\r\n\r\n").unwrap();
     assert!(body.contains("payload") && body.ends_with("0\r\nx-checksum: abc123\r\n\r\n"), "{body:?}");
@@ -178,12 +174,10 @@ async fn an_upstream_that_stops_midway_through_an_answer_is_cut_off() {
 
 /// Writes `requests` on one connection at once and reads every answer until herald closes it.
 async fn one_connection(gw: &Gateway, requests: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut conn = tokio::net::TcpStream::connect(gw.public).await.unwrap();
     conn.write_all(requests.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(SOON, conn.read_to_end(&mut raw)).await.expect("herald closes after the last").unwrap();
-    String::from_utf8_lossy(&raw).into_owned()
+    read_to_close(&mut conn).await
 }
 
 #[tokio::test]

@@ -72,12 +72,13 @@ impl Proxy {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let relay = crate::relay::Target::new(scheme, host, base_path.trim_end_matches('/'), cfg.timeout);
+        let base_path = base_path.trim_end_matches('/');
+        let relay = crate::relay::Target::new(scheme, host, base_path, cfg.timeout);
         Proxy {
             client,
             relay,
             authority: format!("{scheme}://{host}"),
-            base_path: base_path.trim_end_matches('/').to_string(),
+            base_path: base_path.to_string(),
             timeout: cfg.timeout,
             proto: HeaderValue::from_static(if client_tls { "https" } else { "http" }),
             requests: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| requests.with_label_values(&[class])),

@@ -70,7 +70,10 @@ impl Target {
     pub(crate) fn new(scheme: &str, host: &str, base_path: &str, timeout: Duration) -> Option<Self> {
         let path_ok = base_path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
         (scheme == "http" && path_ok && !host.is_empty()).then(|| Target {
-            addr: if host.contains(':') { host.to_string() } else { format!("{host}:80") },
+            addr: match host.rsplit_once(':') {
+                Some((_, port)) if port.parse::<u16>().is_ok() => host.to_string(),
+                _ => format!("{host}:80"),
+            },
             host: host.to_string(),
             base_path: base_path.to_string(),
             timeout,
@@ -869,6 +872,17 @@ mod tests {
 
     fn target() -> Target {
         Target::new("http", "up:8081", "/api", Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn a_plain_http_upstream_is_a_target_with_a_port() {
+        let addr = |host| Target::new("http", host, "", Duration::from_secs(1)).unwrap().addr;
+        assert_eq!(addr("api.example"), "api.example:80");
+        assert_eq!(addr("127.0.0.1:8081"), "127.0.0.1:8081");
+        assert_eq!(addr("[::1]"), "[::1]:80");
+        assert_eq!(addr("[::1]:8081"), "[::1]:8081");
+        assert!(Target::new("https", "api.example", "", Duration::from_secs(1)).is_none());
+        assert!(Target::new("http", "api.example", "/a b", Duration::from_secs(1)).is_none());
     }
 
     /// The length of the head that starts `text`.

@@ -32,9 +32,15 @@ CONF
   nginx -p "$work/$1" -c nginx.conf
 }
 
-# The upstream: nginx answering a small static body, one worker.
+# The upstream: nginx answering a small static body, one worker; /files/ has larger ones
+# (64k.json, 1m.json).
 upstream_start() {
+  mkdir -p "$work/up/files"
+  head -c 65536 /dev/zero | tr '\0' 'x' > "$work/up/files/64k.json"
+  head -c 1048576 /dev/zero | tr '\0' 'x' > "$work/up/files/1m.json"
+  chmod -R a+rX "$work"   # nginx's workers run as another user
   nginx_start up 1 "server { listen 127.0.0.1:18091; keepalive_requests 100000;
+    location /files/ { root $work/up; }
     location / { default_type application/json; return 200 '{\"ok\":true,\"items\":[1,2,3]}'; } }"
 }
 

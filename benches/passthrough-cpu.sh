@@ -3,7 +3,7 @@
 # static upstream under the same wrk load: task clock, system calls and context switches (perf
 # stat), user and system time (/proc/<pid>/stat).
 #
-# Usage: [CONNS=32] benches/passthrough-cpu.sh [herald binary]   (default target/release/herald)
+# Usage: [CONNS=32] [TARGET=/api/items] benches/passthrough-cpu.sh [herald binary]   (default target/release/herald)
 # Needs nginx, wrk and perf (Debian: apt-get install nginx wrk linux-perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ for target in "nginx 18092 $(pgrep -P "$(cat "$work/px/nginx.pid")" | paste -sd,
   read -r u0 s0 <<<"$(ticks "$3")"
   perf stat -e task-clock,context-switches,raw_syscalls:sys_enter -p "$3" -o "$work/stat" -- sleep 8 &
   sp=$!
-  out=$(wrk -t1 -c"${CONNS:-32}" -d8s "http://127.0.0.1:$2/api/items")
+  out=$(wrk -t1 -c"${CONNS:-32}" -d8s "http://127.0.0.1:$2${TARGET:-/api/items}")
   wait $sp
   read -r u1 s1 <<<"$(ticks "$3")"
   python3 - "$1" "$out" "$work/stat" "$u0" "$s0" "$u1" "$s1" <<'PY'

@@ -442,7 +442,8 @@ impl Conn {
                 // Anything more from the upstream is a protocol error: do not reuse it.
                 return self.ubuf.is_empty().then_some(up);
             }
-            if self.ubuf.capacity() - self.ubuf.len() < 4096 {
+            // Large reads for a body still coming (the buffer shrinks back once it has passed).
+            if self.ubuf.capacity() - self.ubuf.len() < CHUNK / 2 {
                 self.ubuf.reserve(CHUNK);
             }
             // Its end, for an answer delimited by the close; otherwise the upstream failed.

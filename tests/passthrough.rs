@@ -172,6 +172,50 @@ async fn an_upstream_that_stops_midway_through_an_answer_is_cut_off() {
     }
 }
 
+/// A client idling on its keep-alive connection does not hold an upstream connection: herald
+/// gives it back and, unused, closes it, while the client's connection stays open.
+#[tokio::test]
+async fn an_idle_client_does_not_hold_an_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (closed, mut upstream_closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                // Keep-alive: one answer per request head, until herald closes the connection.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                        break;
+                    }
+                }
+                let _ = closed.send(());
+            });
+        }
+    });
+    let gw = Gateway::start(&config(upstream, UNUSED_ROUTE)).await;
+    let mut client = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    assert!(answer(&mut client, "GET /a HTTP/1.1\r\nhost: h\r\n\r\n").await.starts_with("HTTP/1.1 200"));
+    tokio::time::timeout(SOON, upstream_closed.recv()).await.expect("the idle upstream connection is closed");
+    assert!(answer(&mut client, "GET /b HTTP/1.1\r\nhost: h\r\n\r\n").await.starts_with("HTTP/1.1 200"));
+}
+
+/// Sends `request` on a kept-alive connection and reads its answer, one that ends in `ok`.
+async fn answer(client: &mut tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\nok") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(SOON, client.read(&mut buf)).await.expect("an answer").unwrap();
+        assert!(n > 0, "herald closed the client's connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
 /// Writes `requests` on one connection at once and reads every answer until herald closes it.
 async fn one_connection(gw: &Gateway, requests: &str) -> String {
     use tokio::io::AsyncWriteExt;

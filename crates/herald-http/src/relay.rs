@@ -49,6 +49,10 @@ const IDLE_MAX: usize = 64;
 /// likely closed it: most servers keep idle connections 5 to 75 seconds).
 const IDLE_FOR: Duration = Duration::from_secs(4);
 
+/// A client connection idle this long between requests gives its upstream connection back to
+/// the idle list: idle keep-alive clients do not each hold one (nor its file descriptor).
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
 /// Upstream connections whose client connection ended, with when they went idle.
 static IDLE: Mutex<Vec<(TcpStream, Instant)>> = Mutex::new(Vec::new());
 
@@ -110,6 +114,7 @@ pub(crate) async fn serve(
         upstream: None,
         idle: Deadline::new(limits.header_timeout),
         wait: None,
+        park: None,
     };
     let outcome = loop {
         let len = match conn.read_head(limits.max_header_size, cancelled.as_mut()).await {
@@ -157,6 +162,8 @@ struct Conn {
     idle: Deadline,
     /// `upstream.timeout`, made at the first relayed request.
     wait: Option<Deadline>,
+    /// [`PARK_AFTER`], made when an upstream connection is first kept.
+    park: Option<Deadline>,
 }
 
 enum Head {
@@ -251,6 +258,9 @@ impl Conn {
     /// Reads until `buf` holds a whole request head (pipelined requests may already be there).
     async fn read_head(&mut self, max: usize, mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>) -> Head {
         self.idle.restart();
+        if let Some(park) = &mut self.park {
+            park.restart();
+        }
         let mut scanned = 0;
         loop {
             if let Some(end) = head_end(&self.buf, &mut scanned) {
@@ -272,6 +282,9 @@ impl Conn {
                 () = &mut cancelled, if idle => return Head::Gone,
                 // Slowloris, or a keep-alive connection idle too long.
                 () = self.idle.expired() => return Head::Gone,
+                () = expired(self.park.as_mut()), if self.upstream.is_some() => {
+                    release(self.upstream.take().expect("checked"));
+                }
             }
         }
     }
@@ -312,7 +325,10 @@ impl Conn {
         };
         requests[usize::from(answer.status / 100).clamp(1, 5) - 1].inc();
         match self.copy_body(up, &answer).await {
-            Some(up) if answer.reusable => self.upstream = Some(up),
+            Some(up) if answer.reusable => {
+                self.upstream = Some(up);
+                self.park.get_or_insert_with(|| Deadline::new(PARK_AFTER));
+            }
             Some(_) => {}
             None => return false,
         }
@@ -745,6 +761,14 @@ impl Deadline {
             out = f => Some(out),
             () = self.expired() => None,
         }
+    }
+}
+
+/// When `deadline` expires; never without one.
+async fn expired(deadline: Option<&mut Deadline>) {
+    match deadline {
+        Some(deadline) => deadline.expired().await,
+        None => std::future::pending().await,
     }
 }
 

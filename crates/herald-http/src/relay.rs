@@ -576,7 +576,7 @@ fn parse_answer(ubuf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) ->
         100..=199 => return Ok(Parsed::Interim(head)),
         _ => {}
     }
-    let (mut length, mut chunked, mut date, mut connection) = (None, false, false, false);
+    let (mut length, mut chunked, mut connection) = (None, false, false);
     let mut keep_alive = version == 1;
     for h in resp.headers.iter() {
         let name = h.name;
@@ -595,8 +595,6 @@ fn parse_answer(ubuf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) ->
         } else if name.eq_ignore_ascii_case("connection") {
             connection |= names_fields(h.value);
             keep_alive &= !items(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
-        } else if name.eq_ignore_ascii_case("date") {
-            date = true;
         }
     }
     let framing = match (req.head_method || status == 204 || status == 304, chunked, length) {
@@ -616,10 +614,12 @@ fn parse_answer(ubuf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) ->
     // A 204 has no framing fields at all, and with Transfer-Encoding a Content-Length is wrong
     // (RFC 9112 sections 6.1, 6.2 and 6.3).
     let no_length = chunked || status == 204;
+    let mut date = false;
     for h in resp.headers.iter() {
         let wrong_length = no_length && h.name.eq_ignore_ascii_case("content-length");
         if !wrong_length && end_to_end(resp.headers, h.name, connection) {
             put(out, h.name, h.value);
+            date |= h.name.eq_ignore_ascii_case("date");
         }
     }
     if chunked && status != 204 {
@@ -1053,9 +1053,11 @@ mod tests {
         );
         let (_, out) = answer(&format!("HTTP/1.1 200 OK\r\n{date}\r\n"), &GET);
         assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
-        // A missing Date is added.
+        // A missing Date is added, also for one a Connection field took away.
         let (_, out) = answer("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &GET);
         assert!(out.contains("\r\ndate: "), "{out}");
+        let (_, out) = answer(&format!("HTTP/1.1 200 OK\r\n{date}Connection: date\r\nContent-Length: 0\r\n\r\n"), &GET);
+        assert!(out.contains("\r\ndate: ") && !out.contains("Date: "), "{out}");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! and write buffers (8 KiB and up to 16 KiB) and its dispatcher for all that time. So on a plain
 //! connection, when a request head read by [`crate::relay`] asks for a stream, the response is
 //! written to the socket directly (head, then each frame as a chunk) and the connection closes
-//! when the stream ends. Other requests on a route's path go to hyper with the bytes already read
-//! put back in front ([`Prefixed`]).
+//! when the stream ends. Connections that need hyper go to it with the bytes already read put
+//! back in front ([`Prefixed`]).
 
 use std::future::Future;
 use std::io;

@@ -357,21 +357,16 @@ impl Conn {
             let kept = if fresh { None } else { kept.take().or_else(adopt) };
             let (mut up, reused) = match kept {
                 Some(up) => (up, true),
-                None => match wait.within(TcpStream::connect(&target.addr)).await {
-                    Some(Ok(up)) => {
-                        let _ = up.set_nodelay(true);
-                        (up, false)
-                    }
-                    Some(Err(_)) => return Err(Failure::Unreachable),
-                    None => return Err(Failure::TimedOut),
-                },
+                None => {
+                    let up = upstream_io(wait.within(TcpStream::connect(&target.addr)).await)?;
+                    let _ = up.set_nodelay(true);
+                    (up, false)
+                }
             };
             let retry = reused && replayable;
             match wait.within(up.write_all(&self.out)).await {
-                Some(Ok(())) => {}
                 Some(Err(_)) if retry => continue,
-                Some(Err(_)) => return Err(Failure::Unreachable),
-                None => return Err(Failure::TimedOut),
+                sent => upstream_io(sent)?,
             }
             // The rest of the body, as it comes; a stall of either side is the upstream timeout.
             let mut left = rest;
@@ -385,11 +380,7 @@ impl Conn {
                 }
                 // Bytes past the body are the client's next request: they stay in `buf`.
                 let n = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                match wait.within(up.write_all(&self.buf[..n])).await {
-                    Some(Ok(())) => {}
-                    Some(Err(_)) => return Err(Failure::Unreachable),
-                    None => return Err(Failure::TimedOut),
-                }
+                upstream_io(wait.within(up.write_all(&self.buf[..n])).await)?;
                 self.buf.drain(..n);
                 left -= n as u64;
             }
@@ -429,23 +420,31 @@ impl Conn {
     async fn copy_body(&mut self, mut up: TcpStream, answer: &Answer) -> Option<TcpStream> {
         let wait = self.wait.as_mut().expect("made by exchange");
         self.ubuf.drain(..answer.head);
+        // Body bytes still to come, for an answer framed by its length.
         let mut left = match answer.framing {
-            Framing::Empty => 0,
             Framing::Length(n) => n,
-            Framing::Chunked | Framing::UntilClose => u64::MAX,
+            _ => 0,
         };
         let mut chunks = Chunks::default();
         // What came with the head goes with the client's head in one write.
         let mut first = true;
         loop {
             let take = match answer.framing {
+                Framing::Empty => 0,
+                Framing::Length(_) => {
+                    let take = self.ubuf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    left -= take as u64;
+                    take
+                }
                 Framing::Chunked => chunks.advance(&self.ubuf).ok()?,
-                _ => self.ubuf.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
+                Framing::UntilClose => self.ubuf.len(),
             };
-            if let Framing::Length(_) = answer.framing {
-                left -= take as u64;
-            }
-            let finished = left == 0 || chunks.done();
+            let finished = match answer.framing {
+                Framing::Empty => true,
+                Framing::Length(_) => left == 0,
+                Framing::Chunked => chunks.done(),
+                Framing::UntilClose => false,
+            };
             if first {
                 self.out.extend_from_slice(&self.ubuf[..take]);
                 self.idle.within(self.client.write_all(&self.out)).await?.ok()?;
@@ -761,6 +760,15 @@ impl Deadline {
             out = f => Some(out),
             () = self.expired() => None,
         }
+    }
+}
+
+/// An upstream I/O step within its deadline: a timeout is a 504, an error a 502.
+fn upstream_io<T>(step: Option<io::Result<T>>) -> Result<T, Failure> {
+    match step {
+        Some(Ok(out)) => Ok(out),
+        Some(Err(_)) => Err(Failure::Unreachable),
+        None => Err(Failure::TimedOut),
     }
 }
 

@@ -114,9 +114,6 @@ pub async fn serve<F, Fut>(
                             }
                             return;
                         }
-                        Outcome::Hyper(stream, read) if read.is_empty() => {
-                            Box::pin(connection(&builder, TokioIo::new(stream), service, &shutdown)).await
-                        }
                         Outcome::Hyper(stream, read) => {
                             let io = TokioIo::new(direct::Prefixed::new(read, stream));
                             Box::pin(connection(&builder, io, service, &shutdown)).await

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub use herald_testkit::{Fault, LegacyApi, SseClient, SseEvent};
+pub use herald_testkit::{Fault, LegacyApi, Requested, SseClient, SseEvent};
 
 /// Generous bound for anything that should happen "soon"; tests never assert on speed.
 pub const SOON: Duration = Duration::from_secs(15);

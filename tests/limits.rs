@@ -104,3 +104,43 @@ async fn expect_100_continue_is_answered_and_the_body_passed_on() {
     let answer = read_to_close(&mut conn).await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"body\":\"hello\""), "{answer}");
 }
+
+#[tokio::test]
+async fn watches_are_bounded_in_all_and_per_credential() {
+    let (_api, upstream) = start_api().await;
+    let yaml = config(upstream, "limits:\n  max_watches: 3\n  max_watches_per_scope: 2\n")
+        + "routes:\n  - name: mine\n    path: /me/tasks\n    vary: [authorization]\n";
+    let gw = Gateway::start(&yaml).await;
+    let client = reqwest::Client::new();
+    let get = |query: &str, user: &str| {
+        client.get(gw.url(&format!("/me/tasks?{query}"))).header("authorization", format!("Bearer {user}")).send()
+    };
+    assert_eq!(get("a", "alice").await.unwrap().status(), 200);
+    assert_eq!(get("b", "alice").await.unwrap().status(), 200);
+    let third = get("c", "alice").await.unwrap();
+    assert_eq!(third.status(), 429, "alice's third watch");
+    assert!(third.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(get("a", "alice").await.unwrap().status(), 200, "her existing watches still answer");
+
+    assert_eq!(get("a", "bob").await.unwrap().status(), 200, "bob has his own allowance");
+    let full = get("b", "bob").await.unwrap();
+    assert_eq!(full.status(), 503, "the fourth watch in all");
+    assert!(full.headers().contains_key("retry-after"));
+    assert_eq!(gw.metric("herald_watches_refused_total{route=\"mine\"}").await, 2.0);
+}
+
+#[tokio::test]
+async fn only_the_listed_query_parameters_form_a_watch() {
+    let (api, upstream) = start_api().await;
+    let yaml = config(upstream, "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    query: [state]\n");
+    let gw = Gateway::start(&yaml).await;
+    for junk in 0..20 {
+        let resp = reqwest::get(gw.url(&format!("/tasks?state=open&junk={junk}"))).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let watches: serde_json::Value = serde_json::from_str(&gw.admin_get("/admin/watches").await).unwrap();
+    let paths: Vec<_> = watches["watches"].as_array().unwrap().iter().map(|w| w["path"].clone()).collect();
+    assert_eq!(paths, [serde_json::json!("/tasks?state=open")]);
+    let polled: Vec<_> = api.seen("/tasks").into_iter().map(|r| r.target).collect();
+    assert_eq!(polled, ["/tasks?state=open"], "one poll, without the unlisted parameter");
+}

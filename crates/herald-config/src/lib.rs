@@ -23,6 +23,7 @@ pub use route_table::RouteTable;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: Server,
+    pub limits: Limits,
     pub upstream: Upstream,
     pub routes: Vec<Route>,
     pub sse: Sse,
@@ -46,8 +47,28 @@ pub struct Server {
     pub header_timeout: Duration,
     /// Largest request head (request line and headers) accepted; larger gets 431.
     pub max_header_size: u64,
-    /// Connections open at once on the public listener; more wait to be accepted.
+    /// Connections open at once on the public listener (WebSocket tunnels included); more wait
+    /// to be accepted.
     pub max_connections: usize,
+    /// A connection with no request and no stream in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// When set, `/admin/*` needs `Authorization: Bearer <it>`. A secret: never logged.
+    pub admin_token: Option<String>,
+}
+
+/// Bounds on what clients can make herald hold (spec section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Watches alive at once; a request that would create one more gets 503 + Retry-After.
+    pub max_watches: usize,
+    /// Watches per credential scope on per-subscriber and shared routes; over it: 429 + Retry-After.
+    pub max_watches_per_scope: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_watches: 10_000, max_watches_per_scope: 100 }
+    }
 }
 
 /// PEM files for the public listener, as written (relative paths are relative to the
@@ -68,6 +89,8 @@ impl Default for Server {
             header_timeout: Duration::from_secs(30),
             max_header_size: 64 << 10,
             max_connections: 20_000,
+            idle_timeout: Duration::from_secs(60),
+            admin_token: None,
         }
     }
 }
@@ -134,7 +157,10 @@ pub struct Route {
     pub access: Access,
     /// Lower-cased request header names that form the credential scope and are forwarded on polls.
     pub vary: Vec<String>,
-    /// `shared`: how long a successful admission check is remembered per credential.
+    /// `None`: the whole query string is part of the watch. A list: only these parameters are;
+    /// others are dropped before the watch key is formed.
+    pub query: Option<Vec<String>>,
+    /// `shared`: how long a successful admission check is remembered per (target, credential).
     pub authorize_ttl: Duration,
     pub poll: Poll,
     /// JSON Pointers removed from the body before change detection and from events.
@@ -153,6 +179,7 @@ impl Route {
             path,
             access: Access::PerSubscriber,
             vary: vec!["authorization".into(), "cookie".into()],
+            query: None,
             authorize_ttl: Duration::from_secs(60),
             poll: Poll::default(),
             ignore: Vec::new(),
@@ -234,6 +261,8 @@ pub struct Events {
     pub type_prefix: Option<String>,
     /// Events kept per watch for `Last-Event-ID` resume.
     pub history: usize,
+    /// And at most this many bytes of encoded events per watch (oldest dropped first).
+    pub history_bytes: u64,
     /// json-patch: JSON Pointer inside array elements to their identity, for aligning arrays.
     pub array_id: Option<String>,
     /// Required when `format` is `collection`.
@@ -242,7 +271,14 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Events { format: Format::Snapshot, type_prefix: None, history: 1000, array_id: None, collection: None }
+        Events {
+            format: Format::Snapshot,
+            type_prefix: None,
+            history: 1000,
+            history_bytes: 8 << 20,
+            array_id: None,
+            collection: None,
+        }
     }
 }
 
@@ -259,6 +295,8 @@ pub struct Sse {
     pub queue: usize,
     /// Origins allowed by CORS; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// A subscriber whose socket takes nothing for this long is dropped.
+    pub write_timeout: Duration,
 }
 
 impl Default for Sse {
@@ -269,6 +307,7 @@ impl Default for Sse {
             max_subscribers: 100_000,
             queue: 64,
             cors_origins: Vec::new(),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -280,11 +319,13 @@ pub struct Storage {
     /// `embedded`: the folder holding the database file (relative to the configuration file; the
     /// binary resolves it).
     pub path: String,
+    /// 32 bytes: webhook secrets and subscription headers are stored encrypted with it.
+    pub encryption_key: Option<[u8; 32]>,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { kind: StorageKind::Embedded, path: "./herald-data".into() }
+        Storage { kind: StorageKind::Embedded, path: "./herald-data".into(), encryption_key: None }
     }
 }
 
@@ -446,6 +487,40 @@ pub fn check_filter(filter: &str) -> Result<(), String> {
     }
 }
 
+/// Checks that every segment of a request path is one segment of the upstream's too: no `.` or
+/// `..`, no `/` or `\`, no control character, written plainly or percent-encoded (spec section
+/// 5: a route never reaches another upstream path).
+pub fn check_segments(path: &str) -> Result<(), String> {
+    for segment in path.split('/').skip(1) {
+        let decoded = percent_decode(segment.as_bytes());
+        let bad = matches!(&decoded[..], b"." | b"..")
+            || decoded.iter().any(|&b| b == b'/' || b == b'\\' || b.is_ascii_control());
+        if bad {
+            return Err(format!("invalid path segment {:?}: a path parameter is one segment", segment));
+        }
+    }
+    Ok(())
+}
+
+/// `%XX` sequences decoded (invalid ones kept as written).
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
 /// A route's path pattern split into segments, for matching request paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
@@ -471,4 +546,32 @@ pub fn parse_pattern(path: &str) -> Option<Vec<Segment>> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_parameter_is_one_segment() {
+        for ok in ["/tasks", "/tasks/42", "/tasks/a.b", "/tasks/%41", "/tasks/..a", "/tasks/%", "/tasks/%2", "/"] {
+            assert!(check_segments(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/tasks/..",
+            "/tasks/.",
+            "/tasks/%2e%2e",
+            "/tasks/%2E.",
+            "/tasks/%2e",
+            "/tasks/a%2fb",
+            "/tasks/a%2Fb",
+            "/tasks/a\\b",
+            "/tasks/a%5cb",
+            "/tasks/a%00b",
+            "/tasks/%0a",
+            "/tasks/a%7fb",
+        ] {
+            assert!(check_segments(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -265,6 +265,7 @@ impl<'a> Cx<'a> {
     fn config(&mut self, root: &Node) -> Config {
         let mut config = Config {
             server: Server::default(),
+            limits: Limits::default(),
             upstream: Upstream::default(),
             routes: Vec::new(),
             sse: Sse::default(),
@@ -274,6 +275,7 @@ impl<'a> Cx<'a> {
         };
         let Some(mut m) = self.map(root, "") else { return config };
         m.field(self, "server", &mut config.server, |cx, n, p| Some(cx.server(n, p)));
+        m.field(self, "limits", &mut config.limits, |cx, n, p| Some(cx.limits(n, p)));
         match m.take("upstream") {
             Some(n) => config.upstream = self.upstream(n, "upstream"),
             None => self.problem(root.pos, "upstream.url", "is required"),
@@ -302,6 +304,8 @@ impl<'a> Cx<'a> {
         m.field(self, "header_timeout", &mut s.header_timeout, Cx::duration);
         m.field(self, "max_header_size", &mut s.max_header_size, Cx::size);
         m.field(self, "max_connections", &mut s.max_connections, |cx, n, p| cx.number(n, p, "a positive integer"));
+        m.field(self, "idle_timeout", &mut s.idle_timeout, Cx::duration);
+        m.field(self, "admin_token", &mut s.admin_token, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "tls", &mut s.tls, |cx, n, p| {
             let mut tm = cx.map(n, p)?;
             let (mut cert, mut key) = (None, None);
@@ -318,6 +322,17 @@ impl<'a> Cx<'a> {
         });
         m.finish(self);
         s
+    }
+
+    fn limits(&mut self, node: &Node, path: &str) -> Limits {
+        let mut l = Limits::default();
+        let Some(mut m) = self.map(node, path) else { return l };
+        m.field(self, "max_watches", &mut l.max_watches, |cx, n, p| cx.number(n, p, "a positive integer"));
+        m.field(self, "max_watches_per_scope", &mut l.max_watches_per_scope, |cx, n, p| {
+            cx.number(n, p, "a positive integer")
+        });
+        m.finish(self);
+        l
     }
 
     fn upstream(&mut self, node: &Node, path: &str) -> Upstream {
@@ -384,6 +399,23 @@ impl<'a> Cx<'a> {
             }
         }
         m.field(self, "path", &mut s.path, Cx::string);
+        m.field(self, "encryption_key", &mut s.encryption_key, |cx, n, p| {
+            use base64::Engine;
+            let text = cx.string(n, p)?;
+            let key = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok();
+            match key.and_then(|k| <[u8; 32]>::try_from(k).ok()) {
+                Some(key) => Some(Some(key)),
+                None => {
+                    // The value is a secret: the message never repeats it.
+                    cx.problem(
+                        n.pos,
+                        p,
+                        "invalid key (expected the base64 of 32 bytes, e.g. `openssl rand -base64 32`)",
+                    );
+                    None
+                }
+            }
+        });
         // Read so that a file written for cluster mode names the real problem (the kind), not this key.
         let mut _url = String::new();
         m.field(self, "url", &mut _url, Cx::string);
@@ -507,6 +539,12 @@ impl<'a> Cx<'a> {
             }
             Some(names.into_iter().map(|s| s.to_ascii_lowercase()).collect())
         });
+        m.field(self, "query", &mut r.query, |cx, n, p| {
+            if matches!(n.kind, Kind::Null) {
+                return Some(None);
+            }
+            cx.strings(n, p).map(Some)
+        });
         m.field(self, "authorize_ttl", &mut r.authorize_ttl, Cx::duration);
         m.field(self, "poll", &mut r.poll, |cx, n, p| Some(cx.poll(n, p)));
         m.field(self, "ignore", &mut r.ignore, |cx, n, p| {
@@ -567,6 +605,7 @@ impl<'a> Cx<'a> {
         });
         m.field(self, "type", &mut e.type_prefix, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "history", &mut e.history, |cx, n, p| cx.number(n, p, "a positive integer"));
+        m.field(self, "history_bytes", &mut e.history_bytes, Cx::size);
         m.finish(self);
         e
     }
@@ -579,6 +618,7 @@ impl<'a> Cx<'a> {
         m.field(self, "max_subscribers", &mut s.max_subscribers, |cx, n, p| cx.number(n, p, "a positive integer"));
         m.field(self, "queue", &mut s.queue, |cx, n, p| cx.number(n, p, "a positive integer"));
         m.field(self, "cors_origins", &mut s.cors_origins, Cx::strings);
+        m.field(self, "write_timeout", &mut s.write_timeout, Cx::duration);
         m.finish(self);
         s
     }
@@ -621,6 +661,21 @@ impl<'a> Cx<'a> {
         }
         if c.server.max_connections == 0 {
             self.problem_at("server.max_connections", "must be at least 1");
+        }
+        if c.server.idle_timeout.is_zero() {
+            self.problem_at("server.idle_timeout", "must be longer than 0");
+        }
+        if c.server.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            self.problem_at("server.admin_token", "too short (use at least 16 characters)");
+        }
+        if c.limits.max_watches == 0 {
+            self.problem_at("limits.max_watches", "must be at least 1");
+        }
+        if c.limits.max_watches_per_scope == 0 {
+            self.problem_at("limits.max_watches_per_scope", "must be at least 1");
+        }
+        if c.sse.write_timeout.is_zero() {
+            self.problem_at("sse.write_timeout", "must be longer than 0");
         }
         if c.sse.queue == 0 {
             self.problem_at("sse.queue", "must be at least 1");
@@ -705,6 +760,9 @@ impl<'a> Cx<'a> {
             }
             if ev.array_id.is_some() && ev.format != Format::JsonPatch {
                 self.problem_at(&at("events.array_id"), "only applies to format json-patch");
+            }
+            if r.events.history_bytes < 1024 {
+                self.problem_at(&at("events.history_bytes"), "must be at least 1KiB");
             }
             if r.events.history == 0 {
                 self.problem_at(&at("events.history"), "must be at least 1");

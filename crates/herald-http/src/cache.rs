@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::{full, header_items, refused, Body};
+use herald_config::Access;
 
 impl App {
     /// Section 4, step 3: a GET or HEAD without a body or a range, on a route with `cache: true`.
@@ -25,7 +26,12 @@ impl App {
 
     pub(crate) async fn cached(&self, req: Request<Incoming>, route: usize, peer: SocketAddr) -> Response<Body> {
         let counters = &self.cache_requests[route];
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+        // As for a stream, `lastEventId` is the gateway's own parameter, never the upstream's.
+        let path = req.uri().path();
+        let target = match crate::stream::split_query(req.uri().query()).0 {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        };
         let current = match self.hub.watch_key(route, target, req.headers()).await {
             Ok((key, credentials)) => self.hub.current(key, credentials).await,
             Err(refusal) => Err(refusal),
@@ -56,6 +62,11 @@ impl App {
             .header("x-herald-cache", result);
         if let Some(lm) = &repr.last_modified {
             resp = resp.header(header::LAST_MODIFIED, lm);
+        }
+        let route = self.hub.route(route);
+        if route.access != Access::Public {
+            // One user's answer must never be served to another by a shared cache in front.
+            resp = resp.header(header::CACHE_CONTROL, "private").header(header::VARY, route.vary.join(", "));
         }
         if not_modified {
             return resp.status(StatusCode::NOT_MODIFIED).body(full("")).expect("valid parts");

@@ -52,5 +52,8 @@ pub(crate) fn refused(r: herald_poll::Refusal) -> http::Response<Body> {
     if let Some(ct) = r.content_type {
         resp = resp.header(http::header::CONTENT_TYPE, ct);
     }
+    if let Some(after) = r.retry_after {
+        resp = resp.header(http::header::RETRY_AFTER, after.as_secs().max(1));
+    }
     resp.body(full(r.body)).unwrap_or_else(|_| text(http::StatusCode::BAD_GATEWAY, "invalid upstream answer"))
 }

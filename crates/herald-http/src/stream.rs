@@ -127,7 +127,7 @@ pub(crate) fn stream_base(path: &str) -> Option<&str> {
 }
 
 /// Removes `lastEventId` from a query: (the rest, the id).
-fn split_query(query: Option<&str>) -> (Option<String>, Option<String>) {
+pub(crate) fn split_query(query: Option<&str>) -> (Option<String>, Option<String>) {
     let Some(query) = query else { return (None, None) };
     let mut id = None;
     let rest: Vec<&str> = query

@@ -17,6 +17,10 @@ pub struct Request<'a> {
     pub target: &'a str,
     /// The subscriber's own `vary` headers (per-subscriber watches, admission checks).
     pub credentials: &'a [(HeaderName, HeaderValue)],
+    /// Lower-case names of `upstream.headers` this request must not carry: a subscriber's
+    /// `vary` names on its own polls and admission checks, so that one who sends no credential
+    /// never borrows the service's (spec section 5).
+    pub withhold: &'a [String],
     pub etag: Option<&'a str>,
     pub last_modified: Option<&'a str>,
 }
@@ -94,7 +98,9 @@ impl UpstreamClient {
 
     async fn get(&self, req: Request<'_>) -> Result<Answer, PollError> {
         let mut headers = self.headers.clone();
-        // The subscriber's own credentials replace a configured header of the same name.
+        for name in req.withhold {
+            headers.remove(name.as_str());
+        }
         for (name, value) in req.credentials {
             headers.insert(name, value.clone());
         }

@@ -19,23 +19,51 @@ use tracing::{debug, info, warn};
 use crate::client::{Answer, Fetch, Request};
 use crate::schedule::{jittered, Schedule};
 use crate::watch::{Current, Joined, Ready, State, SubscriberGuard, Watch, WatchInfo, WatchKey};
-use crate::{Limiter, PollError, PollMetrics};
+use crate::{Limiter, PollError, PollMetrics, Priority};
 
-/// An upstream answer that is passed on to the subscriber instead of a stream.
+/// An answer given to a subscriber instead of a stream: the upstream's own, or herald's when
+/// a limit or shutdown stands in the way.
 #[derive(Debug, Clone)]
 pub struct Refusal {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: Bytes,
+    /// Sent as `Retry-After` (herald's own 503 and 429 answers).
+    pub retry_after: Option<Duration>,
+}
+
+impl Refusal {
+    fn herald(status: u16, msg: impl Into<Bytes>, retry_after: Option<Duration>) -> Self {
+        Refusal { status, content_type: Some("text/plain; charset=utf-8".into()), body: msg.into(), retry_after }
+    }
+
+    fn upstream(status: u16, content_type: Option<String>, body: Bytes) -> Self {
+        Refusal { status, content_type, body, retry_after: None }
+    }
+
+    fn unexpected_304() -> Self {
+        Refusal::upstream(502, None, Bytes::from_static(b"unexpected 304 from upstream\n"))
+    }
 }
 
 impl From<&PollError> for Refusal {
     fn from(e: &PollError) -> Self {
-        Refusal {
-            status: e.status(),
-            content_type: Some("text/plain; charset=utf-8".into()),
-            body: Bytes::from(format!("{e}\n")),
-        }
+        Refusal::upstream(e.status(), Some("text/plain; charset=utf-8".into()), Bytes::from(format!("{e}\n")))
+    }
+}
+
+/// Who a subscriber is: its own `vary` headers, presented on its watch's polls (per-subscriber
+/// routes; marked sensitive), and its credential scope, which its watches count against.
+#[derive(Clone)]
+pub struct Credentials {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub scope: Scope,
+}
+
+impl Default for Credentials {
+    /// Nobody in particular: no headers, the everybody scope (public routes, tests).
+    fn default() -> Self {
+        Credentials { headers: Vec::new(), scope: Scope::Everybody }
     }
 }
 
@@ -73,6 +101,7 @@ pub(crate) struct RouteMetrics {
     unchanged: prometheus::IntCounter,
     error: prometheus::IntCounter,
     invalid: prometheus::IntCounter,
+    refused: prometheus::IntCounter,
     duration: prometheus::Histogram,
     bytes: prometheus::IntCounter,
     watches: prometheus::IntGauge,
@@ -86,6 +115,7 @@ pub struct HubConfig {
     pub max_concurrency: usize,
     /// The key credential scopes are hashed with (kept by the store, so webhook watches keep their keys).
     pub scope_key: [u8; 32],
+    pub limits: herald_config::Limits,
 }
 
 pub struct Hub {
@@ -93,11 +123,19 @@ pub struct Hub {
     fetch: Arc<dyn Fetch>,
     limiter: Limiter,
     queue: usize,
-    watches: Mutex<HashMap<WatchKey, Arc<Watch>>>,
-    /// Shared routes: credentials whose admission check passed, for `authorize_ttl`.
-    admitted: moka::sync::Cache<(usize, Scope), ()>,
+    limits: herald_config::Limits,
+    watches: Mutex<Watches>,
+    /// Shared routes: admission checks that passed, for `authorize_ttl`.
+    admitted: moka::sync::Cache<Admission, ()>,
     scopes: ScopeHasher,
     shutdown: CancellationToken,
+}
+
+/// Every live watch by key, and how many each credential scope created.
+#[derive(Default)]
+struct Watches {
+    map: HashMap<WatchKey, Arc<Watch>>,
+    per_scope: HashMap<Scope, usize>,
 }
 
 /// Where a poll result leaves the loop.
@@ -122,6 +160,7 @@ impl Hub {
                     unchanged: outcome("unchanged"),
                     error: outcome("error"),
                     invalid: metrics.invalid.with_label_values(&[name]),
+                    refused: metrics.refused.with_label_values(&[name]),
                     duration: metrics.poll_duration.with_label_values(&[name]),
                     bytes: metrics.bytes.with_label_values(&[name]),
                     watches: metrics.watches.with_label_values(&[name]),
@@ -134,7 +173,8 @@ impl Hub {
             fetch,
             limiter: Limiter::new(cfg.max_polls_per_second, cfg.max_concurrency),
             queue: cfg.queue,
-            watches: Mutex::new(HashMap::new()),
+            limits: cfg.limits,
+            watches: Mutex::new(Watches::default()),
             admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(PerRouteTtl(ttls)).build(),
             scopes: ScopeHasher::new(cfg.scope_key),
             shutdown,
@@ -153,44 +193,59 @@ impl Hub {
         route_index: usize,
         target: String,
         headers: &HeaderMap,
-    ) -> Result<(WatchKey, Vec<(HeaderName, HeaderValue)>), Refusal> {
-        if self.route(route_index).access == Access::Shared {
-            let (scope, vary) = self.vary(route_index, headers);
-            self.admit(route_index, scope, &target, &vary).await?;
+    ) -> Result<(WatchKey, Credentials), Refusal> {
+        let path = target.split('?').next().unwrap_or_default();
+        if let Err(e) = herald_config::check_segments(path) {
+            return Err(Refusal::herald(400, format!("{e}\n"), None));
         }
-        Ok(self.key_for(route_index, target, headers))
+        let (key, credentials) = self.key_for(route_index, target, headers);
+        if self.route(route_index).access == Access::Shared {
+            self.admit(route_index, &key.target, headers).await?;
+        }
+        Ok((key, credentials))
     }
 
     /// [`Hub::watch_key`] without the admission check of `shared` routes.
-    pub fn key_for(
-        &self,
-        route_index: usize,
-        target: String,
-        headers: &HeaderMap,
-    ) -> (WatchKey, Vec<(HeaderName, HeaderValue)>) {
-        let (scope, credentials) = match self.route(route_index).access {
-            Access::Public | Access::Shared => (Scope::Everybody, Vec::new()),
-            Access::PerSubscriber => self.vary(route_index, headers),
-        };
-        (WatchKey { route: route_index, target, scope }, credentials)
+    pub fn key_for(&self, route_index: usize, target: String, headers: &HeaderMap) -> (WatchKey, Credentials) {
+        let target = allowed_query(self.route(route_index), target);
+        match self.route(route_index).access {
+            Access::Public => {
+                (WatchKey { route: route_index, target, scope: Scope::Everybody }, Credentials::default())
+            }
+            // One watch for all, polled with upstream.headers; the subscriber's scope still counts its watches.
+            Access::Shared => {
+                let credentials = Credentials { headers: Vec::new(), scope: self.vary(route_index, headers).scope };
+                (WatchKey { route: route_index, target, scope: Scope::Everybody }, credentials)
+            }
+            Access::PerSubscriber => {
+                let credentials = self.vary(route_index, headers);
+                (WatchKey { route: route_index, target, scope: credentials.scope }, credentials)
+            }
+        }
     }
 
     /// The scope of a subscriber's own `vary` headers, and those headers (marked sensitive).
-    fn vary(&self, route_index: usize, headers: &HeaderMap) -> (Scope, Vec<(HeaderName, HeaderValue)>) {
+    ///
+    /// A header sent several times (several `cookie` fields, HTTP/2 cookie crumbs) counts whole:
+    /// its fields are joined in order (`; ` for cookies, `, ` otherwise, RFC 9110 section 5.3),
+    /// hashed and forwarded as one, so a second field can neither be ignored nor swapped.
+    fn vary(&self, route_index: usize, headers: &HeaderMap) -> Credentials {
         let route = self.route(route_index);
-        let scope =
-            self.scopes.scope(route.vary.iter().map(|n| (n.as_str(), headers.get(n.as_str()).map(|v| v.as_bytes()))));
-        let vary = route
+        let vary: Vec<(HeaderName, HeaderValue)> = route
             .vary
             .iter()
             .filter_map(|name| {
                 let name = HeaderName::try_from(name.as_str()).ok()?;
-                let mut value = headers.get(&name)?.clone();
+                let mut value = combined(headers, &name)?;
                 value.set_sensitive(true);
                 Some((name, value))
             })
             .collect();
-        (scope, vary)
+        let scope = self.scopes.scope(route.vary.iter().map(|n| {
+            let value = vary.iter().find(|(name, _)| name.as_str() == n).map(|(_, v)| v.as_bytes());
+            (n.as_str(), value)
+        }));
+        Credentials { headers: vary, scope }
     }
 
     /// Joins (or creates) the watch for `key`. The first subscriber of a new watch waits for its
@@ -198,7 +253,7 @@ impl Hub {
     pub async fn subscribe(
         self: &Arc<Self>,
         key: WatchKey,
-        credentials: Vec<(HeaderName, HeaderValue)>,
+        credentials: Credentials,
         last_event_id: Option<&str>,
     ) -> Result<Joined, Refusal> {
         loop {
@@ -216,7 +271,7 @@ impl Hub {
     pub async fn current(
         self: &Arc<Self>,
         key: WatchKey,
-        credentials: Vec<(HeaderName, HeaderValue)>,
+        credentials: Credentials,
     ) -> Result<Option<Current>, Refusal> {
         loop {
             let (watch, _guard, created) = self.ready_watch(&key, &credentials).await?;
@@ -231,66 +286,88 @@ impl Hub {
     async fn ready_watch(
         self: &Arc<Self>,
         key: &WatchKey,
-        credentials: &[(HeaderName, HeaderValue)],
+        credentials: &Credentials,
     ) -> Result<(Arc<Watch>, SubscriberGuard, bool), Refusal> {
         let (watch, guard, created) = {
-            let mut map = self.watches.lock().unwrap();
-            let mut created = false;
-            let watch = map
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    created = true;
-                    let route = self.routes[key.route].clone();
-                    route.metrics.watches.inc();
-                    let watch = Arc::new(Watch::new(key.clone(), route, credentials.to_vec(), self.queue));
-                    tokio::spawn(self.clone().run(watch.clone()));
-                    watch
-                })
-                .clone();
+            let mut watches = self.watches.lock().unwrap();
+            let (watch, created) = match watches.map.get(key) {
+                Some(watch) => (watch.clone(), false),
+                None => (self.create(&mut watches, key, credentials)?, true),
+            };
             let guard = watch.count_in();
             (watch, guard, created)
         };
         let mut ready = watch.ready.subscribe();
-        match ready.wait_for(|r| !matches!(r, Ready::Pending)).await.map(|r| r.clone()) {
-            Ok(Ready::Refused(refusal)) => Err(refusal),
-            Ok(_) => Ok((watch, guard, created)),
-            Err(_) => Err(Refusal { status: 503, content_type: None, body: Bytes::from_static(b"shutting down\n") }),
+        let shutting_down = || Refusal::herald(503, "herald is shutting down\n", Some(Duration::from_secs(1)));
+        tokio::select! {
+            r = ready.wait_for(|r| !matches!(r, Ready::Pending)) => match r.map(|r| r.clone()) {
+                Ok(Ready::Refused(refusal)) => Err(refusal),
+                Ok(_) => Ok((watch, guard, created)),
+                Err(_) => Err(shutting_down()),
+            },
+            // A first poll still waiting for its turn when shutdown begins: answered, not left hanging.
+            _ = self.shutdown.cancelled() => Err(shutting_down()),
         }
     }
 
-    /// `shared` routes: admits a subscriber whose own `vary` headers get a 2xx from the upstream
-    /// for `target`; successes are remembered for `authorize_ttl`.
-    pub async fn admit(
-        &self,
-        route: usize,
-        scope: Scope,
-        target: &str,
-        credentials: &[(HeaderName, HeaderValue)],
-    ) -> Result<(), Refusal> {
-        if self.admitted.contains_key(&(route, scope)) {
+    /// A new watch for `key` with its poll loop, unless that would pass `limits`.
+    fn create(
+        self: &Arc<Self>,
+        watches: &mut Watches,
+        key: &WatchKey,
+        credentials: &Credentials,
+    ) -> Result<Arc<Watch>, Refusal> {
+        let route = self.routes[key.route].clone();
+        // Watches end `linger` after their last subscriber: a fair time to come back.
+        let retry = Some(route.cfg.poll.linger.max(Duration::from_secs(1)));
+        if watches.map.len() >= self.limits.max_watches {
+            route.metrics.refused.inc();
+            return Err(Refusal::herald(503, "too many watches, try again later\n", retry));
+        }
+        let owner = credentials.scope;
+        if owner != Scope::Everybody {
+            let count = watches.per_scope.entry(owner).or_default();
+            if *count >= self.limits.max_watches_per_scope {
+                route.metrics.refused.inc();
+                return Err(Refusal::herald(429, "too many watches for this credential, try again later\n", retry));
+            }
+            *count += 1;
+        }
+        route.metrics.watches.inc();
+        let watch = Arc::new(Watch::new(key.clone(), route, owner, credentials.headers.clone(), self.queue));
+        watches.map.insert(key.clone(), watch.clone());
+        tokio::spawn(self.clone().run(watch.clone()));
+        Ok(watch)
+    }
+
+    /// `shared` routes: admits a subscriber whose own `vary` headers, and none of the
+    /// configured headers of those names, get a 2xx from the upstream for `target`; successes
+    /// are remembered per (route, target, credential) for `authorize_ttl`.
+    async fn admit(&self, route: usize, target: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+        let credentials = self.vary(route, headers);
+        let admission = Admission { route, scope: credentials.scope, target: target.into() };
+        if self.admitted.contains_key(&admission) {
             return Ok(());
         }
-        let permit = self.limiter.acquire().await;
-        let answer = self.fetch.fetch(Request { target, credentials, ..Request::default() }).await;
+        let permit = self.limiter.acquire(Priority::Background).await;
+        let withhold = &self.route(route).vary;
+        let request = Request { target, credentials: &credentials.headers, withhold, ..Request::default() };
+        let answer = self.fetch.fetch(request).await;
         drop(permit);
         match answer {
             Ok(Answer::Ok { .. }) => {
-                self.admitted.insert((route, scope), ());
+                self.admitted.insert(admission, ());
                 Ok(())
             }
-            Ok(Answer::Status { status, content_type, body, .. }) => Err(Refusal { status, content_type, body }),
-            Ok(Answer::NotModified { .. }) => Err(Refusal {
-                status: 502,
-                content_type: None,
-                body: Bytes::from_static(b"unexpected 304 from upstream\n"),
-            }),
+            Ok(Answer::Status { status, content_type, body, .. }) => Err(Refusal::upstream(status, content_type, body)),
+            Ok(Answer::NotModified { .. }) => Err(Refusal::unexpected_304()),
             Err(e) => Err(Refusal::from(&e)),
         }
     }
 
     pub fn watches(&self) -> Vec<WatchInfo> {
-        let map = self.watches.lock().unwrap();
-        let mut infos: Vec<_> = map.values().map(|w| w.info()).collect();
+        let watches = self.watches.lock().unwrap();
+        let mut infos: Vec<_> = watches.map.values().map(|w| w.info()).collect();
         infos.sort_by(|a, b| (&a.route, &a.path, &a.scope).cmp(&(&b.route, &b.path, &b.scope)));
         infos
     }
@@ -302,11 +379,11 @@ impl Hub {
     /// Removes the watch when nobody has been subscribed for `linger`.
     fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
         // Under the map lock: a subscriber joins under it too, so none can slip in meanwhile.
-        let mut map = self.watches.lock().unwrap();
+        let mut watches = self.watches.lock().unwrap();
         let idle_since = watch.state.lock().unwrap().idle_since;
         let idle = watch.subscribers() == 0 && idle_since.elapsed() >= watch.route.cfg.poll.linger;
         if idle {
-            unmap(&mut map, watch);
+            unmap(&mut watches, watch);
         }
         idle
     }
@@ -330,8 +407,14 @@ impl Hub {
                     return;
                 }
             }
+            // A first poll, or a watch only lingering, takes its turn from the background share.
+            let priority = match watch.subscribers() {
+                _ if delay.is_zero() => Priority::Background,
+                0 => Priority::Background,
+                _ => Priority::Subscribed,
+            };
             let permit = tokio::select! {
-                p = self.limiter.acquire() => p,
+                p = self.limiter.acquire(priority) => p,
                 _ = self.shutdown.cancelled() => break,
             };
             let next = tokio::select! {
@@ -360,9 +443,20 @@ impl Hub {
         let etag = prev.as_ref().and_then(|r| r.etag.as_deref());
         let last_modified = prev.as_ref().and_then(|r| r.last_modified.as_deref());
         let started = tokio::time::Instant::now();
+        // A per-subscriber watch is polled on its subscribers' credentials alone.
+        let withhold: &[String] = match cfg.access {
+            Access::PerSubscriber => &cfg.vary,
+            Access::Shared | Access::Public => &[],
+        };
         let answer = self
             .fetch
-            .fetch(Request { target: &watch.key.target, credentials: &watch.credentials, etag, last_modified })
+            .fetch(Request {
+                target: &watch.key.target,
+                credentials: &watch.credentials,
+                withhold,
+                etag,
+                last_modified,
+            })
             .await;
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let detected = std::time::Instant::now();
@@ -425,19 +519,12 @@ impl Hub {
                 st.last_change = st.last_poll;
                 return Next::In(schedule.changed(max_age));
             }
-            Ok(Answer::NotModified { .. }) => {
-                let refusal = Refusal {
-                    status: 502,
-                    content_type: None,
-                    body: Bytes::from_static(b"unexpected 304 from upstream\n"),
-                };
-                Failure {
-                    status: Some(304),
-                    refusal,
-                    retry_after: None,
-                    error: "unexpected 304 without a validator".into(),
-                }
-            }
+            Ok(Answer::NotModified { .. }) => Failure {
+                status: Some(304),
+                refusal: Refusal::unexpected_304(),
+                retry_after: None,
+                error: "unexpected 304 without a validator".into(),
+            },
             Ok(Answer::Status { status, content_type, body, retry_after }) => {
                 if !first && cfg.access == Access::PerSubscriber && matches!(status, 401 | 403) {
                     route.metrics.error.inc();
@@ -451,7 +538,7 @@ impl Hub {
                 Failure {
                     status: Some(status),
                     error: format!("upstream answered {status}"),
-                    refusal: Refusal { status, content_type, body },
+                    refusal: Refusal::upstream(status, content_type, body),
                     retry_after,
                 }
             }
@@ -515,10 +602,16 @@ impl Hub {
 }
 
 /// Takes `watch` out of the map, unless a newer watch already holds its key.
-fn unmap(map: &mut HashMap<WatchKey, Arc<Watch>>, watch: &Arc<Watch>) {
-    if map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
-        map.remove(&watch.key);
+fn unmap(watches: &mut Watches, watch: &Arc<Watch>) {
+    if watches.map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
+        watches.map.remove(&watch.key);
         watch.route.metrics.watches.dec();
+        if let Some(count) = watches.per_scope.get_mut(&watch.owner) {
+            *count -= 1;
+            if *count == 0 {
+                watches.per_scope.remove(&watch.owner);
+            }
+        }
     }
 }
 
@@ -544,13 +637,50 @@ fn recovered(watch: &Watch, st: &mut State, detected: Instant) {
     }
 }
 
+/// One admission check that passed: this credential may read this target of this route.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Admission {
+    route: usize,
+    scope: Scope,
+    target: Box<str>,
+}
+
 /// Admissions expire after their route's `authorize_ttl`.
 struct PerRouteTtl(Vec<Duration>);
 
-impl moka::Expiry<(usize, Scope), ()> for PerRouteTtl {
-    fn expire_after_create(&self, key: &(usize, Scope), _value: &(), _now: std::time::Instant) -> Option<Duration> {
-        Some(self.0[key.0])
+impl moka::Expiry<Admission, ()> for PerRouteTtl {
+    fn expire_after_create(&self, key: &Admission, _value: &(), _now: std::time::Instant) -> Option<Duration> {
+        Some(self.0[key.route])
     }
+}
+
+/// `target` with only the query parameters `routes[].query` lists (all of them when it lists
+/// none), so that a flood of made-up parameters cannot make new watches.
+fn allowed_query(route: &Route, target: String) -> String {
+    let (Some(allowed), Some((path, query))) = (&route.query, target.split_once('?')) else { return target };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| allowed.iter().any(|a| a == pair.split_once('=').map_or(*pair, |(name, _)| name)))
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// Every field of header `name`, in order, as one value (`None` when it is absent).
+fn combined(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut fields = headers.get_all(name).iter();
+    let first = fields.next()?;
+    let Some(second) = fields.next() else { return Some(first.clone()) };
+    let separator: &[u8] = if name == http::header::COOKIE { b"; " } else { b", " };
+    let mut joined = first.as_bytes().to_vec();
+    for field in std::iter::once(second).chain(fields) {
+        joined.extend_from_slice(separator);
+        joined.extend_from_slice(field.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 #[cfg(test)]
@@ -628,6 +758,7 @@ mod tests {
             max_polls_per_second: 100.0,
             max_concurrency: 4,
             scope_key: [7; 32],
+            limits: herald_config::Limits::default(),
         };
         Hub::new(cfg, script, &PollMetrics::new(&prometheus::Registry::new()).unwrap(), CancellationToken::new())
     }
@@ -652,7 +783,7 @@ mod tests {
             .then(ok("[1,2]", "\"b\""));
         let start = Instant::now();
         let hub = hub(script.clone(), Access::Public);
-        let mut joined = hub.subscribe(key(), vec![], None).await.unwrap();
+        let mut joined = hub.subscribe(key(), Credentials::default(), None).await.unwrap();
         assert!(text(&joined.initial[0]).starts_with("event: snapshot\n"));
         assert!(text(&joined.initial[0]).ends_with("data: [1]\n\n"));
 
@@ -686,7 +817,7 @@ mod tests {
         let hub = hub(script, Access::Public);
         let mut subscribers = Vec::new();
         for _ in 0..3 {
-            subscribers.push(hub.subscribe(key(), vec![], None).await.unwrap());
+            subscribers.push(hub.subscribe(key(), Credentials::default(), None).await.unwrap());
         }
         let snapshots: Vec<_> = subscribers.iter().map(|s| s.initial[0].as_ptr()).collect();
         assert!(snapshots.iter().all(|p| *p == snapshots[0]), "one snapshot frame for all");
@@ -702,7 +833,7 @@ mod tests {
         let script = Arc::new(Script::default());
         script.then(status(404, None));
         let hub = hub(script, Access::Public);
-        let refusal = hub.subscribe(key(), vec![], None).await.err().unwrap();
+        let refusal = hub.subscribe(key(), Credentials::default(), None).await.err().unwrap();
         assert_eq!(refusal.status, 404);
         assert_eq!(&refusal.body[..], b"nope");
         tokio::task::yield_now().await;
@@ -714,7 +845,7 @@ mod tests {
         let script = Arc::new(Script::default());
         script.then(ok("[1]", "\"a\"")).then(status(401, None));
         let hub = hub(script, Access::PerSubscriber);
-        let mut joined = hub.subscribe(key(), vec![], None).await.unwrap();
+        let mut joined = hub.subscribe(key(), Credentials::default(), None).await.unwrap();
         let end = joined.rx.recv().await.unwrap();
         assert_eq!(end.kind, EventKind::Terminal);
         assert_eq!(text(&end.frame), "event: error\ndata: {\"status\":401}\n\n");
@@ -728,14 +859,14 @@ mod tests {
         script.then(ok("[1]", "\"a\"")).then(ok("[2]", "\"b\"")).then(ok("[3]", "\"c\""));
         let start = Instant::now();
         let hub = hub(script.clone(), Access::Public);
-        let joined = hub.subscribe(key(), vec![], None).await.unwrap();
+        let joined = hub.subscribe(key(), Credentials::default(), None).await.unwrap();
         let snapshot = text(&joined.initial[0]);
         let id = snapshot.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_string();
         drop(joined);
 
         tokio::time::sleep(Duration::from_secs(25)).await;
         // Two changes happened while nobody listened; a client resuming from `id` gets both.
-        let resumed = hub.subscribe(key(), vec![], Some(&id)).await.unwrap();
+        let resumed = hub.subscribe(key(), Credentials::default(), Some(&id)).await.unwrap();
         let frames: Vec<_> = resumed.initial.iter().map(text).collect();
         assert_eq!(frames.len(), 2, "{frames:?}");
         assert!(frames[0].ends_with("data: [2]\n\n") && frames[1].ends_with("data: [3]\n\n"));

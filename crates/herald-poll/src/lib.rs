@@ -11,8 +11,8 @@ mod schedule;
 mod watch;
 
 pub use client::{Answer, Fetch, FetchFuture, Request, UpstreamClient};
-pub use hub::{Hub, HubConfig, Refusal};
-pub use limit::Limiter;
+pub use hub::{Credentials, Hub, HubConfig, Refusal};
+pub use limit::{Limiter, Permit, Priority};
 pub use metrics::PollMetrics;
 pub use schedule::{jittered, Schedule};
 pub use watch::{Current, Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};

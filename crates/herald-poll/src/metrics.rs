@@ -10,6 +10,7 @@ pub struct PollMetrics {
     pub watches: IntGaugeVec,
     pub events: IntCounterVec,
     pub invalid: IntCounterVec,
+    pub refused: IntCounterVec,
 }
 
 impl PollMetrics {
@@ -39,6 +40,13 @@ impl PollMetrics {
                 ),
                 &["route"],
             )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "herald_watches_refused_total",
+                    "New watches refused by limits.max_watches (503) or limits.max_watches_per_scope (429).",
+                ),
+                &["route"],
+            )?,
         };
         registry.register(Box::new(m.polls.clone()))?;
         registry.register(Box::new(m.poll_duration.clone()))?;
@@ -46,6 +54,7 @@ impl PollMetrics {
         registry.register(Box::new(m.watches.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.invalid.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
         Ok(m)
     }
 }

@@ -33,6 +33,9 @@ pub(crate) enum Ready {
 
 pub struct Watch {
     pub key: WatchKey,
+    /// The credential scope of the subscriber that created it, which it counts against
+    /// (`limits.max_watches_per_scope`); `Everybody` on public routes.
+    pub(crate) owner: Scope,
     pub(crate) route: Arc<RouteCtx>,
     epoch: u64,
     /// The subscribers' `vary` headers, presented on every poll. Secret: never logged or shown.
@@ -129,6 +132,7 @@ impl Watch {
     pub(crate) fn new(
         key: WatchKey,
         route: Arc<RouteCtx>,
+        owner: Scope,
         credentials: Vec<(HeaderName, HeaderValue)>,
         queue: usize,
     ) -> Self {
@@ -138,7 +142,7 @@ impl Watch {
             seq: 0,
             current: None,
             snapshot: None,
-            history: History::new(route.cfg.events.history),
+            history: History::new(route.cfg.events.history, route.cfg.events.history_bytes as usize),
             failing: None,
             invalid: false,
             terminal: None,
@@ -149,6 +153,7 @@ impl Watch {
         };
         Watch {
             key,
+            owner,
             route,
             epoch,
             credentials,

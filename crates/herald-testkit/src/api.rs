@@ -27,6 +27,20 @@ pub enum Fault {
     Delay(Duration),
 }
 
+/// One request as the API saw it, for tests that check what herald sent on whose behalf.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    pub at: std::time::Instant,
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    pub authorization: Option<String>,
+    pub cookie: Option<String>,
+}
+
+/// Requests kept in the log ([`LegacyApi::seen`]); older ones are dropped.
+const SEEN_MAX: usize = 200_000;
+
 /// What one path was asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PathStats {
@@ -50,6 +64,7 @@ struct State {
     modified: HashMap<String, SystemTime>,
     faults: HashMap<String, VecDeque<Fault>>,
     stats: HashMap<String, PathStats>,
+    seen: VecDeque<Requested>,
     without_validators: bool,
     /// Bytes of filler added to every task, to make large representations.
     padding: usize,
@@ -225,6 +240,11 @@ impl LegacyApi {
         st.tasks_body()
     }
 
+    /// Adds a user with no tasks (e.g. the service account `upstream.headers` names).
+    pub fn add_user(&self, user: &str) {
+        self.state.lock().unwrap().users.entry(user.into()).or_default();
+    }
+
     /// Adds a task to one user's `/me/tasks`.
     pub fn add_user_task(&self, user: &str, title: &str) {
         let mut st = self.state.lock().unwrap();
@@ -262,11 +282,37 @@ impl LegacyApi {
         self.state.lock().unwrap().stats.get(path).copied().unwrap_or_default()
     }
 
+    /// The requests whose path is `path` (any query), oldest first (the last 200,000 of all).
+    pub fn seen(&self, path: &str) -> Vec<Requested> {
+        let st = self.state.lock().unwrap();
+        st.seen.iter().filter(|s| s.target.split('?').next() == Some(path)).cloned().collect()
+    }
+
+    /// Every request seen (the last 200,000), oldest first.
+    pub fn seen_all(&self) -> Vec<Requested> {
+        self.state.lock().unwrap().seen.iter().cloned().collect()
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let fault = {
             let mut st = self.state.lock().unwrap();
             st.stats.entry(path.clone()).or_default().requests += 1;
+            let all = |name| {
+                let fields: Vec<_> =
+                    req.headers().get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+                (!fields.is_empty()).then(|| fields.join("; "))
+            };
+            if st.seen.len() == SEEN_MAX {
+                st.seen.pop_front();
+            }
+            st.seen.push_back(Requested {
+                at: std::time::Instant::now(),
+                method: req.method().to_string(),
+                target: req.uri().path_and_query().map_or(path.clone(), |pq| pq.to_string()),
+                authorization: all(header::AUTHORIZATION),
+                cookie: all(header::COOKIE),
+            });
             st.faults.get_mut(&path).and_then(VecDeque::pop_front)
         };
         match fault {
@@ -353,16 +399,28 @@ impl LegacyApi {
                 None => Err((StatusCode::NOT_FOUND, json!({"error": "no such task", "id": id}))),
             };
         }
-        if path == "/me/tasks" {
+        if path == "/me/tasks" || path.starts_with("/me/tasks/") {
             let user = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .filter(|u| st.users.contains_key(*u) && !st.revoked.contains(*u));
-            return match user {
-                Some(user) => Ok((Value::Array(st.users[user].clone()), format!("/me/tasks#{user}"))),
-                None => Err((StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))),
+            let Some(user) = user else { return Err((StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))) };
+            let resource = format!("/me/tasks#{user}");
+            return match path.strip_prefix("/me/tasks/") {
+                None => Ok((Value::Array(st.users[user].clone()), resource)),
+                // One task of the user's own (any user's for `service`, the service account);
+                // another's is forbidden.
+                Some(id) => match st
+                    .users
+                    .iter()
+                    .filter(|(owner, _)| user == "service" || *owner == user)
+                    .find_map(|(_, tasks)| tasks.iter().find(|t| t["id"] == id))
+                {
+                    Some(task) => Ok((task.clone(), resource)),
+                    None => Err((StatusCode::FORBIDDEN, json!({"error": "not yours", "id": id}))),
+                },
             };
         }
         Err((StatusCode::NOT_FOUND, json!({"error": "not found", "path": path})))

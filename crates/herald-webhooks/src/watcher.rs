@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use herald_config::Payload;
 use herald_core::{EventKind, Representation};
-use herald_poll::{Watch, WatchKey};
+use herald_poll::{Credentials, Watch, WatchKey};
 use herald_store::{message_id, now_ms, Message, MessageStatus, Subscription, SubscriptionStatus};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{broadcast, watch};
@@ -32,9 +32,6 @@ struct Task {
     subs: watch::Sender<Arc<Vec<Subscription>>>,
     cancel: CancellationToken,
 }
-
-/// The `vary` headers a watch's polls carry.
-type Credentials = Vec<(HeaderName, HeaderValue)>;
 
 /// Where a watch task starts from.
 #[derive(Clone, Copy, PartialEq, Eq)]

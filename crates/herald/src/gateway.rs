@@ -47,6 +47,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
             max_polls_per_second: config.upstream.max_polls_per_second,
             max_concurrency: config.upstream.max_concurrency,
             scope_key: store.scope_key().await?,
+            limits: config.limits,
         },
         fetch,
         &PollMetrics::new(&registry)?,

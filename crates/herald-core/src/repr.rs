@@ -100,6 +100,17 @@ mod tests {
         assert_eq!(&a.data[..], br#"{"items":[1,2],"meta":{}}"#);
     }
 
+    /// Found by fuzzing (fuzz/corpus/diff): without serde_json's `float_roundtrip`, a number
+    /// could reach subscribers one bit off from what the upstream sent.
+    #[test]
+    fn numbers_reach_subscribers_as_the_upstream_wrote_them() {
+        for n in ["6.666666666666667e85", "0.1", "1.7976931348623157e308", "5e-324", "2.2250738585072014e-308"] {
+            let r = Representation::from_body(Bytes::from(format!("[{n}]")), &[]);
+            let back: f64 = serde_json::from_slice::<Vec<f64>>(&r.data).unwrap()[0];
+            assert_eq!(back, n.parse::<f64>().unwrap(), "{n} became {}", String::from_utf8_lossy(&r.data));
+        }
+    }
+
     #[test]
     fn non_json_bodies_become_strings() {
         let r = Representation::from_body(Bytes::from_static(b"hello\nworld"), &[]);

@@ -18,6 +18,10 @@ pub use app::{App, HttpMetrics};
 pub use server::{serve, Limits};
 pub use tls::{Tls, TlsError};
 
+/// The relay's parsers with their invariants, for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub use relay::fuzz;
+
 use std::convert::Infallible;
 
 use bytes::Bytes;

@@ -1,0 +1,6 @@
+//! A client's request head: relayed only as a well-formed head with one framing.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    herald_http::fuzz::request_head(data);
+});

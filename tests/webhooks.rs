@@ -424,3 +424,47 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_belongs_to_the_key_that_made_it() {
+    const OTHER: &str = "another-api-key-9876543210";
+    let (_api, upstream) = start_api().await;
+    let (_recv, recv_addr) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let declared = format!(
+        "  subscriptions:\n    - {{ id: declared, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
+    );
+    let yaml = yaml(upstream, dir.path(), &format!("{}{declared}", allow_loopback()))
+        .replace(&format!("api_keys: [{KEY}]"), &format!("api_keys: [{KEY}, {OTHER}]"));
+    let gw = Gateway::start(&yaml).await;
+
+    let (status, sub) =
+        api(&gw, "POST", "", Some(json!({"url": format!("http://{recv_addr}/hook"), "path": "/tasks"}))).await;
+    assert_eq!(status, 201, "{sub}");
+    let id = sub["id"].as_str().unwrap().to_string();
+
+    // The other key cannot see, list, change, rotate, replay, test or delete it: 404 throughout.
+    let mine = format!("/{id}");
+    for (method, path, body) in [
+        ("GET", mine.clone(), None),
+        ("PATCH", mine.clone(), Some(json!({"status": "paused"}))),
+        ("POST", format!("{mine}/secret/rotate"), None),
+        ("GET", format!("{mine}/deliveries"), None),
+        ("POST", format!("{mine}/replay"), Some(json!({"since": "2020-01-01T00:00:00Z"}))),
+        ("POST", format!("{mine}/test"), None),
+        ("DELETE", mine.clone(), None),
+    ] {
+        let (status, body) = api_as(&gw, Some(OTHER), method, &path, body).await;
+        assert_eq!(status, 404, "{method} {path} with another key: {body}");
+    }
+    let (_, listed) = api_as(&gw, Some(OTHER), "GET", "", None).await;
+    let ids: Vec<_> = listed.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["declared"], "another key lists only what the configuration declares");
+
+    // Its own key still sees it, unchanged.
+    let (status, own) = api(&gw, "GET", &mine, None).await;
+    assert_eq!((status, own["status"].as_str()), (200, Some("active")));
+    let (_, listed) = api(&gw, "GET", "", None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(api(&gw, "DELETE", &mine, None).await.0, 204);
+}

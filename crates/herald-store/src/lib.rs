@@ -55,6 +55,10 @@ pub struct Subscription {
     pub created_at: u64,
     /// Since when (unix ms) every attempt has failed; `None` after a success.
     pub failing_since: Option<u64>,
+    /// A keyed hash of the API key that created it: only that key sees it. `None`: declared in
+    /// the configuration (or stored before owners were kept), visible to every key.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -461,6 +461,7 @@ mod tests {
             declared: false,
             created_at: 1,
             failing_since: None,
+            owner: None,
         }
     }
 

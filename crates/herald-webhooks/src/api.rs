@@ -74,7 +74,7 @@ impl Webhooks {
         if !self.api_enabled() {
             return problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]);
         }
-        if !self.authorized(req.headers()) {
+        let Some(owner) = self.authorized(req.headers()) else {
             let mut resp = problem(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
@@ -83,22 +83,26 @@ impl Webhooks {
             );
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
             return resp;
-        }
+        };
+        let owner = &owner;
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().strip_prefix(PREFIX).unwrap_or("/-");
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let query = parts.uri.query().unwrap_or("");
         let method = parts.method;
         match (method, segments.as_slice()) {
-            (Method::POST, [] | [""]) => self.create(&body).await,
-            (Method::GET, [] | [""]) => self.list(),
-            (Method::GET, [id]) => self.with(id, |s| json_response(StatusCode::OK, &self.view(s, None))),
-            (Method::PATCH, [id]) => self.patch(id, &body).await,
-            (Method::DELETE, [id]) => self.delete(id).await,
-            (Method::POST, [id, "secret", "rotate"]) => self.rotate(id).await,
-            (Method::GET, [id, "deliveries"]) => self.deliveries(id, query).await,
-            (Method::POST, [id, "replay"]) => self.replay(id, &body).await,
-            (Method::POST, [id, "test"]) => self.test(id).await,
+            (Method::POST, [] | [""]) => self.create(&body, owner).await,
+            (Method::GET, [] | [""]) => self.list(owner),
+            (Method::GET, [id]) => match self.find(id, owner) {
+                Some(s) => json_response(StatusCode::OK, &self.view(&s, None)),
+                None => not_found(id),
+            },
+            (Method::PATCH, [id]) => self.patch(id, owner, &body).await,
+            (Method::DELETE, [id]) => self.delete(id, owner).await,
+            (Method::POST, [id, "secret", "rotate"]) => self.rotate(id, owner).await,
+            (Method::GET, [id, "deliveries"]) => self.deliveries(id, owner, query).await,
+            (Method::POST, [id, "replay"]) => self.replay(id, owner, &body).await,
+            (Method::POST, [id, "test"]) => self.test(id, owner).await,
             (_, [] | [""]) => not_allowed("GET, POST"),
             (_, [_]) => not_allowed("GET, PATCH, DELETE"),
             (_, [_, "secret", "rotate"] | [_, "replay"] | [_, "test"]) => not_allowed("POST"),
@@ -109,27 +113,26 @@ impl Webhooks {
 
     /// Checks the bearer key against every configured key without stopping at a match, on
     /// fixed-length hashes: neither the position nor the length of a key leaks through timing.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = headers
+    /// The owner name of the key when it is one of them.
+    fn authorized(&self, headers: &HeaderMap) -> Option<String> {
+        let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        else {
-            return false;
-        };
-        let presented = blake3::hash(token.trim().as_bytes());
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))?
+            .trim();
+        let presented = blake3::hash(token.as_bytes());
         let mut ok = subtle::Choice::from(0);
         for key in &self.shared.api_keys {
             ok |= presented.as_bytes().ct_eq(key);
         }
-        ok.into()
+        let owner = blake3::keyed_hash(&self.shared.owner_key, token.as_bytes());
+        bool::from(ok).then(|| owner.to_hex().to_string())
     }
 
-    fn with(&self, id: &str, f: impl FnOnce(&Subscription) -> ApiResponse) -> ApiResponse {
-        match self.shared.subs.read().unwrap().get(id) {
-            Some(s) => f(s),
-            None => not_found(id),
-        }
+    /// The subscription `id`, when the caller may see it: its own, or one declared in the
+    /// configuration. Another key's is as absent as one that does not exist (404).
+    fn find(&self, id: &str, owner: &str) -> Option<Subscription> {
+        self.shared.subs.read().unwrap().get(id).filter(|s| visible(s, owner)).cloned()
     }
 
     /// The subscription as the API shows it: never its secret (unless given) nor its headers.
@@ -156,15 +159,15 @@ impl Webhooks {
         v
     }
 
-    fn list(&self) -> ApiResponse {
+    fn list(&self, owner: &str) -> ApiResponse {
         let subs = self.shared.subs.read().unwrap();
-        let mut all: Vec<&Subscription> = subs.values().collect();
+        let mut all: Vec<&Subscription> = subs.values().filter(|s| visible(s, owner)).collect();
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         let views: Vec<Value> = all.into_iter().map(|s| self.view(s, None)).collect();
         json_response(StatusCode::OK, &json!(views))
     }
 
-    async fn create(self: &Arc<Self>, body: &Bytes) -> ApiResponse {
+    async fn create(self: &Arc<Self>, body: &Bytes, owner: &str) -> ApiResponse {
         let req: Create = match parse(body) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -214,6 +217,7 @@ impl Webhooks {
             declared: false,
             created_at: now_ms(),
             failing_since: None,
+            owner: Some(owner.to_string()),
         };
         if let Err(resp) = self.save(sub.clone()).await {
             return resp;
@@ -258,12 +262,12 @@ impl Webhooks {
         None
     }
 
-    async fn patch(self: &Arc<Self>, id: &str, body: &Bytes) -> ApiResponse {
+    async fn patch(self: &Arc<Self>, id: &str, owner: &str, body: &Bytes) -> ApiResponse {
         let req: Patch = match parse(body) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let Some(mut sub) = self.shared.subs.read().unwrap().get(id).cloned() else { return not_found(id) };
+        let Some(mut sub) = self.find(id, owner) else { return not_found(id) };
         let mut errors = Vec::new();
         if sub.declared && (req.url.is_some() || req.filter.is_some() || req.payload.is_some()) {
             return problem(
@@ -310,8 +314,8 @@ impl Webhooks {
         json_response(StatusCode::OK, &self.view(&sub, None))
     }
 
-    async fn delete(self: &Arc<Self>, id: &str) -> ApiResponse {
-        let declared = match self.shared.subs.read().unwrap().get(id) {
+    async fn delete(self: &Arc<Self>, id: &str, owner: &str) -> ApiResponse {
+        let declared = match self.find(id, owner) {
             None => return not_found(id),
             Some(s) => s.declared,
         };
@@ -338,8 +342,8 @@ impl Webhooks {
         Response::builder().status(StatusCode::NO_CONTENT).body(Bytes::new()).expect("static parts")
     }
 
-    async fn rotate(self: &Arc<Self>, id: &str) -> ApiResponse {
-        let Some(mut sub) = self.shared.subs.read().unwrap().get(id).cloned() else { return not_found(id) };
+    async fn rotate(self: &Arc<Self>, id: &str, owner: &str) -> ApiResponse {
+        let Some(mut sub) = self.find(id, owner) else { return not_found(id) };
         let secret = sign::generate_secret();
         let until = now_ms() + ROTATION_OVERLAP.as_millis() as u64;
         sub.previous_secret = Some((std::mem::replace(&mut sub.secret, secret.clone()), until));
@@ -350,8 +354,8 @@ impl Webhooks {
         json_response(StatusCode::OK, &json!({ "secret": secret }))
     }
 
-    async fn deliveries(&self, id: &str, query: &str) -> ApiResponse {
-        if !self.shared.subs.read().unwrap().contains_key(id) {
+    async fn deliveries(&self, id: &str, owner: &str, query: &str) -> ApiResponse {
+        if self.find(id, owner).is_none() {
             return not_found(id);
         }
         let mut status = None;
@@ -387,12 +391,12 @@ impl Webhooks {
         }
     }
 
-    async fn replay(&self, id: &str, body: &Bytes) -> ApiResponse {
+    async fn replay(&self, id: &str, owner: &str, body: &Bytes) -> ApiResponse {
         let req: Replay = match parse(body) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        if !self.shared.subs.read().unwrap().contains_key(id) {
+        if self.find(id, owner).is_none() {
             return not_found(id);
         }
         let Ok(since) = humantime::parse_rfc3339_weak(&req.since) else {
@@ -412,8 +416,8 @@ impl Webhooks {
         }
     }
 
-    async fn test(&self, id: &str) -> ApiResponse {
-        if !self.shared.subs.read().unwrap().contains_key(id) {
+    async fn test(&self, id: &str, owner: &str) -> ApiResponse {
+        if self.find(id, owner).is_none() {
             return not_found(id);
         }
         let now = now_ms();
@@ -438,6 +442,11 @@ impl Webhooks {
         self.watcher.refresh(Start::Fresh);
         Ok(())
     }
+}
+
+/// A subscription is the key's that created it; declared ones are everybody's (read-only).
+fn visible(sub: &Subscription, owner: &str) -> bool {
+    sub.owner.as_deref().is_none_or(|o| o == owner)
 }
 
 fn check_filters(filter: &[String], errors: &mut Vec<FieldError>) {

@@ -60,6 +60,9 @@ pub(crate) struct Shared {
     wake: Notify,
     /// blake3 of each API key: compared in constant time, never kept in the clear longer than start-up.
     api_keys: Vec<[u8; 32]>,
+    /// Keys the hash that names a subscription's owner (derived from the store's secret key, so
+    /// owners stay the same across restarts and a stolen store does not reveal which key is whose).
+    owner_key: [u8; 32],
 }
 
 impl Shared {
@@ -115,7 +118,9 @@ impl Webhooks {
             store.subscriptions().await?.into_iter().map(|s| (s.id.clone(), s)).collect();
         apply_static(&cfg.subscriptions, &mut subs, &*store).await?;
         metrics.queue_depth.set(store.pending().await? as i64);
+        let owner_key = blake3::derive_key("herald 2026 webhook subscription owner", &store.scope_key().await?);
         let shared = Arc::new(Shared {
+            owner_key,
             api_keys: cfg.api_keys.iter().map(|k| *blake3::hash(k.as_bytes()).as_bytes()).collect(),
             guard: Arc::new(Guard::new(cfg.allow_private_destinations.clone())),
             cfg,
@@ -172,6 +177,7 @@ async fn apply_static(
             declared: true,
             created_at: existing.map_or_else(now_ms, |s| s.created_at),
             failing_since: existing.and_then(|s| s.failing_since),
+            owner: None,
         };
         if existing != Some(&sub) {
             store.put_subscription(sub.clone()).await?;

@@ -19,7 +19,7 @@ for t in "${targets[@]}"; do
     grep -E "^(stat::number_of_executed_units|stat::new_units_added|SUMMARY|Done)|panicked|ERROR" "$log" || true
     if [ "$status" -ne 0 ]; then
         tail -40 "$log"
-        echo "fuzz $t: finding (exit $status), input saved under fuzz/artifacts/$t"
+        echo "fuzz $t failed (exit $status); a finding is saved under fuzz/artifacts/$t"
         exit 1
     fi
     rm -f "$log"

@@ -41,6 +41,47 @@ fn check_lists_every_problem_with_its_position() {
 }
 
 #[test]
+fn check_reads_every_file_run_would_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("files.yaml");
+    std::fs::write(dir.path().join("not-a-cert.pem"), "hello").unwrap();
+    std::fs::write(dir.path().join("a-file"), "").unwrap();
+    std::fs::write(
+        &path,
+        "server:\n  tls: { cert: missing.pem, key: missing-key.pem }\nupstream:\n  url: https://127.0.0.1:1\n  ca_file: not-a-cert.pem\n\
+         storage:\n  path: a-file/data\nroutes:\n  - name: tasks\n    path: /tasks\n",
+    )
+    .unwrap();
+    let out = Command::new(herald_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = path.display().to_string();
+    let lines: Vec<_> = stderr.lines().filter(|l| l.starts_with(&file)).map(|l| l[file.len()..].to_string()).collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(":5:12: upstream.ca_file: cannot use ") && lines[0].contains("no certificate"),
+        "{stderr}"
+    );
+    assert!(lines[1].starts_with(":2:8: server.tls: ") && lines[1].contains("missing.pem"), "{stderr}");
+    assert!(lines[2].starts_with(":7:9: storage.path: cannot open the store"), "{stderr}");
+
+    // A store sealed with one key is refused with another.
+    // Two keys: the base64 of two different 32-byte values.
+    let key = |k: u8| format!("'{}='", (if k == 0 { "A" } else { "E" }).repeat(43));
+    let sealed = |k: u8| {
+        format!("upstream:\n  url: http://127.0.0.1:1\nstorage:\n  path: data\n  encryption_key: {}\nroutes:\n  - name: t\n    path: /t\n", key(k))
+    };
+    std::fs::write(&path, sealed(0)).unwrap();
+    let first = Command::new(herald_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    std::fs::write(&path, sealed(1)).unwrap();
+    let wrong = Command::new(herald_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(wrong.status.code(), Some(64));
+    let stderr = String::from_utf8(wrong.stderr).unwrap();
+    assert!(stderr.contains(":5:19: storage.encryption_key: storage.encryption_key is not the key"), "{stderr}");
+}
+
+#[test]
 fn the_repository_gateway_yaml_is_valid() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.yaml");
     let out = Command::new(herald_bin()).args(["check", "-c", root]).output().unwrap();

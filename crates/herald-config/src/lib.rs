@@ -30,6 +30,48 @@ pub struct Config {
     pub storage: Storage,
     pub webhooks: Webhooks,
     pub log: Log,
+    /// Where each key was written, for problems found after loading (files that cannot be read).
+    pub positions: Positions,
+}
+
+/// The file a configuration came from and where its keys were written.
+#[derive(Debug, Clone, Default)]
+pub struct Positions {
+    file: String,
+    at: std::collections::HashMap<String, yaml::Pos>,
+}
+
+impl Positions {
+    pub(crate) fn new(file: &str, at: std::collections::HashMap<String, yaml::Pos>) -> Self {
+        Positions { file: file.to_string(), at }
+    }
+
+    /// A problem with `path` (e.g. `server.tls.cert`), placed where it (or its closest parent)
+    /// was written.
+    pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        let pos = position(&self.at, path);
+        Problem {
+            file: self.file.clone(),
+            line: pos.line,
+            col: pos.col,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where `path`, or its closest parent, was written (the file's start when none was).
+pub(crate) fn position(at: &std::collections::HashMap<String, yaml::Pos>, path: &str) -> yaml::Pos {
+    let mut p = path;
+    loop {
+        if let Some(pos) = at.get(p) {
+            return *pos;
+        }
+        match p.rfind(['.', '[']) {
+            Some(i) => p = &p[..i],
+            None => return yaml::Pos { line: 1, col: 1 },
+        }
+    }
 }
 
 /// The listeners.

@@ -18,9 +18,10 @@ pub fn load(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Res
             return Err(Problems(cx.problems));
         }
     };
-    let config = cx.config(&root);
+    let mut config = cx.config(&root);
     cx.validate(&config);
     if cx.problems.is_empty() {
+        config.positions = Positions::new(file, cx.positions);
         Ok(config)
     } else {
         cx.problems.sort_by_key(|p| (p.line, p.col));
@@ -98,16 +99,7 @@ impl<'a> Cx<'a> {
 
     /// A problem found after reading, placed where `path` (or its closest parent) was written.
     fn problem_at(&mut self, path: &str, message: impl Into<String>) {
-        let mut p = path;
-        let pos = loop {
-            if let Some(pos) = self.positions.get(p) {
-                break *pos;
-            }
-            match p.rfind(['.', '[']) {
-                Some(i) => p = &p[..i],
-                None => break Pos { line: 1, col: 1 },
-            }
-        };
+        let pos = crate::position(&self.positions, path);
         self.problem(pos, path, message);
     }
 
@@ -272,6 +264,7 @@ impl<'a> Cx<'a> {
             storage: Storage::default(),
             webhooks: Webhooks::default(),
             log: Log::default(),
+            positions: Positions::default(),
         };
         let Some(mut m) = self.map(root, "") else { return config };
         m.field(self, "server", &mut config.server, |cx, n, p| Some(cx.server(n, p)));
@@ -338,14 +331,17 @@ impl<'a> Cx<'a> {
     fn upstream(&mut self, node: &Node, path: &str) -> Upstream {
         let mut u = Upstream::default();
         let Some(mut m) = self.map(node, path) else { return u };
+        let mut basic = None;
         match m.take("url") {
             Some(n) => {
                 self.positions.insert("upstream.url".into(), n.pos);
                 if let Some(url) = self.string(n, "upstream.url") {
+                    let (url, userinfo) = split_userinfo(&url);
                     match check_url(&url) {
                         Ok(()) => u.url = url.trim_end_matches('/').to_string(),
                         Err(msg) => self.problem(n.pos, "upstream.url", msg),
                     }
+                    basic = userinfo;
                 }
             }
             None => self.problem(node.pos, "upstream.url", "is required"),
@@ -359,6 +355,12 @@ impl<'a> Cx<'a> {
         m.field(self, "ca_file", &mut u.ca_file, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "headers", &mut u.headers, Cx::headers);
         m.finish(self);
+        // `user:password@` in the URL is a service credential like upstream.headers (and sent
+        // as one, unless an authorization header is configured); the URL itself keeps none, so
+        // it can be logged and is never forwarded on pass-through.
+        if let Some(credentials) = basic.filter(|_| !u.headers.iter().any(|(name, _)| name == "authorization")) {
+            u.headers.push(("authorization".into(), credentials));
+        }
         u
     }
 
@@ -842,6 +844,19 @@ fn show(d: Duration) -> String {
     }
 }
 
+/// `url` without its `user:password@`, and that userinfo as an `Authorization: Basic` value.
+fn split_userinfo(url: &str) -> (String, Option<String>) {
+    use base64::Engine;
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return (url.to_string(), None) };
+    let decode = |s: &str| String::from_utf8_lossy(&crate::percent_decode(s.as_bytes())).into_owned();
+    let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+    let pair = format!("{}:{}", decode(user), decode(password));
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+    (format!("{scheme}://{}", &rest[at + 1..]), Some(basic))
+}
+
 fn check_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
@@ -864,6 +879,19 @@ mod tests {
 
     fn env(name: &str) -> Option<String> {
         (name == "TOKEN").then(|| "s3cret".to_string())
+    }
+
+    #[test]
+    fn a_password_in_the_upstream_url_becomes_a_header_and_leaves_the_url() {
+        let c = ok("upstream: {url: 'http://svc:p%40ss@127.0.0.1:8081/api'}\nroutes: [{name: t, path: /t}]\n");
+        assert_eq!(c.upstream.url, "http://127.0.0.1:8081/api");
+        assert_eq!(c.upstream.headers, [("authorization".to_string(), "Basic c3ZjOnBAc3M=".to_string())]);
+        let configured =
+            "upstream: {url: 'http://svc:pw@h:1', headers: {Authorization: Bearer x}}\nroutes: [{name: t, path: /t}]\n";
+        assert_eq!(ok(configured).upstream.headers, [("authorization".to_string(), "Bearer x".to_string())]);
+        let bad = load("g.yaml", "upstream: {url: 'http://svc:hunter2@'}\nroutes: [{name: t, path: /t}]\n", &env);
+        let text = bad.unwrap_err().to_string();
+        assert!(text.contains("upstream.url") && !text.contains("hunter2"), "{text}");
     }
 
     fn ok(text: &str) -> Config {

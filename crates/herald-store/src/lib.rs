@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod redb_store;
+mod seal;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +29,14 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("storage: record {key} cannot be decrypted with storage.encryption_key")]
+    Sealed { key: String },
+    #[error("storage.encryption_key is not the key this store was encrypted with")]
+    WrongKey,
+    #[error("this store is encrypted: set storage.encryption_key to the key it was written with")]
+    KeyNeeded,
+    #[error("storage: {0} is in use by another herald process")]
+    InUse(String),
 }
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -134,7 +143,8 @@ pub trait Store: Send + Sync + 'static {
     fn enqueue(&self, messages: Vec<Message>) -> StoreFuture<'_, ()>;
 
     /// Pending messages due at `now`, oldest due first, at most `limit`, leaving out `skip`
-    /// (those already being attempted).
+    /// (those already being attempted). A record that cannot be read is set aside as `dead`
+    /// with the reason, never returned and never in the way of those after it.
     fn due(&self, now: u64, limit: usize, skip: Vec<String>) -> StoreFuture<'_, Vec<Message>>;
     /// When the earliest pending message is due.
     fn next_due(&self) -> StoreFuture<'_, Option<u64>>;
@@ -143,7 +153,8 @@ pub trait Store: Send + Sync + 'static {
     /// Pending messages (the queue depth).
     fn pending(&self) -> StoreFuture<'_, u64>;
 
-    /// A subscription's messages, newest first.
+    /// A subscription's messages, newest first, without their payloads (`payload` is empty):
+    /// a listing never reads the bodies.
     fn messages(
         &self,
         subscription: String,

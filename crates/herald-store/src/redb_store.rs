@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 
+use crate::seal::{is_sealed, Sealer};
 use crate::{Attempted, Message, MessageStatus, Store, StoreError, StoreFuture, Subscription};
 
 /// Subscription id → JSON.
@@ -34,6 +35,8 @@ pub const FILE_NAME: &str = "herald.redb";
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    /// With `storage.encryption_key`: subscriptions are stored sealed.
+    sealer: Option<Arc<Sealer>>,
     /// When a commit last reached the disk (see [`RedbStore::complete`]).
     last_durable: Arc<Mutex<Instant>>,
 }
@@ -56,34 +59,71 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 type Tx = redb::WriteTransaction;
 
 impl RedbStore {
-    /// Opens (or creates) `dir/herald.redb`.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) `dir/herald.redb`, readable by its owner only (mode 0600). With
+    /// `encryption_key`, subscriptions are stored sealed (those written before without a key are
+    /// sealed now); a key other than the one the store was sealed with is an error.
+    pub fn open(dir: &Path, encryption_key: Option<&[u8; 32]>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
-        Self::init(db)
+        owner_only(&path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
+            e => StoreError::Backend(format!("{}: {e}", path.display())),
+        })?;
+        Self::init(db, encryption_key)
     }
 
     /// A store that keeps nothing once the process ends.
     pub fn memory() -> Result<Self, StoreError> {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(backend)?;
-        Self::init(db)
+        Self::init(db, None)
     }
 
-    fn init(db: Database) -> Result<Self, StoreError> {
+    fn init(db: Database, encryption_key: Option<&[u8; 32]>) -> Result<Self, StoreError> {
+        let sealer = encryption_key.map(|k| Arc::new(Sealer::new(k)));
         let tx = db.begin_write().map_err(backend)?;
-        tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
+        let mut subs = tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
         tx.open_table(MESSAGES).map_err(backend)?;
         tx.open_table(DUE).map_err(backend)?;
         tx.open_table(PAYLOADS).map_err(backend)?;
         tx.open_table(WATCHES).map_err(backend)?;
-        tx.open_table(META).map_err(backend)?;
+        let mut meta = tx.open_table(META).map_err(backend)?;
+        let check = meta.get(KEY_CHECK).map_err(backend)?.map(|v| v.value().to_vec());
+        match (&sealer, check) {
+            (Some(sealer), Some(check)) => {
+                sealer.open(KEY_CHECK.as_bytes(), &check).ok_or(StoreError::WrongKey)?;
+            }
+            (Some(sealer), None) => {
+                meta.insert(KEY_CHECK, sealer.seal(KEY_CHECK.as_bytes(), b"herald").as_slice()).map_err(backend)?;
+            }
+            (None, Some(_)) => return Err(StoreError::KeyNeeded),
+            (None, None) => {}
+        }
+        if let Some(sealer) = &sealer {
+            let plain: Vec<(String, Vec<u8>)> = subs
+                .iter()
+                .map_err(backend)?
+                .filter_map(|row| row.ok())
+                .filter(|(_, v)| !is_sealed(v.value()))
+                .map(|(k, v)| (k.value().to_string(), v.value().to_vec()))
+                .collect();
+            for (id, record) in plain {
+                subs.insert(id.as_str(), sealer.seal(id.as_bytes(), &record).as_slice()).map_err(backend)?;
+            }
+        }
+        drop((subs, meta));
         tx.commit().map_err(backend)?;
-        Ok(RedbStore { db: Arc::new(db), last_durable: Arc::new(Mutex::new(Instant::now())) })
+        Ok(RedbStore { db: Arc::new(db), sealer, last_durable: Arc::new(Mutex::new(Instant::now())) })
+    }
+
+    /// A subscription's record as stored: sealed when there is a key.
+    fn seal_subscription(&self, sub: &Subscription) -> Vec<u8> {
+        let record = encode(sub);
+        match &self.sealer {
+            Some(sealer) => sealer.seal(sub.id.as_bytes(), &record),
+            None => record,
+        }
     }
 
     /// Runs `f` in a write transaction on the blocking pool and commits it to the disk.
@@ -135,6 +175,26 @@ impl RedbStore {
     }
 }
 
+/// META's record sealed with the store's key: tells a wrong key from the right one at start.
+const KEY_CHECK: &str = "key_check";
+
+/// Creates `path` if needed, and makes it readable and writable by its owner only.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// A subscription record, opened with `sealer` when it is sealed.
+fn open_subscription(sealer: Option<&Sealer>, id: &str, bytes: &[u8]) -> Result<Subscription, StoreError> {
+    if !is_sealed(bytes) {
+        return decode(id, bytes);
+    }
+    let sealer = sealer.ok_or(StoreError::KeyNeeded)?;
+    let plain = sealer.open(id.as_bytes(), bytes).ok_or_else(|| StoreError::Sealed { key: id.to_string() })?;
+    decode(id, &plain)
+}
+
 fn payload_key(body: &str) -> String {
     blake3::hash(body.as_bytes()).to_hex()[..32].to_string()
 }
@@ -169,6 +229,49 @@ fn put_records(tx: &Tx, records: &[Message]) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// A queued message that could not be read, and why.
+struct Unreadable {
+    due: u64,
+    subscription: String,
+    id: String,
+    /// The record, when only its payload was missing.
+    record: Option<Message>,
+    reason: String,
+}
+
+/// Takes unreadable messages out of the queue and keeps them as `dead`, with the reason, so
+/// an operator can see them (and delete the subscription or replay).
+fn set_aside(tx: &Tx, unreadable: &[Unreadable], now: u64) -> Result<(), StoreError> {
+    let mut due = tx.open_table(DUE).map_err(backend)?;
+    let mut messages = tx.open_table(MESSAGES).map_err(backend)?;
+    for u in unreadable {
+        due.remove((u.due, u.subscription.as_str(), u.id.as_str())).map_err(backend)?;
+        let mut m = u.record.clone().unwrap_or_else(|| unreadable_record(&u.subscription, &u.id, &u.reason, now));
+        m.status = MessageStatus::Dead;
+        m.last_error = Some(format!("unreadable record set aside: {}", u.reason));
+        messages.insert((u.subscription.as_str(), u.id.as_str()), encode(&m).as_slice()).map_err(backend)?;
+        tracing::error!(message = %u.id, subscription = %u.subscription, reason = %u.reason, "unreadable queued message set aside as dead");
+    }
+    Ok(())
+}
+
+/// What is known of a message whose record cannot be decoded.
+fn unreadable_record(subscription: &str, id: &str, reason: &dyn std::fmt::Display, now: u64) -> Message {
+    Message {
+        id: id.to_string(),
+        subscription: subscription.to_string(),
+        event_type: String::new(),
+        payload: String::new(),
+        created_at: now,
+        status: MessageStatus::Dead,
+        attempts: 0,
+        next_attempt: 0,
+        last_attempt: None,
+        last_status: None,
+        last_error: Some(format!("unreadable record: {reason}")),
+    }
 }
 
 /// Turns stored records back into messages, payloads looked up once per key.
@@ -219,28 +322,31 @@ impl Store for RedbStore {
     }
 
     fn put_subscription(&self, sub: Subscription) -> StoreFuture<'_, ()> {
+        let record = self.seal_subscription(&sub);
         self.write(move |tx| {
             let mut t = tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
-            t.insert(sub.id.as_str(), encode(&sub).as_slice()).map_err(backend)?;
+            t.insert(sub.id.as_str(), record.as_slice()).map_err(backend)?;
             Ok(())
         })
     }
 
     fn subscription(&self, id: String) -> StoreFuture<'_, Option<Subscription>> {
+        let sealer = self.sealer.clone();
         self.read(move |tx| {
             let t = tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
             let v = t.get(id.as_str()).map_err(backend)?;
-            v.map(|v| decode(&id, v.value())).transpose()
+            v.map(|v| open_subscription(sealer.as_deref(), &id, v.value())).transpose()
         })
     }
 
     fn subscriptions(&self) -> StoreFuture<'_, Vec<Subscription>> {
-        self.read(|tx| {
+        let sealer = self.sealer.clone();
+        self.read(move |tx| {
             let t = tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
             let mut out = Vec::new();
             for row in t.iter().map_err(backend)? {
                 let (k, v) = row.map_err(backend)?;
-                out.push(decode(k.value(), v.value())?);
+                out.push(open_subscription(sealer.as_deref(), k.value(), v.value())?);
             }
             Ok(out)
         })
@@ -286,24 +392,40 @@ impl Store for RedbStore {
     }
 
     fn due(&self, now: u64, limit: usize, skip: Vec<String>) -> StoreFuture<'_, Vec<Message>> {
-        self.read(move |tx| {
-            let skip: HashSet<String> = skip.into_iter().collect();
-            let due = tx.open_table(DUE).map_err(backend)?;
-            let messages = tx.open_table(MESSAGES).map_err(backend)?;
-            let mut loader = Loader::new(tx.open_table(PAYLOADS).map_err(backend)?);
-            let mut out = Vec::new();
-            for row in due.range(..(now + 1, "", "")).map_err(backend)? {
-                if out.len() >= limit {
-                    break;
-                }
-                let (k, _) = row.map_err(backend)?;
-                let (_, sub, id) = k.value();
-                if skip.contains(id) {
-                    continue;
-                }
-                if let Some(v) = messages.get((sub, id)).map_err(backend)? {
-                    out.push(loader.load(id, v.value())?);
-                }
+        Box::pin(async move {
+            let (out, unreadable) = self
+                .read(move |tx| {
+                    let skip: HashSet<String> = skip.into_iter().collect();
+                    let due = tx.open_table(DUE).map_err(backend)?;
+                    let messages = tx.open_table(MESSAGES).map_err(backend)?;
+                    let mut loader = Loader::new(tx.open_table(PAYLOADS).map_err(backend)?);
+                    let (mut out, mut unreadable) = (Vec::new(), Vec::new());
+                    for row in due.range(..(now + 1, "", "")).map_err(backend)? {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let (k, _) = row.map_err(backend)?;
+                        let (due_at, sub, id) = k.value();
+                        if skip.contains(id) {
+                            continue;
+                        }
+                        let Some(v) = messages.get((sub, id)).map_err(backend)? else { continue };
+                        match loader.load(id, v.value()) {
+                            Ok(m) => out.push(m),
+                            Err(e) => unreadable.push(Unreadable {
+                                due: due_at,
+                                subscription: sub.to_string(),
+                                id: id.to_string(),
+                                record: decode(id, v.value()).ok(),
+                                reason: e.to_string(),
+                            }),
+                        }
+                    }
+                    Ok((out, unreadable))
+                })
+                .await?;
+            if !unreadable.is_empty() {
+                self.write(move |tx| set_aside(tx, &unreadable, now)).await?;
             }
             Ok(out)
         })
@@ -352,14 +474,16 @@ impl Store for RedbStore {
     ) -> StoreFuture<'_, Vec<Message>> {
         self.read(move |tx| {
             let t = tx.open_table(MESSAGES).map_err(backend)?;
-            let mut loader = Loader::new(tx.open_table(PAYLOADS).map_err(backend)?);
             let mut out = Vec::new();
             let range = (subscription.as_str(), "")..(subscription.as_str(), "\u{10ffff}");
             for row in t.range(range).map_err(backend)?.rev() {
                 let (k, v) = row.map_err(backend)?;
-                let m: Message = decode(k.value().1, v.value())?;
+                let (sub, id) = k.value();
+                // Unreadable records are listed as what they are (the queue sets them aside).
+                let mut m: Message = decode(id, v.value()).unwrap_or_else(|e| unreadable_record(sub, id, &e, 0));
                 if status.is_none_or(|s| s == m.status) {
-                    out.push(loader.resolve(m)?);
+                    m.payload.clear();
+                    out.push(m);
                     if out.len() >= limit {
                         break;
                     }
@@ -485,13 +609,13 @@ mod tests {
     async fn survives_reopening_and_keeps_the_queue_in_due_order() {
         let dir = tempfile::tempdir().unwrap();
         let key = {
-            let store = RedbStore::open(dir.path()).unwrap();
+            let store = RedbStore::open(dir.path(), None).unwrap();
             store.put_subscription(sub("a")).await.unwrap();
             let (m1, m2) = (msg("a", 100), msg("a", 50));
             store.record_change("w".into(), b"[1]".to_vec(), vec![m1, m2]).await.unwrap();
             store.scope_key().await.unwrap()
         };
-        let store = RedbStore::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path(), None).unwrap();
         assert_eq!(store.scope_key().await.unwrap(), key, "the scope key is kept");
         assert_eq!(store.subscriptions().await.unwrap(), [sub("a")]);
         assert_eq!(store.watch_state("w".into()).await.unwrap().as_deref(), Some(&b"[1]"[..]));
@@ -555,12 +679,13 @@ mod tests {
         due.sort_by(|x, y| x.id.cmp(&y.id));
         assert_eq!(due, sent, "messages come back whole");
         let listed = store.messages("a".into(), None, 10).await.unwrap();
-        assert_eq!(listed.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(), ["{\"n\":2}", "{\"n\":1}"]);
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().all(|m| m.payload.is_empty()), "a listing never reads the payloads");
 
         store.delete_subscription("a".into()).await.unwrap();
         store.prune(0, 0, 100).await.unwrap();
         assert_eq!(payloads(&store), 1, "the payload only a's messages held is collected");
-        assert_eq!(store.messages("b".into(), None, 10).await.unwrap()[0].payload, "{\"n\":1}");
+        assert_eq!(store.due(100, 10, vec![]).await.unwrap()[0].payload, "{\"n\":1}");
     }
 
     #[tokio::test]
@@ -578,5 +703,63 @@ mod tests {
         let left: Vec<_> = store.messages("a".into(), None, 10).await.unwrap().iter().map(|m| m.created_at).collect();
         assert_eq!(left, [5, 4, 3, 1]);
         assert_eq!(store.prune(0, 0, 2).await.unwrap(), 1, "created 3 is the third newest");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_queued_message_is_set_aside_and_the_rest_delivered() {
+        let store = RedbStore::memory().unwrap();
+        let (good, lost, broken) = (msg("a", 10), msg("a", 20), msg("a", 30));
+        store.enqueue(vec![good.clone(), lost.clone(), broken.clone()]).await.unwrap();
+        {
+            let tx = store.db.begin_write().unwrap();
+            let mut messages = tx.open_table(MESSAGES).unwrap();
+            messages.insert(("a", broken.id.as_str()), &b"{not json"[..]).unwrap();
+            drop(messages);
+            // `lost` keeps its record but its payload is gone.
+            tx.open_table(PAYLOADS).unwrap().retain(|_, _| false).unwrap();
+            tx.commit().unwrap();
+        }
+        store.enqueue(vec![Message { payload: "{\"ok\":1}".into(), ..good.clone() }]).await.unwrap();
+        let due = store.due(1000, 10, vec![]).await.unwrap();
+        assert_eq!(due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [good.id.as_str()]);
+        assert_eq!(store.pending().await.unwrap(), 1, "the two unreadable ones left the queue");
+        let dead = store.messages("a".into(), Some(MessageStatus::Dead), 10).await.unwrap();
+        assert_eq!(dead.len(), 2);
+        for m in &dead {
+            assert!(m.last_error.as_deref().unwrap().starts_with("unreadable record set aside"), "{m:?}");
+        }
+        assert_eq!(store.due(1000, 10, vec![]).await.unwrap().len(), 1, "and stay out of it");
+    }
+
+    #[tokio::test]
+    async fn the_file_is_its_owners_and_secrets_are_sealed_with_the_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = [9u8; 32];
+        let mut secret = sub("a");
+        secret.secret = "whsec_SEALEDSECRETSEALEDSECRET".into();
+        secret.headers = vec![("authorization".into(), "Bearer HEADERTOKEN".into())];
+        {
+            // Written first without a key: sealed when the key is given.
+            let store = RedbStore::open(dir.path(), None).unwrap();
+            store.put_subscription(secret.clone()).await.unwrap();
+        }
+        let file = dir.path().join(FILE_NAME);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        {
+            let store = RedbStore::open(dir.path(), Some(&key)).unwrap();
+            assert_eq!(store.subscriptions().await.unwrap(), [secret.clone()]);
+            let mut other = sub("b");
+            other.secret = "whsec_SECONDSECRETSECONDSECRET".into();
+            store.put_subscription(other).await.unwrap();
+        }
+        let bytes = std::fs::read(&file).unwrap();
+        for clear in ["SEALEDSECRET", "HEADERTOKEN", "SECONDSECRET"] {
+            assert!(!bytes.windows(clear.len()).any(|w| w == clear.as_bytes()), "{clear} is in the file");
+        }
+        assert!(matches!(RedbStore::open(dir.path(), Some(&[8; 32])), Err(StoreError::WrongKey)));
+        assert!(matches!(RedbStore::open(dir.path(), None), Err(StoreError::KeyNeeded)));
+        let store = RedbStore::open(dir.path(), Some(&key)).unwrap();
+        assert_eq!(store.subscriptions().await.unwrap().len(), 2);
     }
 }

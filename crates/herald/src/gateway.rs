@@ -147,7 +147,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match storage.kind {
         StorageKind::Embedded => {
-            let store = RedbStore::open(Path::new(&storage.path))
+            let store = RedbStore::open(Path::new(&storage.path), storage.encryption_key.as_ref())
                 .with_context(|| format!("cannot open the store in {} (storage.path)", storage.path))?;
             info!(path = %storage.path, "embedded store opened");
             Arc::new(store)

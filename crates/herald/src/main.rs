@@ -49,40 +49,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (arg, demo) = match &cli.command {
         Command::Check(arg) => {
-            return match load(&arg.config) {
-                Ok(_) => {
+            let checked = load(&arg.config).and_then(|config| {
+                let (config, _tls, mut problems) = prepare(config, &arg.config);
+                problems.extend(check_store(&config).err());
+                report(problems)
+            });
+            return match checked {
+                Ok(()) => {
                     println!("{}: ok", arg.config.display());
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,
-            }
+            };
         }
         Command::Run(arg) => (arg, false),
         Command::Demo(arg) => (arg, true),
     };
-    let mut config = match load(&arg.config) {
-        Ok(config) => config,
+    let (config, tls) = match load(&arg.config).and_then(|config| {
+        let (config, tls, problems) = prepare(config, &arg.config);
+        report(problems).map(|()| (config, tls))
+    }) {
+        Ok(prepared) => prepared,
         Err(code) => return code,
-    };
-    // Relative paths in the configuration are relative to its file.
-    let dir = arg.config.parent().unwrap_or(std::path::Path::new("."));
-    if let Some(ca) = &mut config.upstream.ca_file {
-        *ca = dir.join(&*ca).display().to_string();
-        if let Err(e) = std::fs::read(&*ca) {
-            eprintln!("{}: upstream.ca_file: cannot read {ca}: {e}", arg.config.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    }
-    config.storage.path = dir.join(&config.storage.path).display().to_string();
-    let tls = match &config.server.tls {
-        None => None,
-        Some(files) => match herald_http::Tls::load(dir.join(&files.cert), dir.join(&files.key)) {
-            Ok(tls) => Some(tls),
-            Err(e) => {
-                eprintln!("{}: server.tls: {e}", arg.config.display());
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
     };
     gateway::init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -101,6 +89,68 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `herald run` checks after reading the configuration and before binding: the files it
+/// names (upstream.ca_file, server.tls) can be read and hold what they should. Relative paths
+/// are resolved against the configuration file's folder.
+fn prepare(
+    mut config: herald_config::Config,
+    file: &std::path::Path,
+) -> (herald_config::Config, Option<std::sync::Arc<herald_http::Tls>>, Vec<herald_config::Problem>) {
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let mut problems = Vec::new();
+    if let Some(ca) = &mut config.upstream.ca_file {
+        *ca = dir.join(&*ca).display().to_string();
+    }
+    // Building the upstream client reads and parses ca_file.
+    if let Err(herald_poll::PollError::Setup(e)) = herald_poll::UpstreamClient::new(&config.upstream) {
+        let e = e.strip_prefix("upstream.ca_file ").unwrap_or(&e);
+        problems.push(config.positions.problem("upstream.ca_file", format!("cannot use {e}")));
+    }
+    config.storage.path = dir.join(&config.storage.path).display().to_string();
+    let tls = match &config.server.tls {
+        None => None,
+        Some(files) => match herald_http::Tls::load(dir.join(&files.cert), dir.join(&files.key)) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                problems.push(config.positions.problem("server.tls", e.to_string()));
+                None
+            }
+        },
+    };
+    (config, tls, problems)
+}
+
+/// `herald check`: the embedded store can be opened (created if new) with the configured key.
+/// One held by a running herald is fine: that herald opened it.
+fn check_store(config: &herald_config::Config) -> Result<(), herald_config::Problem> {
+    use herald_store::StoreError;
+    let storage = &config.storage;
+    if storage.kind != herald_config::StorageKind::Embedded {
+        return Ok(());
+    }
+    match herald_store::RedbStore::open(std::path::Path::new(&storage.path), storage.encryption_key.as_ref()) {
+        Ok(_) | Err(StoreError::InUse(_)) => Ok(()),
+        Err(e @ (StoreError::WrongKey | StoreError::KeyNeeded)) => {
+            Err(config.positions.problem("storage.encryption_key", e.to_string()))
+        }
+        Err(e) => {
+            Err(config.positions.problem("storage.path", format!("cannot open the store in {}: {e}", storage.path)))
+        }
+    }
+}
+
+/// Prints every problem; the configuration exit code when there was one.
+fn report(problems: Vec<herald_config::Problem>) -> Result<(), ExitCode> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    eprintln!("herald: {} configuration problem(s)", problems.len());
+    Err(ExitCode::from(EXIT_CONFIG))
+}
+
 /// Reads and validates the configuration; prints every problem and gives the exit code on failure.
 fn load(path: &std::path::Path) -> Result<herald_config::Config, ExitCode> {
     let text = match std::fs::read_to_string(path) {
@@ -110,11 +160,6 @@ fn load(path: &std::path::Path) -> Result<herald_config::Config, ExitCode> {
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     };
-    herald_config::load(&path.display().to_string(), &text, &|name| std::env::var(name).ok()).map_err(|problems| {
-        for p in &problems.0 {
-            eprintln!("{p}");
-        }
-        eprintln!("herald: {} configuration problem(s)", problems.0.len());
-        ExitCode::from(EXIT_CONFIG)
-    })
+    herald_config::load(&path.display().to_string(), &text, &|name| std::env::var(name).ok())
+        .map_err(|problems| report(problems.0).expect_err("an error has problems"))
 }

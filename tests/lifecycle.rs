@@ -105,3 +105,64 @@ async fn sigterm_closes_streams_with_a_shutdown_event_and_exits() {
     let status = gw.wait(Duration::from_secs(5)).await.expect("exits within shutdown_grace");
     assert!(status.success(), "{status:?}\n{}", gw.logs());
 }
+
+#[tokio::test]
+async fn shutdown_answers_subscribers_still_waiting_and_readyz_says_so_at_once() {
+    let (api, upstream) = start_api().await;
+    let gw =
+        Gateway::start(&config(upstream, "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n")).await;
+    let readyz = |gw: &Gateway| {
+        let url = format!("http://{}/readyz", gw.admin);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(readyz(&gw).await, 200);
+    // A first poll that takes its time, and a pass-through request that keeps the drain going.
+    api.fail_next("/tasks", [Fault::Delay(Duration::from_millis(1500))]);
+    api.fail_next("/echo", [Fault::Delay(Duration::from_millis(1500))]);
+    let stream_url = gw.url("/tasks/event-stream");
+    let waiting = tokio::spawn(async move { SseClient::connect(&stream_url, &[]).await });
+    let slow = tokio::spawn(reqwest::get(gw.url("/echo")));
+    eventually("both requests reached the upstream", || {
+        api.stats("/tasks").requests == 1 && api.stats("/echo").requests == 1
+    })
+    .await;
+
+    gw.sigterm();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = readyz(&gw).await;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 503, "not ready from the moment shutdown begins");
+    let waiting = tokio::time::timeout(SOON, waiting).await.expect("answered, not left hanging").unwrap();
+    assert_eq!(waiting.status, 503, "{}", waiting.body);
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200, "the request in flight finishes");
+}
+
+#[tokio::test]
+async fn the_admin_token_guards_admin_pages_only() {
+    let (_api, upstream) = start_api().await;
+    let yaml = config(upstream, "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n").replacen(
+        "server:\n",
+        "server:\n  admin_token: admin-token-0123456789\n",
+        1,
+    );
+    let gw = Gateway::start(&yaml).await;
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = reqwest::Client::new().get(format!("http://{}{path}", gw.admin));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("/admin/watches", None).await, 401);
+    assert_eq!(get("/admin/watches", Some("admin-token-012345678")).await, 401);
+    assert_eq!(get("/admin/watches", Some("admin-token-0123456789")).await, 200);
+    for open in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(get(open, None).await, 200, "{open}");
+    }
+    assert!(!gw.logs().contains("admin-token-0123456789"), "the token is never logged");
+}

@@ -1,4 +1,5 @@
-//! The admin listener (spec section 11): /metrics, /healthz, /readyz and /admin/watches.
+//! The admin listener (spec section 11): /metrics, /healthz, /readyz and /admin/watches, the
+//! last behind `server.admin_token` when one is set.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 use crate::{full, text, Body};
 
@@ -18,11 +21,34 @@ pub struct Admin {
     hub: Arc<Hub>,
     webhooks: Arc<Webhooks>,
     ready: AtomicBool,
+    /// blake3 of `server.admin_token`, compared in constant time.
+    token: Option<[u8; 32]>,
+    /// Fires when shutdown begins: from then on /readyz says so.
+    shutdown: CancellationToken,
 }
 
 impl Admin {
-    pub fn new(registry: Registry, hub: Arc<Hub>, webhooks: Arc<Webhooks>) -> Self {
-        Admin { registry, hub, webhooks, ready: AtomicBool::new(false) }
+    pub fn new(
+        registry: Registry,
+        hub: Arc<Hub>,
+        webhooks: Arc<Webhooks>,
+        admin_token: Option<&str>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let token = admin_token.map(|t| *blake3::hash(t.as_bytes()).as_bytes());
+        Admin { registry, hub, webhooks, ready: AtomicBool::new(false), token, shutdown }
+    }
+
+    /// Whether `req` may read `/admin/*`: always without a token, else with `Bearer <token>`.
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        blake3::hash(presented.trim().as_bytes()).as_bytes().ct_eq(token).into()
     }
 
     /// Called once every listener is bound.
@@ -30,8 +56,11 @@ impl Admin {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Ready once the listeners are bound and while the store answers.
+    /// Ready once the listeners are bound and while the store answers, until shutdown begins.
     async fn readiness(&self) -> Response<Body> {
+        if self.shutdown.is_cancelled() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down");
+        }
         if !self.ready.load(Ordering::Acquire) {
             return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners are still starting");
         }
@@ -43,6 +72,11 @@ impl Admin {
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if req.uri().path().starts_with("/admin/") && !self.authorized(&req) {
+            let mut resp = text(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <server.admin_token>");
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return resp;
+        }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok"),
             "/readyz" => self.readiness().await,

@@ -71,7 +71,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
     )
     .await?;
     let app = Arc::new(App::new(&config, hub.clone(), sessions, webhooks.clone(), HttpMetrics::new(&registry)?));
-    let admin = Arc::new(Admin::new(registry, hub, webhooks));
+    let admin = Arc::new(Admin::new(registry, hub, webhooks, config.server.admin_token.as_deref(), shutdown.clone()));
 
     let public = bind(config.server.listen, "server.listen").await?;
     let admin_listener = bind(config.server.admin_listen, "server.admin_listen").await?;
@@ -95,6 +95,8 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
         shutdown.clone(),
         grace,
     ));
+    // The admin listener outlives the public one's drain, so that /readyz can say "shutting down".
+    let admin_stop = CancellationToken::new();
     let admin_task = {
         let admin = admin.clone();
         tokio::spawn(herald_http::serve(
@@ -103,8 +105,8 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
             None,
             move |req, _| admin.clone().handle(req),
             None,
-            shutdown.clone(),
-            grace,
+            admin_stop.clone(),
+            Duration::from_secs(1),
         ))
     };
     admin.set_ready();
@@ -117,8 +119,9 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
     info!(?grace, "shutting down: closing streams and draining connections");
     shutdown.cancel();
     // serve() bounds its own drain by `grace`; this outer bound only guards against a bug there.
-    let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
+    let drained = tokio::time::timeout(grace + Duration::from_secs(2), async {
         let _ = public_task.await;
+        admin_stop.cancel();
         let _ = admin_task.await;
     })
     .await;

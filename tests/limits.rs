@@ -79,17 +79,6 @@ async fn a_100_mib_upload_streams_through_with_bounded_memory() {
 }
 
 #[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed_after_header_timeout() {
-    let (_api, upstream) = start_api().await;
-    let gw = Gateway::start(&with_server(config(upstream, ROUTES), "  header_timeout: 300ms\n")).await;
-    let mut conn = TcpStream::connect(gw.public).await.unwrap();
-    conn.write_all(b"GET /echo HTTP/1.1\r\nhost: herald\r\n\r\n").await.unwrap();
-    // The answer arrives, then the connection idles without a next request until herald closes it.
-    let all = read_to_close(&mut conn).await;
-    assert!(all.starts_with("HTTP/1.1 200"), "{all:.80}");
-}
-
-#[tokio::test]
 async fn expect_100_continue_is_answered_and_the_body_passed_on() {
     let (_api, upstream) = start_api().await;
     let gw = Gateway::start(&config(upstream, ROUTES)).await;
@@ -143,4 +132,79 @@ async fn only_the_listed_query_parameters_form_a_watch() {
     assert_eq!(paths, [serde_json::json!("/tasks?state=open")]);
     let polled: Vec<_> = api.seen("/tasks").into_iter().map(|r| r.target).collect();
     assert_eq!(polled, ["/tasks?state=open"], "one poll, without the unlisted parameter");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_streams_are_not() {
+    let (api, upstream) = start_api().await;
+    let yaml = with_server(
+        config(upstream, "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    poll: { interval: 100ms, min_interval: 100ms }\n"),
+        "  idle_timeout: 300ms\n",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let mut stream = gw.subscribe("/tasks/event-stream", &[]).await;
+    stream.next_within(SOON).await.expect("a snapshot");
+    // A pass-through (fast lane) and a cache answer (hyper), each on a kept-alive connection.
+    for path in ["/echo", "/tasks"] {
+        let mut conn = TcpStream::connect(gw.public).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: herald\r\n\r\n").as_bytes()).await.unwrap();
+        let answer = read_to_close(&mut conn).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer:.80}");
+    }
+    // The stream outlived many idle timeouts, and still gets changes.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    api.add_task("after a while");
+    let ev = stream.next_within(SOON).await.expect("the stream is still open");
+    assert!(ev.data.contains("after a while"), "{}", ev.data);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_reads_nothing_is_dropped_after_write_timeout() {
+    let (api, upstream) = start_api().await;
+    let yaml = config(
+        upstream,
+        "sse:\n  write_timeout: 500ms\nroutes:\n  - name: tasks\n    path: /tasks\n    access: public\n    poll: { interval: 50ms, min_interval: 50ms, adaptive: false }\n",
+    );
+    let gw = Gateway::start(&yaml).await;
+    api.pad_tasks(64 << 10);
+    // A client with a tiny receive buffer that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(gw.public).await.unwrap();
+    stuck.write_all(b"GET /tasks/event-stream HTTP/1.1\r\nhost: herald\r\n\r\n").await.unwrap();
+    let subscribers = "herald_sse_subscribers{route=\"tasks\"}";
+    let deadline = tokio::time::Instant::now() + SOON;
+    while gw.metric(subscribers).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stream never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Changes keep coming (each event about 200 KiB) until its socket is full.
+    let feeder = tokio::spawn({
+        let api = api.clone();
+        async move {
+            for i in 0.. {
+                api.add_task(&format!("task {i}"));
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        }
+    });
+    while gw.metric(subscribers).await > 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stuck subscriber was never dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    feeder.abort();
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_counts_against_max_connections() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&with_server(config(upstream, ROUTES), "  max_connections: 1\n")).await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.public)).await.expect("handshake");
+    let other = tokio::spawn(reqwest::get(gw.url("/echo")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!other.is_finished(), "the tunnel holds the only connection slot");
+    drop(ws);
+    let answer = tokio::time::timeout(SOON, other).await.expect("served once the tunnel closed").unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
 }

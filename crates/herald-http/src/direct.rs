@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
@@ -45,7 +46,7 @@ pub(crate) fn parse(buf: &[u8]) -> Option<Request<()>> {
 
 /// Writes `resp` to the socket: chunked when its length is unknown (a stream), with a length
 /// otherwise; stops when the body ends or the client leaves. The connection is not reused.
-pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>) -> io::Result<()> {
+pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>, write_timeout: Duration) -> io::Result<()> {
     let (parts, mut body) = resp.into_parts();
     let length = http_body::Body::size_hint(&body).exact();
     let mut head = format!(
@@ -65,7 +66,9 @@ pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>) -> io::R
         Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
         None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
     }
-    let (mut reader, mut writer) = stream.split();
+    let (mut reader, writer) = stream.split();
+    // A subscriber whose socket takes nothing for `sse.write_timeout` is dropped.
+    let mut writer = crate::io::Stalled::new(writer, write_timeout);
     writer.write_all(&head).await?;
     drop(head);
     let mut scratch = [0u8; 64];

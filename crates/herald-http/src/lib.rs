@@ -7,6 +7,7 @@ mod admin;
 mod app;
 mod cache;
 mod direct;
+mod io;
 mod proxy;
 mod relay;
 mod server;

@@ -22,6 +22,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use tracing::debug;
 
 use crate::relay::Deadline;
+use crate::server::ConnectionSlot;
 use crate::{header_items, text, Body, BoxError};
 
 pub(crate) struct Proxy {
@@ -97,6 +98,8 @@ impl Proxy {
         // a 101, becomes a byte tunnel between client and upstream.
         let upgrade = req.headers().get(header::UPGRADE).cloned().filter(|_| req.version() == http::Version::HTTP_11);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        // A tunnel counts against `max_connections` until it closes, as its connection did.
+        let slot = req.extensions_mut().remove::<ConnectionSlot>();
         let (mut parts, body) = req.into_parts();
         // In absolute form: the pool connects to its authority and derives the Host from it.
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -154,7 +157,10 @@ impl Proxy {
                 if let (Some((client, upstream)), Some(to)) = (tunnel, upgrade_to) {
                     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                     parts.headers.insert(header::UPGRADE, to);
-                    tokio::spawn(tunnel_bytes(client, upstream));
+                    tokio::spawn(async move {
+                        tunnel_bytes(client, upstream).await;
+                        drop(slot);
+                    });
                 }
                 let body = Stalls { inner: body, deadline: Deadline::new(self.timeout) };
                 Response::from_parts(parts, body.boxed_unsync())

@@ -113,6 +113,7 @@ pub(crate) async fn serve(
         ubuf: Vec::new(),
         upstream: None,
         idle: Deadline::new(limits.header_timeout),
+        keep_alive: Deadline::new(limits.idle_timeout),
         wait: None,
         park: None,
     };
@@ -160,6 +161,8 @@ struct Conn {
     /// `server.header_timeout`: for a request's head, and for the client to take the next piece
     /// of a response.
     idle: Deadline,
+    /// `server.idle_timeout`: between requests, with nothing in flight.
+    keep_alive: Deadline,
     /// `upstream.timeout`, made at the first relayed request.
     wait: Option<Deadline>,
     /// [`PARK_AFTER`], made when an upstream connection is first kept.
@@ -258,6 +261,7 @@ impl Conn {
     /// Reads until `buf` holds a whole request head (pipelined requests may already be there).
     async fn read_head(&mut self, max: usize, mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>) -> Head {
         self.idle.restart();
+        self.keep_alive.restart();
         if let Some(park) = &mut self.park {
             park.restart();
         }
@@ -277,11 +281,15 @@ impl Conn {
                 biased;
                 read = self.client.read_buf(&mut self.buf) => match read {
                     Ok(0) | Err(_) => return Head::Gone,
+                    // A head has begun: it has `header_timeout` to arrive whole.
+                    Ok(_) if idle => self.idle.restart(),
                     Ok(_) => {}
                 },
                 () = &mut cancelled, if idle => return Head::Gone,
-                // Slowloris, or a keep-alive connection idle too long.
-                () = self.idle.expired() => return Head::Gone,
+                // Slowloris.
+                () = self.idle.expired(), if !idle => return Head::Gone,
+                // A keep-alive connection with nothing in flight too long.
+                () = self.keep_alive.expired(), if idle => return Head::Gone,
                 () = expired(self.park.as_mut()), if self.upstream.is_some() => {
                     release(self.upstream.take().expect("checked"));
                 }

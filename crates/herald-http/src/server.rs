@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::app::App;
+use crate::io::{Activity, Stalled};
 use crate::relay::{self, Outcome};
 use crate::{direct, Body, BoxError, Tls};
 
@@ -26,17 +28,28 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
+    /// `server.idle_timeout`: a connection with nothing in flight this long is closed.
+    pub idle_timeout: Duration,
+    /// `sse.write_timeout`: a client whose socket takes nothing this long is dropped.
+    pub write_timeout: Duration,
 }
 
 impl Limits {
-    pub fn from_config(s: &herald_config::Server) -> Self {
+    pub fn from_config(s: &herald_config::Server, sse: &herald_config::Sse) -> Self {
         Limits {
             header_timeout: s.header_timeout,
             max_header_size: s.max_header_size.min(16 << 20) as usize,
             max_connections: s.max_connections,
+            idle_timeout: s.idle_timeout,
+            write_timeout: sse.write_timeout,
         }
     }
 }
+
+/// A connection's slot under `max_connections`, carried by its requests so that a WebSocket
+/// tunnel made from one keeps it until the tunnel closes.
+#[derive(Clone)]
+pub(crate) struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// A client must finish the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,13 +100,29 @@ pub async fn serve<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let handler = handler.clone();
-            // Boxed: hyper keeps a slot as large as this future for the connection's whole life,
-            // and the handler's (every dispatch path, the proxy's among them) is tens of KiB.
-            let answer = Box::pin(handler(req, peer));
-            async move { Ok::<_, std::convert::Infallible>(answer.await) }
-        });
+        let slot = ConnectionSlot(Arc::new(slot));
+        let activity = Activity::new();
+        let service = {
+            let (slot, activity) = (slot.clone(), activity.clone());
+            hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let in_flight = activity.begin();
+                req.extensions_mut().insert(slot.clone());
+                // Boxed: hyper keeps a slot as large as this future for the connection's whole
+                // life, and the handler's (every dispatch path, the proxy's among them) is tens of KiB.
+                let answer = Box::pin(handler.clone()(req, peer));
+                async move {
+                    let resp = answer.await;
+                    // In flight until the answer's body is done (a stream: until it ends).
+                    Ok::<_, std::convert::Infallible>(resp.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _ = &in_flight;
+                            frame
+                        })
+                        .boxed_unsync()
+                    }))
+                }
+            })
+        };
         let (builder, tls, shutdown, front) = (builder.clone(), tls.clone(), shutdown.clone(), front.clone());
         connections.spawn(async move {
             let _slot = slot;
@@ -109,22 +138,25 @@ pub async fn serve<F, Fut>(
                         Outcome::Done => return,
                         Outcome::Stream(mut stream, answer) => {
                             let resp = answer.await;
-                            if let Err(e) = direct::write(&mut stream, resp).await {
+                            if let Err(e) = direct::write(&mut stream, resp, limits.write_timeout).await {
                                 debug!(error = %e, %peer, "stream ended with an error");
                             }
                             return;
                         }
                         Outcome::Hyper(stream, read) => {
-                            let io = TokioIo::new(direct::Prefixed::new(read, stream));
-                            Box::pin(connection(&builder, io, service, &shutdown)).await
+                            let io = Stalled::new(direct::Prefixed::new(read, stream), limits.write_timeout);
+                            Box::pin(connection(&builder, TokioIo::new(io), service, &activity, limits, &shutdown))
+                                .await
                         }
                     }
                 }
                 Some(tls) => {
+                    let stream = Stalled::new(stream, limits.write_timeout);
                     let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            Box::pin(connection(&builder, TokioIo::new(stream), service, &shutdown)).await
+                            let io = TokioIo::new(stream);
+                            Box::pin(connection(&builder, io, service, &activity, limits, &shutdown)).await
                         }
                         Ok(Err(e)) => return debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => return debug!(%peer, "TLS handshake timed out"),
@@ -143,12 +175,15 @@ pub async fn serve<F, Fut>(
     }
 }
 
-/// One connection, with upgrades (WebSocket) allowed; on shutdown it is asked to finish what
-/// it is doing and close.
+/// One connection, with upgrades (WebSocket) allowed; on shutdown, or once it has had nothing
+/// in flight for `idle_timeout` (an idle keep-alive or HTTP/2 connection), it is asked to finish
+/// what it is doing and close.
 async fn connection<I, S>(
     builder: &Builder<TokioExecutor>,
     io: TokioIo<I>,
     service: S,
+    activity: &Activity,
+    limits: Limits,
     shutdown: &CancellationToken,
 ) -> Result<(), BoxError>
 where
@@ -164,6 +199,11 @@ where
     tokio::select! {
         served = conn.as_mut() => served,
         _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = activity.idle(limits.idle_timeout) => {
+            debug!("connection idle for server.idle_timeout, closing it");
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -84,7 +84,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
     if let Some(tls) = &tls {
         tls.clone().watch(shutdown.clone());
     }
-    let limits = Limits::from_config(&config.server);
+    let limits = Limits::from_config(&config.server, &config.sse);
     let front = app.clone();
     let public_task = tokio::spawn(herald_http::serve(
         public,

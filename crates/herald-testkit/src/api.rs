@@ -252,7 +252,7 @@ impl LegacyApi {
         st.users
             .entry(user.into())
             .or_default()
-            .push(json!({"id": format!("{}{}", &user[..1], n + 1), "title": title, "owner": user}));
+            .push(json!({"id": format!("{user}-{}", n + 1), "title": title, "owner": user}));
         st.touch(&format!("/me/tasks#{user}"));
     }
 

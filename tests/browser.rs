@@ -1,0 +1,97 @@
+//! A real browser (Debian's Chromium, driven by playwright-core from npm: tests/browser/) against
+//! herald in front of the demo API: the page survives herald being killed and restarted, and
+//! opens eight streams at once over HTTP/2. `.ci/run` installs both; where they are missing
+//! the test says so and passes.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use herald_tests::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing(dir: &Path) -> Option<String> {
+    if !Path::new(CHROMIUM).exists() {
+        return Some(format!("{CHROMIUM} is not installed (Debian package chromium)"));
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Some(format!("playwright-core is not installed (npm ci --prefix {})", dir.display()));
+    }
+    std::process::Command::new("node").arg("--version").output().err().map(|e| format!("node: {e}"))
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_survives_a_restart_and_opens_eight_streams_over_http2() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if let Some(why) = missing(&dir) {
+        eprintln!("browser test skipped: {why}");
+        return;
+    }
+    let (api, upstream) = start_api().await;
+    api.mutate_every(Duration::from_millis(700));
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let (public, admin) = (free_port(), free_port());
+    let yaml = config(
+        upstream,
+        &format!(
+            "sse:\n  retry: 300ms\nroutes:\n  \
+             - name: tasks\n    path: /tasks\n    access: public\n    poll: {{ interval: 100ms, min_interval: 100ms, adaptive: false }}\n    \
+             events: {{ format: collection, type: task, collection: {{ items: '', id: /id }} }}\n  \
+             - name: board\n    path: /board\n    access: public\n    poll: {{ interval: 100ms, min_interval: 100ms }}\n    \
+             events: {{ format: json-patch, array_id: /id }}\n"
+        ),
+    )
+    .replace("  listen: 127.0.0.1:0\n", &format!("  listen: {public}\n"))
+    .replace("  admin_listen: 127.0.0.1:0\n", &format!("  admin_listen: {admin}\n"))
+    .replacen(
+        "server:\n",
+        &format!(
+            "server:\n  tls: {{ cert: {}, key: {} }}\n",
+            fixtures.join("tls-a.pem").display(),
+            fixtures.join("tls-a.key").display()
+        ),
+        1,
+    );
+    let mut gw = Gateway::start(&yaml).await;
+
+    let screenshot = std::env::temp_dir().join("herald-demo-page.png");
+    let mut node = tokio::process::Command::new("node")
+        .arg(dir.join("demo.mjs"))
+        .env("HERALD_URL", format!("https://{public}"))
+        .env("API_URL", format!("http://{upstream}"))
+        .env("CHROMIUM", CHROMIUM)
+        .env("SCREENSHOT", &screenshot)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut out = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let script = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = out.next_line().await.unwrap() {
+            eprintln!("browser script: {line}");
+            said.push(line.clone());
+            if line == "KILL" {
+                gw.signal("KILL");
+                gw.wait(SOON).await.expect("herald exits on SIGKILL");
+                gw = Gateway::start(&yaml).await;
+                stdin.write_all(b"RESTARTED\n").await.unwrap();
+            }
+        }
+        node.wait().await.unwrap()
+    })
+    .await
+    .expect("the browser script finishes");
+    assert!(script.success() && said.last().map(String::as_str) == Some("OK"), "the browser script said {said:?}");
+    eprintln!("screenshot of the demo page: {}", screenshot.display());
+}

@@ -211,3 +211,18 @@ async fn cache_answers_on_credential_routes_are_private_and_drop_last_event_id()
         watches["watches"].as_array().unwrap().iter().map(|w| w["path"].as_str().unwrap().to_string()).collect();
     assert_eq!(paths, ["/me/tasks", "/tasks"]);
 }
+
+#[tokio::test]
+async fn a_password_in_the_upstream_url_is_sent_on_polls_but_never_logged_or_passed_through() {
+    let (api, upstream) = start_api().await;
+    let yaml = config(upstream, "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n")
+        .replace(&format!("url: http://{upstream}"), &format!("url: http://svc:hunter2@{upstream}"));
+    let gw = Gateway::start(&yaml).await;
+    assert_eq!(reqwest::get(gw.url("/tasks")).await.unwrap().status(), 200);
+    let basic = "Basic c3ZjOmh1bnRlcjI="; // svc:hunter2
+    assert_eq!(api.seen("/tasks")[0].authorization.as_deref(), Some(basic), "polls carry it");
+    let echoed: serde_json::Value =
+        serde_json::from_str(&reqwest::get(gw.url("/echo")).await.unwrap().text().await.unwrap()).unwrap();
+    assert!(echoed["headers"].get("authorization").is_none(), "pass-through never carries it: {echoed}");
+    assert!(gw.logs().contains(&upstream.to_string()) && !gw.logs().contains("hunter2"), "{}", gw.logs());
+}

@@ -305,3 +305,31 @@ async fn read_until(conn: &mut tokio::net::TcpStream, needle: &[u8]) -> String {
     .expect("arrived in time");
     String::from_utf8_lossy(&got).into_owned()
 }
+
+#[tokio::test]
+async fn history_is_bounded_in_bytes_too() {
+    let (api, upstream) = start_api().await;
+    // Each change event carries the whole list of tasks padded to about 3 KiB each: well over
+    // the 8 KiB of history, so only the newest events stay.
+    let gw = Gateway::start(&config(
+        upstream,
+        &tasks_route("100ms", "    events:\n      history: 1000\n      history_bytes: 8KiB\n"),
+    ))
+    .await;
+    api.pad_tasks(3 << 10);
+    let mut observer = gw.subscribe("/tasks/event-stream", &[]).await;
+    observer.next_within(SOON).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        api.add_task(&format!("t{i}"));
+        ids.push(observer.next_within(SOON).await.unwrap().id.unwrap());
+    }
+    // The newest event is still held: resuming from the one before gets exactly it.
+    let mut recent = gw.subscribe("/tasks/event-stream", &[("last-event-id", &ids[2])]).await;
+    assert_eq!(recent.next_within(SOON).await.unwrap().id.as_deref(), Some(ids[3].as_str()));
+    // The first one's successors went over the byte bound: a fresh snapshot instead.
+    let mut old = gw.subscribe("/tasks/event-stream", &[("last-event-id", &ids[0])]).await;
+    let ev = old.next_within(SOON).await.unwrap();
+    assert_eq!(ev.event, "snapshot");
+    assert_eq!(ev.json(), api.tasks());
+}

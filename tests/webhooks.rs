@@ -468,3 +468,47 @@ async fn a_subscription_belongs_to_the_key_that_made_it() {
     assert_eq!(listed.as_array().unwrap().len(), 2);
     assert_eq!(api(&gw, "DELETE", &mine, None).await.0, 204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_sealed_on_disk_and_a_wrong_key_stops_herald_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_api, upstream) = start_api().await;
+    let (_recv, recv_addr) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = |k: &str| format!("  encryption_key: '{}='\n", k.repeat(43));
+    let yaml = |k: &str| {
+        yaml(upstream, dir.path(), allow_loopback())
+            .replace("  kind: embedded\n", &format!("  kind: embedded\n{}", key(k)))
+    };
+    let mut gw = Gateway::start(&yaml("A")).await;
+    let (status, _) = api(
+        &gw,
+        "POST",
+        "",
+        Some(json!({"url": format!("http://{recv_addr}/hook"), "path": "/me/tasks", "secret": SECRET,
+                    "headers": {"authorization": "Bearer alice"}})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    gw.sigterm();
+    assert_eq!(gw.wait(SOON).await.and_then(|s| s.code()), Some(0));
+
+    let file = dir.path().join("herald.redb");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let bytes = std::fs::read(&file).unwrap();
+    for secret in [&SECRET["whsec_".len()..], "Bearer alice"] {
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} is in the file");
+    }
+
+    let yaml_path = dir.path().join("wrong.yaml");
+    std::fs::write(&yaml_path, yaml("E")).unwrap();
+    let out = std::process::Command::new(herald_bin()).args(["run", "-c"]).arg(&yaml_path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("storage.encryption_key is not the key this store was encrypted with"), "{stderr}");
+
+    // With the right key, the subscription is back.
+    let gw = Gateway::start(&yaml("A")).await;
+    let (_, listed) = api(&gw, "GET", "", None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}

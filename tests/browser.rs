@@ -41,13 +41,11 @@ async fn the_demo_page_survives_a_restart_and_opens_eight_streams_over_http2() {
     let (public, admin) = (free_port(), free_port());
     let yaml = config(
         upstream,
-        &format!(
-            "sse:\n  retry: 300ms\nroutes:\n  \
-             - name: tasks\n    path: /tasks\n    access: public\n    poll: {{ interval: 100ms, min_interval: 100ms, adaptive: false }}\n    \
-             events: {{ format: collection, type: task, collection: {{ items: '', id: /id }} }}\n  \
-             - name: board\n    path: /board\n    access: public\n    poll: {{ interval: 100ms, min_interval: 100ms }}\n    \
-             events: {{ format: json-patch, array_id: /id }}\n"
-        ),
+        "sse:\n  retry: 300ms\nroutes:\n  \
+             - name: tasks\n    path: /tasks\n    access: public\n    poll: { interval: 100ms, min_interval: 100ms, adaptive: false }\n    \
+             events: { format: collection, type: task, collection: { items: '', id: /id } }\n  \
+             - name: board\n    path: /board\n    access: public\n    poll: { interval: 100ms, min_interval: 100ms }\n    \
+             events: { format: json-patch, array_id: /id }\n",
     )
     .replace("  listen: 127.0.0.1:0\n", &format!("  listen: {public}\n"))
     .replace("  admin_listen: 127.0.0.1:0\n", &format!("  admin_listen: {admin}\n"))

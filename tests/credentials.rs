@@ -5,16 +5,14 @@
 use herald_tests::*;
 use serde_json::json;
 
-/// `upstream.headers` names a service account that can read `/me/tasks` (the usual setup).
-fn with_service_token(yaml: String) -> String {
-    yaml.replace("  timeout: 2s\n", "  timeout: 2s\n  headers:\n    authorization: Bearer service\n")
-}
-
-/// An API where the service account has a task of its own, so borrowing its token shows.
-async fn api_with_service_account() -> (LegacyApi, std::net::SocketAddr) {
+/// herald with `routes` in front of an API where a service account has a task of its own (so
+/// borrowing its token shows), `upstream.headers` naming that account (the usual setup).
+async fn with_service_token(routes: &str) -> (LegacyApi, Gateway) {
     let (api, upstream) = start_api().await;
     api.add_user_task("service", "the service account's own task");
-    (api, upstream)
+    let yaml = config(upstream, &format!("routes:\n{routes}"))
+        .replace("  timeout: 2s\n", "  timeout: 2s\n  headers:\n    authorization: Bearer service\n");
+    (api, Gateway::start(&yaml).await)
 }
 
 fn route(name: &str, path: &str, access: &str, extra: &str) -> String {
@@ -29,9 +27,7 @@ fn saw_service_token(api: &LegacyApi, path: &str) -> bool {
 
 #[tokio::test]
 async fn an_anonymous_subscriber_on_a_shared_route_gets_the_upstreams_401_not_the_service_token() {
-    let (api, upstream) = api_with_service_account().await;
-    let yaml = with_service_token(config(upstream, "routes:\n")) + &route("board", "/me/tasks", "shared", "");
-    let gw = Gateway::start(&yaml).await;
+    let (api, gw) = with_service_token(&route("board", "/me/tasks", "shared", "")).await;
 
     let anonymous = gw.subscribe("/me/tasks/event-stream", &[]).await;
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
@@ -51,9 +47,7 @@ async fn an_anonymous_subscriber_on_a_shared_route_gets_the_upstreams_401_not_th
 
 #[tokio::test]
 async fn an_anonymous_subscriber_on_a_per_subscriber_route_is_polled_without_the_service_token() {
-    let (api, upstream) = api_with_service_account().await;
-    let yaml = with_service_token(config(upstream, "routes:\n")) + &route("mine", "/me/tasks", "per-subscriber", "");
-    let gw = Gateway::start(&yaml).await;
+    let (api, gw) = with_service_token(&route("mine", "/me/tasks", "per-subscriber", "")).await;
 
     let anonymous = gw.subscribe("/me/tasks/event-stream", &[]).await;
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
@@ -70,10 +64,7 @@ async fn an_anonymous_subscriber_on_a_per_subscriber_route_is_polled_without_the
 
 #[tokio::test]
 async fn an_admission_holds_for_one_target_only() {
-    let (api, upstream) = api_with_service_account().await;
-    let yaml = with_service_token(config(upstream, "routes:\n"))
-        + &route("task", "/me/tasks/{id}", "shared", "    authorize_ttl: 10m\n");
-    let gw = Gateway::start(&yaml).await;
+    let (api, gw) = with_service_token(&route("task", "/me/tasks/{id}", "shared", "    authorize_ttl: 10m\n")).await;
     let alice = [("authorization", "Bearer alice")];
 
     let mut own = gw.subscribe("/me/tasks/a1/event-stream", &alice).await;
@@ -154,10 +145,7 @@ async fn repeated_vary_headers_count_whole() {
 
 #[tokio::test]
 async fn a_path_parameter_never_reaches_another_upstream_path() {
-    let (api, upstream) = api_with_service_account().await;
-    let yaml = with_service_token(config(upstream, "routes:\n"))
-        + "  - name: task\n    path: /tasks/{id}\n    access: public\n";
-    let gw = Gateway::start(&yaml).await;
+    let (api, gw) = with_service_token("  - name: task\n    path: /tasks/{id}\n    access: public\n").await;
     let before = api.seen_all().len();
     // Sent as written: an HTTP client library would resolve the dot segments itself.
     let status_of = |path: &'static str, accept: &'static str| {

@@ -6,6 +6,15 @@ use std::time::Duration;
 use herald_tests::*;
 use serde_json::json;
 
+/// `herald check -c path`: its exit code, its problem lines without the file name, all it printed.
+fn check(path: &std::path::Path) -> (Option<i32>, Vec<String>, String) {
+    let out = Command::new(herald_bin()).args(["check", "-c"]).arg(path).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = path.display().to_string();
+    let lines = stderr.lines().filter_map(|l| l.strip_prefix(&file)).map(str::to_string).collect();
+    (out.status.code(), lines, stderr)
+}
+
 #[test]
 fn check_lists_every_problem_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
@@ -15,11 +24,8 @@ fn check_lists_every_problem_with_its_position() {
         "server:\n  listen: 127.0.0.1:80800\nupstream:\n  url: ftp://legacy\n  timeout: 5 secs\nroutes:\n  - name: tasks\n    path: /tasks\n    poll: { interval: 5s, min_interval: 10s, max_interval: 2s }\n    colour: blue\n",
     )
     .unwrap();
-    let out = Command::new(herald_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let file = path.display().to_string();
-    let lines: Vec<_> = stderr.lines().filter(|l| l.starts_with(&file)).map(|l| l[file.len()..].to_string()).collect();
+    let (code, lines, stderr) = check(&path);
+    assert_eq!(code, Some(64));
     assert_eq!(
         lines,
         [
@@ -34,8 +40,8 @@ fn check_lists_every_problem_with_its_position() {
 
     std::fs::write(&path, "upstream:\n  url: http://127.0.0.1:1\nroutes:\n  - name: tasks\n    path: /tasks\n")
         .unwrap();
-    let ok = Command::new(herald_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stderr}");
     let missing = Command::new(herald_bin()).args(["check", "-c", "/nonexistent/gateway.yaml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(64));
 }
@@ -52,11 +58,8 @@ fn check_reads_every_file_run_would_read() {
          storage:\n  path: a-file/data\nroutes:\n  - name: tasks\n    path: /tasks\n",
     )
     .unwrap();
-    let out = Command::new(herald_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let file = path.display().to_string();
-    let lines: Vec<_> = stderr.lines().filter(|l| l.starts_with(&file)).map(|l| l[file.len()..].to_string()).collect();
+    let (code, lines, stderr) = check(&path);
+    assert_eq!(code, Some(64));
     assert_eq!(lines.len(), 3, "{stderr}");
     assert!(
         lines[0].starts_with(":5:12: upstream.ca_file: cannot use ") && lines[0].contains("no certificate"),
@@ -72,13 +75,12 @@ fn check_reads_every_file_run_would_read() {
         format!("upstream:\n  url: http://127.0.0.1:1\nstorage:\n  path: data\n  encryption_key: {}\nroutes:\n  - name: t\n    path: /t\n", key(k))
     };
     std::fs::write(&path, sealed(0)).unwrap();
-    let first = Command::new(herald_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
-    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stderr}");
     std::fs::write(&path, sealed(1)).unwrap();
-    let wrong = Command::new(herald_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
-    assert_eq!(wrong.status.code(), Some(64));
-    let stderr = String::from_utf8(wrong.stderr).unwrap();
-    assert!(stderr.contains(":5:19: storage.encryption_key: storage.encryption_key is not the key"), "{stderr}");
+    let (code, lines, stderr) = check(&path);
+    assert_eq!(code, Some(64));
+    assert!(lines[0].starts_with(":5:19: storage.encryption_key: storage.encryption_key is not the key"), "{stderr}");
 }
 
 #[test]

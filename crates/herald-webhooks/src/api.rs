@@ -252,6 +252,10 @@ impl Webhooks {
             errors.push(err(format!("{path:?} is not a path (expected e.g. /tasks or /tasks/42)")));
             return None;
         }
+        if let Err(e) = herald_config::check_segments(path.split('?').next().unwrap_or(path)) {
+            errors.push(err(e));
+            return None;
+        }
         match self.shared.route_of(path) {
             None => errors.push(err(format!("{path:?} matches no route"))),
             Some(i) if !self.shared.hub.route(i).webhooks => {

@@ -260,12 +260,14 @@ impl Conn {
 
     /// Reads until `buf` holds a whole request head (pipelined requests may already be there).
     async fn read_head(&mut self, max: usize, mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>) -> Head {
-        self.idle.restart();
-        self.keep_alive.restart();
+        // One clock read for the waits that start now; the header timer is armed only when a
+        // head has begun and is not whole (a request that arrives in one read needs none).
+        let now = Instant::now();
+        self.keep_alive.restart_at(now);
         if let Some(park) = &mut self.park {
-            park.restart();
+            park.restart_at(now);
         }
-        let mut scanned = 0;
+        let (mut scanned, mut head_begun) = (0, false);
         loop {
             if let Some(end) = head_end(&self.buf, &mut scanned) {
                 return Head::Complete(end);
@@ -277,12 +279,15 @@ impl Conn {
                 self.buf.reserve(self.buf.capacity().max(1024));
             }
             let idle = self.buf.is_empty();
+            if !idle && !head_begun {
+                // A head has begun: it has `header_timeout` to arrive whole.
+                self.idle.restart();
+                head_begun = true;
+            }
             tokio::select! {
                 biased;
                 read = self.client.read_buf(&mut self.buf) => match read {
                     Ok(0) | Err(_) => return Head::Gone,
-                    // A head has begun: it has `header_timeout` to arrive whole.
-                    Ok(_) if idle => self.idle.restart(),
                     Ok(_) => {}
                 },
                 () = &mut cancelled, if idle => return Head::Gone,
@@ -583,7 +588,7 @@ fn parse_answer(ubuf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) ->
         100..=199 => return Ok(Parsed::Interim(head)),
         _ => {}
     }
-    let (mut length, mut chunked, mut connection) = (None, false, false);
+    let (mut length, mut chunked, mut connection, mut repeated_length) = (None, false, false, false);
     let mut keep_alive = version == 1;
     for h in resp.headers.iter() {
         let name = h.name;
@@ -592,6 +597,7 @@ fn parse_answer(ubuf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) ->
             if length.is_some_and(|l| l != n) {
                 return Err(());
             }
+            repeated_length = length.is_some();
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Only `chunked` alone: other codings would reach the client undeclared.
@@ -624,7 +630,7 @@ fn parse_answer(ubuf: &[u8], req: &Request, closing: bool, out: &mut Vec<u8>) ->
     let mut no_length = chunked || status == 204;
     let mut date = false;
     for h in resp.headers.iter() {
-        let is_length = h.name.eq_ignore_ascii_case("content-length");
+        let is_length = (no_length || repeated_length) && h.name.eq_ignore_ascii_case("content-length");
         if !(is_length && no_length) && end_to_end(resp.headers, h.name, connection) {
             put(out, h.name, h.value);
             date |= h.name.eq_ignore_ascii_case("date");
@@ -744,7 +750,12 @@ impl Deadline {
     }
 
     pub(crate) fn restart(&mut self) {
-        self.at = Instant::now() + self.period;
+        self.restart_at(Instant::now());
+    }
+
+    /// [`Deadline::restart`] from `now`, read once for several deadlines.
+    pub(crate) fn restart_at(&mut self, now: Instant) {
+        self.at = now + self.period;
     }
 
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -512,3 +512,53 @@ async fn secrets_are_sealed_on_disk_and_a_wrong_key_stops_herald_at_start() {
     let (_, listed) = api(&gw, "GET", "", None).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_queued_message_is_set_aside_and_the_rest_delivered() {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    // The embedded store's message table, as herald-store defines it.
+    const MESSAGES: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("messages");
+    let (upstream_api, upstream) = start_api().await;
+    let (recv, recv_addr) = receiver().await;
+    recv.trust(SECRET);
+    // Failing at first (and no retries soon), so the messages wait in the queue.
+    recv.behave(Behaviour::Answer(500, None));
+    let dir = tempfile::tempdir().unwrap();
+    let static_sub = format!(
+        "  subscriptions:\n    - {{ id: queued, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
+    );
+    let config = yaml(upstream, dir.path(), &format!("{}{static_sub}", allow_loopback()))
+        .replace("retry_schedule: [50ms,", "retry_schedule: [2s,");
+    let mut gw = Gateway::start(&config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        upstream_api.add_task(&format!("queued {i}"));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (_, pending) = api(&gw, "GET", "/queued/deliveries?status=pending", None).await;
+    assert_eq!(pending.as_array().unwrap().len(), 3, "{pending}");
+    gw.sigterm();
+    gw.wait(SOON).await.expect("herald stops");
+
+    // One record is damaged while herald is down.
+    let broken = pending[1]["id"].as_str().unwrap().to_string();
+    {
+        let db = redb::Database::open(dir.path().join("herald.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(MESSAGES).unwrap().insert(("queued", broken.as_str()), &b"{\"not a message"[..]).unwrap();
+        tx.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(read.open_table(MESSAGES).unwrap().len().unwrap(), 3);
+    }
+
+    recv.behave(Behaviour::Accept);
+    let gw = Gateway::start(&config).await;
+    assert!(recv.wait_until(SOON, |accepted| accepted.len() == 2).await, "the two readable messages are delivered");
+    let (_, dead) = api(&gw, "GET", "/queued/deliveries?status=dead", None).await;
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["id"], broken.as_str());
+    assert!(dead[0]["last_error"].as_str().unwrap().starts_with("unreadable record set aside"), "{dead:?}");
+    let (_, pending) = api(&gw, "GET", "/queued/deliveries?status=pending", None).await;
+    assert!(pending.as_array().unwrap().is_empty(), "nothing is stuck: {pending}");
+}

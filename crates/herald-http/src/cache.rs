@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use herald_config::Access;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::{full, header_items, refused, Body};
-use herald_config::Access;
 
 impl App {
     /// Section 4, step 3: a GET or HEAD without a body or a range, on a route with `cache: true`.

@@ -158,10 +158,11 @@ async fn a_flood_of_made_up_watches_leaves_the_subscribed_one_on_schedule() {
     assert_eq!(statuses.len() - count(200) - count(404) - count(429) - count(503), 0, "only the answers configured");
     assert!(count(503) > 0, "limits.max_watches answered 503");
     assert!(count(429) > 0, "limits.max_watches_per_scope answered 429");
-    // The subscribed watch kept its schedule: about one poll per interval over the whole flood.
+    // The subscribed watch kept its schedule: about one poll per interval over the whole flood
+    // (94% of them alone on this machine; without the background share, 51%).
     let expected = flood.as_secs_f64() / INTERVAL.as_secs_f64();
     assert!(
-        board.len() as f64 >= 0.6 * expected,
+        board.len() as f64 >= 0.7 * expected,
         "board polled {} times in {flood:?}, expected about {expected:.0}",
         board.len()
     );

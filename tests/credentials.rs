@@ -140,7 +140,7 @@ async fn repeated_vary_headers_count_whole() {
         .unwrap();
     assert_eq!(other.headers()["x-herald-cache"], "miss", "a cookie fewer: another scope");
     let cookies: std::collections::BTreeSet<_> = api.seen("/me/tasks").into_iter().filter_map(|r| r.cookie).collect();
-    assert_eq!(cookies, ["a=1", "a=1; b=2"].map(String::from).into(), "the crumbs went upstream as one field");
+    assert_eq!(cookies, ["a=1", "a=1; b=2"].map(String::from).into(), "the crumbs went upstream whole");
 }
 
 #[tokio::test]

@@ -570,3 +570,24 @@ async fn an_unreadable_queued_message_is_set_aside_and_the_rest_delivered() {
     }
     assert_eq!(recv.accepted().len(), 2, "only the readable ones were sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_over_the_watch_limit_is_asked_to_come_back_later() {
+    let (_api, upstream) = start_api().await;
+    let (_recv, recv_addr) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&(yaml(upstream, dir.path(), allow_loopback()) + "limits:\n  max_watches: 1\n")).await;
+    let url = format!("http://{recv_addr}/hook");
+    let (status, _) = api(&gw, "POST", "", Some(json!({"url": url, "path": "/tasks"}))).await;
+    assert_eq!(status, 201);
+    let resp = reqwest::Client::new()
+        .post(gw.url("/_herald/v1/webhooks"))
+        .bearer_auth(KEY)
+        .body(json!({"url": url, "path": "/tasks?state=open"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "herald's own limit, not a bad request");
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+}

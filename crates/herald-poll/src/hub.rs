@@ -28,7 +28,8 @@ pub struct Refusal {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: Bytes,
-    /// Sent as `Retry-After` (herald's own 503 and 429 answers).
+    /// Sent as `Retry-After`. Set only on herald's own refusals that pass (a watch limit,
+    /// shutdown), never on the upstream's answers.
     pub retry_after: Option<Duration>,
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use herald_config::{check_destination_url, check_filter, check_secret};
+use herald_poll::Refusal;
 use herald_store::{now_ms, Message, MessageStatus, Subscription, SubscriptionStatus};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -196,10 +197,18 @@ impl Webhooks {
             req.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         // The upstream decides: the path must answer 2xx to these headers, as for a stream.
         if let Err(refusal) = self.upstream_accepts(route, &req.path, &headers).await {
-            let field = if matches!(refusal, 401 | 403) { "headers" } else { "path" };
+            // herald's own limits (too many watches, shutting down) ask to come back later.
+            if let Some(after) = refusal.retry_after {
+                let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let detail = String::from_utf8_lossy(&refusal.body).trim().to_string();
+                let mut resp = problem(status, "Try again later", &detail, vec![]);
+                resp.headers_mut().insert(header::RETRY_AFTER, after.as_secs().max(1).into());
+                return resp;
+            }
+            let field = if matches!(refusal.status, 401 | 403) { "headers" } else { "path" };
             return invalid(vec![FieldError {
                 field,
-                detail: format!("the upstream answered {refusal} for this path with these headers"),
+                detail: format!("the upstream answered {} for this path with these headers", refusal.status),
             }]);
         }
         let secret = req.secret.unwrap_or_else(sign::generate_secret);
@@ -230,11 +239,10 @@ impl Webhooks {
         resp
     }
 
-    async fn upstream_accepts(&self, route: usize, path: &str, headers: &[(String, String)]) -> Result<(), u16> {
+    async fn upstream_accepts(&self, route: usize, path: &str, headers: &[(String, String)]) -> Result<(), Refusal> {
         let hub = &self.shared.hub;
-        let (key, credentials) =
-            hub.watch_key(route, path.to_string(), &header_map(headers)).await.map_err(|r| r.status)?;
-        hub.current(key, credentials).await.map(drop).map_err(|r| r.status)
+        let (key, credentials) = hub.watch_key(route, path.to_string(), &header_map(headers)).await?;
+        hub.current(key, credentials).await.map(drop)
     }
 
     async fn check_url(&self, url: &str) -> Result<(), FieldError> {

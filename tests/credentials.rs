@@ -99,45 +99,27 @@ async fn repeated_vary_headers_count_whole() {
         + &route("mine", "/me/tasks", "per-subscriber", "").replace("    vary: [authorization]\n", extra);
     let gw = Gateway::start(&yaml).await;
 
-    // Two Authorization fields: the upstream sees both, not only alice's first one.
+    // A GET of /me/tasks with these header fields, each sent as its own line.
     let client = reqwest::Client::new();
-    let both = client
-        .get(gw.url("/me/tasks"))
-        .header("authorization", "Bearer alice")
-        .header("authorization", "Bearer bob")
-        .send()
-        .await
-        .unwrap();
+    let get = |fields: &[(&str, &str)]| {
+        let req = fields.iter().fold(client.get(gw.url("/me/tasks")), |req, (name, value)| req.header(*name, *value));
+        async move { req.send().await.unwrap() }
+    };
+
+    // Two Authorization fields: the upstream sees both, not only alice's first one.
+    let both = get(&[("authorization", "Bearer alice"), ("authorization", "Bearer bob")]).await;
     assert_eq!(both.status(), 401, "the second field must not be dropped");
     let sent = api.seen("/me/tasks").last().unwrap().authorization.clone();
     assert_eq!(sent.as_deref(), Some("Bearer alice, Bearer bob"));
 
     // Cookie crumbs (several cookie fields, as HTTP/2 sends them) are one credential: the same
     // scope as the joined header, and forwarded whole.
-    let crumbs = client
-        .get(gw.url("/me/tasks"))
-        .header("authorization", "Bearer alice")
-        .header("cookie", "a=1")
-        .header("cookie", "b=2")
-        .send()
-        .await
-        .unwrap();
+    let alice = ("authorization", "Bearer alice");
+    let crumbs = get(&[alice, ("cookie", "a=1"), ("cookie", "b=2")]).await;
     assert_eq!(crumbs.status(), 200);
-    let joined = client
-        .get(gw.url("/me/tasks"))
-        .header("authorization", "Bearer alice")
-        .header("cookie", "a=1; b=2")
-        .send()
-        .await
-        .unwrap();
+    let joined = get(&[alice, ("cookie", "a=1; b=2")]).await;
     assert_eq!(joined.headers()["x-herald-cache"], "hit", "the same credential: the same watch");
-    let other = client
-        .get(gw.url("/me/tasks"))
-        .header("authorization", "Bearer alice")
-        .header("cookie", "a=1")
-        .send()
-        .await
-        .unwrap();
+    let other = get(&[alice, ("cookie", "a=1")]).await;
     assert_eq!(other.headers()["x-herald-cache"], "miss", "a cookie fewer: another scope");
     let cookies: std::collections::BTreeSet<_> = api.seen("/me/tasks").into_iter().filter_map(|r| r.cookie).collect();
     assert_eq!(cookies, ["a=1", "a=1; b=2"].map(String::from).into(), "the crumbs went upstream whole");

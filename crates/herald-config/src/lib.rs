@@ -545,7 +545,7 @@ pub fn check_segments(path: &str) -> Result<(), String> {
 }
 
 /// `%XX` sequences decoded (invalid ones kept as written).
-fn percent_decode(s: &[u8]) -> Vec<u8> {
+pub fn percent_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {

@@ -850,7 +850,7 @@ fn split_userinfo(url: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let Some(at) = rest[..authority_end].rfind('@') else { return (url.to_string(), None) };
-    let decode = |s: &str| String::from_utf8_lossy(&crate::percent_decode(s.as_bytes())).into_owned();
+    let decode = |s: &str| String::from_utf8_lossy(&percent_decode(s.as_bytes())).into_owned();
     let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
     let pair = format!("{}:{}", decode(user), decode(password));
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));

@@ -26,12 +26,7 @@ impl App {
 
     pub(crate) async fn cached(&self, req: Request<Incoming>, route: usize, peer: SocketAddr) -> Response<Body> {
         let counters = &self.cache_requests[route];
-        // As for a stream, `lastEventId` is the gateway's own parameter, never the upstream's.
-        let path = req.uri().path();
-        let target = match crate::stream::split_query(req.uri().query()).0 {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_string(),
-        };
+        let (target, _) = crate::stream::watch_target(req.uri().path(), req.uri().query());
         let current = match self.hub.watch_key(route, target, req.headers()).await {
             Ok((key, credentials)) => self.hub.current(key, credentials).await,
             Err(refusal) => Err(refusal),

@@ -86,11 +86,7 @@ impl App {
     }
 
     async fn open_stream<B>(&self, req: &Request<B>, m: StreamRoute) -> Response<Body> {
-        let (query, query_last_id) = split_query(req.uri().query());
-        let target = match query {
-            Some(q) => format!("{}?{q}", m.path),
-            None => m.path,
-        };
+        let (target, query_last_id) = watch_target(&m.path, req.uri().query());
         let last_event_id =
             req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string).or(query_last_id);
 
@@ -126,8 +122,17 @@ pub(crate) fn stream_base(path: &str) -> Option<&str> {
     path.strip_suffix(STREAM_SUFFIX).map(|base| if base.is_empty() { "/" } else { base })
 }
 
+/// The target a request for `path?query` watches, without the gateway's own `lastEventId`
+/// (never the upstream's), and that id.
+pub(crate) fn watch_target(path: &str, query: Option<&str>) -> (String, Option<String>) {
+    match split_query(query) {
+        (Some(rest), id) => (format!("{path}?{rest}"), id),
+        (None, id) => (path.to_string(), id),
+    }
+}
+
 /// Removes `lastEventId` from a query: (the rest, the id).
-pub(crate) fn split_query(query: Option<&str>) -> (Option<String>, Option<String>) {
+fn split_query(query: Option<&str>) -> (Option<String>, Option<String>) {
     let Some(query) = query else { return (None, None) };
     let mut id = None;
     let rest: Vec<&str> = query
@@ -144,27 +149,9 @@ pub(crate) fn split_query(query: Option<&str>) -> (Option<String>, Option<String
     ((!rest.is_empty()).then(|| rest.join("&")), id)
 }
 
+/// A query value as a form encodes it: `+` is a space, `%XX` a byte.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&herald_config::percent_decode(s.replace('+', " ").as_bytes())).into_owned()
 }
 
 #[cfg(test)]

@@ -53,8 +53,9 @@ impl From<&PollError> for Refusal {
     }
 }
 
-/// Who a subscriber is: its own `vary` headers, presented on its watch's polls (per-subscriber
-/// routes; marked sensitive), and its credential scope, which its watches count against.
+/// Who a subscriber is: its own `vary` headers (marked sensitive), presented on its admission
+/// checks and its per-subscriber watch's polls, and its credential scope, which the watches it
+/// creates count against.
 #[derive(Clone)]
 pub struct Credentials {
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -201,7 +202,7 @@ impl Hub {
         }
         let (key, credentials) = self.key_for(route_index, target, headers);
         if self.route(route_index).access == Access::Shared {
-            self.admit(route_index, &key.target, headers).await?;
+            self.admit(route_index, &key.target, &credentials).await?;
         }
         Ok((key, credentials))
     }
@@ -213,10 +214,10 @@ impl Hub {
             Access::Public => {
                 (WatchKey { route: route_index, target, scope: Scope::Everybody }, Credentials::default())
             }
-            // One watch for all, polled with upstream.headers; the subscriber's scope still counts its watches.
+            // One watch for all; the subscriber's credentials are for its admission check, and
+            // its scope counts the watches it creates.
             Access::Shared => {
-                let credentials = Credentials { headers: Vec::new(), scope: self.vary(route_index, headers).scope };
-                (WatchKey { route: route_index, target, scope: Scope::Everybody }, credentials)
+                (WatchKey { route: route_index, target, scope: Scope::Everybody }, self.vary(route_index, headers))
             }
             Access::PerSubscriber => {
                 let credentials = self.vary(route_index, headers);
@@ -335,7 +336,12 @@ impl Hub {
             *count += 1;
         }
         route.metrics.watches.inc();
-        let watch = Arc::new(Watch::new(key.clone(), route, owner, credentials.headers.clone(), self.queue));
+        // Only a per-subscriber watch is polled with its subscribers' own headers.
+        let headers = match route.cfg.access {
+            Access::PerSubscriber => credentials.headers.clone(),
+            Access::Shared | Access::Public => Vec::new(),
+        };
+        let watch = Arc::new(Watch::new(key.clone(), route, owner, headers, self.queue));
         watches.map.insert(key.clone(), watch.clone());
         tokio::spawn(self.clone().run(watch.clone()));
         Ok(watch)
@@ -344,8 +350,7 @@ impl Hub {
     /// `shared` routes: admits a subscriber whose own `vary` headers, and none of the
     /// configured headers of those names, get a 2xx from the upstream for `target`; successes
     /// are remembered per (route, target, credential) for `authorize_ttl`.
-    async fn admit(&self, route: usize, target: &str, headers: &HeaderMap) -> Result<(), Refusal> {
-        let credentials = self.vary(route, headers);
+    async fn admit(&self, route: usize, target: &str, credentials: &Credentials) -> Result<(), Refusal> {
         let admission = Admission { route, scope: credentials.scope, target: target.into() };
         if self.admitted.contains_key(&admission) {
             return Ok(());
@@ -409,11 +414,8 @@ impl Hub {
                 }
             }
             // A first poll, or a watch only lingering, takes its turn from the background share.
-            let priority = match watch.subscribers() {
-                _ if delay.is_zero() => Priority::Background,
-                0 => Priority::Background,
-                _ => Priority::Subscribed,
-            };
+            let priority =
+                if delay.is_zero() || watch.subscribers() == 0 { Priority::Background } else { Priority::Subscribed };
             let permit = tokio::select! {
                 p = self.limiter.acquire(priority) => p,
                 _ = self.shutdown.cancelled() => break,

@@ -363,11 +363,81 @@ pub struct Storage {
     pub path: String,
     /// 32 bytes: webhook secrets and subscription headers are stored encrypted with it.
     pub encryption_key: Option<[u8; 32]>,
+    /// `redis`: where the server is (see [`RedisUrl`]). Secret: may hold a password.
+    pub url: String,
+    /// `redis`: every key starts with `<prefix>:`, so several gateways can share one Redis.
+    pub prefix: String,
+    /// `redis`: how long a replica's poll lease lives without renewal.
+    pub lease: Duration,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { kind: StorageKind::Embedded, path: "./herald-data".into(), encryption_key: None }
+        Storage {
+            kind: StorageKind::Embedded,
+            path: "./herald-data".into(),
+            encryption_key: None,
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "herald".into(),
+            lease: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `storage.url`, by deployment: one server (`redis://`, `rediss://` with TLS), Sentinel
+/// (`redis+sentinel://[user:password@]h1:26379,h2/master[/db]`) or Redis Cluster
+/// (`redis+cluster://[user:password@]h1:6379,h2:6379`; `rediss+…` for TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisUrl {
+    /// A URL the Redis client takes as it is.
+    Server(String),
+    Sentinel { nodes: Vec<String>, master: String, tls: bool, credentials: Option<String>, db: i64 },
+    Cluster { nodes: Vec<String> },
+}
+
+impl RedisUrl {
+    /// Splits `url` by deployment. The error never repeats the URL (it may hold a password).
+    pub fn parse(url: &str) -> Result<RedisUrl, String> {
+        let expected = "expected redis://, rediss://, redis+sentinel:// or redis+cluster://";
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("invalid URL ({expected})"))?;
+        let (tls, kind) = match scheme {
+            "redis" | "rediss" => return Ok(RedisUrl::Server(url.to_string())),
+            "redis+sentinel" => (false, "sentinel"),
+            "rediss+sentinel" => (true, "sentinel"),
+            "redis+cluster" => (false, "cluster"),
+            "rediss+cluster" => (true, "cluster"),
+            _ => return Err(format!("invalid scheme {scheme:?} ({expected})")),
+        };
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((c, rest)) => (Some(c.to_string()), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let server = if tls { "rediss" } else { "redis" };
+        let nodes: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| match &credentials {
+                Some(c) if kind == "cluster" => format!("{server}://{c}@{h}"),
+                _ => format!("{server}://{h}"),
+            })
+            .collect();
+        if nodes.is_empty() {
+            return Err("no host (expected e.g. redis+cluster://h1:6379,h2:6379)".into());
+        }
+        if kind == "cluster" {
+            return Ok(RedisUrl::Cluster { nodes });
+        }
+        let mut parts = path.split('/');
+        let master = parts.next().unwrap_or_default().to_string();
+        if master.is_empty() {
+            return Err("no master name (expected redis+sentinel://h1:26379,h2:26379/mymaster)".into());
+        }
+        let db = match parts.next() {
+            None | Some("") => 0,
+            Some(db) => db.parse().map_err(|_| "invalid database number after the master name".to_string())?,
+        };
+        Ok(RedisUrl::Sentinel { nodes, master, tls, credentials, db })
     }
 }
 
@@ -377,6 +447,8 @@ pub enum StorageKind {
     Embedded,
     /// Nothing persisted.
     Memory,
+    /// Cluster mode: watches, events and leases in Redis, shared by every replica.
+    Redis,
 }
 
 /// Webhook subscriptions and their delivery (spec section 7).

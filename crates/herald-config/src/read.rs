@@ -387,11 +387,7 @@ impl<'a> Cx<'a> {
             match self.string(n, "storage.kind").as_deref() {
                 Some("embedded") => s.kind = StorageKind::Embedded,
                 Some("memory") => s.kind = StorageKind::Memory,
-                Some("redis") => self.problem(
-                    n.pos,
-                    "storage.kind",
-                    "redis (cluster mode) is not supported by this version of herald yet (use embedded or memory)",
-                ),
+                Some("redis") => s.kind = StorageKind::Redis,
                 Some(other) => self.problem(
                     n.pos,
                     "storage.kind",
@@ -418,9 +414,29 @@ impl<'a> Cx<'a> {
                 }
             }
         });
-        // Read so that a file written for cluster mode names the real problem (the kind), not this key.
-        let mut _url = String::new();
-        m.field(self, "url", &mut _url, Cx::string);
+        m.field(self, "url", &mut s.url, |cx, n, p| {
+            let url = cx.string(n, p)?;
+            match crate::RedisUrl::parse(&url) {
+                Ok(_) => Some(url),
+                Err(e) => {
+                    // The URL may hold a password: the message names the problem, not the value.
+                    cx.problem(n.pos, p, e);
+                    None
+                }
+            }
+        });
+        m.field(self, "prefix", &mut s.prefix, |cx, n, p| {
+            let prefix = cx.string(n, p)?;
+            let valid = !prefix.is_empty()
+                && prefix.len() <= 64
+                && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+            if !valid {
+                cx.problem(n.pos, p, format!("invalid prefix {prefix:?} (expected 1-64 of [A-Za-z0-9_.:-])"));
+                return None;
+            }
+            Some(prefix)
+        });
+        m.field(self, "lease", &mut s.lease, Cx::duration);
         m.finish(self);
         s
     }
@@ -687,6 +703,25 @@ impl<'a> Cx<'a> {
         }
         if c.sse.max_subscribers == 0 {
             self.problem_at("sse.max_subscribers", "must be at least 1");
+        }
+        if c.storage.kind == StorageKind::Redis {
+            if c.storage.lease < Duration::from_secs(1) {
+                self.problem_at("storage.lease", "must be at least 1s (it is renewed every third of it)");
+            }
+            // Until webhooks are cluster-wide (subscriptions and queue in Redis), a cluster would
+            // deliver each change once per replica, or not at all after a restart: refused.
+            for key in ["webhooks.api_keys", "webhooks.subscriptions"] {
+                let set = match key {
+                    "webhooks.api_keys" => !c.webhooks.api_keys.is_empty(),
+                    _ => !c.webhooks.subscriptions.is_empty(),
+                };
+                if set {
+                    self.problem_at(
+                        key,
+                        "webhooks are not available with storage.kind: redis in this version (use embedded, or remove it)",
+                    );
+                }
+            }
         }
         if c.server.listen == c.server.admin_listen && c.server.listen.port() != 0 {
             self.problem_at("server.admin_listen", "must differ from server.listen");
@@ -1001,7 +1036,7 @@ sse:
              - {{ id: a, url: 'http://x', path: /nope }}\n"
         ));
         for expected in [
-            "storage.kind: redis (cluster mode) is not supported by this version of herald yet",
+            "webhooks.api_keys: webhooks are not available with storage.kind: redis",
             "webhooks.api_keys[0]: too short",
             "webhooks.allow_private_destinations[0]: invalid CIDR \"10.0.0.0/33\"",
             "webhooks.subscriptions[0].url: invalid URL \"ftp://x\"",

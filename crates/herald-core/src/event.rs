@@ -45,6 +45,9 @@ pub enum EventKind {
     Status,
     /// The stream ends after this event.
     Terminal,
+    /// The watch's history was replaced (cluster mode: Redis lost it, a new epoch began):
+    /// every subscriber starts again from a snapshot. Carries no frame.
+    Reset,
 }
 
 /// One encoded event, shared by all subscribers of a watch.

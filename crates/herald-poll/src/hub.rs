@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use herald_config::{Access, Route};
-use std::time::Instant;
 
 use herald_config::{Format, Payload};
 use herald_core::diff::{Collection, Encoded, Encoding};
@@ -18,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::client::{Answer, Fetch, Request};
 use crate::schedule::{jittered, Schedule};
-use crate::watch::{Current, Joined, Ready, State, SubscriberGuard, Watch, WatchInfo, WatchKey};
+use crate::watch::{Current, Joined, Ready, Step, SubscriberGuard, Watch, WatchInfo, WatchKey};
 use crate::{Limiter, PollError, PollMetrics, Priority};
 
 /// An answer given to a subscriber instead of a stream: the upstream's own, or herald's when
@@ -138,12 +137,6 @@ pub struct Hub {
 struct Watches {
     map: HashMap<WatchKey, Arc<Watch>>,
     per_scope: HashMap<Scope, usize>,
-}
-
-/// Where a poll result leaves the loop.
-enum Next {
-    In(Duration),
-    Stop,
 }
 
 impl Hub {
@@ -413,36 +406,66 @@ impl Hub {
                     return;
                 }
             }
-            // A first poll, or a watch only lingering, takes its turn from the background share.
-            let priority =
-                if delay.is_zero() || watch.subscribers() == 0 { Priority::Background } else { Priority::Subscribed };
             let permit = tokio::select! {
-                p = self.limiter.acquire(priority) => p,
+                p = self.limiter.acquire(priority(&watch, delay.is_zero())) => p,
                 _ = self.shutdown.cancelled() => break,
             };
-            let next = tokio::select! {
-                next = self.poll(&watch, &mut schedule) => next,
+            let polled = tokio::select! {
+                polled = self.poll(&watch, &mut schedule) => polled,
                 _ = self.shutdown.cancelled() => break,
             };
-            match next {
-                Next::In(d) => delay = d,
-                Next::Stop => break,
-            }
             drop(permit);
+            match polled {
+                Polled::Step(step, next) => {
+                    watch.apply(step);
+                    delay = next;
+                }
+                Polled::Opened(step, next) => {
+                    watch.apply(step);
+                    watch.ready.send_replace(Ready::Open);
+                    delay = next;
+                }
+                Polled::Refused(refusal) => {
+                    watch.ready.send_replace(Ready::Refused(refusal));
+                    break;
+                }
+                Polled::Revoked(status) => {
+                    self.revoke(&watch, status);
+                    return;
+                }
+            }
             watch.state.lock().unwrap().interval = schedule.current();
         }
-        if self.shutdown.is_cancelled() {
-            // Every stream on the watch says goodbye and ends (its clients reconnect after `retry`).
-            watch.terminate(encode_frame("error", None, br#"{"reason":"shutdown"}"#));
-        }
-        self.remove(&watch);
+        self.end(&watch);
     }
 
-    async fn poll(&self, watch: &Arc<Watch>, schedule: &mut Schedule) -> Next {
+    /// Out of the map, and (on shutdown) every stream says goodbye and ends (its clients
+    /// reconnect after `retry`).
+    pub(crate) fn end(&self, watch: &Arc<Watch>) {
+        if self.shutdown.is_cancelled() {
+            watch.terminate(encode_frame("error", None, br#"{"reason":"shutdown"}"#));
+        }
+        self.remove(watch);
+    }
+
+    /// A per-subscriber watch whose credential the upstream refused: its streams end.
+    pub(crate) fn revoke(&self, watch: &Arc<Watch>, status: u16) {
+        info!(route = %watch.route.cfg.name, scope = %watch.key.scope, status, "credential refused by upstream, closing its streams");
+        // Out of the map first, so a new subscriber starts a new watch instead of joining this one.
+        self.remove(watch);
+        watch.terminate(encode_frame("error", None, format!("{{\"status\":{status}}}").as_bytes()));
+    }
+
+    /// Polls the upstream once and decides what that does to the watch; applying it is the
+    /// caller's (at once, or in cluster mode once the watch's log in Redis took it).
+    pub(crate) async fn poll(&self, watch: &Arc<Watch>, schedule: &mut Schedule) -> Polled {
         let route = &watch.route;
         let cfg = &route.cfg;
-        // Only this loop replaces `current`: what is read here stays true until it does.
-        let prev = watch.state.lock().unwrap().current.clone();
+        // Only the caller applies steps: what is read here stays true until it does.
+        let (prev, failing, invalid) = {
+            let st = watch.state.lock().unwrap();
+            (st.current.clone(), st.failing.is_some(), st.invalid)
+        };
         let etag = prev.as_ref().and_then(|r| r.etag.as_deref());
         let last_modified = prev.as_ref().and_then(|r| r.last_modified.as_deref());
         let started = tokio::time::Instant::now();
@@ -462,65 +485,44 @@ impl Hub {
             })
             .await;
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
-        let detected = std::time::Instant::now();
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
-        // Normalizing, hashing and diffing a large body takes a while: do it before taking the
-        // lock that subscribers joining this watch need.
-        let fresh = match &answer {
-            Ok(Answer::Ok { body, content_type, etag, last_modified, .. }) => {
-                route.metrics.bytes.inc_by(body.len() as u64);
-                let mut repr = Representation::from_body(body.clone(), &cfg.ignore);
-                repr.content_type.clone_from(content_type);
-                repr.etag.clone_from(etag);
-                repr.last_modified.clone_from(last_modified);
-                let encoded = match &prev {
-                    Some(old) if !first && old.hash != repr.hash => {
-                        let list = watch.key.target.split('?').next().unwrap_or_default();
-                        let (encoded, prints) = route.encoding.encode(old, &repr, list);
-                        repr.prints = Arc::new(prints);
-                        Some(encoded)
-                    }
-                    _ => None,
-                };
-                Some((repr, encoded))
-            }
-            _ => None,
-        };
-        let mut st = watch.state.lock().unwrap();
-        st.last_poll = Some(SystemTime::now());
+        let mut step = Step::new(std::time::Instant::now());
+        step.polled = Some(SystemTime::now());
 
         let failure = match answer {
             Ok(Answer::NotModified { max_age }) if !first => {
                 route.metrics.not_modified.inc();
-                recovered(watch, &mut st, detected);
-                return Next::In(schedule.unchanged(max_age));
+                recovered(watch, &mut step, failing);
+                return Polled::Step(step, schedule.unchanged(max_age));
             }
-            Ok(Answer::Ok { max_age, .. }) => {
-                let (repr, encoded) = fresh.expect("computed above for every 2xx");
+            Ok(Answer::Ok { body, content_type, etag, last_modified, max_age }) => {
+                route.metrics.bytes.inc_by(body.len() as u64);
+                let mut repr = Representation::from_body(body, &cfg.ignore);
+                repr.content_type = content_type;
+                repr.etag = etag;
+                repr.last_modified = last_modified;
                 if first {
                     route.metrics.changed.inc();
-                    st.current = Some(repr);
-                    st.last_change = st.last_poll;
-                    drop(st);
-                    watch.ready.send_replace(Ready::Open);
-                    return Next::In(schedule.unchanged(max_age).min(cfg.poll.interval));
+                    step.current = Some(repr);
+                    step.changed = true;
+                    return Polled::Opened(step, schedule.unchanged(max_age).min(cfg.poll.interval));
                 }
-                recovered(watch, &mut st, detected);
-                let Some(encoded) = encoded else {
+                recovered(watch, &mut step, failing);
+                let Some(old) = prev.filter(|old| old.hash != repr.hash) else {
                     // The same normalized document: keep the one held (its body is what the
                     // strong ETag of cache answers promises), with the upstream's new validators.
                     route.metrics.unchanged.inc();
-                    if let Some(cur) = st.current.as_mut() {
-                        cur.etag = repr.etag;
-                        cur.last_modified = repr.last_modified;
-                    }
-                    return Next::In(schedule.unchanged(max_age));
+                    step.validators = Some((repr.etag, repr.last_modified));
+                    return Polled::Step(step, schedule.unchanged(max_age));
                 };
+                let list = watch.key.target.split('?').next().unwrap_or_default();
+                let (encoded, prints) = route.encoding.encode(&old, &repr, list);
+                repr.prints = Arc::new(prints);
                 route.metrics.changed.inc();
-                self.publish_change(watch, &mut st, encoded, &repr, detected);
-                st.current = Some(repr);
-                st.last_change = st.last_poll;
-                return Next::In(schedule.changed(max_age));
+                change_events(route, &mut step, invalid, encoded, &repr);
+                step.current = Some(repr);
+                step.changed = true;
+                return Polled::Step(step, schedule.changed(max_age));
             }
             Ok(Answer::NotModified { .. }) => Failure {
                 status: Some(304),
@@ -531,12 +533,7 @@ impl Hub {
             Ok(Answer::Status { status, content_type, body, retry_after }) => {
                 if !first && cfg.access == Access::PerSubscriber && matches!(status, 401 | 403) {
                     route.metrics.error.inc();
-                    drop(st);
-                    info!(route = %cfg.name, scope = %watch.key.scope, status, "credential refused by upstream, closing its streams");
-                    // Out of the map first, so a new subscriber starts a new watch instead of joining this one.
-                    self.remove(watch);
-                    watch.terminate(encode_frame("error", None, format!("{{\"status\":{status}}}").as_bytes()));
-                    return Next::Stop;
+                    return Polled::Revoked(status);
                 }
                 Failure {
                     status: Some(status),
@@ -550,56 +547,66 @@ impl Hub {
 
         route.metrics.error.inc();
         if first {
-            drop(st);
             debug!(route = %cfg.name, status = failure.refusal.status, "first poll refused, answering the subscriber");
-            watch.ready.send_replace(Ready::Refused(failure.refusal));
-            return Next::Stop;
+            return Polled::Refused(failure.refusal);
         }
         let data = match failure.status {
             Some(status) => format!(r#"{{"ok":false,"status":{status},"error":{}}}"#, json_string(&failure.error)),
             None => format!(r#"{{"ok":false,"error":{}}}"#, json_string(&failure.error)),
         };
         let data = Bytes::from(data);
-        if st.failing.is_none() {
+        if !failing {
             warn!(route = %cfg.name, scope = %watch.key.scope, error = %failure.error, "upstream started failing");
-            watch.publish(&mut st, EventKind::Status, "upstream-status", &data, detected);
+            step.event(EventKind::Status, "upstream-status", data.clone());
         }
-        st.failing = Some(data);
-        Next::In(schedule.failed(failure.retry_after))
+        step.failing = Some(Some(data));
+        Polled::Step(step, schedule.failed(failure.retry_after))
     }
 }
 
-impl Hub {
-    /// Publishes the events of one change, in the route's format.
-    fn publish_change(
-        &self,
-        watch: &Watch,
-        st: &mut State,
-        encoded: Encoded,
-        repr: &Representation,
-        detected: Instant,
-    ) {
-        let route = &watch.route;
-        if !matches!(encoded, Encoded::Invalid(_)) && std::mem::take(&mut st.invalid) {
-            watch.publish(st, EventKind::Status, "upstream-status", br#"{"ok":true}"#, detected);
+/// What a poll found, to be applied to its watch.
+pub(crate) enum Polled {
+    /// The next step, and when to poll again.
+    Step(Step, Duration),
+    /// The first poll succeeded: the watch opens with this step.
+    Opened(Step, Duration),
+    /// The first poll was refused: its subscribers get the upstream's answer, the watch ends.
+    Refused(Refusal),
+    /// A per-subscriber watch's credential was refused (401/403): its streams end.
+    Revoked(u16),
+}
+
+/// A first poll, or a watch only lingering, takes its turn from the background share.
+pub(crate) fn priority(watch: &Watch, first: bool) -> Priority {
+    if first || watch.subscribers() == 0 {
+        Priority::Background
+    } else {
+        Priority::Subscribed
+    }
+}
+
+/// The events of one change, in the route's format.
+fn change_events(route: &RouteCtx, step: &mut Step, invalid: bool, encoded: Encoded, repr: &Representation) {
+    if !matches!(encoded, Encoded::Invalid(_)) && invalid {
+        step.event(EventKind::Status, "upstream-status", Bytes::from_static(br#"{"ok":true}"#));
+        step.invalid = Some(false);
+    }
+    match encoded {
+        Encoded::Events(events) => {
+            for (name, data) in events {
+                step.event(EventKind::Change, name, data);
+            }
         }
-        match encoded {
-            Encoded::Events(events) => {
-                for (name, data) in events {
-                    watch.publish(st, EventKind::Change, &name, &data, detected);
-                }
+        Encoded::Snapshot => step.event(EventKind::Change, "snapshot", repr.data.clone()),
+        Encoded::Invalid(e) => {
+            route.metrics.invalid.inc();
+            warn!(route = %route.cfg.name, error = %e, "representation is not a valid collection, sending a snapshot");
+            if !invalid {
+                let data = format!(r#"{{"ok":false,"error":{}}}"#, json_string(&format!("invalid collection: {e}")));
+                step.event(EventKind::Status, "upstream-status", data);
+                step.invalid = Some(true);
             }
-            Encoded::Snapshot => watch.publish(st, EventKind::Change, "snapshot", &repr.data, detected),
-            Encoded::Invalid(e) => {
-                route.metrics.invalid.inc();
-                warn!(route = %route.cfg.name, error = %e, "representation is not a valid collection, sending a snapshot");
-                if !std::mem::replace(&mut st.invalid, true) {
-                    let data =
-                        format!(r#"{{"ok":false,"error":{}}}"#, json_string(&format!("invalid collection: {e}")));
-                    watch.publish(st, EventKind::Status, "upstream-status", data.as_bytes(), detected);
-                }
-                watch.publish(st, EventKind::Change, "snapshot", &repr.data, detected);
-            }
+            step.event(EventKind::Change, "snapshot", repr.data.clone());
         }
     }
 }
@@ -633,10 +640,11 @@ fn json_string(s: &str) -> String {
 }
 
 /// Sends `{"ok":true}` when a failing upstream answers again.
-fn recovered(watch: &Watch, st: &mut State, detected: Instant) {
-    if st.failing.take().is_some() {
+fn recovered(watch: &Watch, step: &mut Step, failing: bool) {
+    if failing {
         info!(route = %watch.route.cfg.name, scope = %watch.key.scope, "upstream recovered");
-        watch.publish(st, EventKind::Status, "upstream-status", br#"{"ok":true}"#, detected);
+        step.event(EventKind::Status, "upstream-status", Bytes::from_static(br#"{"ok":true}"#));
+        step.failing = Some(None);
     }
 }
 

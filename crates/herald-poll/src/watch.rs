@@ -1,6 +1,8 @@
 //! A watch: one upstream resource under one credential scope. It owns the current
-//! representation, the event history and the broadcast channel subscribers read from; its poll
-//! loop (in [`crate::hub`]) is the only writer.
+//! representation, the event history and the broadcast channel subscribers read from. Its state
+//! changes in one way only, a [`Step`] applied under the lock that joins take, so that the
+//! history and the broadcast always agree; the steps come from its poll loop (in
+//! [`crate::hub`]) or, in cluster mode, from the watch's log in Redis (in [`crate::cluster`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +39,6 @@ pub struct Watch {
     /// (`limits.max_watches_per_scope`); `Everybody` on public routes.
     pub(crate) owner: Scope,
     pub(crate) route: Arc<RouteCtx>,
-    epoch: u64,
     /// The subscribers' `vary` headers, presented on every poll. Secret: never logged or shown.
     pub(crate) credentials: Vec<(HeaderName, HeaderValue)>,
     tx: broadcast::Sender<Event>,
@@ -47,7 +48,9 @@ pub struct Watch {
 }
 
 pub(crate) struct State {
-    seq: u64,
+    /// Ids are `<epoch>-<seq>`: a new epoch makes every earlier id unknown (see `EventId`).
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
     pub(crate) current: Option<Representation>,
     /// The snapshot frame for `current` at `seq`, encoded once and shared until either changes.
     snapshot: Option<(u64, Bytes)>,
@@ -62,6 +65,51 @@ pub(crate) struct State {
     pub(crate) interval: Duration,
     pub(crate) last_poll: Option<SystemTime>,
     pub(crate) last_change: Option<SystemTime>,
+    /// Cluster mode: the replica holding the poll lease, when known.
+    pub(crate) holder: Option<String>,
+}
+
+/// One transition of a watch: what a poll found, or what a replica read from the cluster's
+/// log. `None` fields stay as they are.
+pub(crate) struct Step {
+    /// Appended in order, each with the next sequence number.
+    pub(crate) events: Vec<Pending>,
+    pub(crate) current: Option<Representation>,
+    /// The upstream's new validators for the same representation (etag, last-modified).
+    pub(crate) validators: Option<(Option<String>, Option<String>)>,
+    pub(crate) failing: Option<Option<Bytes>>,
+    pub(crate) invalid: Option<bool>,
+    pub(crate) polled: Option<SystemTime>,
+    /// `polled` is also when the representation last changed.
+    pub(crate) changed: bool,
+    /// When the change was detected, for `herald_event_delivery_seconds`.
+    pub(crate) detected: std::time::Instant,
+}
+
+/// An event not numbered yet.
+pub(crate) struct Pending {
+    pub(crate) kind: EventKind,
+    pub(crate) name: String,
+    pub(crate) data: Bytes,
+}
+
+impl Step {
+    pub(crate) fn new(detected: std::time::Instant) -> Step {
+        Step {
+            events: Vec::new(),
+            current: None,
+            validators: None,
+            failing: None,
+            invalid: None,
+            polled: None,
+            changed: false,
+            detected,
+        }
+    }
+
+    pub(crate) fn event(&mut self, kind: EventKind, name: impl Into<String>, data: impl Into<Bytes>) {
+        self.events.push(Pending { kind, name: name.into(), data: data.into() });
+    }
 }
 
 /// What a new subscriber starts from.
@@ -117,11 +165,13 @@ pub struct WatchInfo {
     pub last_change: Option<SystemTime>,
     pub etag: Option<String>,
     pub state: &'static str,
+    /// Cluster mode: the replica that polls this watch.
+    pub holder: Option<String>,
 }
 
 /// A new watch epoch: the time in microseconds, made unique within the process. It makes ids
 /// from an earlier incarnation of a watch, or from another watch, unknown (see `EventId`).
-fn next_epoch() -> u64 {
+pub(crate) fn next_epoch() -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
     let prev = LAST.fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(now.max(last + 1))).unwrap_or(0);
@@ -136,9 +186,9 @@ impl Watch {
         credentials: Vec<(HeaderName, HeaderValue)>,
         queue: usize,
     ) -> Self {
-        let epoch = next_epoch();
         let (tx, _) = broadcast::channel(queue);
         let state = State {
+            epoch: next_epoch(),
             seq: 0,
             current: None,
             snapshot: None,
@@ -150,12 +200,12 @@ impl Watch {
             interval: route.cfg.poll.interval,
             last_poll: None,
             last_change: None,
+            holder: None,
         };
         Watch {
             key,
             owner,
             route,
-            epoch,
             credentials,
             tx,
             ready: tokio::sync::watch::Sender::new(Ready::Pending),
@@ -190,7 +240,7 @@ impl Watch {
         let rx = self.tx.subscribe();
         let resumed = last_event_id
             .and_then(EventId::parse)
-            .filter(|id| id.epoch == self.epoch)
+            .filter(|id| id.epoch == st.epoch)
             .and_then(|id| st.history.after(id.seq))
             .map(|events| events.map(|e| e.frame.clone()).collect::<Vec<_>>());
         let initial = match resumed {
@@ -239,25 +289,64 @@ impl Watch {
             Some((seq, frame)) if *seq == st.seq => frame.clone(),
             _ => {
                 let data = &st.current.as_ref().expect("a joined watch has a representation").data;
-                let frame = encode_frame("snapshot", Some(EventId { epoch: self.epoch, seq: st.seq }), data);
+                let frame = encode_frame("snapshot", Some(EventId { epoch: st.epoch, seq: st.seq }), data);
                 st.snapshot = Some((st.seq, frame.clone()));
                 frame
             }
         }
     }
 
+    /// Applies a step: its events are appended to the history and sent to every subscriber,
+    /// then the state takes its values, all under the lock joins take.
+    pub(crate) fn apply(&self, step: Step) {
+        let mut st = self.state.lock().unwrap();
+        for e in &step.events {
+            self.publish(&mut st, e.kind, &e.name, &e.data, step.detected);
+        }
+        if let Some(repr) = step.current {
+            st.current = Some(repr);
+        }
+        if let (Some((etag, last_modified)), Some(cur)) = (step.validators, st.current.as_mut()) {
+            cur.etag = etag;
+            cur.last_modified = last_modified;
+        }
+        if let Some(failing) = step.failing {
+            st.failing = failing;
+        }
+        if let Some(invalid) = step.invalid {
+            st.invalid = invalid;
+        }
+        if let Some(polled) = step.polled {
+            st.last_poll = Some(polled);
+            if step.changed {
+                st.last_change = Some(polled);
+            }
+        }
+    }
+
+    /// Starts the watch over from a state kept elsewhere (cluster mode: read from Redis, or a
+    /// new epoch) at `seq`, with `events` (numbered, oldest first) as its history. Every
+    /// subscriber is resynced with a snapshot.
+    pub(crate) fn reset(&self, epoch: u64, seq: u64, events: &[(u64, EventKind, &str, &[u8])], step: Step) {
+        let mut st = self.state.lock().unwrap();
+        st.epoch = epoch;
+        st.seq = seq;
+        st.snapshot = None;
+        st.history = History::new(self.route.cfg.events.history, self.route.cfg.events.history_bytes as usize);
+        for &(seq, kind, name, data) in events {
+            let frame = encode_frame(name, Some(EventId { epoch, seq }), data);
+            st.history.push(Event { seq, kind, frame, detected: step.detected });
+        }
+        drop(st);
+        self.apply(step);
+        let _ = self.tx.send(Event { seq, kind: EventKind::Reset, frame: Bytes::new(), detected: std::time::Instant::now() });
+    }
+
     /// Appends an event to the history and sends it to every subscriber. Never blocks: a
     /// subscriber that is `sse.queue` events behind finds out on its next read and resyncs.
-    pub(crate) fn publish(
-        &self,
-        st: &mut State,
-        kind: EventKind,
-        name: &str,
-        data: &[u8],
-        detected: std::time::Instant,
-    ) {
+    fn publish(&self, st: &mut State, kind: EventKind, name: &str, data: &[u8], detected: std::time::Instant) {
         st.seq += 1;
-        let frame = encode_frame(name, Some(EventId { epoch: self.epoch, seq: st.seq }), data);
+        let frame = encode_frame(name, Some(EventId { epoch: st.epoch, seq: st.seq }), data);
         let event = Event { seq: st.seq, kind, frame, detected };
         st.history.push(event.clone());
         // No receivers is fine: webhooks and new subscribers read the history.
@@ -296,6 +385,7 @@ impl Watch {
             last_change: st.last_change,
             etag: st.current.as_ref().and_then(|r| r.etag.clone()),
             state,
+            holder: st.holder.clone(),
         }
     }
 }

@@ -175,13 +175,14 @@ impl Session {
                         return Some(event.frame);
                     }
                     // Already covered by the snapshot or history this stream started from.
-                    Ok(event) if event.seq <= self.joined.last_seq => continue,
-                    Ok(event) => {
+                    Ok(event) if event.seq <= self.joined.last_seq && event.kind != EventKind::Reset => continue,
+                    Ok(event) if event.kind != EventKind::Reset => {
                         self.joined.last_seq = event.seq;
                         self.delivery.observe(event.detected.elapsed().as_secs_f64());
                         return Some(event.frame);
                     }
-                    Err(RecvError::Lagged(_)) => {
+                    // Fell `sse.queue` events behind, or the watch began a new epoch: a snapshot.
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
                         self.resyncs.inc();
                         return Some(match self.joined.watch.resync() {
                             Resync::Snapshot { frame, seq } => {

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod redb_store;
+pub mod redis;
 mod seal;
 
 use std::future::Future;

@@ -1,0 +1,234 @@
+//! Cluster mode's Redis: one handle for the three deployments `storage.url` names (one server,
+//! Sentinel, Redis Cluster), with a timeout on every call, `herald_redis_errors_total{op}`, and a
+//! health flag that readiness and new subscriptions follow. Each watch's keys and scripts are in
+//! [`watch_log`]; pub/sub notifications in [`bus`].
+
+mod bus;
+mod watch_log;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_config::RedisUrl;
+use prometheus::{IntCounterVec, Opts, Registry};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use tracing::warn;
+
+pub use bus::{Bus, Following, Note};
+pub use watch_log::{Acquired, Appended, Entry, Meta, Update, WatchLog};
+
+use crate::StoreError;
+
+/// A connection to whatever `storage.url` names.
+#[derive(Clone)]
+enum Conn {
+    /// One server, or the master a Sentinel named.
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Server(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The Redis of cluster mode. Cheap to share; every call is bounded by `timeout`.
+pub struct Redis {
+    url: RedisUrl,
+    prefix: String,
+    timeout: Duration,
+    /// The connection in use; dropped after a connection error, so that the next call connects
+    /// anew (and asks the Sentinels again where the master is).
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    healthy: AtomicBool,
+    errors: IntCounterVec,
+}
+
+impl Redis {
+    /// Connects to `url` (the first connection is made here, so a wrong address fails at start).
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        registry: &Registry,
+    ) -> Result<Arc<Redis>, StoreError> {
+        let url = RedisUrl::parse(url).map_err(|e| StoreError::Backend(format!("storage.url: {e}")))?;
+        let errors = IntCounterVec::new(
+            Opts::new("herald_redis_errors_total", "Redis calls that failed or timed out, by operation."),
+            &["op"],
+        )
+        .map_err(backend)?;
+        registry.register(Box::new(errors.clone())).map_err(backend)?;
+        let redis = Arc::new(Redis {
+            url,
+            prefix: prefix.to_string(),
+            timeout,
+            conn: tokio::sync::Mutex::new(None),
+            healthy: AtomicBool::new(false),
+            errors,
+        });
+        redis.call("connect", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await?;
+        Ok(redis)
+    }
+
+    /// Whether the last call succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// `<prefix>:<name>`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// A 32-byte secret every replica shares (created by the first one that asks).
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let key = self.key(name);
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let stored: Vec<u8> = self
+            .call("secret", |mut c| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("SET").arg(&key).arg(fresh.as_slice()).arg("NX").query_async::<()>(&mut c).await?;
+                    redis::cmd("GET").arg(&key).query_async(&mut c).await
+                }
+            })
+            .await?;
+        <[u8; 32]>::try_from(stored.as_slice())
+            .map_err(|_| StoreError::Backend(format!("{key} does not hold 32 bytes (was it written by another program?)")))
+    }
+
+    /// Runs `f` on a connection, within the timeout; counts and reports failures.
+    async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let result = tokio::time::timeout(self.timeout, async {
+            let conn = self.conn().await?;
+            f(conn).await
+        })
+        .await;
+        let error = match result {
+            Ok(Ok(v)) => {
+                self.healthy.store(true, Ordering::Release);
+                return Ok(v);
+            }
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+                    *self.conn.lock().await = None;
+                }
+                e.to_string()
+            }
+            Err(_) => {
+                *self.conn.lock().await = None;
+                format!("no answer within {:?}", self.timeout)
+            }
+        };
+        self.errors.with_label_values(&[op]).inc();
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            warn!(op, error = %error, "redis unavailable");
+        }
+        Err(StoreError::Backend(format!("redis {op}: {error}")))
+    }
+
+    async fn conn(&self) -> Result<Conn, RedisError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let conn = match &self.url {
+            RedisUrl::Server(url) => {
+                Conn::Server(Client::open(url.as_str())?.get_multiplexed_async_connection_with_config(&config).await?)
+            }
+            RedisUrl::Sentinel { .. } => {
+                Conn::Server(self.master().await?.get_multiplexed_async_connection_with_config(&config).await?)
+            }
+            RedisUrl::Cluster { nodes } => Conn::Cluster(
+                redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(self.timeout)
+                    .response_timeout(self.timeout)
+                    .build()?
+                    .get_async_connection()
+                    .await?,
+            ),
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// The client of the server that publishes reach: the server, the Sentinels' master, or
+    /// (Redis Cluster broadcasts PUBLISH to every node) the `n`th node of the cluster.
+    async fn pubsub_client(&self, n: usize) -> Result<Client, RedisError> {
+        match &self.url {
+            RedisUrl::Server(url) => Client::open(url.as_str()),
+            RedisUrl::Sentinel { .. } => self.master().await,
+            RedisUrl::Cluster { nodes } => Client::open(nodes[n % nodes.len()].as_str()),
+        }
+    }
+
+    /// Asks the Sentinels where the master is now.
+    async fn master(&self) -> Result<Client, RedisError> {
+        let RedisUrl::Sentinel { nodes, master, tls, credentials, db } = &self.url else {
+            unreachable!("only called for Sentinel URLs")
+        };
+        let mut info = redis::RedisConnectionInfo::default().set_db(*db);
+        if let Some(credentials) = credentials {
+            let (user, password) = credentials.split_once(':').unwrap_or(("", credentials));
+            if !user.is_empty() {
+                info = info.set_username(percent_decoded(user));
+            }
+            info = info.set_password(percent_decoded(password));
+        }
+        let mut node = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+        if *tls {
+            node = node.set_tls_mode(redis::TlsMode::Secure);
+        }
+        let mut sentinel = redis::sentinel::SentinelClient::build(
+            nodes.iter().map(String::as_str).collect(),
+            master.as_str(),
+            Some(node),
+            redis::sentinel::SentinelServerType::Master,
+        )?;
+        sentinel.async_get_client().await
+    }
+}
+
+fn percent_decoded(s: &str) -> String {
+    String::from_utf8_lossy(&herald_config::percent_decode(s.as_bytes())).into_owned()
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}

@@ -181,3 +181,78 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 pub fn seq(ev: &SseEvent) -> u64 {
     ev.id.as_deref().and_then(|id| id.rsplit_once('-')).and_then(|(_, s)| s.parse().ok()).expect("event has an id")
 }
+
+/// A `redis-server` of the test's own on a free loopback port (no persistence), so that a test
+/// can kill and restart it; killed when dropped.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        RedisServer::with_args(&[]).await
+    }
+
+    /// With extra `redis-server` arguments (e.g. `--cluster-enabled yes`).
+    pub async fn with_args(args: &[&str]) -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, empty) on its port, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + SOON;
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server on {} did not start", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `redis-cli -p <port> args…`; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -64,6 +64,11 @@ impl Admin {
         if !self.ready.load(Ordering::Acquire) {
             return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners are still starting");
         }
+        if let Some(cluster) = self.hub.cluster() {
+            if let Err(e) = cluster.check().await {
+                return text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}"));
+            }
+        }
         match tokio::time::timeout(std::time::Duration::from_secs(2), self.webhooks.store_ready()).await {
             Ok(Ok(())) => text(StatusCode::OK, "ready"),
             Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
@@ -105,6 +110,7 @@ impl Admin {
                             "last_change": w.last_change.map(unix_ms),
                             "etag": w.etag,
                             "state": w.state,
+                            "holder": w.holder,
                         })
                     })
                     .collect();

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::client::{Answer, Fetch, Request};
 use crate::schedule::{jittered, Schedule};
 use crate::watch::{Current, Joined, Ready, Step, SubscriberGuard, Watch, WatchInfo, WatchKey};
-use crate::{Limiter, PollError, PollMetrics, Priority};
+use crate::{Cluster, Limiter, PollError, PollMetrics, Priority};
 
 /// An answer given to a subscriber instead of a stream: the upstream's own, or herald's when
 /// a limit or shutdown stands in the way.
@@ -33,7 +33,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn herald(status: u16, msg: impl Into<Bytes>, retry_after: Option<Duration>) -> Self {
+    pub(crate) fn herald(status: u16, msg: impl Into<Bytes>, retry_after: Option<Duration>) -> Self {
         Refusal { status, content_type: Some("text/plain; charset=utf-8".into()), body: msg.into(), retry_after }
     }
 
@@ -117,19 +117,23 @@ pub struct HubConfig {
     /// The key credential scopes are hashed with (kept by the store, so webhook watches keep their keys).
     pub scope_key: [u8; 32],
     pub limits: herald_config::Limits,
+    /// Cluster mode (`storage.kind: redis`).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 pub struct Hub {
     routes: Vec<Arc<RouteCtx>>,
     fetch: Arc<dyn Fetch>,
-    limiter: Limiter,
+    pub(crate) limiter: Limiter,
     queue: usize,
     limits: herald_config::Limits,
     watches: Mutex<Watches>,
     /// Shared routes: admission checks that passed, for `authorize_ttl`.
     admitted: moka::sync::Cache<Admission, ()>,
     scopes: ScopeHasher,
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
+    /// Cluster mode: watches live in Redis; `None`: in this process only.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Every live watch by key, and how many each credential scope created.
@@ -173,7 +177,13 @@ impl Hub {
             admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(PerRouteTtl(ttls)).build(),
             scopes: ScopeHasher::new(cfg.scope_key),
             shutdown,
+            cluster: cfg.cluster,
         })
+    }
+
+    /// Cluster mode's handle, when herald runs in it.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn route(&self, index: usize) -> &Route {
@@ -283,6 +293,11 @@ impl Hub {
         key: &WatchKey,
         credentials: &Credentials,
     ) -> Result<(Arc<Watch>, SubscriberGuard, bool), Refusal> {
+        if let Some(cluster) = &self.cluster {
+            if !cluster.healthy() && cluster.check().await.is_err() {
+                return Err(Refusal::herald(503, "storage unavailable, try again later\n", Some(Duration::from_secs(1))));
+            }
+        }
         let (watch, guard, created) = {
             let mut watches = self.watches.lock().unwrap();
             let (watch, created) = match watches.map.get(key) {
@@ -336,7 +351,10 @@ impl Hub {
         };
         let watch = Arc::new(Watch::new(key.clone(), route, owner, headers, self.queue));
         watches.map.insert(key.clone(), watch.clone());
-        tokio::spawn(self.clone().run(watch.clone()));
+        match &self.cluster {
+            Some(cluster) => tokio::spawn(crate::cluster::run(self.clone(), watch.clone(), cluster.clone())),
+            None => tokio::spawn(self.clone().run(watch.clone())),
+        };
         Ok(watch)
     }
 
@@ -376,7 +394,7 @@ impl Hub {
     }
 
     /// Removes the watch when nobody has been subscribed for `linger`.
-    fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
+    pub(crate) fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
         // Under the map lock: a subscriber joins under it too, so none can slip in meanwhile.
         let mut watches = self.watches.lock().unwrap();
         let idle_since = watch.state.lock().unwrap().idle_since;
@@ -504,7 +522,7 @@ impl Hub {
                 if first {
                     route.metrics.changed.inc();
                     step.current = Some(repr);
-                    step.changed = true;
+                    step.last_change = step.polled;
                     return Polled::Opened(step, schedule.unchanged(max_age).min(cfg.poll.interval));
                 }
                 recovered(watch, &mut step, failing);
@@ -521,7 +539,7 @@ impl Hub {
                 route.metrics.changed.inc();
                 change_events(route, &mut step, invalid, encoded, &repr);
                 step.current = Some(repr);
-                step.changed = true;
+                step.last_change = step.polled;
                 return Polled::Step(step, schedule.changed(max_age));
             }
             Ok(Answer::NotModified { .. }) => Failure {
@@ -770,6 +788,7 @@ mod tests {
             max_concurrency: 4,
             scope_key: [7; 32],
             limits: herald_config::Limits::default(),
+            cluster: None,
         };
         Hub::new(cfg, script, &PollMetrics::new(&prometheus::Registry::new()).unwrap(), CancellationToken::new())
     }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod cluster;
 mod hub;
 mod limit;
 mod metrics;
@@ -11,6 +12,7 @@ mod schedule;
 mod watch;
 
 pub use client::{Answer, Fetch, FetchFuture, Request, UpstreamClient};
+pub use cluster::Cluster;
 pub use hub::{Credentials, Hub, HubConfig, Refusal};
 pub use limit::{Limiter, Permit, Priority};
 pub use metrics::PollMetrics;

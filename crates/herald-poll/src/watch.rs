@@ -80,8 +80,7 @@ pub(crate) struct Step {
     pub(crate) failing: Option<Option<Bytes>>,
     pub(crate) invalid: Option<bool>,
     pub(crate) polled: Option<SystemTime>,
-    /// `polled` is also when the representation last changed.
-    pub(crate) changed: bool,
+    pub(crate) last_change: Option<SystemTime>,
     /// When the change was detected, for `herald_event_delivery_seconds`.
     pub(crate) detected: std::time::Instant,
 }
@@ -102,7 +101,7 @@ impl Step {
             failing: None,
             invalid: None,
             polled: None,
-            changed: false,
+            last_change: None,
             detected,
         }
     }
@@ -316,26 +315,26 @@ impl Watch {
         if let Some(invalid) = step.invalid {
             st.invalid = invalid;
         }
-        if let Some(polled) = step.polled {
-            st.last_poll = Some(polled);
-            if step.changed {
-                st.last_change = Some(polled);
-            }
+        if step.polled.is_some() {
+            st.last_poll = step.polled;
+        }
+        if step.last_change.is_some() {
+            st.last_change = step.last_change;
         }
     }
 
     /// Starts the watch over from a state kept elsewhere (cluster mode: read from Redis, or a
     /// new epoch) at `seq`, with `events` (numbered, oldest first) as its history. Every
     /// subscriber is resynced with a snapshot.
-    pub(crate) fn reset(&self, epoch: u64, seq: u64, events: &[(u64, EventKind, &str, &[u8])], step: Step) {
+    pub(crate) fn reset(&self, epoch: u64, seq: u64, events: &[(u64, Pending)], step: Step) {
         let mut st = self.state.lock().unwrap();
         st.epoch = epoch;
         st.seq = seq;
         st.snapshot = None;
         st.history = History::new(self.route.cfg.events.history, self.route.cfg.events.history_bytes as usize);
-        for &(seq, kind, name, data) in events {
-            let frame = encode_frame(name, Some(EventId { epoch, seq }), data);
-            st.history.push(Event { seq, kind, frame, detected: step.detected });
+        for (seq, e) in events {
+            let frame = encode_frame(&e.name, Some(EventId { epoch, seq: *seq }), &e.data);
+            st.history.push(Event { seq: *seq, kind: e.kind, frame, detected: step.detected });
         }
         drop(st);
         self.apply(step);

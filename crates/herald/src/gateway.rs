@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use herald_config::{Config, Log, LogFormat, Storage, StorageKind};
 use herald_http::{Admin, App, HttpMetrics, Limits, Tls};
-use herald_poll::{Hub, HubConfig, PollMetrics, UpstreamClient};
+use herald_poll::{Cluster, Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
+use herald_store::redis::Redis;
 use herald_store::{RedbStore, Store};
 use herald_webhooks::{WebhookMetrics, Webhooks};
 use prometheus::{IntGaugeVec, Opts, Registry};
@@ -39,6 +40,19 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
 
     let shutdown = CancellationToken::new();
     let store = open_store(&config.storage)?;
+    let (cluster, scope_key) = match config.storage.kind {
+        StorageKind::Redis => {
+            let s = &config.storage;
+            let redis = Redis::connect(&s.url, &s.prefix, Duration::from_secs(2).min(s.lease / 2), &registry)
+                .await
+                .context("cannot reach redis (storage.url)")?;
+            let replica = replica_name();
+            info!(replica = %replica, prefix = %s.prefix, "cluster mode: redis connected");
+            let scope_key = redis.shared_secret("scope-key").await?;
+            (Some(Cluster::new(redis, replica, s.lease, &registry, shutdown.child_token())?), scope_key)
+        }
+        StorageKind::Embedded | StorageKind::Memory => (None, store.scope_key().await?),
+    };
     let fetch = Arc::new(UpstreamClient::new(&config.upstream)?);
     let hub = Hub::new(
         HubConfig {
@@ -46,8 +60,9 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
             queue: config.sse.queue,
             max_polls_per_second: config.upstream.max_polls_per_second,
             max_concurrency: config.upstream.max_concurrency,
-            scope_key: store.scope_key().await?,
+            scope_key,
             limits: config.limits,
+            cluster,
         },
         fetch,
         &PollMetrics::new(&registry)?,
@@ -155,8 +170,23 @@ fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
             info!(path = %storage.path, "embedded store opened");
             Arc::new(store)
         }
-        StorageKind::Memory => Arc::new(RedbStore::memory()?),
+        // Cluster mode keeps watches in Redis; webhooks are refused by the configuration check
+        // until they are cluster-wide, so their store holds nothing.
+        StorageKind::Memory | StorageKind::Redis => Arc::new(RedbStore::memory()?),
     })
+}
+
+/// How this replica names itself in leases, /admin/watches and logs: host, process, and a
+/// random part (a restarted process is another replica).
+fn replica_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "herald".into());
+    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').take(64).collect();
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 /// `herald demo`: the built-in legacy API at the (loopback) address upstream.url names.

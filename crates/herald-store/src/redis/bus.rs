@@ -20,8 +20,8 @@ use crate::StoreError;
 pub enum Note {
     /// Events up to `seq` of `epoch` were appended (or the state was written anew).
     Appended { epoch: u64, seq: u64 },
-    /// The watch ended for everybody (its credential was revoked).
-    Ended,
+    /// The watch ended for everybody: its credential was refused with this status.
+    Ended(u16),
     /// The connection was lost and is back: notices may have been missed.
     Reconnected,
 }
@@ -163,13 +163,7 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
                     };
                     let channel = message.get_channel_name();
                     let Some(notes) = followers.get(channel) else { continue };
-                    let note = match message.get_payload_bytes() {
-                        b"end" => Note::Ended,
-                        payload => match parse(payload) {
-                            Some((epoch, seq)) => Note::Appended { epoch, seq },
-                            None => continue,
-                        },
-                    };
+                    let Some(note) = parse(message.get_payload_bytes()) else { continue };
                     // A full queue drops the notice: the follower reads the log up to date anyway.
                     if let Err(mpsc::error::TrySendError::Closed(_)) = notes.try_send(note) {
                         let channel = channel.to_string();
@@ -184,8 +178,11 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
     }
 }
 
-/// `<epoch>:<seq>`.
-fn parse(payload: &[u8]) -> Option<(u64, u64)> {
-    let (epoch, seq) = std::str::from_utf8(payload).ok()?.split_once(':')?;
-    Some((epoch.parse().ok()?, seq.parse().ok()?))
+/// `<epoch>:<seq>` or `end:<status>`.
+fn parse(payload: &[u8]) -> Option<Note> {
+    let (a, b) = std::str::from_utf8(payload).ok()?.split_once(':')?;
+    Some(match a {
+        "end" => Note::Ended(b.parse().ok()?),
+        _ => Note::Appended { epoch: a.parse().ok()?, seq: b.parse().ok()? },
+    })
 }

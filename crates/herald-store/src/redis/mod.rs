@@ -94,8 +94,12 @@ impl Redis {
             healthy: AtomicBool::new(false),
             errors,
         });
-        redis.call("connect", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await?;
+        redis.ping().await?;
         Ok(redis)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call("ping", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await
     }
 
     /// Whether the last call succeeded.

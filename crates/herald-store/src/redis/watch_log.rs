@@ -34,8 +34,8 @@ pub struct WatchLog {
 pub enum Acquired {
     /// This replica holds it, with this value (the fencing token is its end).
     Held(String),
-    /// Another replica does.
-    Other(String),
+    /// Another replica does; the state it last wrote is at `seq` of `epoch` (0 when none).
+    Other { holder: String, epoch: u64, seq: u64 },
 }
 
 /// What an append did.
@@ -95,7 +95,7 @@ pub struct Update {
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
 local cur = redis.call('GET', KEYS[1])
-if cur then return {0, cur} end
+if cur then return {0, cur, redis.call('HGET', KEYS[3], 'e') or '0', redis.call('HGET', KEYS[3], 's') or '0'} end
 local v = ARGV[1] .. '/' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -148,11 +148,11 @@ if ne > 0 or fresh then redis.call('PUBLISH', ARGV[5], e .. ':' .. s) end
 return {1, e, first, s}
 "));
 
-/// KEYS: lease, meta, log. ARGV: lease value, channel. Ends the watch for every replica.
+/// KEYS: lease, meta, log. ARGV: lease value, channel, status. Ends the watch for every replica.
 static END: LazyLock<Script> = LazyLock::new(|| Script::new(r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('PUBLISH', ARGV[2], 'end')
+redis.call('PUBLISH', ARGV[2], 'end:' .. ARGV[3])
 return 1
 "));
 
@@ -173,14 +173,16 @@ impl Redis {
 }
 
 impl WatchLog {
-    /// Takes the lease for `lease` when nobody holds it.
+    /// Takes the lease for `lease` when nobody holds it; otherwise says who does, and how far
+    /// the log is (a follower that is behind catches up, even if every notice was lost).
     pub async fn acquire(&self, replica: &str, lease: Duration) -> Result<Acquired, StoreError> {
-        let (held, value): (bool, String) = self
+        let reply: Vec<redis::Value> = self
             .redis
             .call("lease", |mut c| async move {
                 ACQUIRE
                     .key(&self.lease)
                     .key(&self.fence)
+                    .key(&self.meta)
                     .arg(replica)
                     .arg(lease.as_millis() as u64)
                     .arg(self.ttl.as_millis() as u64)
@@ -188,7 +190,15 @@ impl WatchLog {
                     .await
             })
             .await?;
-        Ok(if held { Acquired::Held(value) } else { Acquired::Other(value) })
+        let text = |i: usize| reply.get(i).and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+        let number = |i: usize| text(i).and_then(|t| t.parse().ok()).unwrap_or_default();
+        let value = text(1).unwrap_or_default();
+        Ok(if number(0) == 1 {
+            Acquired::Held(value)
+        } else {
+            let holder = value.rsplit_once('/').map_or(value.as_str(), |(replica, _)| replica).to_string();
+            Acquired::Other { holder, epoch: number(2), seq: number(3) }
+        })
     }
 
     /// Extends the lease held as `value` (and the state's time to live); `false`: it is gone.
@@ -285,7 +295,7 @@ impl WatchLog {
     }
 
     /// Ends the watch on every replica (its credential was revoked), if the lease is `value`.
-    pub async fn end(&self, value: &str) -> Result<bool, StoreError> {
+    pub async fn end(&self, value: &str, status: u16) -> Result<bool, StoreError> {
         self.redis
             .call("append", |mut c| async move {
                 END
@@ -294,6 +304,7 @@ impl WatchLog {
                     .key(&self.log)
                     .arg(value)
                     .arg(&self.channel)
+                    .arg(status)
                     .invoke_async(&mut c)
                     .await
             })

@@ -85,8 +85,12 @@ fn polls(api: &LegacyApi) -> Vec<Instant> {
 #[tokio::test]
 async fn three_replicas_poll_once_per_interval_and_every_subscriber_gets_every_change() {
     let redis = RedisServer::start().await;
+    one_poll_for_three_replicas(&redis.url()).await;
+}
+
+async fn one_poll_for_three_replicas(redis: &str) {
     let (api, upstream) = start_api().await;
-    let gws = replicas(3, &cluster_config(upstream, &redis.url(), "2s", "")).await;
+    let gws = replicas(3, &cluster_config(upstream, redis, "2s", "")).await;
     let mut followers = Vec::new();
     for gw in &gws {
         for _ in 0..3 {
@@ -131,8 +135,12 @@ async fn three_replicas_poll_once_per_interval_and_every_subscriber_gets_every_c
 #[tokio::test]
 async fn a_client_resumes_on_another_replica_with_exactly_the_events_it_missed() {
     let redis = RedisServer::start().await;
+    resume_on_another_replica(&redis.url()).await;
+}
+
+async fn resume_on_another_replica(redis: &str) {
     let (api, upstream) = start_api().await;
-    let gws = replicas(2, &cluster_config(upstream, &redis.url(), "2s", "")).await;
+    let gws = replicas(2, &cluster_config(upstream, redis, "2s", "")).await;
     let mut on_a = Follower::connect(&gws[0], &[]).await;
     let mut watcher = Follower::connect(&gws[1], &[]).await;
     api.add_task("one");
@@ -220,4 +228,227 @@ async fn one_credential_shares_a_watch_across_replicas_two_never_do() {
     for alice in &mut streams[..2] {
         assert!(alice.next_within(Duration::from_millis(1500)).await.is_none(), "alice never hears of bob's tasks");
     }
+}
+
+/// The replica holding the board's lease (its name holds its process id).
+async fn holder(gws: &[Gateway]) -> usize {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let text = gws[0].admin_get("/admin/watches").await;
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if let Some(name) = v["watches"][0]["holder"].as_str() {
+            if let Some(i) = gws.iter().position(|gw| name.contains(&format!("-{}-", gw.pid()))) {
+                return i;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no holder: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `sample` on `gw` is at least `at_least`.
+async fn metric_reaches(gw: &Gateway, sample: &str, at_least: f64) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    while gw.metric(sample).await < at_least {
+        assert!(tokio::time::Instant::now() < deadline, "{sample} stayed below {at_least}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn readyz(gw: &Gateway) -> u16 {
+    reqwest::get(format!("http://{}/readyz", gw.admin)).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn kill_9_of_the_holder_moves_the_lease_and_subscribers_see_no_gap() {
+    let redis = RedisServer::start().await;
+    let (api, upstream) = start_api().await;
+    let mut gws = replicas(3, &cluster_config(upstream, &redis.url(), "1s", "")).await;
+    let mut followers = Vec::new();
+    for gw in &gws {
+        followers.push(Follower::connect(gw, &[]).await);
+        followers.push(Follower::connect(gw, &[]).await);
+    }
+    for f in &mut followers {
+        f.until(&api.board()).await;
+    }
+    let h = holder(&gws).await;
+    // The holder's own subscribers lose their connection with it.
+    followers.drain(2 * h..2 * h + 2);
+    let killed = Instant::now();
+    gws[h].signal("KILL");
+    assert!(gws[h].wait(SOON).await.is_some());
+    for i in 0..5 {
+        api.add_task(&format!("after the kill {i}"));
+        let want = api.board();
+        for f in &mut followers {
+            f.until(&want).await;
+        }
+    }
+    let takeover = polls(&api).into_iter().find(|t| *t > killed).expect("another replica polls");
+    assert!(takeover - killed <= Duration::from_secs(2), "takeover took {:?} (lease 1s)", takeover - killed);
+    for f in &followers {
+        assert_eq!((f.snapshots, f.changes), (1, 5), "no gap, no duplicate, no resync");
+    }
+    let survivors: Vec<&Gateway> = gws.iter().enumerate().filter(|(i, _)| *i != h).map(|(_, g)| g).collect();
+    let mut changes = 0.0;
+    for gw in survivors {
+        changes += gw.metric("herald_cluster_lease_changes_total{route=\"board\"}").await;
+    }
+    assert_eq!(changes, 1.0, "one survivor took the lease");
+}
+
+#[tokio::test]
+async fn a_holder_paused_past_its_lease_is_fenced_and_follows() {
+    let redis = RedisServer::start().await;
+    let (api, upstream) = start_api().await;
+    let gws = replicas(2, &cluster_config(upstream, &redis.url(), "1s", "")).await;
+    let mut first = Follower::connect(&gws[0], &[]).await;
+    let mut second = Follower::connect(&gws[1], &[]).await;
+    first.until(&api.board()).await;
+    second.until(&api.board()).await;
+    let h = holder(&gws).await;
+    let other = 1 - h;
+    let (mut on_holder, mut on_other) = if h == 0 { (first, second) } else { (second, first) };
+
+    // The holder's next poll is answered late; it is paused while that poll is in flight.
+    let seen = polls(&api).len();
+    api.fail_next("/board", [Fault::Delay(Duration::from_millis(1500))]);
+    eventually("the holder's poll is in flight", || polls(&api).len() > seen).await;
+    gws[h].signal("STOP");
+    api.add_task("while the holder sleeps");
+    let want = api.board();
+    on_other.until(&want).await;
+    gws[h].signal("CONT");
+
+    metric_reaches(&gws[h], "herald_cluster_fenced_total{route=\"board\"}", 1.0).await;
+    on_holder.until(&want).await;
+    api.add_task("afterwards");
+    let want = api.board();
+    on_holder.until(&want).await;
+    on_other.until(&want).await;
+    for f in [&on_holder, &on_other] {
+        assert_eq!((f.snapshots, f.changes), (1, 2), "each change once");
+    }
+    assert!(gws[h].logs().contains("fencing"), "the refusal is logged");
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_gives_everybody_a_snapshot_never_a_silent_gap() {
+    let mut redis = RedisServer::start().await;
+    let (api, upstream) = start_api().await;
+    let gws = replicas(2, &cluster_config(upstream, &redis.url(), "1s", "")).await;
+    let mut followers = vec![Follower::connect(&gws[0], &[]).await, Follower::connect(&gws[1], &[]).await];
+    for f in &mut followers {
+        f.until(&api.board()).await;
+    }
+    let epoch = followers[0].epoch.clone();
+
+    redis.kill();
+    for gw in &gws {
+        let deadline = tokio::time::Instant::now() + SOON;
+        while readyz(gw).await != 503 {
+            assert!(tokio::time::Instant::now() < deadline, "/readyz stays 200 without redis");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let refused = gws[0].subscribe("/board/event-stream", &[]).await;
+    assert_eq!(refused.status, 503);
+    assert!(refused.headers.contains_key("retry-after"));
+    // Open streams stay open: heartbeats go on.
+    for f in &mut followers {
+        let comments = f.client.comments;
+        assert!(f.client.next_within(Duration::from_millis(1500)).await.is_none());
+        assert!(f.client.comments > comments, "heartbeats while redis is down");
+    }
+    api.add_task("while redis was down");
+
+    redis.restart().await;
+    let want = api.board();
+    for f in &mut followers {
+        f.until(&want).await;
+        assert_eq!(f.snapshots, 2, "a snapshot after redis lost the state");
+        assert_ne!(f.epoch, epoch, "in a new epoch");
+    }
+    for gw in &gws {
+        assert_eq!(readyz(gw).await, 200);
+    }
+    api.add_task("after");
+    let want = api.board();
+    for f in &mut followers {
+        f.until(&want).await;
+    }
+}
+
+#[tokio::test]
+async fn lost_pubsub_notices_are_filled_from_the_log() {
+    let redis = RedisServer::start().await;
+    let (api, upstream) = start_api().await;
+    let gws = replicas(2, &cluster_config(upstream, &redis.url(), "2s", "")).await;
+    let mut followers = vec![Follower::connect(&gws[0], &[]).await, Follower::connect(&gws[1], &[]).await];
+    for f in &mut followers {
+        f.until(&api.board()).await;
+    }
+    let gaps = || async {
+        let mut sum = 0.0;
+        for gw in &gws {
+            sum += gw.metric("herald_cluster_gaps_filled_total").await;
+        }
+        sum
+    };
+    let mut changes = 0;
+    for i in 0..20 {
+        // Cut every pub/sub connection just before the next poll finds a change.
+        api.add_task(&format!("change {i}"));
+        changes += 1;
+        let last = *polls(&api).last().unwrap();
+        let next = last + Duration::from_millis(430);
+        tokio::time::sleep(next.saturating_duration_since(Instant::now())).await;
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        let want = api.board();
+        for f in &mut followers {
+            f.until(&want).await;
+        }
+        if gaps().await > 0.0 {
+            break;
+        }
+    }
+    assert!(gaps().await > 0.0, "a notice lost while pub/sub reconnected is counted");
+    for f in &followers {
+        assert_eq!((f.snapshots, f.changes), (1, changes), "every change once, in order");
+    }
+}
+
+/// A Redis Cluster of three masters, started by the test.
+async fn redis_cluster() -> Vec<RedisServer> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(RedisServer::with_args(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let out = std::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    for node in &nodes {
+        let deadline = tokio::time::Instant::now() + SOON;
+        while !node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(tokio::time::Instant::now() < deadline, "the cluster did not form");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_three_replicas_poll_once_and_clients_resume_anywhere() {
+    let nodes = redis_cluster().await;
+    let hosts: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let url = format!("redis+cluster://{}", hosts.join(","));
+    one_poll_for_three_replicas(&url).await;
+    resume_on_another_replica(&url).await;
 }

@@ -159,6 +159,11 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
                 message = stream.next() => {
                     let Some(message) = message else {
                         warn!("redis pub/sub connection lost, reconnecting");
+                        // A pause, not a busy loop, when the connection keeps dropping.
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            () = shutdown.cancelled() => return,
+                        }
                         break;
                     };
                     let channel = message.get_channel_name();

@@ -156,6 +156,19 @@ redis.call('PUBLISH', ARGV[2], 'end:' .. ARGV[3])
 return 1
 "));
 
+/// KEYS: meta, log. ARGV: after (empty: the last events), count. One script, so that state
+/// and events are read at one point in time (and on Redis Cluster, where transactions across
+/// commands are not routed as one).
+static READ: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local log
+if ARGV[1] == '' then
+  log = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
+else
+  log = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+end
+return {redis.call('HGETALL', KEYS[1]), log}
+"));
+
 impl Redis {
     /// The keys of the watch `id` (a hash of its route, target and scope: never a credential).
     pub fn watch_log(self: &Arc<Self>, id: &str, ttl: Duration) -> WatchLog {
@@ -317,14 +330,12 @@ impl WatchLog {
         let (meta, log): (Vec<(String, Vec<u8>)>, Vec<(String, Vec<(String, Vec<u8>)>)>) = self
             .redis
             .call("read", |mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.atomic().cmd("HGETALL").arg(&self.meta);
-                match after {
-                    Some(seq) => pipe.cmd("XRANGE").arg(&self.log).arg(format!("({seq}-0")).arg("+"),
-                    None => pipe.cmd("XREVRANGE").arg(&self.log).arg("+").arg("-"),
-                };
-                pipe.arg("COUNT").arg(limit.max(1));
-                pipe.query_async(&mut c).await
+                READ.key(&self.meta)
+                    .key(&self.log)
+                    .arg(after.map(|seq| seq.to_string()).unwrap_or_default())
+                    .arg(limit.max(1))
+                    .invoke_async(&mut c)
+                    .await
             })
             .await?;
         if meta.is_empty() {

@@ -71,7 +71,11 @@ impl Follower {
         let deadline = tokio::time::Instant::now() + SOON;
         while &self.doc != want {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let ev = self.client.next_within(left).await.unwrap_or_else(|| panic!("converged to {want}, holds {}", self.doc));
+            let ev = self
+                .client
+                .next_within(left)
+                .await
+                .unwrap_or_else(|| panic!("converged to {want}, holds {}", self.doc));
             self.apply(&ev);
         }
     }
@@ -124,11 +128,15 @@ async fn one_poll_for_three_replicas(redis: &str) {
         .into_iter()
         .map(|t| serde_json::from_str::<Value>(&t).unwrap()["watches"][0]["holder"].clone())
         .collect();
-    assert!(holders.iter().all(|h| h.is_string() && h == &holders[0]), "every replica names the one holder: {holders:?}");
-    let leases: f64 = futures_util::future::join_all(gws.iter().map(|gw| gw.metric("herald_cluster_leases{route=\"board\"}")))
-        .await
-        .into_iter()
-        .sum();
+    assert!(
+        holders.iter().all(|h| h.is_string() && h == &holders[0]),
+        "every replica names the one holder: {holders:?}"
+    );
+    let leases: f64 =
+        futures_util::future::join_all(gws.iter().map(|gw| gw.metric("herald_cluster_leases{route=\"board\"}")))
+            .await
+            .into_iter()
+            .sum();
     assert_eq!(leases, 1.0);
 }
 
@@ -220,7 +228,11 @@ async fn one_credential_shares_a_watch_across_replicas_two_never_do() {
         .map(|r| r.at)
         .collect();
     for pair in alice.windows(2) {
-        assert!(pair[1] - pair[0] >= Duration::from_millis(250), "alice's watch polled twice in {:?}", pair[1] - pair[0]);
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(250),
+            "alice's watch polled twice in {:?}",
+            pair[1] - pair[0]
+        );
     }
     api.add_user_task("bob", "bob's second");
     let ev = streams[2].until(SOON, |e| e.event != "snapshot").await;
@@ -308,7 +320,6 @@ async fn a_holder_paused_past_its_lease_is_fenced_and_follows() {
     first.until(&api.board()).await;
     second.until(&api.board()).await;
     let h = holder(&gws).await;
-    let other = 1 - h;
     let (mut on_holder, mut on_other) = if h == 0 { (first, second) } else { (second, first) };
 
     // The holder's next poll is answered late; it is paused while that poll is in flight.

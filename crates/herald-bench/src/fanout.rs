@@ -77,6 +77,21 @@ enum Running {
     External { addr: SocketAddr, path: String, publish: (SocketAddr, String), body: String, pids: Vec<u32> },
 }
 
+/// herald in front of the testkit API at `upstream`: `/tasks` as item events, polled every
+/// `poll`, with `storage` (a YAML flow mapping).
+pub(crate) fn tasks_yaml(upstream: SocketAddr, poll: &str, storage: &str) -> String {
+    format!(
+        "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, max_connections: 100000 }}\n\
+         upstream: {{ url: 'http://{upstream}' }}\n\
+         log: {{ format: json, level: info }}\n\
+         storage: {storage}\n\
+         sse: {{ max_subscribers: 1000000, heartbeat: 60s }}\n\
+         routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
+         poll: {{ interval: {poll}, min_interval: {poll}, adaptive: false, jitter: 0 }}\n    \
+         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n"
+    )
+}
+
 /// `host:port/path` → the address and the path.
 fn split_target(s: &str) -> anyhow::Result<(SocketAddr, String)> {
     let (addr, path) = s.split_once('/').ok_or_else(|| anyhow::anyhow!("expected host:port/path, got {s}"))?;
@@ -90,18 +105,8 @@ impl Running {
                 let api = LegacyApi::new();
                 let upstream = api.serve("127.0.0.1:0".parse()?).await?;
                 let dir = tempfile::tempdir()?;
-                let poll = humantime::format_duration(args.poll);
-                let yaml = format!(
-                    "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, max_connections: 100000 }}\n\
-                     upstream: {{ url: 'http://{upstream}' }}\n\
-                     log: {{ format: json, level: info }}\n\
-                     storage: {{ kind: memory }}\n\
-                     sse: {{ max_subscribers: 1000000, heartbeat: 60s }}\n\
-                     routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
-                     poll: {{ interval: {poll}, min_interval: {poll}, adaptive: false, jitter: 0 }}\n    \
-                     events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n"
-                );
-                let gw = Gateway::start(&yaml).await;
+                let poll = humantime::format_duration(args.poll).to_string();
+                let gw = Gateway::start(&tasks_yaml(upstream, &poll, "{ kind: memory }")).await;
                 Running::Herald { gw, api, _dir: dir }
             }
             Target::Floor => {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{fanout, savings, subscribers, webhooks};
+use herald_bench::{cluster, fanout, savings, subscribers, webhooks};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -22,6 +22,8 @@ enum Scenario {
     Webhooks(webhooks::Args),
     /// N SSE subscribers on one stream, K changes: spread, latency, deliveries/s, CPU, memory.
     Fanout(fanout::Args),
+    /// Replicas on Redis against one process, same run; takeover time after `kill -9`.
+    Cluster(cluster::Args),
     /// Upstream requests with herald in front, against the same clients polling directly.
     Savings(savings::Args),
     /// Memory per idle subscriber at several sizes.
@@ -62,6 +64,10 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout(args) => {
             let result = runtime.block_on(fanout::fanout(args))?;
             fanout::print(&result);
+            Ok(())
+        }
+        Scenario::Cluster(args) => {
+            cluster::print(&runtime.block_on(cluster::run(args))?);
             Ok(())
         }
         Scenario::Savings(args) => {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_bench::{fanout, savings, webhooks};
+use herald_bench::{cluster, fanout, savings, webhooks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_runs_against_the_floor_server_and_herald() {
@@ -74,4 +74,26 @@ async fn savings_runs() {
     assert!(through > 0 && baseline > through, "{r}");
     assert!(r["poller_answers"].as_u64().unwrap() > 0, "{r}");
     assert!(r["events_received"].as_u64().unwrap() > 0, "subscribers got the changes: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_runs() {
+    let r = cluster::run(cluster::Args {
+        replicas: 2,
+        subs: 5,
+        changes: 2,
+        every: Duration::from_millis(500),
+        poll: Duration::from_millis(100),
+        lease: Duration::from_secs(1),
+        kills: 2,
+        per_process: 15_000,
+        bench_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
+    })
+    .await
+    .unwrap();
+    for part in ["one_process", "cluster"] {
+        assert_eq!(r[part]["delivered"], r[part]["expected"], "{part}: {r}");
+    }
+    assert_eq!(r["cluster"]["subscribers"], 10, "{r}");
+    assert_eq!(r["takeover_ms"]["kills"], 2, "{r}");
 }

@@ -391,8 +391,16 @@ impl Default for Storage {
 pub enum RedisUrl {
     /// A URL the Redis client takes as it is.
     Server(String),
-    Sentinel { nodes: Vec<String>, master: String, tls: bool, credentials: Option<String>, db: i64 },
-    Cluster { nodes: Vec<String> },
+    Sentinel {
+        nodes: Vec<String>,
+        master: String,
+        tls: bool,
+        credentials: Option<String>,
+        db: i64,
+    },
+    Cluster {
+        nodes: Vec<String>,
+    },
 }
 
 impl RedisUrl {
@@ -664,6 +672,30 @@ pub fn parse_pattern(path: &str) -> Option<Vec<Segment>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redis_urls_by_deployment() {
+        use super::RedisUrl;
+        assert_eq!(RedisUrl::parse("rediss://:pw@h:6380/2"), Ok(RedisUrl::Server("rediss://:pw@h:6380/2".into())));
+        assert_eq!(
+            RedisUrl::parse("redis+cluster://u:p@a:1,b:2"),
+            Ok(RedisUrl::Cluster { nodes: vec!["redis://u:p@a:1".into(), "redis://u:p@b:2".into()] })
+        );
+        assert_eq!(
+            RedisUrl::parse("rediss+sentinel://:secret@s1:26379,s2/mymaster/3"),
+            Ok(RedisUrl::Sentinel {
+                nodes: vec!["rediss://s1:26379".into(), "rediss://s2".into()],
+                master: "mymaster".into(),
+                tls: true,
+                credentials: Some(":secret".into()),
+                db: 3,
+            })
+        );
+        for bad in ["http://h", "h:6379", "redis+cluster://", "redis+sentinel://s1", "redis+sentinel://:pw@s1/m/x"] {
+            let e = RedisUrl::parse(bad).unwrap_err();
+            assert!(!e.contains("pw"), "the message never repeats the URL: {e}");
+        }
+    }
+
     use super::*;
 
     #[test]

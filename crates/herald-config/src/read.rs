@@ -1011,6 +1011,26 @@ sse:
     }
 
     #[test]
+    fn cluster_storage() {
+        let c = ok(&format!(
+            "{MINIMAL}storage:\n  kind: redis\n  url: redis+cluster://a:1,b:2\n  prefix: gw1\n  lease: 3s\n"
+        ));
+        assert_eq!(c.storage.kind, StorageKind::Redis);
+        assert_eq!((c.storage.prefix.as_str(), c.storage.lease), ("gw1", Duration::from_secs(3)));
+        let got = problems(&format!(
+            "{MINIMAL}storage:\n  kind: redis\n  url: 'ftp://u:hunter2@x'\n  prefix: 'a b'\n  lease: 500ms\n"
+        ));
+        for expected in [
+            "storage.url: invalid scheme \"ftp\"",
+            "storage.prefix: invalid prefix \"a b\"",
+            "storage.lease: must be at least 1s",
+        ] {
+            assert!(got.iter().any(|p| p.contains(expected)), "{expected}: {got:?}");
+        }
+        assert!(got.iter().all(|p| !p.contains("hunter2")), "the password is never repeated: {got:?}");
+    }
+
+    #[test]
     fn webhooks_and_storage() {
         let c = ok(&format!(
             "{MINIMAL}    webhooks: true\nstorage:\n  kind: memory\nwebhooks:\n  api_keys: [0123456789abcdef]\n  \

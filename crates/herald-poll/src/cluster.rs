@@ -136,8 +136,14 @@ pub(crate) async fn run(hub: Arc<Hub>, watch: Arc<Watch>, cluster: Arc<Cluster>)
     // State outlives its last renewal long enough for every replica to restart and resume.
     let ttl = (route.poll.linger + cluster.lease * 3).max(Duration::from_secs(600));
     let log = cluster.redis.watch_log(&watch_id(&route.name, &watch.key), ttl);
-    let mut replica =
-        Replica { hub: hub.clone(), cluster: cluster.clone(), watch: watch.clone(), log, holding: None, next_poll: Instant::now() };
+    let mut replica = Replica {
+        hub: hub.clone(),
+        cluster: cluster.clone(),
+        watch: watch.clone(),
+        log,
+        holding: None,
+        next_poll: Instant::now(),
+    };
     replica.run().await;
     replica.release().await;
     hub.end(&watch);
@@ -338,7 +344,8 @@ impl Replica {
                         info!(route = %self.route(), replica = %self.cluster.replica, "watch state written anew in redis: new epoch");
                     }
                     let mut step = step;
-                    let events: Vec<_> = std::mem::take(&mut step.events).into_iter().zip(first..).map(|(e, seq)| (seq, e)).collect();
+                    let events: Vec<_> =
+                        std::mem::take(&mut step.events).into_iter().zip(first..).map(|(e, seq)| (seq, e)).collect();
                     self.watch.reset(epoch, last, &events, step);
                 } else {
                     // Redis is ahead of what this replica applied: read it from there.

@@ -295,7 +295,11 @@ impl Hub {
     ) -> Result<(Arc<Watch>, SubscriberGuard, bool), Refusal> {
         if let Some(cluster) = &self.cluster {
             if !cluster.healthy() && cluster.check().await.is_err() {
-                return Err(Refusal::herald(503, "storage unavailable, try again later\n", Some(Duration::from_secs(1))));
+                return Err(Refusal::herald(
+                    503,
+                    "storage unavailable, try again later\n",
+                    Some(Duration::from_secs(1)),
+                ));
             }
         }
         let (watch, guard, created) = {

@@ -338,7 +338,12 @@ impl Watch {
         }
         drop(st);
         self.apply(step);
-        let _ = self.tx.send(Event { seq, kind: EventKind::Reset, frame: Bytes::new(), detected: std::time::Instant::now() });
+        let _ = self.tx.send(Event {
+            seq,
+            kind: EventKind::Reset,
+            frame: Bytes::new(),
+            detected: std::time::Instant::now(),
+        });
     }
 
     /// Appends an event to the history and sends it to every subscriber. Never blocks: a

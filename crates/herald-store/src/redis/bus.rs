@@ -77,10 +77,9 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
     let mut attempt = 0usize;
     let mut backoff = Duration::from_millis(100);
     loop {
-        let connected = tokio::time::timeout(redis.timeout, async {
-            redis.pubsub_client(attempt).await?.get_async_pubsub().await
-        })
-        .await;
+        let connected =
+            tokio::time::timeout(redis.timeout, async { redis.pubsub_client(attempt).await?.get_async_pubsub().await })
+                .await;
         let pubsub = match connected {
             Ok(Ok(pubsub)) => pubsub,
             failed => {

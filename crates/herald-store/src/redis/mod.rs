@@ -126,8 +126,9 @@ impl Redis {
                 }
             })
             .await?;
-        <[u8; 32]>::try_from(stored.as_slice())
-            .map_err(|_| StoreError::Backend(format!("{key} does not hold 32 bytes (was it written by another program?)")))
+        <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| {
+            StoreError::Backend(format!("{key} does not hold 32 bytes (was it written by another program?)"))
+        })
     }
 
     /// Runs `f` on a connection, within the timeout; counts and reports failures.

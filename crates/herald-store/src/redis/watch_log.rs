@@ -93,31 +93,45 @@ pub struct Update {
     pub events: Vec<Entry>,
 }
 
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local cur = redis.call('GET', KEYS[1])
 if cur then return {0, cur, redis.call('HGET', KEYS[3], 'e') or '0', redis.call('HGET', KEYS[3], 's') or '0'} end
 local v = ARGV[1] .. '/' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {1, v}
-"));
+",
+    )
+});
 
-static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return 1
-"));
+",
+    )
+});
 
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"));
+",
+    )
+});
 
 /// KEYS: lease, meta, log. ARGV: lease value, epoch if new, history, ttl ms, channel, then
 /// the count of field/value pairs and the pairs, then the count of events and kind/name/data
 /// triples.
-static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 local nf = tonumber(ARGV[6])
 local fresh = false
@@ -146,20 +160,28 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
 if ne > 0 or fresh then redis.call('PUBLISH', ARGV[5], e .. ':' .. s) end
 return {1, e, first, s}
-"));
+",
+    )
+});
 
 /// KEYS: lease, meta, log. ARGV: lease value, channel, status. Ends the watch for every replica.
-static END: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('PUBLISH', ARGV[2], 'end:' .. ARGV[3])
 return 1
-"));
+",
+    )
+});
 
 /// KEYS: meta, log. ARGV: after (empty: the last events), count. One script, so that state
 /// and events are read at one point in time (and on Redis Cluster, where transactions across
 /// commands are not routed as one).
-static READ: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local log
 if ARGV[1] == '' then
   log = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
@@ -167,7 +189,9 @@ else
   log = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 end
 return {redis.call('HGETALL', KEYS[1]), log}
-"));
+",
+    )
+});
 
 impl Redis {
     /// The keys of the watch `id` (a hash of its route, target and scope: never a credential).
@@ -311,8 +335,7 @@ impl WatchLog {
     pub async fn end(&self, value: &str, status: u16) -> Result<bool, StoreError> {
         self.redis
             .call("append", |mut c| async move {
-                END
-                    .key(&self.lease)
+                END.key(&self.lease)
                     .key(&self.meta)
                     .key(&self.log)
                     .arg(value)
@@ -327,7 +350,7 @@ impl WatchLog {
     /// The state and the events after `after` (at most `limit`; the last `limit` when `after` is
     /// `None`), read together. `None`: Redis holds no state for the watch.
     pub async fn read(&self, after: Option<u64>, limit: usize) -> Result<Option<(Meta, Vec<Entry>)>, StoreError> {
-        let (meta, log): (Vec<(String, Vec<u8>)>, Vec<(String, Vec<(String, Vec<u8>)>)>) = self
+        let (meta, log): (Fields, Vec<(String, Fields)>) = self
             .redis
             .call("read", |mut c| async move {
                 READ.key(&self.meta)
@@ -349,7 +372,10 @@ impl WatchLog {
     }
 }
 
-fn entry((id, fields): (String, Vec<(String, Vec<u8>)>)) -> Option<Entry> {
+/// A hash's or a stream entry's field/value pairs, as Redis returns them.
+type Fields = Vec<(String, Vec<u8>)>;
+
+fn entry((id, fields): (String, Fields)) -> Option<Entry> {
     let seq = id.split('-').next()?.parse().ok()?;
     let mut e = Entry { seq, kind: b'c', name: String::new(), data: Bytes::new() };
     for (name, value) in fields {
@@ -363,7 +389,7 @@ fn entry((id, fields): (String, Vec<(String, Vec<u8>)>)) -> Option<Entry> {
     Some(e)
 }
 
-fn parse_meta(fields: Vec<(String, Vec<u8>)>) -> Meta {
+fn parse_meta(fields: Fields) -> Meta {
     let mut m = Meta::default();
     let text = |v: Vec<u8>| Some(String::from_utf8(v).ok()?).filter(|s| !s.is_empty());
     let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());

@@ -463,3 +463,28 @@ async fn on_a_redis_cluster_three_replicas_poll_once_and_clients_resume_anywhere
     one_poll_for_three_replicas(&url).await;
     resume_on_another_replica(&url).await;
 }
+
+#[tokio::test]
+async fn a_revoked_credential_ends_its_streams_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let (api, upstream) = start_api().await;
+    api.add_user("alice");
+    let mine = "  - name: mine\n    path: /me/tasks\n    access: per-subscriber\n    vary: [authorization]\n    \
+                poll:\n      interval: 500ms\n      min_interval: 500ms\n      adaptive: false\n      jitter: 0\n";
+    let gws = replicas(2, &cluster_config(upstream, &redis.url(), "2s", mine)).await;
+    let mut streams = Vec::new();
+    for gw in &gws {
+        let mut s = gw.subscribe("/me/tasks/event-stream", &[("authorization", "Bearer alice")]).await;
+        assert_eq!(s.status, 200, "{}", s.body);
+        assert_eq!(s.next_within(SOON).await.unwrap().event, "snapshot");
+        streams.push(s);
+    }
+    api.revoke("alice");
+    for s in &mut streams {
+        let end = s.until(SOON, |e| e.event == "error").await;
+        assert_eq!(end.last().map(|e| (e.event.as_str(), e.data.as_str())), Some(("error", "{\"status\":401}")));
+    }
+    // Nothing of alice's is served from Redis afterwards: a new stream polls anew and is refused.
+    let again = gws[1].subscribe("/me/tasks/event-stream", &[("authorization", "Bearer alice")]).await;
+    assert_eq!(again.status, 401);
+}

@@ -14,7 +14,7 @@ use herald_testkit::{LegacyApi, SseClient};
 use herald_tests::{Gateway, RedisServer};
 use serde_json::{json, Value};
 
-use crate::fanout::tasks_yaml;
+use crate::fanout::{change_stats, tasks_yaml};
 use crate::subscribers::{now_ns, Subscribers, PER_PROCESS};
 use crate::{percentile, usage, Usage};
 
@@ -120,35 +120,24 @@ async fn measure(args: &Args, api: &LegacyApi, gws: &[&Gateway]) -> anyhow::Resu
             }
         }
     }
-    let ms = |ns: u64| ns as f64 / 1e6;
-    let (mut spreads, mut latencies, mut rates, mut delivered) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    for (k, times) in per_change.iter().enumerate() {
-        delivered += times.len();
-        let (Some(&first), Some(&last)) = (times.iter().min(), times.iter().max()) else { continue };
-        spreads.push(ms(last - first));
-        latencies.extend(times.iter().map(|&t| ms(t.saturating_sub(made[k]))));
-        rates.push(times.len() as f64 / ((last - first) as f64 / 1e9).max(1e-3));
-    }
-    for v in [&mut spreads, &mut latencies, &mut rates] {
-        v.sort_by(f64::total_cmp);
-    }
+    let stats = change_stats(&made, &per_change);
     let cpu = after.cpu_seconds - before.cpu_seconds;
     Ok(json!({
         "replicas": gws.len(),
         "subscribers": connected,
-        "delivered": delivered,
+        "delivered": stats["delivered"],
         "expected": connected * args.changes,
-        "spread_ms": { "p50": percentile(&spreads, 50.0), "p99": percentile(&spreads, 99.0) },
-        "latency_ms": { "p50": percentile(&latencies, 50.0), "p99": percentile(&latencies, 99.0) },
-        "deliveries_per_second": percentile(&rates, 50.0).round(),
-        "cpu_us_per_delivery": cpu / delivered.max(1) as f64 * 1e6,
+        "spread_ms": stats["spread_ms"],
+        "latency_ms": stats["latency_ms"],
+        "deliveries_per_second": stats["deliveries_per_second"],
+        "cpu_us_per_delivery": cpu / stats["delivered"].as_f64().unwrap_or(0.0).max(1.0) * 1e6,
         "rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
         "upstream_polls_per_interval": polls as f64 / (elapsed.as_secs_f64() / args.poll.as_secs_f64()),
     }))
 }
 
 /// Kills the lease holder `--kills` times; for each, the time until another replica polls.
-async fn takeovers(args: &Args, api: &LegacyApi, gws: &mut Vec<Gateway>, yaml: &str) -> anyhow::Result<Value> {
+async fn takeovers(args: &Args, api: &LegacyApi, gws: &mut [Gateway], yaml: &str) -> anyhow::Result<Value> {
     let mut clients: Vec<SseClient> = Vec::new();
     for gw in gws.iter() {
         clients.push(gw.subscribe("/tasks/event-stream", &[]).await);

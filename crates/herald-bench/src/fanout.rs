@@ -239,11 +239,31 @@ fn summarize(
     before: &Usage,
     after: &Usage,
 ) -> Value {
+    let stats = change_stats(made, per_change);
+    let cpu = after.cpu_seconds - before.cpu_seconds;
+    json!({
+        "scenario": "fanout",
+        "target": format!("{:?}", args.target).to_lowercase(),
+        "subscribers": connected,
+        "changes": args.changes,
+        "delivered": stats["delivered"],
+        "delivered_per_change": per_change.iter().map(Vec::len).collect::<Vec<_>>(),
+        "expected": connected * args.changes,
+        "spread_ms": stats["spread_ms"],
+        "latency_ms": stats["latency_ms"],
+        "deliveries_per_second": stats["deliveries_per_second"],
+        "cpu_seconds_per_change": cpu / args.changes as f64,
+        "rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
+        "rss_per_subscriber_bytes": (before.rss_bytes.saturating_sub(idle_before.rss_bytes)) as f64 / connected.max(1) as f64,
+        "poll_interval_ms": args.poll.as_secs_f64() * 1000.0,
+    })
+}
+
+/// For changes made at `made` (ns) and received at `per_change[k]`: how many were delivered,
+/// the spread of each change over its subscribers, latencies, and deliveries per second.
+pub(crate) fn change_stats(made: &[u64], per_change: &[Vec<u64>]) -> Value {
     let ms = |ns: u64| ns as f64 / 1e6;
-    let mut spreads = Vec::new();
-    let mut latencies = Vec::new();
-    let mut rates = Vec::new();
-    let mut delivered = 0;
+    let (mut spreads, mut latencies, mut rates, mut delivered) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for (k, times) in per_change.iter().enumerate() {
         delivered += times.len();
         let (Some(&first), Some(&last)) = (times.iter().min(), times.iter().max()) else { continue };
@@ -251,25 +271,14 @@ fn summarize(
         latencies.extend(times.iter().map(|&t| ms(t.saturating_sub(made[k]))));
         rates.push(times.len() as f64 / ((last - first) as f64 / 1e9).max(1e-3));
     }
-    spreads.sort_by(f64::total_cmp);
-    latencies.sort_by(f64::total_cmp);
-    rates.sort_by(f64::total_cmp);
-    let cpu = after.cpu_seconds - before.cpu_seconds;
+    for v in [&mut spreads, &mut latencies, &mut rates] {
+        v.sort_by(f64::total_cmp);
+    }
     json!({
-        "scenario": "fanout",
-        "target": format!("{:?}", args.target).to_lowercase(),
-        "subscribers": connected,
-        "changes": args.changes,
         "delivered": delivered,
-        "delivered_per_change": per_change.iter().map(Vec::len).collect::<Vec<_>>(),
-        "expected": connected * args.changes,
         "spread_ms": { "p50": percentile(&spreads, 50.0), "p99": percentile(&spreads, 99.0) },
         "latency_ms": { "p50": percentile(&latencies, 50.0), "p99": percentile(&latencies, 99.0), "max": latencies.last().copied().unwrap_or(0.0) },
         "deliveries_per_second": percentile(&rates, 50.0).round(),
-        "cpu_seconds_per_change": cpu / args.changes as f64,
-        "rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
-        "rss_per_subscriber_bytes": (before.rss_bytes.saturating_sub(idle_before.rss_bytes)) as f64 / connected.max(1) as f64,
-        "poll_interval_ms": args.poll.as_secs_f64() * 1000.0,
     })
 }
 

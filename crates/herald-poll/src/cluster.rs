@@ -282,7 +282,11 @@ impl Replica {
         // The lease this poll is made under: if it lapses meanwhile, the append still goes and
         // fencing refuses it.
         let Some(value) = self.holding.as_ref().map(|h| h.value.clone()) else { return true };
-        let permit = hub.limiter.acquire(priority(&watch, first)).await;
+        let shutdown = hub.shutdown.clone();
+        let permit = tokio::select! {
+            p = hub.limiter.acquire(priority(&watch, first)) => p,
+            () = shutdown.cancelled() => return false,
+        };
         // The lease is renewed while the upstream takes its time.
         let polled = {
             let polling = hub.poll(&watch, schedule);
@@ -291,6 +295,7 @@ impl Replica {
                 tokio::select! {
                     polled = &mut polling => break polled,
                     _ = tick.tick() => self.lease().await,
+                    () = shutdown.cancelled() => return false,
                 }
             }
         };
@@ -320,9 +325,9 @@ impl Replica {
     }
 
     /// Appends a poll's step to the log under the lease `value`, then applies it here. Refused
-    /// (the lease passed to another replica): nothing is applied and this replica follows. Redis not answering: the
-    /// step is dropped (the next poll finds the change again, since the representation held is
-    /// still the old one).
+    /// (the lease passed to another replica): nothing is applied and this replica follows.
+    /// Redis not answering: the step is dropped (the next poll finds the change again, since the
+    /// representation held is still the old one).
     async fn commit(&mut self, value: &str, step: Step, opens: bool) {
         let mut update = self.update(&step, false);
         let mut appended = self.log.append(value, next_epoch(), self.history(), &update).await;

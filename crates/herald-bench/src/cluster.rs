@@ -46,7 +46,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Value> {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.ok_or_else(|| anyhow::anyhow!("the cluster scenario needs redis-server"))?;
     let api = LegacyApi::new();
     let upstream = api.serve("127.0.0.1:0".parse()?).await?;
     let poll = humantime::format_duration(args.poll).to_string();

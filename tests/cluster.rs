@@ -489,3 +489,77 @@ async fn a_revoked_credential_ends_its_streams_on_every_replica() {
     let again = gws[1].subscribe("/me/tasks/event-stream", &[("authorization", "Bearer alice")]).await;
     assert_eq!(again.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_on_three_replicas_lose_nothing_when_one_is_killed_mid_burst() {
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    let recv = herald_testkit::Receiver::new();
+    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    recv.trust(SECRET);
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  shutdown_grace: 3s\n\
+         upstream:\n  url: http://{upstream}\n  timeout: 10s\n\
+         log:\n  format: json\n  level: debug\n\
+         storage:\n  kind: redis\n  url: {}\n  prefix: wh\n  lease: 1s\n\
+         webhooks:\n  api_keys: [test-api-key-0123456789]\n  timeout: 2s\n  max_in_flight: 64\n  \
+         retry_schedule: [50ms, 100ms, 200ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms]\n  \
+         allow_private_destinations: [127.0.0.0/8]\n  subscriptions:\n    \
+         - {{ id: durable, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n\
+         routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
+         poll: {{ interval: 100ms, min_interval: 100ms, adaptive: false, jitter: 0 }}\n    \
+         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n",
+        redis.url()
+    );
+    let mut gws = replicas(3, &yaml).await;
+    let holder = || gws.iter().position(|gw| gw.logs().contains("webhook watch lease taken"));
+    eventually("a replica watches the subscription's resource", || holder().is_some()).await;
+    let victim = holder().unwrap();
+
+    recv.behave(herald_testkit::Behaviour::FailFraction(0.3));
+    let mut expected = std::collections::HashSet::new();
+    for i in 0..2000 {
+        expected.insert(api.add_task(&format!("burst {i}")));
+        if i == 1000 {
+            gws[victim].signal("KILL");
+        }
+        if i % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(gws[victim].wait(SOON).await.is_some());
+    let created = |r: &herald_testkit::Receiver| -> std::collections::HashSet<String> {
+        r.accepted()
+            .iter()
+            .filter(|d| d.event_type == "task.created")
+            .map(|d| d.body["data"]["resourceId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while created(&recv) != expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} tasks never delivered",
+            expected.difference(&created(&recv)).count(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // At least once; a duplicate is the same message again (its webhook-id), never a new one.
+    let mut ids: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for d in recv.accepted().iter().filter(|d| d.event_type == "task.created") {
+        let task = d.body["data"]["resourceId"].as_str().unwrap().to_string();
+        let first = ids.entry(task.clone()).or_insert_with(|| d.id.clone());
+        assert_eq!(*first, d.id, "task {task} delivered under two webhook-ids");
+    }
+    assert_eq!(recv.rejected(), 0, "every request is signed with the subscription's secret");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let mut delivering = 0;
+    for i in survivors {
+        if gws[i].metric("herald_webhook_deliveries_total{outcome=\"success\"}").await > 0.0 {
+            delivering += 1;
+        }
+    }
+    assert!(delivering >= 1);
+}

@@ -704,24 +704,8 @@ impl<'a> Cx<'a> {
         if c.sse.max_subscribers == 0 {
             self.problem_at("sse.max_subscribers", "must be at least 1");
         }
-        if c.storage.kind == StorageKind::Redis {
-            if c.storage.lease < Duration::from_secs(1) {
-                self.problem_at("storage.lease", "must be at least 1s (it is renewed every third of it)");
-            }
-            // Until webhooks are cluster-wide (subscriptions and queue in Redis), a cluster would
-            // deliver each change once per replica, or not at all after a restart: refused.
-            for key in ["webhooks.api_keys", "webhooks.subscriptions"] {
-                let set = match key {
-                    "webhooks.api_keys" => !c.webhooks.api_keys.is_empty(),
-                    _ => !c.webhooks.subscriptions.is_empty(),
-                };
-                if set {
-                    self.problem_at(
-                        key,
-                        "webhooks are not available with storage.kind: redis in this version (use embedded, or remove it)",
-                    );
-                }
-            }
+        if c.storage.kind == StorageKind::Redis && c.storage.lease < Duration::from_secs(1) {
+            self.problem_at("storage.lease", "must be at least 1s (it is renewed every third of it)");
         }
         if c.server.listen == c.server.admin_listen && c.server.listen.port() != 0 {
             self.problem_at("server.admin_listen", "must differ from server.listen");
@@ -1056,7 +1040,6 @@ sse:
              - {{ id: a, url: 'http://x', path: /nope }}\n"
         ));
         for expected in [
-            "webhooks.api_keys: webhooks are not available with storage.kind: redis",
             "webhooks.api_keys[0]: too short",
             "webhooks.allow_private_destinations[0]: invalid CIDR \"10.0.0.0/33\"",
             "webhooks.subscriptions[0].url: invalid URL \"ftp://x\"",

@@ -95,6 +95,60 @@ impl Cluster {
     }
 }
 
+/// A lease held for something other than a watch's polls (a webhook watch): renewed in the
+/// background until dropped (then given up); `lost` fires when it could not be renewed.
+pub struct HeldLease {
+    pub lost: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Cluster {
+    /// Waits until this replica holds the lease `name`; `None` when `cancel` fires first.
+    pub async fn hold(&self, name: &str, cancel: &CancellationToken) -> Option<HeldLease> {
+        let log = self.redis.watch_log(name, self.lease * 3);
+        loop {
+            if let Ok(Acquired::Held(value)) = log.acquire(&self.replica, self.lease).await {
+                let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
+                tokio::spawn(keep(log, value, self.lease, lost.clone(), stop.clone()));
+                return Some(HeldLease { lost, stop });
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.lease / 3) => {}
+                () = cancel.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// Renews a held lease every third of it until `stop` (then gives it up) or until it is lost.
+async fn keep(log: WatchLog, value: String, lease: Duration, lost: CancellationToken, stop: CancellationToken) {
+    let mut until = Instant::now() + lease;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(lease / 3) => {}
+            () = stop.cancelled() => {
+                let _ = log.release(&value).await;
+                return;
+            }
+        }
+        match log.renew(&value, lease).await {
+            Ok(true) => until = Instant::now() + lease,
+            // Unknown (Redis does not answer): it holds until it surely lapsed.
+            Err(_) if Instant::now() < until => {}
+            _ => {
+                lost.cancel();
+                return;
+            }
+        }
+    }
+}
+
 /// The watch's id in Redis: a hash of route, target and scope (the scope is itself a keyed
 /// hash, so no credential reaches Redis).
 fn watch_id(route: &str, key: &WatchKey) -> String {

@@ -138,8 +138,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The representation (canonical JSON) a webhook watch last recorded.
     fn watch_state(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>>;
-    /// Stores a watch's new representation and the messages its change produced, together.
-    fn record_change(&self, key: String, data: Vec<u8>, messages: Vec<Message>) -> StoreFuture<'_, ()>;
+    /// Stores a watch's new representation and the messages its change produced, together, if
+    /// the representation stored is still `expected` (the one the change was diffed from);
+    /// `false`: another process recorded a change meanwhile, nothing was written.
+    fn record_change(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        data: Vec<u8>,
+        messages: Vec<Message>,
+    ) -> StoreFuture<'_, bool>;
     /// Adds messages (a ping, …) to the queue.
     fn enqueue(&self, messages: Vec<Message>) -> StoreFuture<'_, ()>;
 
@@ -169,6 +177,11 @@ pub trait Store: Send + Sync + 'static {
     fn prune(&self, delivered_before: u64, dead_before: u64, keep: usize) -> StoreFuture<'_, u64>;
     /// Answers when the store can be read (for /readyz).
     fn check(&self) -> StoreFuture<'_, ()>;
+    /// Moves whenever any process changes a subscription, so that replicas sharing the store
+    /// know to read them again. One process only (the embedded store): always 0.
+    fn generation(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -379,11 +379,23 @@ impl Store for RedbStore {
         })
     }
 
-    fn record_change(&self, key: String, data: Vec<u8>, messages: Vec<Message>) -> StoreFuture<'_, ()> {
+    fn record_change(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        data: Vec<u8>,
+        messages: Vec<Message>,
+    ) -> StoreFuture<'_, bool> {
         self.write(move |tx| {
+            let mut watches = tx.open_table(WATCHES).map_err(backend)?;
+            let stored = watches.get(key.as_str()).map_err(backend)?.map(|v| v.value().to_vec());
+            if stored != expected {
+                return Ok(false);
+            }
+            watches.insert(key.as_str(), data.as_slice()).map_err(backend)?;
+            drop(watches);
             insert_messages(tx, &messages)?;
-            tx.open_table(WATCHES).map_err(backend)?.insert(key.as_str(), data.as_slice()).map_err(backend)?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -612,7 +624,7 @@ mod tests {
             let store = RedbStore::open(dir.path(), None).unwrap();
             store.put_subscription(sub("a")).await.unwrap();
             let (m1, m2) = (msg("a", 100), msg("a", 50));
-            store.record_change("w".into(), b"[1]".to_vec(), vec![m1, m2]).await.unwrap();
+            assert!(store.record_change("w".into(), None, b"[1]".to_vec(), vec![m1, m2]).await.unwrap());
             store.scope_key().await.unwrap()
         };
         let store = RedbStore::open(dir.path(), None).unwrap();
@@ -673,7 +685,7 @@ mod tests {
         for (sub, body) in [("a", "{\"n\":1}"), ("b", "{\"n\":1}"), ("a", "{\"n\":2}")] {
             sent.push(Message { payload: body.into(), ..msg(sub, 10) });
         }
-        store.record_change("w".into(), b"[]".to_vec(), sent.clone()).await.unwrap();
+        assert!(store.record_change("w".into(), None, b"[]".to_vec(), sent.clone()).await.unwrap());
         assert_eq!(payloads(&store), 2, "equal bodies share one copy");
         let mut due = store.due(100, 10, vec![]).await.unwrap();
         due.sort_by(|x, y| x.id.cmp(&y.id));

@@ -122,7 +122,14 @@ impl Dispatcher {
 
     async fn attempt(self: Arc<Self>, mut message: Message, permit: OwnedSemaphorePermit) {
         let taken_due = message.next_attempt;
-        let sub = self.shared.subs.read().unwrap().get(&message.subscription).cloned();
+        let mut sub = self.shared.subs.read().unwrap().get(&message.subscription).cloned();
+        if sub.is_none() {
+            // Cluster mode: created on another replica, not read here yet.
+            if let Ok(Some(stored)) = self.shared.store.subscription(message.subscription.clone()).await {
+                self.shared.subs.write().unwrap().insert(stored.id.clone(), stored.clone());
+                sub = Some(stored);
+            }
+        }
         match sub {
             // Deleted meanwhile: recording skips it.
             None => {}

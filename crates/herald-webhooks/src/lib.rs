@@ -135,6 +135,9 @@ impl Webhooks {
         let watcher = Watcher::new(shared.clone(), shutdown.clone());
         watcher.refresh(Start::Resume);
         deliver::Dispatcher::start(shared.clone(), watcher.clone(), shutdown.clone())?;
+        if shared.hub.cluster().is_some() {
+            tokio::spawn(follow_subscriptions(shared.clone(), watcher.clone(), shutdown.clone()));
+        }
         tokio::spawn(prune(shared.clone(), shutdown));
         let count = shared.subs.read().unwrap().len();
         info!(subscriptions = count, "webhooks started");
@@ -149,6 +152,34 @@ impl Webhooks {
     /// Whether the store answers (for /readyz).
     pub async fn store_ready(&self) -> Result<(), StoreError> {
         self.shared.store.check().await
+    }
+}
+
+/// Cluster mode: subscriptions written by other replicas (the API, delivery outcomes) are read
+/// again within a second, and the queue depth is taken from the shared queue.
+async fn follow_subscriptions(shared: Arc<Shared>, watcher: Arc<Watcher>, shutdown: CancellationToken) {
+    let mut seen = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Ok(depth) = shared.store.pending().await {
+            shared.metrics.queue_depth.set(depth as i64);
+        }
+        let Ok(generation) = shared.store.generation().await else { continue };
+        if seen == Some(generation) {
+            continue;
+        }
+        let _order = shared.sub_writes.lock().await;
+        match shared.store.subscriptions().await {
+            Ok(subs) => {
+                *shared.subs.write().unwrap() = subs.into_iter().map(|s| (s.id.clone(), s)).collect();
+                seen = Some(generation);
+                watcher.refresh(Start::Fresh);
+            }
+            Err(e) => error!(error = %e, "cannot read the subscriptions again"),
+        }
     }
 }
 

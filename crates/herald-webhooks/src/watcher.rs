@@ -76,10 +76,39 @@ impl Watcher {
                 None => {
                     let (tx, rx) = watch::channel(subs);
                     let cancel = self.shutdown.child_token();
-                    tokio::spawn(self.clone().run(key.clone(), credentials, rx, cancel.clone(), start));
+                    tokio::spawn(self.clone().run_leased(key.clone(), credentials, rx, cancel.clone(), start));
                     tasks.insert(key, Task { subs: tx, cancel });
                 }
             }
+        }
+    }
+
+    /// Runs the watch task; in cluster mode, only while this replica holds the group's lease
+    /// (one replica at a time turns a group's changes into messages).
+    async fn run_leased(
+        self: Arc<Self>,
+        key: WatchKey,
+        credentials: Credentials,
+        subs: watch::Receiver<Arc<Vec<Subscription>>>,
+        cancel: CancellationToken,
+        mut start: Start,
+    ) {
+        let Some(cluster) = self.shared.hub.cluster().cloned() else {
+            return self.run(key, credentials, subs, cancel, start).await;
+        };
+        let route = self.shared.hub.route(key.route).name.clone();
+        let group = blake3::hash(format!("{route}\u{0}{}\u{0}{}", key.target, key.scope).as_bytes());
+        let name = format!("wh-{}", &group.to_hex()[..32]);
+        loop {
+            let Some(held) = cluster.hold(&name, &cancel).await else { return };
+            debug!(route = %route, replica = %cluster.replica(), "webhook watch lease taken");
+            let run = self.clone().run(key.clone(), credentials.clone(), subs.clone(), cancel.clone(), start);
+            tokio::select! {
+                () = run => return,
+                () = held.lost.cancelled() => warn!(route = %route, "webhook watch lease lost; another replica takes over"),
+            }
+            // What the last holder recorded is where the next one starts from.
+            start = Start::Resume;
         }
     }
 
@@ -149,6 +178,8 @@ impl Watcher {
 
     /// Records the watch's representation if it differs from the last recorded one, with the
     /// messages of its change. Retries a failing store until it answers; `true` when cancelled.
+    /// When another replica recorded a change first (cluster mode), diffs again from what it
+    /// recorded, so a change is never turned into messages twice.
     async fn observe(
         &self,
         watch: &Watch,
@@ -158,43 +189,67 @@ impl Watcher {
         cancel: &CancellationToken,
     ) -> bool {
         let Some(now) = watch.representation() else { return false };
-        if last.as_ref().is_some_and(|l| l.hash == now.hash) {
+        loop {
+            if last.as_ref().is_some_and(|l| l.hash == now.hash) {
+                return false;
+            }
+            let messages = match last {
+                // Nothing recorded yet: this is where deliveries start from.
+                None => Vec::new(),
+                Some(prev) => {
+                    let subs = subs.borrow().clone();
+                    match self.messages(&watch.key, prev, &now, &subs) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            // Wait for a valid collection and diff against the last valid one.
+                            warn!(route = %watch.route_name(), error = %e, "not a valid collection; webhooks wait for the next valid one");
+                            return false;
+                        }
+                    }
+                }
+            };
+            let count = messages.len();
+            let expected = last.as_ref().map(|l| l.data.to_vec());
+            let recorded = loop {
+                let stored = self.shared.store.record_change(
+                    store_key.to_string(),
+                    expected.clone(),
+                    now.data.to_vec(),
+                    messages.clone(),
+                );
+                match stored.await {
+                    Ok(recorded) => break recorded,
+                    Err(e) => {
+                        error!(error = %e, "cannot record a change for webhooks, retrying");
+                        if sleep_or_cancel(Duration::from_secs(1), cancel).await {
+                            return true;
+                        }
+                    }
+                }
+            };
+            if !recorded {
+                match self.shared.store.watch_state(store_key.to_string()).await {
+                    Ok(data) if data != expected => {
+                        debug!(route = %watch.route_name(), "another replica recorded this watch's change first; diffing from it");
+                        *last = data.map(|d| Representation::from_body(d.into(), &[]));
+                        continue;
+                    }
+                    Ok(_) => error!("a webhook watch's recorded representation reads back different, retrying"),
+                    Err(e) => error!(error = %e, "cannot read a webhook watch's last representation, retrying"),
+                }
+                if sleep_or_cancel(Duration::from_secs(1), cancel).await {
+                    return true;
+                }
+                continue;
+            }
+            debug!(route = %watch.route_name(), messages = count, "change recorded for webhooks");
+            *last = Some(now);
+            if count > 0 {
+                self.shared.metrics.queue_depth.add(count as i64);
+                self.shared.wake.notify_one();
+            }
             return false;
         }
-        let messages = match last {
-            // Nothing recorded yet: this is where deliveries start from.
-            None => Vec::new(),
-            Some(prev) => {
-                let subs = subs.borrow().clone();
-                match self.messages(&watch.key, prev, &now, &subs) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        // Wait for a valid collection and diff against the last valid one.
-                        warn!(route = %watch.route_name(), error = %e, "not a valid collection; webhooks wait for the next valid one");
-                        return false;
-                    }
-                }
-            }
-        };
-        let count = messages.len();
-        loop {
-            match self.shared.store.record_change(store_key.to_string(), now.data.to_vec(), messages.clone()).await {
-                Ok(()) => break,
-                Err(e) => {
-                    error!(error = %e, "cannot record a change for webhooks, retrying");
-                    if sleep_or_cancel(Duration::from_secs(1), cancel).await {
-                        return true;
-                    }
-                }
-            }
-        }
-        debug!(route = %watch.route_name(), messages = count, "change recorded for webhooks");
-        *last = Some(now);
-        if count > 0 {
-            self.shared.metrics.queue_depth.add(count as i64);
-            self.shared.wake.notify_one();
-        }
-        false
     }
 
     /// One message per event per subscription that wants it.

@@ -11,7 +11,7 @@ use herald_config::{Config, Log, LogFormat, Storage, StorageKind};
 use herald_http::{Admin, App, HttpMetrics, Limits, Tls};
 use herald_poll::{Cluster, Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
-use herald_store::redis::Redis;
+use herald_store::redis::{Redis, RedisStore};
 use herald_store::{RedbStore, Store};
 use herald_webhooks::{WebhookMetrics, Webhooks};
 use prometheus::{IntGaugeVec, Opts, Registry};
@@ -39,8 +39,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
     registry.register(Box::new(build_info))?;
 
     let shutdown = CancellationToken::new();
-    let store = open_store(&config.storage)?;
-    let (cluster, scope_key) = match config.storage.kind {
+    let (store, cluster): (Arc<dyn Store>, _) = match config.storage.kind {
         StorageKind::Redis => {
             let s = &config.storage;
             let redis = Redis::connect(&s.url, &s.prefix, Duration::from_secs(2).min(s.lease / 2), &registry)
@@ -48,11 +47,17 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::R
                 .context("cannot reach redis (storage.url)")?;
             let replica = replica_name();
             info!(replica = %replica, prefix = %s.prefix, "cluster mode: redis connected");
-            let scope_key = redis.shared_secret("scope-key").await?;
-            (Some(Cluster::new(redis, replica, s.lease, &registry, shutdown.child_token())?), scope_key)
+            // A message taken by a replica that dies comes due again after this: longer than an
+            // attempt can take, so a slow attempt is never repeated while it runs.
+            let claim = config.webhooks.timeout + Duration::from_secs(10);
+            let store = RedisStore::open(redis.clone(), s.encryption_key.as_ref(), claim)
+                .await
+                .context("cannot open the webhook store in redis")?;
+            (Arc::new(store), Some(Cluster::new(redis, replica, s.lease, &registry, shutdown.child_token())?))
         }
-        StorageKind::Embedded | StorageKind::Memory => (None, store.scope_key().await?),
+        StorageKind::Embedded | StorageKind::Memory => (open_store(&config.storage)?, None),
     };
+    let scope_key = store.scope_key().await?;
     let fetch = Arc::new(UpstreamClient::new(&config.upstream)?);
     let hub = Hub::new(
         HubConfig {
@@ -170,9 +175,8 @@ fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
             info!(path = %storage.path, "embedded store opened");
             Arc::new(store)
         }
-        // Cluster mode keeps watches in Redis; webhooks are refused by the configuration check
-        // until they are cluster-wide, so their store holds nothing.
-        StorageKind::Memory | StorageKind::Redis => Arc::new(RedbStore::memory()?),
+        StorageKind::Memory => Arc::new(RedbStore::memory()?),
+        StorageKind::Redis => unreachable!("cluster mode opens its store in redis"),
     })
 }
 

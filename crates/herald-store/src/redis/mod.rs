@@ -4,6 +4,7 @@
 //! [`watch_log`]; pub/sub notifications in [`bus`].
 
 mod bus;
+mod store;
 mod watch_log;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFutur
 use tracing::warn;
 
 pub use bus::{Bus, Following, Note};
+pub use store::RedisStore;
 pub use watch_log::{Acquired, Appended, Entry, Meta, Update, WatchLog};
 
 use crate::StoreError;

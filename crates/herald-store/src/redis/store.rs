@@ -1,0 +1,479 @@
+//! The webhook [`Store`] in Redis, for cluster mode: subscriptions, the delivery queue and each
+//! webhook watch's last representation, shared by every replica. Every key shares one hash tag
+//! (`{<prefix>:wh}`), so the scripts run on Redis Cluster too.
+//!
+//! The queue is a sorted set of message ids by due time. Taking due messages *claims* them: one
+//! script moves their due time `claim` ahead, so no other replica takes them meanwhile; the
+//! outcome sets the next due time (a retry) or takes them out. A replica that dies with messages
+//! in flight leaves them claimed, and they come due again after `claim`, which is longer than
+//! `webhooks.timeout` so that a slow attempt is never repeated while it runs: at least once,
+//! the same `webhook-id`.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::Script;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Redis;
+use crate::seal::{is_sealed, Sealer};
+use crate::{Attempted, Message, MessageStatus, Store, StoreError, StoreFuture, Subscription};
+
+pub struct RedisStore {
+    redis: Arc<Redis>,
+    /// `{<prefix>:wh}`: every key starts with it.
+    tag: String,
+    sealer: Option<Sealer>,
+    /// How long a taken message stays away from the other replicas.
+    claim: Duration,
+}
+
+/// KEYS: queue, msgs. ARGV: now, limit, claimed until. Takes due messages: their records.
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local record = redis.call('HGET', KEYS[2], id)
+  if record then
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    out[#out + 1] = record
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+",
+    )
+});
+
+/// KEYS: msgs, queue, states, bysub prefix (`…:bysub:`). ARGV: state key ('' for none),
+/// expected state ('' for none; `~` skips the check), new state, then id/subscription/created/due/record
+/// quintuples. Adds messages (and records a watch's new state, if it is still the expected one).
+static ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[1] ~= '' and ARGV[2] ~= '~' then
+  local cur = redis.call('HGET', KEYS[3], ARGV[1]) or ''
+  if cur ~= ARGV[2] then return 0 end
+end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[3]) end
+for i = 4, #ARGV, 5 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 4])
+  redis.call('ZADD', KEYS[4] .. ARGV[i + 1], ARGV[i + 2], ARGV[i])
+  if ARGV[i + 3] ~= '' then redis.call('ZADD', KEYS[2], ARGV[i + 3], ARGV[i]) end
+end
+return 1
+",
+    )
+});
+
+/// KEYS: msgs, queue, subs. ARGV: id/subscription/due/record quadruples (due '' when finished).
+/// Writes outcomes; a message whose record or subscription is gone is not written back.
+static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 1, #ARGV, 4 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 and redis.call('HEXISTS', KEYS[3], ARGV[i + 1]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
+    if ARGV[i + 2] == '' then
+      redis.call('ZREM', KEYS[2], ARGV[i])
+    else
+      redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i])
+    end
+  end
+end
+return 1
+",
+    )
+});
+
+/// KEYS: subs, msgs, queue, bysub, gen. ARGV: id. Removes a subscription and its messages.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local ids = redis.call('ZRANGE', KEYS[4], 0, -1)
+for _, id in ipairs(ids) do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+redis.call('DEL', KEYS[4])
+redis.call('INCR', KEYS[5])
+return 1
+",
+    )
+});
+
+/// KEYS: msgs, bysub. ARGV: ids. Forgets finished messages.
+static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for _, id in ipairs(ARGV) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+return #ARGV
+",
+    )
+});
+
+impl RedisStore {
+    /// The store of the gateway `redis` serves; `claim` must be longer than `webhooks.timeout`.
+    pub async fn open(
+        redis: Arc<Redis>,
+        encryption_key: Option<&[u8; 32]>,
+        claim: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        let tag = format!("{{{}:wh}}", redis.prefix);
+        let store = RedisStore { redis, tag, sealer: encryption_key.map(Sealer::new), claim };
+        store.check_key().await?;
+        Ok(store)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.tag)
+    }
+
+    /// Subscriptions are sealed with the key every replica has: a replica started with another
+    /// key (or none, on sealed data) fails at start instead of misreading them.
+    async fn check_key(&self) -> Result<(), StoreError> {
+        const PLAIN: &[u8] = b"herald key check";
+        let key = self.key("key-check");
+        let stored: Option<Vec<u8>> = self.cmd("secret", redis::cmd("GET").arg(&key)).await?;
+        match (stored, &self.sealer) {
+            (None, Some(sealer)) => {
+                self.cmd::<()>("secret", redis::cmd("SET").arg(&key).arg(sealer.seal(b"key-check", PLAIN)).arg("NX"))
+                    .await
+            }
+            (None, None) => Ok(()),
+            (Some(sealed), Some(sealer)) => match sealer.open(b"key-check", &sealed) {
+                Some(_) => Ok(()),
+                None => Err(StoreError::WrongKey),
+            },
+            (Some(_), None) => Err(StoreError::KeyNeeded),
+        }
+    }
+
+    async fn cmd<T: redis::FromRedisValue + Send>(&self, op: &'static str, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.redis.call(op, |mut c| async move { cmd.query_async(&mut c).await }).await
+    }
+
+    fn seal_subscription(&self, sub: &Subscription) -> Vec<u8> {
+        let plain = encode(sub);
+        match &self.sealer {
+            Some(sealer) => sealer.seal(sub.id.as_bytes(), &plain),
+            None => plain,
+        }
+    }
+
+    fn open_subscription(&self, id: &str, bytes: &[u8]) -> Result<Subscription, StoreError> {
+        if !is_sealed(bytes) {
+            return decode(id, bytes);
+        }
+        let sealer = self.sealer.as_ref().ok_or(StoreError::KeyNeeded)?;
+        let plain = sealer.open(id.as_bytes(), bytes).ok_or_else(|| StoreError::Sealed { key: id.to_string() })?;
+        decode(id, &plain)
+    }
+
+    /// Adds messages, with a watch's new state when `state` is given; `false` (nothing written)
+    /// when the state stored is not the one expected.
+    async fn add(&self, state: Option<StateChange<'_>>, messages: &[Message]) -> Result<bool, StoreError> {
+        let mut script = ADD.prepare_invoke();
+        script.key(self.key("msgs")).key(self.key("queue")).key(self.key("states")).key(self.key("bysub:"));
+        match state {
+            Some(StateChange { key, expected, data }) => {
+                script.arg(key).arg(expected.unwrap_or_default()).arg(data);
+            }
+            None => {
+                script.arg("").arg("~").arg("");
+            }
+        }
+        for m in messages {
+            let due = if m.status == MessageStatus::Pending { m.next_attempt.to_string() } else { String::new() };
+            script.arg(&m.id).arg(&m.subscription).arg(m.created_at).arg(due).arg(encode(m));
+        }
+        let added: i64 = self.redis.call("append", |mut c| async move { script.invoke_async(&mut c).await }).await?;
+        Ok(added == 1)
+    }
+
+    /// A subscription's messages, newest first.
+    async fn of_subscription(&self, subscription: &str) -> Result<Vec<Message>, StoreError> {
+        let ids: Vec<String> = self
+            .cmd("read", redis::cmd("ZREVRANGE").arg(self.key(&format!("bysub:{subscription}"))).arg(0).arg(-1))
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<Option<Vec<u8>>> =
+            self.cmd("read", redis::cmd("HMGET").arg(self.key("msgs")).arg(&ids)).await?;
+        Ok(ids
+            .iter()
+            .zip(records)
+            .filter_map(|(id, r)| Some(decode::<Message>(id, &r?).unwrap_or_else(|e| unreadable(subscription, id, &e))))
+            .collect())
+    }
+}
+
+/// A webhook watch's new representation, recorded only over the one it was diffed from.
+struct StateChange<'a> {
+    key: &'a str,
+    expected: Option<&'a [u8]>,
+    data: &'a [u8],
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
+}
+
+/// What is known of a message whose record cannot be decoded.
+fn unreadable(subscription: &str, id: &str, reason: &dyn std::fmt::Display) -> Message {
+    Message {
+        id: id.to_string(),
+        subscription: subscription.to_string(),
+        event_type: String::new(),
+        payload: String::new(),
+        created_at: 0,
+        status: MessageStatus::Dead,
+        attempts: 0,
+        next_attempt: 0,
+        last_attempt: None,
+        last_status: None,
+        last_error: Some(format!("unreadable record: {reason}")),
+    }
+}
+
+impl Store for RedisStore {
+    fn scope_key(&self) -> StoreFuture<'_, [u8; 32]> {
+        Box::pin(self.redis.shared_secret("scope-key"))
+    }
+
+    fn put_subscription(&self, sub: Subscription) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("HSET")
+                .arg(self.key("subs"))
+                .arg(&sub.id)
+                .arg(self.seal_subscription(&sub))
+                .ignore()
+                .cmd("INCR")
+                .arg(self.key("gen"))
+                .ignore();
+            self.redis.call("append", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+        })
+    }
+
+    fn subscription(&self, id: String) -> StoreFuture<'_, Option<Subscription>> {
+        Box::pin(async move {
+            let bytes: Option<Vec<u8>> = self.cmd("read", redis::cmd("HGET").arg(self.key("subs")).arg(&id)).await?;
+            bytes.map(|b| self.open_subscription(&id, &b)).transpose()
+        })
+    }
+
+    fn subscriptions(&self) -> StoreFuture<'_, Vec<Subscription>> {
+        Box::pin(async move {
+            let all: Vec<(String, Vec<u8>)> = self.cmd("read", redis::cmd("HGETALL").arg(self.key("subs"))).await?;
+            all.iter().map(|(id, b)| self.open_subscription(id, b)).collect()
+        })
+    }
+
+    fn delete_subscription(&self, id: String) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let bysub = self.key(&format!("bysub:{id}"));
+            let deleted: i64 = self
+                .redis
+                .call("append", |mut c| async move {
+                    DELETE
+                        .key(self.key("subs"))
+                        .key(self.key("msgs"))
+                        .key(self.key("queue"))
+                        .key(&bysub)
+                        .key(self.key("gen"))
+                        .arg(&id)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            Ok(deleted == 1)
+        })
+    }
+
+    fn watch_state(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move { self.cmd("read", redis::cmd("HGET").arg(self.key("states")).arg(&key)).await })
+    }
+
+    fn record_change(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        data: Vec<u8>,
+        messages: Vec<Message>,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let change = StateChange { key: &key, expected: expected.as_deref(), data: &data };
+            self.add(Some(change), &messages).await
+        })
+    }
+
+    fn enqueue(&self, messages: Vec<Message>) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.add(None, &messages).await.map(drop) })
+    }
+
+    /// Claims what is due; `skip` is not needed (what this replica has in flight is claimed).
+    fn due(&self, now: u64, limit: usize, _skip: Vec<String>) -> StoreFuture<'_, Vec<Message>> {
+        Box::pin(async move {
+            let until = now + self.claim.as_millis() as u64;
+            let records: Vec<Vec<u8>> = self
+                .redis
+                .call("queue", |mut c| async move {
+                    TAKE.key(self.key("queue"))
+                        .key(self.key("msgs"))
+                        .arg(now)
+                        .arg(limit)
+                        .arg(until)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            let mut out = Vec::new();
+            let mut dead = Vec::new();
+            for record in records {
+                match decode::<Message>("queued message", &record) {
+                    Ok(m) => out.push(m),
+                    // Set aside as dead, with the reason: never in the way of the others.
+                    Err(e) => {
+                        let id = serde_json::from_slice::<serde_json::Value>(&record).ok().and_then(|v| {
+                            Some((v["id"].as_str()?.to_string(), v["subscription"].as_str()?.to_string()))
+                        });
+                        if let Some((id, sub)) = id {
+                            tracing::error!(message = %id, reason = %e, "unreadable queued message set aside as dead");
+                            dead.push(Attempted { message: unreadable(&sub, &id, &e), taken_due: 0 });
+                        }
+                    }
+                }
+            }
+            if !dead.is_empty() {
+                self.complete(dead).await?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn next_due(&self) -> StoreFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            let first: Vec<(String, f64)> =
+                self.cmd("queue", redis::cmd("ZRANGE").arg(self.key("queue")).arg(0).arg(0).arg("WITHSCORES")).await?;
+            Ok(first.first().map(|(_, at)| *at as u64))
+        })
+    }
+
+    fn complete(&self, attempts: Vec<Attempted>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if attempts.is_empty() {
+                return Ok(());
+            }
+            let mut script = COMPLETE.prepare_invoke();
+            script.key(self.key("msgs")).key(self.key("queue")).key(self.key("subs"));
+            for a in &attempts {
+                let m = &a.message;
+                let due = if m.status == MessageStatus::Pending { m.next_attempt.to_string() } else { String::new() };
+                script.arg(&m.id).arg(&m.subscription).arg(due).arg(encode(m));
+            }
+            self.redis.call("queue", |mut c| async move { script.invoke_async::<i64>(&mut c).await.map(drop) }).await
+        })
+    }
+
+    fn pending(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move { self.cmd("queue", redis::cmd("ZCARD").arg(self.key("queue"))).await })
+    }
+
+    fn messages(
+        &self,
+        subscription: String,
+        status: Option<MessageStatus>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Message>> {
+        Box::pin(async move {
+            let mut out: Vec<Message> = self
+                .of_subscription(&subscription)
+                .await?
+                .into_iter()
+                .filter(|m| status.is_none_or(|s| s == m.status))
+                .take(limit)
+                .collect();
+            for m in &mut out {
+                m.payload.clear();
+            }
+            Ok(out)
+        })
+    }
+
+    fn replay(&self, subscription: String, since: u64, now: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut again: Vec<Message> = self
+                .of_subscription(&subscription)
+                .await?
+                .into_iter()
+                .filter(|m| m.created_at >= since && m.status != MessageStatus::Pending && !m.payload.is_empty())
+                .collect();
+            for m in &mut again {
+                m.status = MessageStatus::Pending;
+                m.attempts = 0;
+                m.next_attempt = now;
+            }
+            self.add(None, &again).await?;
+            Ok(again.len() as u64)
+        })
+    }
+
+    fn prune(&self, delivered_before: u64, dead_before: u64, keep: usize) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut pruned = 0;
+            let subs: Vec<String> = self.cmd("read", redis::cmd("HKEYS").arg(self.key("subs"))).await?;
+            for sub in subs {
+                let mut finished = 0;
+                let mut doomed = Vec::new();
+                for m in self.of_subscription(&sub).await? {
+                    let old = match m.status {
+                        MessageStatus::Pending => continue,
+                        MessageStatus::Delivered => m.created_at < delivered_before,
+                        MessageStatus::Dead => m.created_at < dead_before,
+                    };
+                    finished += 1;
+                    if old || finished > keep {
+                        doomed.push(m.id);
+                    }
+                }
+                for chunk in doomed.chunks(512) {
+                    let bysub = self.key(&format!("bysub:{sub}"));
+                    let forgot: u64 = self
+                        .redis
+                        .call("append", |mut c| async move {
+                            FORGET.key(self.key("msgs")).key(&bysub).arg(chunk).invoke_async(&mut c).await
+                        })
+                        .await?;
+                    pruned += forgot;
+                }
+            }
+            Ok(pruned)
+        })
+    }
+
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.redis.ping())
+    }
+
+    fn generation(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let generation: Option<u64> = self.cmd("read", redis::cmd("GET").arg(self.key("gen"))).await?;
+            Ok(generation.unwrap_or_default())
+        })
+    }
+}

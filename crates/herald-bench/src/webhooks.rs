@@ -8,10 +8,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use herald_testkit::{LegacyApi, Receiver};
-use herald_tests::Gateway;
+use herald_tests::{Gateway, RedisServer};
 use serde_json::{json, Value};
 
-use crate::{percentile, usage};
+use crate::{percentile, usage, Usage};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -32,6 +32,19 @@ pub struct Args {
     /// webhooks.max_in_flight.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
+    /// Where the queue lives: `embedded` (one herald) or `redis` (`--replicas` heralds sharing a
+    /// `redis-server` the scenario starts).
+    #[arg(long, default_value = "embedded")]
+    pub storage: Storage,
+    /// herald replicas, with `--storage redis`.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    Embedded,
+    Redis,
 }
 
 /// Runs the scenario; returns the JSON summary.
@@ -42,17 +55,26 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let receiver_addr = receiver.serve("127.0.0.1:0".parse()?).await?;
     receiver.trust(SECRET);
     let data = tempfile::tempdir()?;
+    let redis = match args.storage {
+        Storage::Redis => {
+            Some(RedisServer::start().await.ok_or_else(|| anyhow::anyhow!("--storage redis needs redis-server"))?)
+        }
+        Storage::Embedded => None,
+    };
+    let storage = match &redis {
+        Some(redis) => format!("{{ kind: redis, url: '{}', prefix: bench, lease: 2s }}", redis.url()),
+        None => format!("{{ kind: embedded, path: '{}' }}", data.path().display()),
+    };
     let every = humantime::format_duration(args.every);
     let mut yaml = format!(
         "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }}\n\
          upstream: {{ url: 'http://{upstream}', max_polls_per_second: 1000 }}\n\
          log: {{ format: json, level: info }}\n\
-         storage: {{ kind: embedded, path: '{}' }}\n\
+         storage: {storage}\n\
          routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
          poll: {{ interval: {every}, min_interval: {every}, adaptive: false, jitter: 0 }}\n    \
          events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n\
          webhooks:\n  max_in_flight: {}\n  allow_private_destinations: [127.0.0.0/8]\n  subscriptions:\n",
-        data.path().display(),
         args.max_in_flight
     );
     for i in 0..args.subs {
@@ -60,10 +82,14 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
             "    - {{ id: s{i}, url: 'http://{receiver_addr}/hook/{i}', path: /tasks, secret: '{SECRET}' }}\n"
         ));
     }
-    let gw = Gateway::start(&yaml).await;
+    let mut gws = Vec::new();
+    for _ in 0..if redis.is_some() { args.replicas.max(1) } else { 1 } {
+        gws.push(Gateway::start(&yaml).await);
+    }
+    let total = || gws.iter().map(|gw| usage(gw.pid())).fold(Usage::default(), Usage::sum);
     // Let every webhook watch record its starting point.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = usage(gw.pid());
+    let before = total();
 
     let started = Instant::now();
     let mut added = 0usize;
@@ -88,7 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     }
     let drained = receiver.accepted_count() >= expected;
     let wall = started.elapsed();
-    let after = usage(gw.pid());
+    let after = total();
     eprintln!();
 
     let accepted = receiver.accepted();
@@ -118,6 +144,8 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let span = last.duration_since(first).unwrap_or_default().as_secs_f64().max(1e-3);
     let result = json!({
         "scenario": "webhooks",
+        "storage": format!("{:?}", args.storage).to_lowercase(),
+        "replicas": gws.len(),
         "subscriptions": args.subs,
         "items_added": added,
         "messages_expected": expected,
@@ -146,7 +174,9 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
 /// The table for a webhooks result.
 pub fn print(r: &Value) {
     println!(
-        "webhooks: {} subscriptions, {} items → {} messages; delivered {} (+{} duplicates) in {:.1}s",
+        "webhooks ({} store, {} herald): {} subscriptions, {} items → {} messages; delivered {} (+{} duplicates) in {:.1}s",
+        r["storage"].as_str().unwrap_or("?"),
+        r["replicas"],
         r["subscriptions"],
         r["items_added"],
         r["messages_expected"],

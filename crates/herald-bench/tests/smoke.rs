@@ -53,11 +53,33 @@ async fn webhooks_runs() {
         every: Duration::from_millis(50),
         duration: Duration::from_secs(1),
         max_in_flight: 16,
+        storage: webhooks::Storage::Embedded,
+        replicas: 1,
     })
     .await
     .unwrap();
     webhooks::check(&r).unwrap();
     assert!(r["delivered_unique"].as_u64().unwrap() >= 3, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_run_on_redis_replicas() {
+    if RedisServer::start().await.is_none() {
+        return;
+    }
+    let r = webhooks::run(webhooks::Args {
+        subs: 3,
+        batch: 1,
+        every: Duration::from_millis(50),
+        duration: Duration::from_secs(1),
+        max_in_flight: 16,
+        storage: webhooks::Storage::Redis,
+        replicas: 2,
+    })
+    .await
+    .unwrap();
+    webhooks::check(&r).unwrap();
+    assert_eq!(r["replicas"], 2, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -431,6 +431,15 @@ async fn lost_pubsub_notices_are_filled_from_the_log() {
     }
 }
 
+#[tokio::test]
+async fn through_sentinel_three_replicas_poll_once_and_clients_resume_anywhere() {
+    let Some(master) = RedisServer::start().await else { return };
+    let Some(sentinel) = RedisServer::sentinel(&master).await else { return };
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port);
+    one_poll_for_three_replicas(&url).await;
+    resume_on_another_replica(&url).await;
+}
+
 /// A Redis Cluster of three masters, started by the test.
 async fn redis_cluster() -> Option<Vec<RedisServer>> {
     let mut nodes = Vec::new();

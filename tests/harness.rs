@@ -188,6 +188,9 @@ pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
     args: Vec<String>,
+    /// A configuration file named before the arguments (a Sentinel's).
+    config: Option<String>,
+    _config_dir: Option<tempfile::TempDir>,
     dir: tempfile::TempDir,
 }
 
@@ -200,6 +203,23 @@ impl RedisServer {
 
     /// With extra `redis-server` arguments (e.g. `--cluster-enabled yes`).
     pub async fn with_args(args: &[&str]) -> Option<RedisServer> {
+        RedisServer::launch(args, None).await
+    }
+
+    /// A Sentinel watching `master` under the name `mymaster`.
+    pub async fn sentinel(master: &RedisServer) -> Option<RedisServer> {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("sentinel.conf");
+        let text = format!(
+            "sentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 1000\n",
+            master.port
+        );
+        std::fs::write(&conf, text).unwrap();
+        // A Sentinel needs its configuration as a file (it writes its state there), named first.
+        RedisServer::launch(&["--sentinel"], Some((conf.to_str().unwrap().to_string(), dir))).await
+    }
+
+    async fn launch(args: &[&str], config: Option<(String, tempfile::TempDir)>) -> Option<RedisServer> {
         for tool in ["redis-server", "redis-cli"] {
             if std::process::Command::new(tool).arg("--version").output().is_err() {
                 eprintln!("cluster test skipped: {tool} is not installed (apt-get install redis-server redis-tools)");
@@ -207,10 +227,13 @@ impl RedisServer {
             }
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (config, config_dir) = config.unzip();
         let mut server = RedisServer {
             child: None,
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
+            config,
+            _config_dir: config_dir,
             dir: tempfile::tempdir().unwrap(),
         };
         server.restart().await;
@@ -225,6 +248,7 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.kill();
         let child = std::process::Command::new("redis-server")
+            .args(self.config.iter())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())

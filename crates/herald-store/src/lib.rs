@@ -8,6 +8,7 @@
 //! stored survives `kill -9`); `memory` runs the same code over redb's in-memory backend.
 #![forbid(unsafe_code)]
 
+mod record;
 mod redb_store;
 pub mod redis;
 mod seal;

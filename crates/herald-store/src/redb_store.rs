@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::de::DeserializeOwned;
 
+use crate::record::{decode, encode, open_subscription, seal_subscription, unreadable_record};
 use crate::seal::{is_sealed, Sealer};
 use crate::{Attempted, Message, MessageStatus, Store, StoreError, StoreFuture, Subscription};
 
@@ -46,14 +46,6 @@ const OUTCOMES_DURABLE_WITHIN: Duration = Duration::from_secs(1);
 
 fn backend(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Backend(e.into().to_string())
-}
-
-fn decode<T: DeserializeOwned>(key: impl std::fmt::Display, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("records serialize")
 }
 
 type Tx = redb::WriteTransaction;
@@ -117,15 +109,6 @@ impl RedbStore {
         Ok(RedbStore { db: Arc::new(db), sealer, last_durable: Arc::new(Mutex::new(Instant::now())) })
     }
 
-    /// A subscription's record as stored: sealed when there is a key.
-    fn seal_subscription(&self, sub: &Subscription) -> Vec<u8> {
-        let record = encode(sub);
-        match &self.sealer {
-            Some(sealer) => sealer.seal(sub.id.as_bytes(), &record),
-            None => record,
-        }
-    }
-
     /// Runs `f` in a write transaction on the blocking pool and commits it to the disk.
     fn write<T: Send + 'static>(
         &self,
@@ -183,16 +166,6 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
-
-/// A subscription record, opened with `sealer` when it is sealed.
-fn open_subscription(sealer: Option<&Sealer>, id: &str, bytes: &[u8]) -> Result<Subscription, StoreError> {
-    if !is_sealed(bytes) {
-        return decode(id, bytes);
-    }
-    let sealer = sealer.ok_or(StoreError::KeyNeeded)?;
-    let plain = sealer.open(id.as_bytes(), bytes).ok_or_else(|| StoreError::Sealed { key: id.to_string() })?;
-    decode(id, &plain)
 }
 
 fn payload_key(body: &str) -> String {
@@ -257,23 +230,6 @@ fn set_aside(tx: &Tx, unreadable: &[Unreadable], now: u64) -> Result<(), StoreEr
     Ok(())
 }
 
-/// What is known of a message whose record cannot be decoded.
-fn unreadable_record(subscription: &str, id: &str, reason: &dyn std::fmt::Display, now: u64) -> Message {
-    Message {
-        id: id.to_string(),
-        subscription: subscription.to_string(),
-        event_type: String::new(),
-        payload: String::new(),
-        created_at: now,
-        status: MessageStatus::Dead,
-        attempts: 0,
-        next_attempt: 0,
-        last_attempt: None,
-        last_status: None,
-        last_error: Some(format!("unreadable record: {reason}")),
-    }
-}
-
 /// Turns stored records back into messages, payloads looked up once per key.
 struct Loader<T> {
     payloads: T,
@@ -322,7 +278,7 @@ impl Store for RedbStore {
     }
 
     fn put_subscription(&self, sub: Subscription) -> StoreFuture<'_, ()> {
-        let record = self.seal_subscription(&sub);
+        let record = seal_subscription(self.sealer.as_deref(), &sub);
         self.write(move |tx| {
             let mut t = tx.open_table(SUBSCRIPTIONS).map_err(backend)?;
             t.insert(sub.id.as_str(), record.as_slice()).map_err(backend)?;

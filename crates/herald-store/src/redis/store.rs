@@ -13,11 +13,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::Script;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use super::Redis;
-use crate::seal::{is_sealed, Sealer};
+use crate::record::{decode, encode, open_subscription, seal_subscription, unreadable_record};
+use crate::seal::Sealer;
 use crate::{Attempted, Message, MessageStatus, Store, StoreError, StoreFuture, Subscription};
 
 pub struct RedisStore {
@@ -161,23 +160,6 @@ impl RedisStore {
         self.redis.call(op, |mut c| async move { cmd.query_async(&mut c).await }).await
     }
 
-    fn seal_subscription(&self, sub: &Subscription) -> Vec<u8> {
-        let plain = encode(sub);
-        match &self.sealer {
-            Some(sealer) => sealer.seal(sub.id.as_bytes(), &plain),
-            None => plain,
-        }
-    }
-
-    fn open_subscription(&self, id: &str, bytes: &[u8]) -> Result<Subscription, StoreError> {
-        if !is_sealed(bytes) {
-            return decode(id, bytes);
-        }
-        let sealer = self.sealer.as_ref().ok_or(StoreError::KeyNeeded)?;
-        let plain = sealer.open(id.as_bytes(), bytes).ok_or_else(|| StoreError::Sealed { key: id.to_string() })?;
-        decode(id, &plain)
-    }
-
     /// Adds messages, with a watch's new state when `state` is given; `false` (nothing written)
     /// when the state stored is not the one expected.
     async fn add(&self, state: Option<StateChange<'_>>, messages: &[Message]) -> Result<bool, StoreError> {
@@ -212,7 +194,9 @@ impl RedisStore {
         Ok(ids
             .iter()
             .zip(records)
-            .filter_map(|(id, r)| Some(decode::<Message>(id, &r?).unwrap_or_else(|e| unreadable(subscription, id, &e))))
+            .filter_map(|(id, r)| {
+                Some(decode::<Message>(id, &r?).unwrap_or_else(|e| unreadable_record(subscription, id, &e, 0)))
+            })
             .collect())
     }
 }
@@ -222,31 +206,6 @@ struct StateChange<'a> {
     key: &'a str,
     expected: Option<&'a [u8]>,
     data: &'a [u8],
-}
-
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialize")
-}
-
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
-}
-
-/// What is known of a message whose record cannot be decoded.
-fn unreadable(subscription: &str, id: &str, reason: &dyn std::fmt::Display) -> Message {
-    Message {
-        id: id.to_string(),
-        subscription: subscription.to_string(),
-        event_type: String::new(),
-        payload: String::new(),
-        created_at: 0,
-        status: MessageStatus::Dead,
-        attempts: 0,
-        next_attempt: 0,
-        last_attempt: None,
-        last_status: None,
-        last_error: Some(format!("unreadable record: {reason}")),
-    }
 }
 
 impl Store for RedisStore {
@@ -261,7 +220,7 @@ impl Store for RedisStore {
                 .cmd("HSET")
                 .arg(self.key("subs"))
                 .arg(&sub.id)
-                .arg(self.seal_subscription(&sub))
+                .arg(seal_subscription(self.sealer.as_ref(), &sub))
                 .ignore()
                 .cmd("INCR")
                 .arg(self.key("gen"))
@@ -273,14 +232,14 @@ impl Store for RedisStore {
     fn subscription(&self, id: String) -> StoreFuture<'_, Option<Subscription>> {
         Box::pin(async move {
             let bytes: Option<Vec<u8>> = self.cmd("read", redis::cmd("HGET").arg(self.key("subs")).arg(&id)).await?;
-            bytes.map(|b| self.open_subscription(&id, &b)).transpose()
+            bytes.map(|b| open_subscription(self.sealer.as_ref(), &id, &b)).transpose()
         })
     }
 
     fn subscriptions(&self) -> StoreFuture<'_, Vec<Subscription>> {
         Box::pin(async move {
             let all: Vec<(String, Vec<u8>)> = self.cmd("read", redis::cmd("HGETALL").arg(self.key("subs"))).await?;
-            all.iter().map(|(id, b)| self.open_subscription(id, b)).collect()
+            all.iter().map(|(id, b)| open_subscription(self.sealer.as_ref(), id, b)).collect()
         })
     }
 
@@ -354,7 +313,7 @@ impl Store for RedisStore {
                         });
                         if let Some((id, sub)) = id {
                             tracing::error!(message = %id, reason = %e, "unreadable queued message set aside as dead");
-                            dead.push(Attempted { message: unreadable(&sub, &id, &e), taken_due: 0 });
+                            dead.push(Attempted { message: unreadable_record(&sub, &id, &e, 0), taken_due: 0 });
                         }
                     }
                 }

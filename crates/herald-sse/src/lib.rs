@@ -209,3 +209,121 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Sessions over a real hub whose upstream is a script, in paused time.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use futures_util::StreamExt;
+    use herald_poll::{Answer, Credentials, Fetch, FetchFuture, Hub, HubConfig, PollMetrics, Request, WatchKey};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// Answers each poll with the next body (then 304s).
+    struct Script(Mutex<VecDeque<&'static str>>);
+
+    impl Fetch for Script {
+        fn fetch<'a>(&'a self, _: Request<'a>) -> FetchFuture<'a> {
+            let next = self.0.lock().unwrap().pop_front();
+            Box::pin(async move {
+                Ok(match next {
+                    Some(body) => Answer::Ok {
+                        body: Bytes::from_static(body.as_bytes()),
+                        content_type: None,
+                        etag: None,
+                        last_modified: None,
+                        max_age: None,
+                    },
+                    None => Answer::NotModified { max_age: None },
+                })
+            })
+        }
+    }
+
+    /// A hub polling `/t` every second (queue `queue`), answering `bodies` in turn.
+    fn hub(bodies: &[&'static str], queue: usize, shutdown: CancellationToken) -> Arc<Hub> {
+        let yaml = "upstream: {url: 'http://127.0.0.1:1'}\nroutes: [{name: t, path: /t, poll: {interval: 1s, \
+                    min_interval: 1s, adaptive: false, jitter: 0}}]\n";
+        let cfg = herald_config::load("t.yaml", yaml, &|_| None).unwrap();
+        let hub_cfg = HubConfig {
+            routes: cfg.routes,
+            queue,
+            max_polls_per_second: 100.0,
+            max_concurrency: 4,
+            scope_key: [1; 32],
+            limits: herald_config::Limits::default(),
+            cluster: None,
+        };
+        let metrics = PollMetrics::new(&Registry::new()).unwrap();
+        Hub::new(hub_cfg, Arc::new(Script(Mutex::new(bodies.iter().copied().collect()))), &metrics, shutdown)
+    }
+
+    fn sessions(heartbeat: Duration) -> Sessions {
+        let cfg = SseConfig { heartbeat, retry: Duration::from_secs(3), max_subscribers: 10 };
+        Sessions::new(cfg, SseMetrics::new(&Registry::new()).unwrap())
+    }
+
+    async fn open(
+        hub: &Arc<Hub>,
+        sessions: &Sessions,
+    ) -> Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>> {
+        let key = WatchKey { route: 0, target: "/t".into(), scope: herald_core::Scope::Everybody };
+        let joined = hub.subscribe(key, Credentials::default(), None).await.unwrap();
+        Box::pin(sessions.stream(joined, sessions.reserve().unwrap()))
+    }
+
+    async fn next(s: &mut Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>) -> String {
+        let frame = s.next().await.expect("a frame").unwrap();
+        String::from_utf8(frame.to_vec()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_come_after_silence_and_a_frame_pushes_them_back() {
+        let hub = hub(&["[1]", "[1]", "[1]", "[2]"], 16, CancellationToken::new());
+        let sessions = sessions(Duration::from_millis(2500));
+        let mut s = open(&hub, &sessions).await;
+        assert_eq!(next(&mut s).await, "retry: 3000\n\n");
+        assert!(next(&mut s).await.starts_with("event: snapshot\n"));
+        let start = Instant::now();
+        assert_eq!(next(&mut s).await, ": heartbeat\n\n");
+        assert_eq!(start.elapsed(), Duration::from_millis(2500), "after sse.heartbeat of silence");
+        // The change at 3s comes 0.5s after that heartbeat; the next heartbeat is 2.5s after it.
+        assert!(next(&mut s).await.starts_with("event: change\n"));
+        assert_eq!(start.elapsed(), Duration::from_millis(3000));
+        assert_eq!(next(&mut s).await, ": heartbeat\n\n");
+        assert_eq!(start.elapsed(), Duration::from_millis(5500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_that_falls_behind_gets_one_snapshot_of_now() {
+        let hub = hub(&["[0]", "[1]", "[2]", "[3]", "[4]"], 2, CancellationToken::new());
+        let sessions = sessions(Duration::from_secs(60));
+        let mut s = open(&hub, &sessions).await;
+        assert_eq!(next(&mut s).await, "retry: 3000\n\n");
+        assert!(next(&mut s).await.ends_with("data: [0]\n\n"));
+        // Four changes while it does not read: more than the queue of two.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        let resync = next(&mut s).await;
+        assert!(resync.starts_with("event: snapshot\nid: ") && resync.ends_with("-4\ndata: [4]\n\n"), "{resync}");
+        assert_eq!(sessions.metrics.resyncs.with_label_values(&["t"]).get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_says_goodbye_and_ends_the_stream() {
+        let shutdown = CancellationToken::new();
+        let hub = hub(&["[1]"], 16, shutdown.clone());
+        let sessions = sessions(Duration::from_secs(60));
+        let mut s = open(&hub, &sessions).await;
+        assert_eq!(next(&mut s).await, "retry: 3000\n\n");
+        assert!(next(&mut s).await.starts_with("event: snapshot\n"));
+        shutdown.cancel();
+        assert_eq!(next(&mut s).await, "event: error\ndata: {\"reason\":\"shutdown\"}\n\n");
+        assert!(s.next().await.is_none(), "the stream ends");
+        drop(s);
+        assert_eq!(sessions.open.load(Ordering::Acquire), 0, "its place under max_subscribers is free again");
+    }
+}

@@ -550,3 +550,137 @@ fn json_with_type(status: StatusCode, v: &Value, content_type: &'static str) -> 
         .body(Bytes::from(v.to_string()))
         .expect("static parts are valid")
 }
+
+#[cfg(test)]
+mod tests {
+    //! The API over a memory store and a hub whose upstream answers `[]` on `/tasks`.
+
+    use herald_poll::{Answer, Fetch, FetchFuture, Hub, HubConfig, PollMetrics};
+    use herald_store::RedbStore;
+    use prometheus::Registry;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::WebhookMetrics;
+
+    const KEY: &str = "key-0123456789abcdef";
+
+    struct Upstream;
+
+    impl Fetch for Upstream {
+        fn fetch<'a>(&'a self, req: herald_poll::Request<'a>) -> FetchFuture<'a> {
+            let found = req.target.starts_with("/tasks") || req.target.starts_with("/me/tasks");
+            Box::pin(async move {
+                Ok(if found {
+                    Answer::Ok {
+                        body: Bytes::from_static(b"[]"),
+                        content_type: None,
+                        etag: None,
+                        last_modified: None,
+                        max_age: None,
+                    }
+                } else {
+                    Answer::Status { status: 404, content_type: None, body: Bytes::new(), retry_after: None }
+                })
+            })
+        }
+    }
+
+    async fn webhooks() -> Arc<Webhooks> {
+        let yaml = format!(
+            "upstream: {{url: 'http://127.0.0.1:1'}}\nroutes:\n  - {{name: tasks, path: /tasks, events: {{format: \
+             collection, collection: {{id: /id}}}}}}\n  - {{name: mine, path: /me/tasks, access: per-subscriber, \
+             vary: [authorization]}}\nwebhooks:\n  api_keys: [{KEY}]\n  \
+             allow_private_destinations: [127.0.0.0/8]\n"
+        );
+        let cfg = herald_config::load("t.yaml", &yaml, &|_| None).unwrap();
+        let registry = Registry::new();
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(
+            HubConfig {
+                routes: cfg.routes.clone(),
+                queue: 16,
+                max_polls_per_second: 100.0,
+                max_concurrency: 4,
+                scope_key: [3; 32],
+                limits: herald_config::Limits::default(),
+                cluster: None,
+            },
+            Arc::new(Upstream),
+            &PollMetrics::new(&registry).unwrap(),
+            shutdown.clone(),
+        );
+        let store = Arc::new(RedbStore::memory().unwrap());
+        let metrics = WebhookMetrics::new(&registry).unwrap();
+        Webhooks::start(cfg.webhooks, &cfg.routes, store, hub, metrics, shutdown).await.unwrap()
+    }
+
+    async fn call(w: &Arc<Webhooks>, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(format!("{PREFIX}{path}"));
+        if let Some(key) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let resp = w.handle(req.body(Bytes::from(body.to_string())).unwrap()).await;
+        (resp.status().as_u16(), serde_json::from_slice(resp.body()).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn no_key_or_another_key_is_401() {
+        let w = webhooks().await;
+        assert_eq!(call(&w, "GET", "", None, "").await.0, 401);
+        assert_eq!(call(&w, "GET", "", Some("key-0123456789abcdeX"), "").await.0, 401);
+        assert_eq!(call(&w, "GET", "", Some(KEY), "").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn every_wrong_field_is_named_in_one_answer() {
+        let w = webhooks().await;
+        let body = r#"{"url":"ftp://x","path":"/nope","filter":["*.x"],"payload":"fat","secret":"whsec_abc","headers":{"bad name":"v"}}"#;
+        let (status, problem) = call(&w, "POST", "", Some(KEY), body).await;
+        assert_eq!(status, 400);
+        let fields: Vec<&str> =
+            problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["url", "path", "filter", "payload", "secret", "headers"], "{problem}");
+        let (status, problem) =
+            call(&w, "POST", "", Some(KEY), r#"{"url":"http://127.0.0.1:9/h","path":"/tasks","colour":1}"#).await;
+        assert_eq!(status, 400, "unknown fields are refused: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("colour"), "{problem}");
+        let (status, problem) =
+            call(&w, "POST", "", Some(KEY), r#"{"url":"http://127.0.0.1:9/h","path":"/tasks/../x"}"#).await;
+        assert_eq!(status, 400, "{problem}");
+    }
+
+    #[tokio::test]
+    async fn subscriptions_share_a_watch_by_resource_and_credential() {
+        let w = webhooks().await;
+        let subscribe = |path: &str, user: Option<&str>| {
+            let headers = user.map(|u| format!(r#","headers":{{"authorization":"Bearer {u}"}}"#)).unwrap_or_default();
+            format!(r#"{{"url":"http://127.0.0.1:9/hook","path":"{path}"{headers}}}"#)
+        };
+        for (path, user) in [
+            ("/tasks", None),
+            ("/tasks", None),
+            ("/me/tasks", Some("alice")),
+            ("/me/tasks", Some("alice")),
+            ("/me/tasks", Some("bob")),
+        ] {
+            assert_eq!(call(&w, "POST", "", Some(KEY), &subscribe(path, user)).await.0, 201);
+        }
+        // One watch for the public resource, one per credential on the per-subscriber one.
+        assert_eq!(w.watcher.running(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_secret_is_shown_on_creation_only() {
+        let w = webhooks().await;
+        let (status, created) =
+            call(&w, "POST", "", Some(KEY), r#"{"url":"http://127.0.0.1:9/hook","path":"/tasks"}"#).await;
+        assert_eq!(status, 201, "{created}");
+        assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+        let id = created["id"].as_str().unwrap();
+        let (status, shown) = call(&w, "GET", &format!("/{id}"), Some(KEY), "").await;
+        assert_eq!(status, 200);
+        assert!(shown.get("secret").is_none(), "{shown}");
+        assert_eq!(shown["url"], "http://127.0.0.1:9/hook");
+    }
+}

@@ -43,6 +43,12 @@ pub(crate) enum Start {
 }
 
 impl Watcher {
+    /// The watch keys with a running task.
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> usize {
+        self.tasks.lock().unwrap().len()
+    }
+
     pub(crate) fn new(shared: Arc<Shared>, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Watcher { shared, tasks: Mutex::new(HashMap::new()), shutdown })
     }

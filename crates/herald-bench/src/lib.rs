@@ -18,7 +18,7 @@ pub(crate) struct Usage {
 
 impl Usage {
     /// The usage of two processes together.
-    pub fn sum(self, other: Usage) -> Usage {
+    pub(crate) fn sum(self, other: Usage) -> Usage {
         Usage { cpu_seconds: self.cpu_seconds + other.cpu_seconds, rss_bytes: self.rss_bytes + other.rss_bytes }
     }
 }

@@ -30,7 +30,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CACHE_BYTES: usize = 64 << 20;
 
 /// The file inside `storage.path`.
-pub const FILE_NAME: &str = "herald.redb";
+pub(crate) const FILE_NAME: &str = "herald.redb";
 
 #[derive(Clone)]
 pub struct RedbStore {

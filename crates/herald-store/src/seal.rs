@@ -10,18 +10,18 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_L
 /// Starts every sealed record; JSON records start with `{`, so the two never mix up.
 const MAGIC: &[u8] = b"hse1";
 
-pub struct Sealer {
+pub(crate) struct Sealer {
     key: LessSafeKey,
 }
 
 impl Sealer {
-    pub fn new(key: &[u8; 32]) -> Self {
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
         let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key fits ChaCha20-Poly1305");
         Sealer { key: LessSafeKey::new(key) }
     }
 
     /// `MAGIC`, the nonce, then the ciphertext with its tag.
-    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random source works");
         let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + plain.len() + CHACHA20_POLY1305.tag_len());
@@ -37,7 +37,7 @@ impl Sealer {
 
     /// The plain record, or `None` when it was sealed with another key, for another record, or
     /// was changed.
-    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         let rest = sealed.strip_prefix(MAGIC)?;
         let (nonce, body) = rest.split_at_checked(NONCE_LEN)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
@@ -48,7 +48,7 @@ impl Sealer {
 }
 
 /// Whether `bytes` is a sealed record.
-pub fn is_sealed(bytes: &[u8]) -> bool {
+pub(crate) fn is_sealed(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
 }
 

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub fn init_logging(log: &Log) {
+pub(crate) fn init_logging(log: &Log) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},hyper=warn,reqwest=warn", log.level)));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -29,7 +29,7 @@ pub fn init_logging(log: &Log) {
     }
 }
 
-pub async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::Result<()> {
     if demo {
         start_demo_api(&config).await?;
     }

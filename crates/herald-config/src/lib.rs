@@ -22,13 +22,21 @@ pub use route_table::RouteTable;
 /// The whole gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The listeners: addresses, limits, timeouts, TLS (`server.*`).
     pub server: Server,
+    /// Bounds on watches (`limits.*`).
     pub limits: Limits,
+    /// The API herald stands in front of (`upstream.*`).
     pub upstream: Upstream,
+    /// The watchable resources, matched in order (`routes[]`).
     pub routes: Vec<Route>,
+    /// Server-Sent Events streams (`sse.*`).
     pub sse: Sse,
+    /// Where durable state lives (`storage.*`).
     pub storage: Storage,
+    /// Webhook subscriptions and delivery (`webhooks.*`).
     pub webhooks: Webhooks,
+    /// Log format and level (`log.*`).
     pub log: Log,
     /// Where each key was written, for problems found after loading (files that cannot be read).
     pub positions: Positions,
@@ -117,7 +125,9 @@ impl Default for Limits {
 /// configuration file; the binary resolves them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
+    /// PEM certificate chain file (relative to the configuration file).
     pub cert: String,
+    /// PEM private key file (relative to the configuration file). Secret: never logged.
     pub key: String,
 }
 
@@ -196,6 +206,7 @@ pub struct Route {
     pub name: String,
     /// The pattern as written, e.g. `/tasks/{id}`.
     pub path: String,
+    /// `public`, `shared` or `per-subscriber`: who shares a watch (spec section 5).
     pub access: Access,
     /// Lower-cased request header names that form the credential scope and are forwarded on polls.
     pub vary: Vec<String>,
@@ -204,9 +215,11 @@ pub struct Route {
     pub query: Option<Vec<String>>,
     /// `shared`: how long a successful admission check is remembered per (target, credential).
     pub authorize_ttl: Duration,
+    /// How often and how the route's watches are polled.
     pub poll: Poll,
     /// JSON Pointers removed from the body before change detection and from events.
     pub ignore: Vec<String>,
+    /// What a change becomes: the event format, history and item options.
     pub events: Events,
     /// Answer plain GETs (legacy pollers) from the watch instead of passing them through.
     pub cache: bool,
@@ -235,6 +248,7 @@ impl Route {
 /// How a watch polls (spec section 10).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Poll {
+    /// The poll interval a watch starts with (and keeps, without `adaptive`).
     pub interval: Duration,
     /// Adaptive lower bound.
     pub min_interval: Duration,
@@ -274,9 +288,12 @@ pub enum Format {
     Collection,
 }
 
+/// What an item event carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload {
+    /// The item itself, as `resourceDetails`.
     Rich,
+    /// Only ids and links: the receiver fetches what it needs.
     Lean,
 }
 
@@ -287,6 +304,7 @@ pub struct CollectionConfig {
     pub items: String,
     /// JSON Pointer inside an item to its identity.
     pub id: String,
+    /// `rich` (the item as `resourceDetails`) or `lean` (only ids and links).
     pub payload: Payload,
 }
 
@@ -298,6 +316,7 @@ impl Default for CollectionConfig {
 
 #[derive(Debug, Clone)]
 pub struct Events {
+    /// `snapshot`, `json-patch`, `merge-patch` or `collection`.
     pub format: Format,
     /// Event type prefix; defaults to the route name.
     pub type_prefix: Option<String>,
@@ -357,6 +376,7 @@ impl Default for Sse {
 /// Where webhook subscriptions, the delivery queue and webhook watches' last representations live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Storage {
+    /// `embedded`, `memory` or `redis`.
     pub kind: StorageKind,
     /// `embedded`: the folder holding the database file (relative to the configuration file; the
     /// binary resolves it).
@@ -504,15 +524,21 @@ pub enum PrivateDestinations {
 /// A subscription from `webhooks.subscriptions`: the fields of `POST /_herald/v1/webhooks`, plus `id`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StaticSubscription {
+    /// Stable id, unique among declared subscriptions.
     pub id: String,
+    /// Where deliveries are POSTed.
     pub url: String,
+    /// The upstream path (+ query) watched; must match a route that allows webhooks.
     pub path: String,
+    /// Event types delivered (`*` allowed as the last segment); empty: all.
     pub filter: Vec<String>,
+    /// `rich` or `lean`; `None`: the route's.
     pub payload: Option<Payload>,
     /// `whsec_…`; generated and kept in storage when absent.
     pub secret: Option<String>,
     /// Presented to the upstream when polling for this subscription. Secrets: never logged.
     pub headers: Vec<(String, String)>,
+    /// Free text, shown by the API.
     pub description: Option<String>,
 }
 
@@ -524,6 +550,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone)]
 pub struct Log {
+    /// `text` or `json` (one object per line, on stderr).
     pub format: LogFormat,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub level: String,
@@ -538,10 +565,15 @@ impl Default for Log {
 /// One configuration problem, printed as `file:line:col: key.path: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The configuration file.
     pub file: String,
+    /// 1-based line of the value (or of the closest parent written).
     pub line: usize,
+    /// 1-based column.
     pub col: usize,
+    /// The key path, e.g. `routes[1].poll.interval`.
     pub path: String,
+    /// What is wrong and what is expected.
     pub message: String,
 }
 

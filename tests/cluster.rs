@@ -525,6 +525,11 @@ async fn webhooks_on_three_replicas_lose_nothing_when_one_is_killed_mid_burst() 
     let holder = || gws.iter().position(|gw| gw.logs().contains("webhook watch lease taken"));
     eventually("a replica watches the subscription's resource", || holder().is_some()).await;
     let victim = holder().unwrap();
+    // Changes before the watch recorded its starting point are that starting point, not deliveries.
+    eventually("the webhook watch records its starting point", || {
+        gws[victim].logs().contains("change recorded for webhooks")
+    })
+    .await;
 
     recv.behave(herald_testkit::Behaviour::FailFraction(0.3));
     let mut expected = std::collections::HashSet::new();

@@ -62,6 +62,13 @@ async fn api_as(gw: &Gateway, key: Option<&str>, method: &str, path: &str, body:
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Waits until the webhook watch recorded where it starts from (changes before that are not
+/// deliveries, they are its starting point).
+async fn started_watching(gw: &Gateway) {
+    eventually("the webhook watch records its starting point", || gw.logs().contains("change recorded for webhooks"))
+        .await;
+}
+
 /// The ids of tasks whose `task.created` was accepted.
 fn created(r: &Receiver) -> HashSet<String> {
     r.accepted()
@@ -231,8 +238,7 @@ async fn a_receiver_failing_40_percent_of_requests_still_gets_everything() {
         "  subscriptions:\n    - {{ id: flaky, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
     );
     let gw = Gateway::start(&yaml(upstream, dir.path(), &format!("{}{static_sub}", allow_loopback()))).await;
-    // Let the webhook watch record where it starts from.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started_watching(&gw).await;
 
     let mut expected = HashSet::new();
     for i in 0..40 {
@@ -263,7 +269,7 @@ async fn kill_9_mid_burst_loses_nothing_and_changes_made_while_down_arrive() {
     );
     let config = yaml(upstream, dir.path(), &format!("{}{static_sub}", allow_loopback()));
     let mut gw = Gateway::start(&config).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started_watching(&gw).await;
 
     // A slow receiver keeps messages in flight and in the queue when the process dies.
     recv.behave(Behaviour::FailFraction(0.7));
@@ -307,7 +313,7 @@ async fn gone_disables_and_private_destinations_get_no_connection() {
          - {{ id: private, url: 'http://{private_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
     );
     let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started_watching(&gw).await;
     upstream_api.add_task("x");
 
     eventually_async("the 410 disables the subscription", || async {
@@ -343,7 +349,7 @@ async fn retry_after_is_honoured_and_redirects_are_not_followed() {
          - {{ id: moved, url: 'http://{moved_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n"
     );
     let gw = Gateway::start(&yaml(upstream, dir.path(), &format!("{}{subs}", allow_loopback()))).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started_watching(&gw).await;
     upstream_api.add_task("x");
 
     eventually("two attempts at the busy receiver", || busy.requests().len() >= 2).await;
@@ -373,7 +379,7 @@ async fn a_subscription_failing_for_disable_after_is_disabled() {
         allow_loopback()
     );
     let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started_watching(&gw).await;
     upstream_api.add_task("x");
     eventually_async("disabled after failing for 700ms", || async {
         api(&gw, "GET", "/down", None).await.1["status"] == "disabled"
@@ -402,7 +408,7 @@ async fn a_name_resolving_to_a_private_address_gets_no_connection() {
         recv_addr.port()
     );
     let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started_watching(&gw).await;
     upstream_api.add_task("x");
     eventually_async("the connection is refused after resolution", || async {
         let (_, list) = api(&gw, "GET", "/named/deliveries", None).await;
@@ -530,7 +536,7 @@ async fn an_unreadable_queued_message_is_set_aside_and_the_rest_delivered() {
     let config = yaml(upstream, dir.path(), &format!("{}{static_sub}", allow_loopback()))
         .replace("retry_schedule: [50ms,", "retry_schedule: [2s,");
     let mut gw = Gateway::start(&config).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started_watching(&gw).await;
     for i in 0..3 {
         upstream_api.add_task(&format!("queued {i}"));
         tokio::time::sleep(Duration::from_millis(150)).await;

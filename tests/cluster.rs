@@ -259,15 +259,6 @@ async fn holder(gws: &[Gateway]) -> usize {
     }
 }
 
-/// Waits until `sample` on `gw` is at least `at_least`.
-async fn metric_reaches(gw: &Gateway, sample: &str, at_least: f64) {
-    let deadline = tokio::time::Instant::now() + SOON;
-    while gw.metric(sample).await < at_least {
-        assert!(tokio::time::Instant::now() < deadline, "{sample} stayed below {at_least}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn readyz(gw: &Gateway) -> u16 {
     reqwest::get(format!("http://{}/readyz", gw.admin)).await.unwrap().status().as_u16()
 }
@@ -333,7 +324,7 @@ async fn a_holder_paused_past_its_lease_is_fenced_and_follows() {
     on_other.until(&want).await;
     gws[h].signal("CONT");
 
-    metric_reaches(&gws[h], "herald_cluster_fenced_total{route=\"board\"}", 1.0).await;
+    gws[h].metric_until("herald_cluster_fenced_total{route=\"board\"}", |v| v >= 1.0).await;
     on_holder.until(&want).await;
     api.add_task("afterwards");
     let want = api.board();

@@ -129,6 +129,19 @@ impl Gateway {
         text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
     }
 
+    /// Waits (at most [`SOON`]) until `sample`'s value satisfies `check`; the value.
+    pub async fn metric_until(&self, sample: &str, check: impl Fn(f64) -> bool) -> f64 {
+        let deadline = tokio::time::Instant::now() + SOON;
+        loop {
+            let value = self.metric(sample).await;
+            if check(value) {
+                return value;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{sample} stayed at {value}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }

@@ -168,8 +168,8 @@ async fn without_validators_the_hash_decides() {
     let gw = Gateway::start(&config(upstream, &tasks_route("100ms", ""))).await;
     let mut c = gw.subscribe("/tasks/event-stream", &[]).await;
     c.next_within(SOON).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(gw.metric("herald_upstream_polls_total{outcome=\"unchanged\",route=\"tasks\"}").await >= 2.0);
+    // Three polls found the same body; had one made an event, it would be waiting by now.
+    gw.metric_until("herald_upstream_polls_total{outcome=\"unchanged\",route=\"tasks\"}", |v| v >= 3.0).await;
     assert!(c.next_within(Duration::from_millis(300)).await.is_none(), "an identical body is no change");
     api.add_task("new");
     let ev = c.next_within(SOON).await.unwrap();
@@ -190,7 +190,7 @@ async fn over_max_subscribers_is_503_with_retry_after() {
     assert_eq!(c.status, 503);
     assert_eq!(c.headers["retry-after"], "2");
     drop(_a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.metric_until("herald_sse_subscribers{route=\"tasks\"}", |v| v == 1.0).await;
     assert_eq!(gw.subscribe("/tasks/event-stream", &[]).await.status, 200, "a freed place is reusable");
 }
 

@@ -54,6 +54,9 @@ pub(crate) struct Shared {
     /// Held while a subscription is written to the store and then to `subs`, so that writes from
     /// the API and from delivery outcomes land in the same order in both.
     sub_writes: tokio::sync::Mutex<()>,
+    /// Delivery-state changes made in memory and not yet in the store: a reload of the
+    /// subscriptions (cluster mode) waits for them, or it would put the older version back.
+    unstored: std::sync::atomic::AtomicUsize,
     guard: Arc<Guard>,
     metrics: WebhookMetrics,
     /// Wakes the delivery engine: new messages, or room in flight.
@@ -84,13 +87,17 @@ impl Shared {
         };
         if updated.is_some() {
             let (this, id) = (self.clone(), id.to_string());
+            self.unstored.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             tokio::spawn(async move {
                 let _order = this.sub_writes.lock().await;
                 // The latest version: an API write may have come in meanwhile.
-                let Some(sub) = this.subs.read().unwrap().get(&id).cloned() else { return };
-                if let Err(e) = this.store.put_subscription(sub).await {
-                    error!(error = %e, "cannot store a subscription's delivery state");
+                let sub = this.subs.read().unwrap().get(&id).cloned();
+                if let Some(sub) = sub {
+                    if let Err(e) = this.store.put_subscription(sub).await {
+                        error!(error = %e, "cannot store a subscription's delivery state");
+                    }
                 }
+                this.unstored.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             });
         }
         updated
@@ -129,6 +136,7 @@ impl Webhooks {
             hub,
             subs: RwLock::new(subs),
             sub_writes: tokio::sync::Mutex::new(()),
+            unstored: std::sync::atomic::AtomicUsize::new(0),
             metrics,
             wake: Notify::new(),
         });
@@ -172,6 +180,9 @@ async fn follow_subscriptions(shared: Arc<Shared>, watcher: Arc<Watcher>, shutdo
             continue;
         }
         let _order = shared.sub_writes.lock().await;
+        if shared.unstored.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            continue; // next second, once this replica's own changes are stored
+        }
         match shared.store.subscriptions().await {
             Ok(subs) => {
                 *shared.subs.write().unwrap() = subs.into_iter().map(|s| (s.id.clone(), s)).collect();

@@ -137,21 +137,29 @@ async fn keep(log: WatchLog, value: String, lease: Duration, lost: CancellationT
                 return;
             }
         }
-        match log.renew(&value, lease).await {
-            Ok(true) => until = Instant::now() + lease,
-            // Unknown (Redis does not answer): it holds until it surely lapsed.
-            Err(_) if Instant::now() < until => {}
-            _ => {
-                lost.cancel();
-                return;
-            }
+        if !renewed(&log, &value, lease, &mut until).await {
+            lost.cancel();
+            return;
         }
     }
 }
 
-/// The watch's id in Redis: a hash of route, target and scope (the scope is itself a keyed
-/// hash, so no credential reaches Redis).
-fn watch_id(route: &str, key: &WatchKey) -> String {
+/// Renews the lease held as `value`; `false` once it is surely lost. While Redis does not
+/// answer, it still holds until `until` (when it would lapse without renewal).
+async fn renewed(log: &WatchLog, value: &str, lease: Duration, until: &mut Instant) -> bool {
+    match log.renew(value, lease).await {
+        Ok(true) => {
+            *until = Instant::now() + lease;
+            true
+        }
+        Err(_) => Instant::now() < *until,
+        Ok(false) => false,
+    }
+}
+
+/// The watch's id in Redis (its keys, and the lease of its webhook watch): a hash of route,
+/// target and scope (the scope is itself a keyed hash, so no credential reaches Redis).
+pub fn watch_id(route: &str, key: &WatchKey) -> String {
     let mut h = blake3::Hasher::new();
     for part in [route, key.target.as_str(), &key.scope.to_string()] {
         h.update(part.as_bytes());
@@ -263,14 +271,8 @@ impl Replica {
     async fn lease(&mut self) {
         let lease = self.cluster.lease;
         if let Some(holding) = &mut self.holding {
-            match self.log.renew(&holding.value, lease).await {
-                Ok(true) => {
-                    holding.until = Instant::now() + lease;
-                    return;
-                }
-                // Unknown (Redis does not answer): it holds until it surely lapsed.
-                Err(_) if Instant::now() < holding.until => return,
-                _ => {}
+            if renewed(&self.log, &holding.value, lease, &mut holding.until).await {
+                return;
             }
             warn!(route = %self.route(), replica = %self.cluster.replica, "poll lease lost");
             self.lost();

@@ -12,7 +12,7 @@ mod schedule;
 mod watch;
 
 pub use client::{Answer, Fetch, FetchFuture, Request, UpstreamClient};
-pub use cluster::{Cluster, HeldLease};
+pub use cluster::{watch_id, Cluster, HeldLease};
 pub use hub::{Credentials, Hub, HubConfig, Refusal};
 pub use limit::{Limiter, Permit, Priority};
 pub use metrics::PollMetrics;

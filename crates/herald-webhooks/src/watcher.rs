@@ -103,8 +103,7 @@ impl Watcher {
             return self.run(key, credentials, subs, cancel, start).await;
         };
         let route = self.shared.hub.route(key.route).name.clone();
-        let group = blake3::hash(format!("{route}\u{0}{}\u{0}{}", key.target, key.scope).as_bytes());
-        let name = format!("wh-{}", &group.to_hex()[..32]);
+        let name = format!("wh-{}", herald_poll::watch_id(&route, &key));
         loop {
             let Some(held) = cluster.hold(&name, &cancel).await else { return };
             debug!(route = %route, replica = %cluster.replica(), "webhook watch lease taken");

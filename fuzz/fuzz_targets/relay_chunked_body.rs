@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    herald_http::fuzz::chunked_body(data);
+    herald_proxy::fuzz::chunked_body(data);
 });

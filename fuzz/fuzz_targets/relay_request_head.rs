@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    herald_http::fuzz::request_head(data);
+    herald_proxy::fuzz::request_head(data);
 });

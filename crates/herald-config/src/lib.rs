@@ -150,8 +150,8 @@ impl Default for Server {
 /// The legacy API herald stands in front of.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Base URL (http or https), without a trailing slash.
-    pub url: String,
+    /// Base URL (http or https), without a trailing slash; parsed once, here.
+    pub url: UpstreamUrl,
     /// Limit for one upstream request (poll, admission check, pass-through response headers).
     pub timeout: Duration,
     /// Polls and admission checks in flight at once (pass-through is not counted).
@@ -167,10 +167,69 @@ pub struct Upstream {
     pub ca_file: Option<String>,
 }
 
+/// `upstream.url`, checked and split once: `http[s]://authority[/base-path]`, no query, no
+/// userinfo (a password in it becomes an `authorization` header), no trailing slash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    url: String,
+    https: bool,
+    /// Where the authority ends in `url`; the base path follows it.
+    authority_end: usize,
+}
+
+impl UpstreamUrl {
+    /// Parses a URL without userinfo; why it is not one herald can pass requests to, otherwise.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim_end_matches('/');
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(format!("invalid URL {url:?} (expected http://host:port or https://host)")),
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() || rest.contains(['?', '#']) {
+            return Err(format!("invalid URL {url:?} (expected http://host:port[/base-path], no query)"));
+        }
+        let authority_end = url.len() - rest.len() + authority.len();
+        Ok(UpstreamUrl { url: url.to_string(), https, authority_end })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    pub fn https(&self) -> bool {
+        self.https
+    }
+
+    /// `host[:port]`.
+    pub fn authority(&self) -> &str {
+        let start = if self.https { "https://".len() } else { "http://".len() };
+        &self.url[start..self.authority_end]
+    }
+
+    /// The path every request target is put behind: "" or `/api`, never a trailing `/`.
+    pub fn base_path(&self) -> &str {
+        &self.url[self.authority_end..]
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl PartialEq<&str> for UpstreamUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.url == *other
+    }
+}
+
 impl Default for Upstream {
     fn default() -> Self {
         Upstream {
-            url: String::new(),
+            url: UpstreamUrl::default(),
             timeout: Duration::from_secs(10),
             max_concurrency: 64,
             max_polls_per_second: 100.0,
@@ -704,6 +763,20 @@ pub fn parse_pattern(path: &str) -> Option<Vec<Segment>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_upstream_url_is_split_once_into_its_parts() {
+        let url = UpstreamUrl::parse("https://api.example:8443/v1/").unwrap();
+        assert_eq!(
+            (url.as_str(), url.https(), url.authority(), url.base_path()),
+            ("https://api.example:8443/v1", true, "api.example:8443", "/v1")
+        );
+        let url = UpstreamUrl::parse("http://127.0.0.1:8081").unwrap();
+        assert_eq!((url.https(), url.authority(), url.base_path()), (false, "127.0.0.1:8081", ""));
+        for bad in ["ftp://h", "http://", "http:///a", "http://h/a?b", "http://h#x", "127.0.0.1:80"] {
+            assert!(UpstreamUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn redis_urls_by_deployment() {
         use super::RedisUrl;

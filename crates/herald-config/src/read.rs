@@ -337,8 +337,8 @@ impl<'a> Cx<'a> {
                 self.positions.insert("upstream.url".into(), n.pos);
                 if let Some(url) = self.string(n, "upstream.url") {
                     let (url, userinfo) = split_userinfo(&url);
-                    match check_url(&url) {
-                        Ok(()) => u.url = url.trim_end_matches('/').to_string(),
+                    match crate::UpstreamUrl::parse(&url) {
+                        Ok(parsed) => u.url = parsed,
                         Err(msg) => self.problem(n.pos, "upstream.url", msg),
                     }
                     basic = userinfo;
@@ -874,18 +874,6 @@ fn split_userinfo(url: &str) -> (String, Option<String>) {
     let pair = format!("{}:{}", decode(user), decode(password));
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
     (format!("{scheme}://{}", &rest[at + 1..]), Some(basic))
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("invalid URL {url:?} (expected http://host:port or https://host)"))?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || rest.contains(['?', '#']) {
-        return Err(format!("invalid URL {url:?} (expected http://host:port[/base-path], no query)"));
-    }
-    Ok(())
 }
 
 fn valid_header_name(name: &str) -> bool {

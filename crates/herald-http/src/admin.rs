@@ -14,7 +14,8 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::{full, text, Body};
+use crate::response::{full, text};
+use crate::Body;
 
 pub struct Admin {
     registry: Registry,

@@ -1,26 +1,32 @@
-//! The public listener's request dispatch (spec section 4): the webhook API prefix, SSE streams,
-//! then pass-through.
+//! The public listener's application: each request dispatched (section 4) to the part of herald
+//! that answers it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use herald_config::{Config, RouteTable};
+use herald_config::Config;
 use herald_poll::Hub;
+use herald_proxy::{Proxy, Upstream};
 use herald_sse::Sessions;
 use herald_webhooks::Webhooks;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
+use tokio_util::sync::CancellationToken;
 
-use crate::proxy::Proxy;
-use crate::{full, text, Body};
-use http_body_util::BodyExt;
+use crate::cache::{Cache, Cached};
+use crate::cors::Cors;
+use crate::direct::DirectAnswer;
+use crate::dispatch::{Dispatch, Routing};
+use crate::response::text;
+use crate::stream::Streams;
+use crate::{webhook_api, Body};
 
 /// Metrics of the public listener.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    pub(crate) proxy_requests: IntCounterVec,
-    pub(crate) cache_requests: IntCounterVec,
+    proxy_requests: IntCounterVec,
+    cache_requests: IntCounterVec,
 }
 
 impl HttpMetrics {
@@ -47,94 +53,66 @@ impl HttpMetrics {
 
 /// Everything the public listener needs to answer a request.
 pub struct App {
-    pub(crate) routes: RouteTable,
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) sessions: Sessions,
-    pub(crate) cors_origins: Vec<String>,
+    pub(crate) routing: Routing,
+    streams: Streams,
+    cache: Cache,
+    cors: Cors,
     pub(crate) proxy: Proxy,
-    pub(crate) webhooks: Arc<Webhooks>,
-    /// `herald_cache_requests_total` per route, resolved once.
-    pub(crate) cache_requests: Vec<CacheCounters>,
-}
-
-pub(crate) struct CacheCounters {
-    pub(crate) hit: IntCounter,
-    pub(crate) miss: IntCounter,
-    pub(crate) bypass: IntCounter,
+    webhooks: Arc<Webhooks>,
 }
 
 impl App {
+    /// `shutdown` also closes the pass-through's idle upstream connections.
     pub fn new(
         config: &Config,
         hub: Arc<Hub>,
         sessions: Sessions,
         webhooks: Arc<Webhooks>,
         metrics: HttpMetrics,
+        shutdown: CancellationToken,
     ) -> Self {
+        let url = &config.upstream.url;
+        let upstream = Upstream::new(url.https(), url.authority(), url.base_path(), config.upstream.timeout)
+            .with_ca_file(config.upstream.ca_file.clone());
+        let client_tls = config.server.tls.is_some();
         App {
+            routing: Routing::new(config),
+            cache: Cache::new(config, hub.clone(), &metrics.cache_requests),
+            streams: Streams { hub, sessions },
+            cors: Cors::new(config.sse.cors_origins.clone()),
+            proxy: Proxy::new(upstream, client_tls, &metrics.proxy_requests, shutdown),
             webhooks,
-            routes: RouteTable::new(&config.routes),
-            hub,
-            sessions,
-            cors_origins: config.sse.cors_origins.clone(),
-            proxy: Proxy::new(&config.upstream, config.server.tls.is_some(), metrics.proxy_requests),
-            cache_requests: config
-                .routes
-                .iter()
-                .map(|r| {
-                    let counter = |result| metrics.cache_requests.with_label_values(&[r.name.as_str(), result]);
-                    CacheCounters { hit: counter("hit"), miss: counter("miss"), bypass: counter("bypass") }
-                })
-                .collect(),
         }
     }
 
     /// Answers one request. The branches other than the pass-through are boxed: this future is
     /// moved into a box for every request, so it is kept as small as the pass-through's.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let path = req.uri().path();
-        if path.starts_with("/_herald/") {
-            let api =
-                path.strip_prefix(herald_webhooks::PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-            if !api {
-                return text(StatusCode::NOT_FOUND, "not found");
-            }
-            return Box::pin(self.webhook_api(req)).await;
+        match self.routing.dispatch(req.method(), req.uri(), req.headers()) {
+            Dispatch::Pass => self.proxy.forward(req, peer).await,
+            Dispatch::WebhookApi => Box::pin(webhook_api::answer(&self.webhooks, req)).await,
+            Dispatch::NotFound => text(StatusCode::NOT_FOUND, "not found"),
+            Dispatch::Stream(watched) => Box::pin(self.stream(&req, watched)).await,
+            Dispatch::Cache(watched) => match Box::pin(self.cache.answer(&req, watched)).await {
+                Cached::Answer(resp) => resp,
+                Cached::PassThrough => self.proxy.forward(req, peer).await,
+            },
+            Dispatch::Preflight => self.cors.preflight(req.headers()),
         }
-        if let Some(route) = self.stream_route(&req) {
-            return Box::pin(self.stream(req, route)).await;
-        }
-        if let Some(route) = self.cache_route(&req) {
-            return Box::pin(self.cached(req, route, peer)).await;
-        }
-        if req.method() == http::Method::OPTIONS && self.preflight_route(&req) {
-            return self.preflight(&req);
-        }
-        self.proxy.forward(req, peer).await
-    }
-}
-
-impl App {
-    /// Whether herald answers requests for `path` itself, or may: its own API, or a route's
-    /// path (streams, cache answers, CORS preflights). Everything else is passed through.
-    pub(crate) fn claims(&self, path: &str) -> bool {
-        path.starts_with("/_herald/")
-            || self.routes.find(path).is_some()
-            || crate::stream::stream_base(path).is_some_and(|base| self.routes.find(base).is_some())
     }
 
-    /// Section 4, step 1: the webhook subscription API, with its body read whole (it is small).
-    async fn webhook_api(&self, req: Request<Incoming>) -> Response<Body> {
-        let (parts, body) = req.into_parts();
-        let limited = http_body_util::Limited::new(body, herald_webhooks::MAX_BODY);
-        let body = match limited.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 64 KiB")
-            }
-            Err(_) => return text(StatusCode::BAD_REQUEST, "cannot read the request body"),
-        };
-        let resp = self.webhooks.handle(Request::from_parts(parts, body)).await;
-        resp.map(full)
+    /// For a plain connection's request read outside hyper ([`crate::direct`]): its answer
+    /// when it asks for a stream.
+    pub(crate) fn direct_stream(self: Arc<Self>, req: Request<()>) -> Option<DirectAnswer> {
+        match self.routing.dispatch(req.method(), req.uri(), req.headers()) {
+            Dispatch::Stream(watched) => Some(Box::pin(async move { self.stream(&req, watched).await })),
+            _ => None,
+        }
+    }
+
+    async fn stream<B>(&self, req: &Request<B>, watched: crate::dispatch::Watched) -> Response<Body> {
+        let mut resp = self.streams.open(req.headers(), watched).await;
+        self.cors.allow(req.headers(), &mut resp);
+        resp
     }
 }

@@ -1,46 +1,67 @@
-//! Legacy pollers (spec section 8): a plain GET or HEAD on a `cache: true` route is answered
-//! from its watch, under the same access rules as a stream, so a thousand pollers cost the
-//! upstream one poll per interval. While the upstream fails, requests are passed on to it.
+//! Legacy pollers (spec section 8): a plain GET or HEAD on a cache route is answered from the
+//! running watch, with its ETag, Age and conditional 304s, instead of reaching the upstream.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use herald_config::Access;
+use herald_config::{Access, Config};
+use herald_poll::Hub;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use prometheus::{IntCounter, IntCounterVec};
 
-use crate::app::App;
-use crate::{full, header_items, refused, Body};
+use crate::dispatch::Watched;
+use crate::response::{full, header_items, refused};
+use crate::Body;
 
-impl App {
-    /// Section 4, step 3: a GET or HEAD without a body or a range, on a route with `cache: true`.
-    pub(crate) fn cache_route(&self, req: &Request<Incoming>) -> Option<usize> {
-        let plain = matches!(*req.method(), Method::GET | Method::HEAD)
-            && !req.headers().contains_key(header::RANGE)
-            && req.headers().get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
-            && !req.headers().contains_key(header::TRANSFER_ENCODING);
-        let route = self.routes.find(req.uri().path())?;
-        (plain && self.hub.route(route).cache).then_some(route)
+pub(crate) struct Cache {
+    hub: Arc<Hub>,
+    /// `herald_cache_requests_total` per route, resolved once.
+    counters: Vec<Counters>,
+}
+
+struct Counters {
+    hit: IntCounter,
+    miss: IntCounter,
+    bypass: IntCounter,
+}
+
+/// How a cache request is answered.
+pub(crate) enum Cached {
+    Answer(Response<Body>),
+    /// The upstream is failing: its answer, not a stale copy, is what a poller should see.
+    PassThrough,
+}
+
+impl Cache {
+    pub(crate) fn new(config: &Config, hub: Arc<Hub>, requests: &IntCounterVec) -> Self {
+        let counters = config
+            .routes
+            .iter()
+            .map(|r| {
+                let counter = |result| requests.with_label_values(&[r.name.as_str(), result]);
+                Counters { hit: counter("hit"), miss: counter("miss"), bypass: counter("bypass") }
+            })
+            .collect();
+        Cache { hub, counters }
     }
 
-    pub(crate) async fn cached(&self, req: Request<Incoming>, route: usize, peer: SocketAddr) -> Response<Body> {
-        let counters = &self.cache_requests[route];
-        let (target, _) = crate::stream::watch_target(req.uri().path(), req.uri().query());
-        let current = match self.hub.watch_key(route, target, req.headers()).await {
+    pub(crate) async fn answer<B>(&self, req: &Request<B>, watched: Watched) -> Cached {
+        let counters = &self.counters[watched.route];
+        let route = watched.route;
+        let current = match self.hub.watch_key(route, watched.target, req.headers()).await {
             Ok((key, credentials)) => self.hub.current(key, credentials).await,
             Err(refusal) => Err(refusal),
         };
         let current = match current {
             Ok(Some(current)) => current,
-            // The upstream is failing: its answer, not a stale copy, is what a poller should see.
             Ok(None) => {
                 counters.bypass.inc();
-                return self.proxy.forward(req, peer).await;
+                return Cached::PassThrough;
             }
             Err(refusal) => {
                 counters.miss.inc();
-                return refused(refusal);
+                return Cached::Answer(refused(refusal));
             }
         };
         let (result, counter) = if current.fresh { ("miss", &counters.miss) } else { ("hit", &counters.hit) };
@@ -64,7 +85,7 @@ impl App {
             resp = resp.header(header::CACHE_CONTROL, "private").header(header::VARY, route.vary.join(", "));
         }
         if not_modified {
-            return resp.status(StatusCode::NOT_MODIFIED).body(full("")).expect("valid parts");
+            return Cached::Answer(resp.status(StatusCode::NOT_MODIFIED).body(full("")).expect("valid parts"));
         }
         let content_type = repr.content_type.as_deref().unwrap_or("application/octet-stream");
         resp = resp
@@ -74,6 +95,6 @@ impl App {
             )
             .header(header::CONTENT_LENGTH, repr.body.len());
         let body = if req.method() == Method::HEAD { full("") } else { full(repr.body.clone()) };
-        resp.body(body).expect("valid parts")
+        Cached::Answer(resp.body(body).expect("valid parts"))
     }
 }

@@ -93,7 +93,7 @@ impl UpstreamClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| PollError::Setup(e.to_string()))?;
-        Ok(UpstreamClient { http, base: cfg.url.clone(), headers, max_body: cfg.max_body })
+        Ok(UpstreamClient { http, base: cfg.url.to_string(), headers, max_body: cfg.max_body })
     }
 
     async fn get(&self, req: Request<'_>) -> Result<Answer, PollError> {

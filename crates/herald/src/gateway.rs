@@ -90,7 +90,8 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
         shutdown.child_token(),
     )
     .await?;
-    let app = Arc::new(App::new(&config, hub.clone(), sessions, webhooks.clone(), HttpMetrics::new(&registry)?));
+    let metrics = HttpMetrics::new(&registry)?;
+    let app = Arc::new(App::new(&config, hub.clone(), sessions, webhooks.clone(), metrics, shutdown.clone()));
     let admin = Arc::new(Admin::new(registry, hub, webhooks, config.server.admin_token.as_deref(), shutdown.clone()));
 
     let public = bind(config.server.listen, "server.listen").await?;
@@ -196,11 +197,11 @@ fn replica_name() -> String {
 /// `herald demo`: the built-in legacy API at the (loopback) address upstream.url names.
 async fn start_demo_api(config: &Config) -> anyhow::Result<()> {
     let url = &config.upstream.url;
-    let authority = url.strip_prefix("http://").context("herald demo needs an http:// upstream.url")?;
-    let addr: SocketAddr = authority
-        .split('/')
-        .next()
-        .unwrap_or_default()
+    if url.https() {
+        bail!("herald demo needs an http:// upstream.url, found {url}");
+    }
+    let addr: SocketAddr = url
+        .authority()
         .parse()
         .with_context(|| format!("herald demo needs upstream.url to be IP:PORT, found {url}"))?;
     if !addr.ip().is_loopback() {

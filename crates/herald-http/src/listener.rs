@@ -1,5 +1,6 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on one listener (by ALPN over TLS, by preface
-//! otherwise), upgrades allowed, each connection asked to finish on shutdown.
+//! The listener: accepts connections up to `server.max_connections`, does the TLS handshake,
+//! serves HTTP/1.1 and HTTP/2 on one port (by ALPN over TLS, by preface otherwise) with
+//! upgrades allowed, and on shutdown asks each connection to finish, within the grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,14 +13,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::app::App;
+use crate::front::{self, Front};
 use crate::io::{Activity, Stalled};
-use crate::relay::{self, Outcome};
 use crate::{direct, Body, BoxError, Tls};
 
 /// Limits of one listener (`server.*`).
@@ -46,18 +47,13 @@ impl Limits {
     }
 }
 
-/// A connection's slot under `max_connections`, carried by its requests so that a WebSocket
-/// tunnel made from one keeps it until the tunnel closes.
-#[derive(Clone)]
-pub(crate) struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
-
 /// A client must finish the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` fires; then asks every open connection to finish and waits
-/// for them, at most `grace`. With `front` (the public listener), plain connections start in its
-/// fast lane ([`relay`]: pass-through and SSE streams) and go to `handler`, through hyper, when
-/// they need more.
+/// for them, at most `grace`. With `front` (the public listener), plain connections go through
+/// [`front`] first (the pass-through's fast lane, direct SSE streams) and to `handler`, through
+/// hyper, when they need more.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     limits: Limits,
@@ -100,7 +96,9 @@ pub async fn serve<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let slot = ConnectionSlot(Arc::new(slot));
+        // The connection's place under `max_connections`, carried by its requests so that a
+        // WebSocket tunnel made from one keeps it until the tunnel closes.
+        let slot = herald_proxy::TunnelHold(Arc::new(slot));
         let activity = Activity::new();
         let service = {
             let (slot, activity) = (slot.clone(), activity.clone());
@@ -130,25 +128,15 @@ pub async fn serve<F, Fut>(
             // one (rustls's connection state inline) would make every plain connection cost ~20 KiB.
             let served = match tls {
                 None => {
-                    let outcome = match front {
-                        None => Outcome::Hyper(stream, Vec::new()),
-                        Some(app) => Box::pin(relay::serve(stream, peer, app, limits, &shutdown)).await,
+                    let (stream, read) = match &front {
+                        None => (stream, Vec::new()),
+                        Some(app) => match Box::pin(front::plain(stream, peer, app, limits, &shutdown)).await {
+                            Front::Done => return,
+                            Front::Hyper(stream, read) => (stream, read),
+                        },
                     };
-                    match outcome {
-                        Outcome::Done => return,
-                        Outcome::Stream(mut stream, answer) => {
-                            let resp = answer.await;
-                            if let Err(e) = direct::write(&mut stream, resp, limits.write_timeout).await {
-                                debug!(error = %e, %peer, "stream ended with an error");
-                            }
-                            return;
-                        }
-                        Outcome::Hyper(stream, read) => {
-                            let io = Stalled::new(direct::Prefixed::new(read, stream), limits.write_timeout);
-                            Box::pin(connection(&builder, TokioIo::new(io), service, &activity, limits, &shutdown))
-                                .await
-                        }
-                    }
+                    let io = Stalled::new(direct::Prefixed::new(read, stream), limits.write_timeout);
+                    Box::pin(connection(&builder, TokioIo::new(io), service, &activity, limits, &shutdown)).await
                 }
                 Some(tls) => {
                     let stream = Stalled::new(stream, limits.write_timeout);

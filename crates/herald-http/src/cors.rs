@@ -1,0 +1,71 @@
+//! CORS for SSE streams (`sse.cors_origins`): EventSource from another origin, with credentials
+//! or custom headers.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::response::full;
+use crate::Body;
+
+pub(crate) struct Cors {
+    /// `sse.cors_origins`: exact origins, or `*`.
+    origins: Vec<String>,
+}
+
+impl Cors {
+    pub(crate) fn new(origins: Vec<String>) -> Self {
+        Cors { origins }
+    }
+
+    /// The answer to a preflight for a stream path.
+    pub(crate) fn preflight(&self, request: &HeaderMap) -> Response<Body> {
+        let mut resp = Response::builder().status(StatusCode::NO_CONTENT).body(full("")).expect("valid");
+        self.allow(request, &mut resp);
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, last-event-id, cache-control, accept"),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        resp
+    }
+
+    /// Lets the request's origin read `resp`, when it is allowed.
+    pub(crate) fn allow(&self, request: &HeaderMap, resp: &mut Response<Body>) {
+        let Some(origin) = request.get(header::ORIGIN) else { return };
+        let h = resp.headers_mut();
+        if self.origins.iter().any(|o| o == "*") {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        } else if self.origins.iter().any(|o| o.as_bytes() == origin.as_bytes()) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn a_listed_origin_gets_credentials_and_others_nothing() {
+        let cors = Cors::new(vec!["https://app.example".into()]);
+        let allowed = cors.preflight(&origin("https://app.example"));
+        assert_eq!(allowed.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
+        assert_eq!(allowed.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        let other = cors.preflight(&origin("https://evil.example"));
+        assert!(!other.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+
+        let any = Cors::new(vec!["*".into()]).preflight(&origin("https://evil.example"));
+        assert_eq!(any.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(!any.headers().contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+    }
+}

@@ -84,7 +84,7 @@ impl Proxy {
         let connection = connection_values(&client);
         let mut h = HeaderMap::with_capacity(client.len() + 5);
         for (name, value) in &client {
-            if policy::request_field(name.as_str(), connection.iter().copied()) {
+            if policy::request_field(name.as_str(), !connection.is_empty(), || connection.iter().copied()) {
                 h.append(name.clone(), value.clone());
             }
         }
@@ -120,7 +120,7 @@ fn answer_fields(upstream: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(upstream.len() + 1);
     for (name, value) in upstream {
         let wrong_length = coded && name == header::CONTENT_LENGTH;
-        if !wrong_length && policy::answer_field(name.as_str(), connection.iter().copied()) {
+        if !wrong_length && policy::answer_field(name.as_str(), !connection.is_empty(), || connection.iter().copied()) {
             h.append(name.clone(), value.clone());
         }
     }

@@ -145,7 +145,7 @@ fn request_head(
     }
     put(out, "host", upstream.authority.as_bytes());
     for h in headers {
-        if policy::request_field(h.name, connection_values(headers, names_fields)) {
+        if policy::request_field(h.name, names_fields, || connection(headers)) {
             put(out, h.name, h.value);
         }
     }
@@ -165,11 +165,9 @@ fn request_head(
     Some((length.unwrap_or(0), close))
 }
 
-/// The values of a head's Connection fields when one names a field, for the policy; none
-/// otherwise (most heads), so that no field is looked up in them.
-fn connection_values<'h>(headers: &'h [Header], names_fields: bool) -> impl Iterator<Item = &'h [u8]> {
-    let values = move || headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value);
-    names_fields.then(values).into_iter().flatten()
+/// The values of a head's Connection fields, for the policy.
+fn connection<'h>(headers: &'h [Header]) -> impl Iterator<Item = &'h [u8]> {
+    headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value)
 }
 
 /// Parses the upstream's answer head at the start of `ubuf` and writes the client's into `out`;
@@ -236,7 +234,7 @@ pub(crate) fn parse_answer(
     let mut date = false;
     for h in resp.headers.iter() {
         let is_length = (no_length || repeated_length) && h.name.eq_ignore_ascii_case("content-length");
-        if !(is_length && no_length) && policy::answer_field(h.name, connection_values(resp.headers, names_fields)) {
+        if !(is_length && no_length) && policy::answer_field(h.name, names_fields, || connection(resp.headers)) {
             put(out, h.name, h.value);
             date |= h.name.eq_ignore_ascii_case("date");
             no_length |= is_length;

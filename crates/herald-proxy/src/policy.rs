@@ -35,7 +35,7 @@ pub(crate) fn answer_field<'a, I>(name: &str, names_fields: bool, connection: im
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
-    !hop_by_hop(name) && !(names_fields && named(name, connection()))
+    !(hop_by_hop(name) || names_fields && named(name, connection()))
 }
 
 /// Whether a field of a client's request passes to the upstream as it is (see

@@ -12,7 +12,7 @@ use tracing::debug;
 
 use crate::app::App;
 use crate::direct;
-use crate::listener::Limits;
+use crate::io::Limits;
 
 /// Where a plain connection goes after the front.
 pub(crate) enum Front {
@@ -35,7 +35,7 @@ pub(crate) async fn plain(
         idle_timeout: limits.idle_timeout,
     };
     let claims = |path: &str| app.routing.claims(path);
-    match fast::serve(stream, peer, &app.proxy, claims, fast_limits, shutdown).await {
+    match fast::serve(stream, peer, app.proxy.fast_lane(), claims, fast_limits, shutdown).await {
         Outcome::Done => Front::Done,
         Outcome::Hyper(stream, read) => Front::Hyper(stream, read),
         Outcome::Claimed(mut stream, read) => {

@@ -1,6 +1,6 @@
-//! What every client connection is held to besides its requests: a socket that takes nothing
-//! for `sse.write_timeout` is given up ([`Stalled`]), and one with nothing in flight for
-//! `server.idle_timeout` is closed ([`Activity`]).
+//! What every client connection is held to besides its requests ([`Limits`]): a socket that
+//! takes nothing for `sse.write_timeout` is given up ([`Stalled`]), and one with nothing in
+//! flight for `server.idle_timeout` is closed ([`Activity`]).
 
 use std::future::Future;
 use std::io;
@@ -12,6 +12,30 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+/// Limits of one listener (`server.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_connections: usize,
+    /// `server.idle_timeout`: a connection with nothing in flight this long is closed.
+    pub idle_timeout: Duration,
+    /// `sse.write_timeout`: a client whose socket takes nothing this long is dropped.
+    pub write_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(s: &herald_config::Server, sse: &herald_config::Sse) -> Self {
+        Limits {
+            header_timeout: s.header_timeout,
+            max_header_size: s.max_header_size.min(16 << 20) as usize,
+            max_connections: s.max_connections,
+            idle_timeout: s.idle_timeout,
+            write_timeout: sse.write_timeout,
+        }
+    }
+}
 
 /// A stream whose writes fail with `TimedOut` once it has taken nothing for `timeout`: a
 /// subscriber that stopped reading is dropped (its slot and memory freed), not kept forever.

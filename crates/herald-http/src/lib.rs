@@ -28,5 +28,6 @@ mod webhook_api;
 pub use admin::Admin;
 pub use app::{App, HttpMetrics};
 pub use herald_proxy::{Body, BoxError};
-pub use listener::{serve, Limits};
+pub use io::Limits;
+pub use listener::serve;
 pub use tls::{Tls, TlsError};

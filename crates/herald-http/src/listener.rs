@@ -20,32 +20,8 @@ use tracing::{debug, warn};
 
 use crate::app::App;
 use crate::front::{self, Front};
-use crate::io::{Activity, Stalled};
+use crate::io::{Activity, Limits, Stalled};
 use crate::{direct, Body, BoxError, Tls};
-
-/// Limits of one listener (`server.*`).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub header_timeout: Duration,
-    pub max_header_size: usize,
-    pub max_connections: usize,
-    /// `server.idle_timeout`: a connection with nothing in flight this long is closed.
-    pub idle_timeout: Duration,
-    /// `sse.write_timeout`: a client whose socket takes nothing this long is dropped.
-    pub write_timeout: Duration,
-}
-
-impl Limits {
-    pub fn from_config(s: &herald_config::Server, sse: &herald_config::Sse) -> Self {
-        Limits {
-            header_timeout: s.header_timeout,
-            max_header_size: s.max_header_size.min(16 << 20) as usize,
-            max_connections: s.max_connections,
-            idle_timeout: s.idle_timeout,
-            write_timeout: sse.write_timeout,
-        }
-    }
-}
 
 /// A client must finish the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

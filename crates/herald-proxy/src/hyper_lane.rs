@@ -17,20 +17,48 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::deadline::Deadline;
-use crate::{policy, Body, BoxError, ForwardError, Proxy, TunnelHold};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
-impl Proxy {
-    /// Passes `req` to the upstream and its answer back; herald's own 502 or 504 when there is
-    /// none.
-    pub async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+use crate::deadline::Deadline;
+use crate::error::ForwardError;
+use crate::metrics::Requests;
+use crate::upstream::Upstream;
+use crate::{policy, Body, BoxError, TunnelHold};
+
+pub(crate) struct HyperLane {
+    upstream: Upstream,
+    client: Client<HttpsConnector<HttpConnector>, Progress<Incoming>>,
+    /// `x-forwarded-proto`: how clients reached herald.
+    proto: HeaderValue,
+    requests: Requests,
+}
+
+impl HyperLane {
+    pub(crate) fn new(upstream: Upstream, client_tls: bool, requests: Requests) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(upstream.timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(upstream_tls(upstream.ca_file.as_deref()))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https);
+        HyperLane { upstream, client, proto: HeaderValue::from_static(policy::forwarded_proto(client_tls)), requests }
+    }
+
+    pub(crate) async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let resp = self.send(req, peer).await.unwrap_or_else(|error| {
             error.log();
             // The client left while its body was sent: what it would have got.
             let (status, msg) = error.answer().unwrap_or((StatusCode::BAD_REQUEST, "incomplete request"));
             error_answer(status, msg)
         });
-        self.count(resp.status().as_u16());
+        self.requests.count(resp.status().as_u16());
         resp
     }
 
@@ -170,7 +198,7 @@ async fn within_timeout<F: Future>(
 }
 
 /// A request body that notes when it last moved, for the pass-through timeout.
-pub(crate) struct Progress<B> {
+struct Progress<B> {
     inner: B,
     last: Arc<Mutex<Instant>>,
 }
@@ -244,6 +272,25 @@ where
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// TLS towards an https upstream: the webpki roots plus `upstream.ca_file` (already checked
+/// readable by the poll client, which loads it first).
+fn upstream_tls(ca_file: Option<&str>) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = ca_file {
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).into_iter().flatten().flatten() {
+            if let Err(e) = roots.add(cert) {
+                tracing::warn!(error = %e, path, "upstream.ca_file: a certificate was not added");
+            }
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Copies bytes both ways between an upgraded client connection and the upstream's.

@@ -63,6 +63,11 @@ impl Answer {
             }
             _ => {}
         }
+        if self.framing == Framing::UntilClose {
+            // The upstream closes after it: an answer without a body would not say so otherwise,
+            // and a connection kept by either engine would race with the close.
+            out.extend_from_slice(b"connection: close\r\n");
+        }
         out.extend_from_slice(b"\r\n");
         if method == "HEAD" || bodiless {
             return out;
@@ -128,8 +133,10 @@ impl Bench {
                     let (proxy, not_taken) = (proxy.clone(), not_taken.clone());
                     tokio::spawn(async move {
                         let shutdown = CancellationToken::new();
-                        if !matches!(fast::serve(conn, peer, &proxy, |_| false, limits, &shutdown).await, Outcome::Done)
-                        {
+                        if !matches!(
+                            fast::serve(conn, peer, proxy.fast_lane(), |_| false, limits, &shutdown).await,
+                            Outcome::Done
+                        ) {
                             not_taken.store(true, Ordering::SeqCst);
                         }
                     });

@@ -35,9 +35,11 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use self::chunked::Chunks;
 use self::head::{head_end, parse_answer, plan, Answer, Framing, Parsed, Plan, Request};
-pub(crate) use self::pool::Pool;
+use self::pool::Pool;
 use crate::deadline::{expired, Deadline};
-use crate::{ForwardError, Proxy};
+use crate::error::ForwardError;
+use crate::metrics::Requests;
+use crate::upstream::Upstream;
 
 /// The largest upstream response head.
 const MAX_RESPONSE_HEAD: usize = 64 << 10;
@@ -48,6 +50,20 @@ const IDLE_BUFFER: usize = 4096;
 /// A client connection idle this long between requests gives its upstream connection back to
 /// the pool: idle keep-alive clients do not each hold one (nor its file descriptor).
 const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The fast lane to one upstream: its idle connections and counters.
+pub struct FastLane {
+    /// `None` when the fast lane cannot reach it (https, or a base path it cannot copy).
+    upstream: Option<Upstream>,
+    pool: std::sync::Arc<Pool>,
+    requests: Requests,
+}
+
+impl FastLane {
+    pub(crate) fn new(upstream: Upstream, requests: Requests, shutdown: CancellationToken) -> Self {
+        FastLane { upstream: upstream.fast_lane().then_some(upstream), pool: Pool::new(shutdown), requests }
+    }
+}
 
 /// What a client connection is held to in the fast lane (the listener's `server.*` limits).
 #[derive(Debug, Clone, Copy)]
@@ -76,14 +92,13 @@ pub enum Outcome {
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
-    proxy: &Proxy,
+    lane: &FastLane,
     claims: impl Fn(&str) -> bool,
     limits: Limits,
     shutdown: &CancellationToken,
 ) -> Outcome {
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    let upstream = proxy.upstream.fast_lane().then_some(&proxy.upstream);
     let mut conn = Conn {
         client,
         peer: peer.ip(),
@@ -97,14 +112,14 @@ pub async fn serve(
         park: None,
     };
     let outcome = loop {
-        let len = match conn.read_head(limits.max_header_size, cancelled.as_mut(), &proxy.pool).await {
+        let len = match conn.read_head(limits.max_header_size, cancelled.as_mut(), &lane.pool).await {
             Head::Complete(len) => len,
             Head::Oversized => break Outcome::Hyper(conn.client, conn.buf),
             Head::Gone => break Outcome::Done,
         };
-        match plan(&conn.buf[..len], &claims, upstream, conn.peer, &mut conn.out) {
+        match plan(&conn.buf[..len], &claims, lane.upstream.as_ref(), conn.peer, &mut conn.out) {
             Plan::Relay(req) => {
-                if !conn.relay(req, proxy, shutdown.is_cancelled()).await {
+                if !conn.relay(req, lane, shutdown.is_cancelled()).await {
                     break Outcome::Done;
                 }
                 conn.trim();
@@ -114,7 +129,7 @@ pub async fn serve(
         }
     };
     if let Some(up) = conn.upstream.take() {
-        proxy.pool.keep(up);
+        lane.pool.keep(up);
     }
     outcome
 }
@@ -213,19 +228,19 @@ impl Conn {
 
     /// Relays the request planned into `out` and its answer. False when the connection is to
     /// close (the client asked, herald is shutting down, or either side failed).
-    async fn relay(&mut self, req: Request, proxy: &Proxy, closing: bool) -> bool {
+    async fn relay(&mut self, req: Request, lane: &FastLane, closing: bool) -> bool {
         // What the client already sent of the body goes with the head in one write.
         let here = (self.buf.len() - req.head).min(usize::try_from(req.body).unwrap_or(usize::MAX));
         self.out.extend_from_slice(&self.buf[req.head..req.head + here]);
         self.buf.drain(..req.head + here);
         let rest = req.body - here as u64;
 
-        let (up, answer) = match self.exchange(&req, rest, proxy, closing).await {
+        let (up, answer) = match self.exchange(&req, rest, lane, closing).await {
             Ok(ok) => ok,
             Err(error) => {
                 error.log();
                 let Some((status, msg)) = error.answer() else { return false };
-                proxy.count(status.as_u16());
+                lane.requests.count(status.as_u16());
                 // Unless the whole request was read, the connection cannot carry another.
                 let close = closing || req.close || rest > 0;
                 head::error_head(&mut self.out, status, msg, close);
@@ -233,7 +248,7 @@ impl Conn {
                 return !close && matches!(written, Some(Ok(())));
             }
         };
-        proxy.count(answer.status);
+        lane.requests.count(answer.status);
         match self.copy_body(up, &answer).await {
             Ok(Some(up)) if answer.reusable => {
                 self.upstream = Some(up);
@@ -256,10 +271,10 @@ impl Conn {
         &mut self,
         req: &Request,
         rest: u64,
-        proxy: &Proxy,
+        lane: &FastLane,
         closing: bool,
     ) -> Result<(TcpStream, Answer), ForwardError> {
-        let upstream = &proxy.upstream;
+        let upstream = lane.upstream.as_ref().expect("planned only with an upstream");
         let timeout = upstream.timeout;
         let wait = self.wait.get_or_insert_with(|| Deadline::new(timeout));
         // Sent again on a new connection if the kept one turns out closed: only a request whose
@@ -271,7 +286,7 @@ impl Conn {
         }
         let mut closed_early = None;
         for fresh in [false, true] {
-            let kept = if fresh { None } else { kept.take().or_else(|| proxy.pool.take()) };
+            let kept = if fresh { None } else { kept.take().or_else(|| lane.pool.take()) };
             let (mut up, reused) = match kept {
                 Some(up) => (up, true),
                 None => {

@@ -11,6 +11,8 @@ mod metrics;
 mod schedule;
 mod watch;
 
+use std::sync::Arc;
+
 pub use client::{Answer, Fetch, FetchFuture, Request, UpstreamClient};
 pub use cluster::{watch_id, Cluster, HeldLease};
 pub use hub::{Credentials, Hub, HubConfig, Refusal};
@@ -19,31 +21,37 @@ pub use metrics::PollMetrics;
 pub use schedule::{jittered, Schedule};
 pub use watch::{Current, Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
 
-/// Why a poll failed without an HTTP answer.
+/// What reqwest says went wrong, without its own "error sending request" words.
+fn cause(e: &reqwest::Error) -> String {
+    std::error::Error::source(e).map_or_else(|| e.to_string(), ToString::to_string)
+}
+
+/// Why a poll failed without an HTTP answer (every one comes from the upstream, except
+/// `Setup`, from the configuration).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PollError {
     #[error("upstream timed out")]
     Timeout,
-    #[error("upstream unreachable: {0}")]
-    Connect(String),
+    #[error("upstream unreachable: {}", cause(.0))]
+    Connect(#[source] Arc<reqwest::Error>),
     #[error("upstream body larger than max_body ({limit} bytes)")]
     BodyTooLarge { limit: u64 },
-    #[error("upstream request failed: {0}")]
-    Other(String),
+    #[error("upstream request failed: {}", cause(.0))]
+    Other(#[source] Arc<reqwest::Error>),
     #[error("cannot set up the upstream client: {0}")]
     Setup(String),
 }
 
 impl PollError {
     fn from_reqwest(e: reqwest::Error) -> Self {
-        // reqwest's Display names the URL; keep only the cause, which never holds a credential.
-        let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| "error".into());
+        // Without its URL: a watched path may name a user; the cause never holds a credential.
+        let e = Arc::new(e.without_url());
         if e.is_timeout() {
             PollError::Timeout
         } else if e.is_connect() {
-            PollError::Connect(cause)
+            PollError::Connect(e)
         } else {
-            PollError::Other(cause)
+            PollError::Other(e)
         }
     }
 

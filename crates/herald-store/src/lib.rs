@@ -20,11 +20,23 @@ use serde::{Deserialize, Serialize};
 
 pub use redb_store::RedbStore;
 
-/// A storage error: the store could not be opened, read or written.
+/// A storage error: the store could not be opened, read or written. Every one comes from
+/// storage (its message starts with `storage`), the backend's own error kept as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The backend (redb, Redis, the file system) failed while doing `what`.
+    #[error("storage: {what}: {source}")]
+    Backend {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The backend did not answer `what` in time.
+    #[error("storage: {what}: no answer within {after:?}")]
+    TimedOut { what: String, after: std::time::Duration },
+    /// What the backend holds, or is told to use, is not what herald expects.
     #[error("storage: {0}")]
-    Backend(String),
+    Invalid(String),
     #[error("storage: corrupt record {key}: {source}")]
     Corrupt {
         key: String,
@@ -39,6 +51,16 @@ pub enum StoreError {
     KeyNeeded,
     #[error("storage: {0} is in use by another herald process")]
     InUse(String),
+}
+
+impl StoreError {
+    /// The backend's error `source` while doing `what`.
+    pub(crate) fn backend(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Backend { what: what.into(), source: source.into() }
+    }
 }
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

@@ -45,7 +45,7 @@ pub struct RedbStore {
 const OUTCOMES_DURABLE_WITHIN: Duration = Duration::from_secs(1);
 
 fn backend(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Backend(e.into().to_string())
+    StoreError::backend("redb", e.into())
 }
 
 type Tx = redb::WriteTransaction;
@@ -55,13 +55,12 @@ impl RedbStore {
     /// `encryption_key`, subscriptions are stored sealed (those written before without a key are
     /// sealed now); a key other than the one the store was sealed with is an error.
     pub fn open(dir: &Path, encryption_key: Option<&[u8; 32]>) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::backend(format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(FILE_NAME);
-        owner_only(&path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        owner_only(&path).map_err(|e| StoreError::backend(path.display().to_string(), e))?;
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
-            e => StoreError::Backend(format!("{}: {e}", path.display())),
+            e => StoreError::backend(path.display().to_string(), e),
         })?;
         Self::init(db, encryption_key)
     }
@@ -141,7 +140,7 @@ impl RedbStore {
                 Ok(out)
             })
             .await
-            .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+            .map_err(|e| StoreError::backend("storage task", e))?
         })
     }
 
@@ -153,7 +152,7 @@ impl RedbStore {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || f(&db.begin_read().map_err(backend)?))
                 .await
-                .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+                .map_err(|e| StoreError::backend("storage task", e))?
         })
     }
 }
@@ -254,7 +253,7 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> Loader<T> {
         }
         let body = match self.payloads.get(m.payload.as_str()).map_err(backend)? {
             Some(v) => String::from_utf8_lossy(v.value()).into_owned(),
-            None => return Err(StoreError::Backend(format!("message {id}: its payload is missing"))),
+            None => return Err(StoreError::Invalid(format!("message {id}: its payload is missing"))),
         };
         self.seen.insert(std::mem::replace(&mut m.payload, body.clone()), body);
         Ok(m)
@@ -271,7 +270,7 @@ impl Store for RedbStore {
                 }
             }
             let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| StoreError::Backend(format!("random source: {e}")))?;
+            getrandom::fill(&mut key).map_err(|e| StoreError::backend("random source", e))?;
             meta.insert("scope_key", key.as_slice()).map_err(backend)?;
             Ok(key)
         })

@@ -62,7 +62,7 @@ impl Bus {
     pub async fn follow(&self, channel: &str) -> Result<Following, StoreError> {
         let (tx, notes) = mpsc::channel(16);
         let (done, confirmed) = oneshot::channel();
-        let gone = || StoreError::Backend("redis pub/sub stopped".into());
+        let gone = || StoreError::Invalid("redis pub/sub stopped".into());
         self.commands
             .send(Command::Follow { channel: channel.to_string(), notes: tx, done })
             .await
@@ -101,7 +101,7 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
                         command = commands.recv() => match command {
                             None => return,
                             Some(Command::Follow { done, .. }) => {
-                                let _ = done.send(Err(StoreError::Backend("redis pub/sub unavailable".into())));
+                                let _ = done.send(Err(StoreError::Invalid("redis pub/sub unavailable".into())));
                             }
                             Some(Command::Leave(channel)) => {
                                 followers.remove(&channel);
@@ -144,7 +144,7 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
                         if ok {
                             followers.insert(channel, notes);
                         }
-                        let _ = done.send(subscribed.map_err(|e| StoreError::Backend(format!("redis subscribe: {e}"))));
+                        let _ = done.send(subscribed.map_err(|e| StoreError::backend("redis subscribe", e)));
                         if !ok {
                             break;
                         }

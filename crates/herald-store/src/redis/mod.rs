@@ -81,7 +81,7 @@ impl Redis {
         timeout: Duration,
         registry: &Registry,
     ) -> Result<Arc<Redis>, StoreError> {
-        let url = RedisUrl::parse(url).map_err(|e| StoreError::Backend(format!("storage.url: {e}")))?;
+        let url = RedisUrl::parse(url).map_err(|e| StoreError::Invalid(format!("storage.url: {e}")))?;
         let errors = IntCounterVec::new(
             Opts::new("herald_redis_errors_total", "Redis calls that failed or timed out, by operation."),
             &["op"],
@@ -118,7 +118,7 @@ impl Redis {
     pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
         let key = self.key(name);
         let mut fresh = [0u8; 32];
-        getrandom::fill(&mut fresh).map_err(|e| StoreError::Backend(e.to_string()))?;
+        getrandom::fill(&mut fresh).map_err(|e| StoreError::backend("random source", e))?;
         let stored: Vec<u8> = self
             .call("secret", |mut c| {
                 let key = key.clone();
@@ -129,7 +129,7 @@ impl Redis {
             })
             .await?;
         <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| {
-            StoreError::Backend(format!("{key} does not hold 32 bytes (was it written by another program?)"))
+            StoreError::Invalid(format!("{key} does not hold 32 bytes (was it written by another program?)"))
         })
     }
 
@@ -153,18 +153,18 @@ impl Redis {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
                     *self.conn.lock().await = None;
                 }
-                e.to_string()
+                StoreError::backend(format!("redis {op}"), e)
             }
             Err(_) => {
                 *self.conn.lock().await = None;
-                format!("no answer within {:?}", self.timeout)
+                StoreError::TimedOut { what: format!("redis {op}"), after: self.timeout }
             }
         };
         self.errors.with_label_values(&[op]).inc();
         if self.healthy.swap(false, Ordering::AcqRel) {
-            warn!(op, error = %error, "redis unavailable");
+            warn!(op, %error, "redis unavailable");
         }
-        Err(StoreError::Backend(format!("redis {op}: {error}")))
+        Err(error)
     }
 
     async fn conn(&self) -> Result<Conn, RedisError> {
@@ -236,6 +236,6 @@ fn percent_decoded(s: &str) -> String {
     String::from_utf8_lossy(&herald_config::percent_decode(s.as_bytes())).into_owned()
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: prometheus::Error) -> StoreError {
+    StoreError::backend("metrics", e)
 }

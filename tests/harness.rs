@@ -92,11 +92,13 @@ impl Gateway {
         let started = tokio::time::timeout(SOON, async {
             while let Some(line) = rx.recv().await {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-                let addr = || v["fields"]["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
-                match v["fields"]["message"].as_str() {
-                    Some("public listener bound") => public = addr(),
-                    Some("admin listener bound") => admin = addr(),
-                    Some("herald is ready") => return true,
+                // The structured fields herald logs for tools, not its messages' words.
+                let fields = &v["fields"];
+                let addr = || fields["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+                match fields["listener"].as_str() {
+                    Some("public") => public = addr(),
+                    Some("admin") => admin = addr(),
+                    _ if fields["ready"] == true => return true,
                     _ => {}
                 }
             }

@@ -39,12 +39,16 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test]
 async fn over_max_connections_new_clients_wait() {
-    let (_api, upstream) = start_api().await;
+    let (api, upstream) = start_api().await;
     let gw = Gateway::start(&with_server(config(upstream, ROUTES), "  max_connections: 2\n")).await;
     let a = gw.subscribe("/tasks/event-stream", &[]).await;
-    let _b = gw.subscribe("/tasks/event-stream", &[]).await;
+    let mut b = gw.subscribe("/tasks/event-stream", &[]).await;
+    b.next_within(SOON).await.expect("snapshot");
     let third = tokio::spawn(reqwest::get(gw.url("/echo")));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // herald goes on serving what it holds after the third client connected (a change polled and
+    // streamed): the third waits, not herald.
+    api.add_task("while the third waits");
+    b.next_within(SOON).await.expect("the open stream is served");
     assert!(!third.is_finished(), "a third connection is not served while two are open");
     drop(a);
     let answer = tokio::time::timeout(SOON, third).await.expect("served once a slot frees").unwrap().unwrap();
@@ -194,11 +198,24 @@ async fn a_subscriber_that_reads_nothing_is_dropped_after_write_timeout() {
 async fn a_websocket_tunnel_counts_against_max_connections() {
     let (_api, upstream) = start_api().await;
     let gw = Gateway::start(&with_server(config(upstream, ROUTES), "  max_connections: 1\n")).await;
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.public)).await.expect("handshake");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.public)).await.expect("handshake");
     let other = tokio::spawn(reqwest::get(gw.url("/echo")));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The tunnel still carries messages after the other client connected: it waits, not herald.
+    echo_through(&mut ws, "while the other waits").await;
     assert!(!other.is_finished(), "the tunnel holds the only connection slot");
     drop(ws);
     let answer = tokio::time::timeout(SOON, other).await.expect("served once the tunnel closed").unwrap().unwrap();
     assert_eq!(answer.status(), 200);
+}
+
+/// Sends `text` through a WebSocket tunnelled to the test API's echo, and reads it back.
+async fn echo_through<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text)).await.unwrap();
+    let echoed = tokio::time::timeout(SOON, ws.next()).await.expect("echoed in time").unwrap().unwrap();
+    assert_eq!(echoed, Message::text(text));
 }

@@ -126,7 +126,7 @@ async fn a_stalled_subscriber_does_not_delay_the_others_and_is_resynced() {
         .write_all(b"GET /tasks/event-stream HTTP/1.1\r\nhost: herald\r\naccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.metric_until("herald_sse_subscribers{route=\"tasks\"}", |open| open == 2.0).await;
 
     let changes = 30;
     for i in 0..changes {

@@ -328,7 +328,14 @@ async fn gone_disables_and_private_destinations_get_no_connection() {
     assert!(private.requests().is_empty(), "no request reached the private receiver");
     assert_eq!(gone.requests().len(), 1, "nothing after the 410");
     upstream_api.add_task("y");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The change reaches the subscription still enabled (a second message, for "y"): by then the
+    // disabled one would have had its message too.
+    eventually_async("the change is recorded for the enabled subscription", || async {
+        api(&gw, "GET", "/private/deliveries", None).await.1.as_array().is_some_and(|l| l.len() == 2)
+    })
+    .await;
+    let (_, gone_messages) = api(&gw, "GET", "/gone/deliveries", None).await;
+    assert_eq!(gone_messages.as_array().map(Vec::len), Some(1), "a disabled subscription gets no message");
     assert_eq!(gone.requests().len(), 1, "a disabled subscription gets nothing");
     assert_eq!(gw.metric("herald_webhook_deliveries_total{outcome=\"disabled\"}").await, 1.0);
 }
@@ -537,11 +544,16 @@ async fn an_unreadable_queued_message_is_set_aside_and_the_rest_delivered() {
         .replace("retry_schedule: [50ms,", "retry_schedule: [2s,");
     let mut gw = Gateway::start(&config).await;
     started_watching(&gw).await;
+    // One change at a time: each is recorded as its own message before the next is made.
+    let pending_now = || async { api(&gw, "GET", "/queued/deliveries?status=pending", None).await.1 };
     for i in 0..3 {
         upstream_api.add_task(&format!("queued {i}"));
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        eventually_async("the change is recorded", || async {
+            pending_now().await.as_array().is_some_and(|l| l.len() == i + 1)
+        })
+        .await;
     }
-    let (_, pending) = api(&gw, "GET", "/queued/deliveries?status=pending", None).await;
+    let pending = pending_now().await;
     assert_eq!(pending.as_array().unwrap().len(), 3, "{pending}");
     gw.sigterm();
     gw.wait(SOON).await.expect("herald stops");

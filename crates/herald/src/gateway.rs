@@ -98,8 +98,9 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
     let admin_listener = bind(config.server.admin_listen, "server.admin_listen").await?;
     let public_addr = public.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    info!(addr = %public_addr, "public listener bound");
-    info!(addr = %admin_addr, "admin listener bound");
+    // `listener` and `addr` are for tools (the tests learn the ports from them, with `-l json`).
+    info!(listener = "public", addr = %public_addr, "public listener bound");
+    info!(listener = "admin", addr = %admin_addr, "admin listener bound");
 
     let grace = config.server.shutdown_grace;
     if let Some(tls) = &tls {
@@ -131,7 +132,7 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
         ))
     };
     admin.set_ready();
-    info!(upstream = %config.upstream.url, routes = config.routes.len(), "herald is ready");
+    info!(ready = true, upstream = %config.upstream.url, routes = config.routes.len(), "herald is ready");
     if demo {
         print_demo_tour(&config, public_addr, admin_addr);
     }

@@ -171,7 +171,9 @@ pub struct Upstream {
 /// userinfo (a password in it becomes an `authorization` header), no trailing slash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamUrl {
+    /// The whole URL, as logs show it.
     url: String,
+    /// `https://` (else `http://`).
     https: bool,
     /// Where the authority ends in `url`; the base path follows it.
     authority_end: usize,

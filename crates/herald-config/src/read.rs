@@ -53,6 +53,8 @@ impl<'n> MapReader<'n> {
     }
 
     fn take(&mut self, key: &str) -> Option<&'n Node> {
+        #[cfg(test)]
+        schema::asked(&self.child(key));
         let i = self.entries.iter().position(|(k, _)| matches!(&k.kind, Kind::Scalar { text, .. } if text == key))?;
         Some(self.entries.remove(i).1)
     }
@@ -879,6 +881,10 @@ fn split_userinfo(url: &str) -> (String, Option<String>) {
 fn valid_header_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
+
+/// The keys the reader asks for, recorded by the schema test (`tests/schema.rs` beside it).
+#[cfg(test)]
+mod schema;
 
 #[cfg(test)]
 mod tests {

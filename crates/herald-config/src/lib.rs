@@ -286,6 +286,9 @@ pub struct Route {
     pub cache: bool,
     /// Webhook subscriptions may target this route.
     pub webhooks: bool,
+    /// A write passed through on this route's path (or an item under it) that answers 2xx
+    /// re-polls the watches it can have changed at once (spec section 13).
+    pub refresh_on_write: bool,
 }
 
 impl Route {
@@ -301,6 +304,7 @@ impl Route {
             ignore: Vec::new(),
             events: Events::default(),
             cache: true,
+            refresh_on_write: true,
             webhooks: true,
         }
     }
@@ -557,6 +561,8 @@ pub struct Webhooks {
     pub disable_after: Duration,
     /// Subscriptions declared in the file (they are created or updated at start).
     pub subscriptions: Vec<StaticSubscription>,
+    /// `POST /_herald/v1/notify` (with an API key) takes change hints (spec section 13).
+    pub notify: bool,
 }
 
 impl Default for Webhooks {
@@ -570,6 +576,7 @@ impl Default for Webhooks {
             allow_private_destinations: PrivateDestinations::None,
             disable_after: Duration::from_secs(5 * 24 * h),
             subscriptions: Vec::new(),
+            notify: false,
         }
     }
 }

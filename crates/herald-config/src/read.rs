@@ -477,6 +477,7 @@ impl<'a> Cx<'a> {
             }
         });
         m.field(self, "disable_after", &mut w.disable_after, Cx::duration);
+        m.field(self, "notify", &mut w.notify, Cx::boolean);
         m.field(self, "subscriptions", &mut w.subscriptions, |cx, n, p| {
             let items = cx.seq(n, p)?;
             Some(items.iter().enumerate().filter_map(|(i, item)| cx.subscription(item, &format!("{p}[{i}]"))).collect())
@@ -578,6 +579,7 @@ impl<'a> Cx<'a> {
         });
         m.field(self, "events", &mut r.events, |cx, n, p| Some(cx.events(n, p)));
         m.field(self, "cache", &mut r.cache, Cx::boolean);
+        m.field(self, "refresh_on_write", &mut r.refresh_on_write, Cx::boolean);
         m.field(self, "webhooks", &mut r.webhooks, Cx::boolean);
         m.finish(self);
         Some(r)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use herald_config::Config;
 use herald_poll::Hub;
-use herald_proxy::{Proxy, Upstream};
+use herald_proxy::{OnWrite, Proxy, Upstream};
 use herald_sse::Sessions;
 use herald_webhooks::Webhooks;
 use http::{Request, Response, StatusCode};
@@ -20,6 +20,7 @@ use crate::direct::DirectAnswer;
 use crate::dispatch::{Dispatch, Routing};
 use crate::response::text;
 use crate::stream::Streams;
+use crate::webhook_api::Endpoint;
 use crate::{webhook_api, Body};
 
 /// Metrics of the public listener.
@@ -75,12 +76,20 @@ impl App {
         let upstream = Upstream::new(url.https(), url.authority(), url.base_path(), config.upstream.timeout)
             .with_ca_file(config.upstream.ca_file.clone());
         let client_tls = config.server.tls.is_some();
+        // Write-through refresh (section 13): a write that succeeded re-polls what it changed.
+        let on_write = config.routes.iter().any(|r| r.refresh_on_write).then(|| {
+            let hub = hub.clone();
+            Arc::new(move |path: &str| {
+                let (hub, path) = (hub.clone(), path.to_string());
+                tokio::spawn(async move { hub.refresh(&path).await });
+            }) as OnWrite
+        });
         App {
             routing: Routing::new(config),
             cache: Cache::new(config, hub.clone(), &metrics.cache_requests),
             streams: Streams { hub, sessions },
             cors: Cors::new(config.sse.cors_origins.clone()),
-            proxy: Proxy::new(upstream, client_tls, &metrics.proxy_requests, shutdown),
+            proxy: Proxy::new(upstream, client_tls, &metrics.proxy_requests, on_write, shutdown),
             webhooks,
         }
     }
@@ -90,7 +99,8 @@ impl App {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         match self.routing.dispatch(req.method(), req.uri(), req.headers()) {
             Dispatch::Pass => self.proxy.forward(req, peer).await,
-            Dispatch::WebhookApi => Box::pin(webhook_api::answer(&self.webhooks, req)).await,
+            Dispatch::WebhookApi => Box::pin(webhook_api::answer(&self.webhooks, Endpoint::Subscriptions, req)).await,
+            Dispatch::Notify => Box::pin(webhook_api::answer(&self.webhooks, Endpoint::Notify, req)).await,
             Dispatch::NotFound => text(StatusCode::NOT_FOUND, "not found"),
             Dispatch::Stream(watched) => Box::pin(self.stream(&req, watched)).await,
             Dispatch::Cache(watched) => match Box::pin(self.cache.answer(&req, watched)).await {

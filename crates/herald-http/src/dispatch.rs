@@ -17,6 +17,8 @@ const LAST_EVENT_ID_PARAM: &str = "lastEventId";
 pub(crate) enum Dispatch {
     /// Step 1: the webhook subscription API.
     WebhookApi,
+    /// Step 1 too: a change hint (section 13).
+    Notify,
     /// Under `/_herald/` but not the API: nothing.
     NotFound,
     /// Step 2: an SSE stream of a route's watch.
@@ -73,6 +75,9 @@ impl Routing {
         if path.starts_with("/_herald/") {
             let api =
                 path.strip_prefix(herald_webhooks::PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+            if path == herald_webhooks::NOTIFY {
+                return Dispatch::Notify;
+            }
             return if api { Dispatch::WebhookApi } else { Dispatch::NotFound };
         }
         if let Some((route, watched_path)) = self.stream_route(method, path, headers) {
@@ -186,7 +191,8 @@ mod tests {
         let r = routing("");
         assert_eq!(dispatch(&r, Method::POST, "/_herald/v1/webhooks", &[]), Dispatch::WebhookApi);
         assert_eq!(dispatch(&r, Method::GET, "/_herald/v1/webhooks/wh_1/deliveries", &[]), Dispatch::WebhookApi);
-        for other in ["/_herald/v1/webhooksx", "/_herald/v1", "/_herald/admin", "/_herald/"] {
+        assert_eq!(dispatch(&r, Method::POST, "/_herald/v1/notify", &[]), Dispatch::Notify);
+        for other in ["/_herald/v1/webhooksx", "/_herald/v1", "/_herald/v1/notify/x", "/_herald/admin", "/_herald/"] {
             assert_eq!(dispatch(&r, Method::GET, other, &[]), Dispatch::NotFound, "{other}");
         }
         // Even one that would otherwise ask for a stream.

@@ -1,4 +1,5 @@
-//! Section 4, step 1: the webhook subscription API, with its body read whole (it is small).
+//! Section 4, step 1: the webhook subscription API and change hints, with their bodies read
+//! whole (they are small).
 
 use std::sync::Arc;
 
@@ -10,7 +11,13 @@ use hyper::body::Incoming;
 use crate::response::{full, text};
 use crate::Body;
 
-pub(crate) async fn answer(webhooks: &Arc<Webhooks>, req: Request<Incoming>) -> Response<Body> {
+/// Which of the two a request is for.
+pub(crate) enum Endpoint {
+    Subscriptions,
+    Notify,
+}
+
+pub(crate) async fn answer(webhooks: &Arc<Webhooks>, endpoint: Endpoint, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, herald_webhooks::MAX_BODY);
     let body = match limited.collect().await {
@@ -20,5 +27,10 @@ pub(crate) async fn answer(webhooks: &Arc<Webhooks>, req: Request<Incoming>) -> 
         }
         Err(_) => return text(StatusCode::BAD_REQUEST, "cannot read the request body"),
     };
-    webhooks.handle(Request::from_parts(parts, body)).await.map(full)
+    let req = Request::from_parts(parts, body);
+    let resp = match endpoint {
+        Endpoint::Subscriptions => webhooks.handle(req).await,
+        Endpoint::Notify => webhooks.notify(req).await,
+    };
+    resp.map(full)
 }

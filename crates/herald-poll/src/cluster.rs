@@ -10,7 +10,7 @@
 //! notice was lost), filled from the log and counted. A state Redis no longer holds is written
 //! anew by the next holder with a new epoch: every subscriber gets a snapshot.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_core::{EventKind, Representation};
@@ -78,6 +78,16 @@ impl Cluster {
         registry.register(Box::new(metrics.gaps.clone()))?;
         let bus = Bus::start(redis.clone(), shutdown);
         Ok(Arc::new(Cluster { redis, bus, replica, lease, metrics }))
+    }
+
+    /// Tells every replica (this one too) that the watches of `path` may have changed; false
+    /// when Redis did not take it.
+    pub(crate) async fn announce_refresh(&self, path: &str) -> bool {
+        let published = self.redis.publish(&self.redis.key(REFRESH_CHANNEL), &format!("refresh:{path}")).await;
+        if let Err(e) = &published {
+            debug!(error = %e, "refresh not announced; only this replica's watches are asked");
+        }
+        published.is_ok()
     }
 
     pub fn replica(&self) -> &str {
@@ -193,6 +203,37 @@ struct Replica {
     next_poll: Instant,
 }
 
+/// The channel write-through refreshes are announced on, under `storage.prefix`.
+const REFRESH_CHANNEL: &str = "refresh";
+
+/// Hears the refreshes any replica announces and asks this replica's watches of that path;
+/// until shutdown or the hub is gone.
+pub(crate) async fn follow_refreshes(hub: Weak<Hub>, cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let channel = cluster.redis.key(REFRESH_CHANNEL);
+    while !shutdown.is_cancelled() {
+        match cluster.bus.follow(&channel).await {
+            Ok(mut following) => loop {
+                tokio::select! {
+                    note = following.notes.recv() => match note {
+                        Some(Note::Refresh(path)) => match hub.upgrade() {
+                            Some(hub) => drop(hub.refresh_local(&path)),
+                            None => return,
+                        },
+                        Some(_) => {}
+                        None => break,
+                    },
+                    () = shutdown.cancelled() => return,
+                }
+            },
+            Err(e) => debug!(error = %e, "cannot follow refreshes yet"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 pub(crate) async fn run(hub: Arc<Hub>, watch: Arc<Watch>, cluster: Arc<Cluster>) {
     let route = &watch.route.cfg;
     // State outlives its last renewal long enough for every replica to restart and resume.
@@ -249,7 +290,10 @@ impl Replica {
                     }
                     Some(Note::Appended { epoch, seq }) => self.catch_up(Why::Notice { epoch, seq }).await,
                     Some(Note::Reconnected) => self.catch_up(Why::Reconnected).await,
+                    Some(Note::Refresh(_)) => {}
                 },
+                // A write through any replica: the holder polls now.
+                () = self.watch.refresh.notified(), if polling => self.next_poll = Instant::now(),
                 () = tokio::time::sleep_until(self.next_poll), if polling => {
                     if !self.poll(&mut schedule, &mut tick).await {
                         return;

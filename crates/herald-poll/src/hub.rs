@@ -167,7 +167,7 @@ impl Hub {
                 Arc::new(RouteCtx { encoding: encoding(&r), cfg: r, metrics })
             })
             .collect();
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
             routes,
             fetch,
             limiter: Limiter::new(cfg.max_polls_per_second, cfg.max_concurrency),
@@ -176,9 +176,13 @@ impl Hub {
             watches: Mutex::new(Watches::default()),
             admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(PerRouteTtl(ttls)).build(),
             scopes: ScopeHasher::new(cfg.scope_key),
-            shutdown,
+            shutdown: shutdown.clone(),
             cluster: cfg.cluster,
-        })
+        });
+        if let Some(cluster) = &hub.cluster {
+            tokio::spawn(crate::cluster::follow_refreshes(Arc::downgrade(&hub), cluster.clone(), shutdown));
+        }
+        hub
     }
 
     /// Cluster mode's handle, when herald runs in it.
@@ -386,6 +390,43 @@ impl Hub {
         }
     }
 
+    /// A write to `path` answered 2xx, or a hint named it: re-polls at once the live watches it
+    /// can have changed, on routes with `refresh_on_write` — those of `path` itself and of its
+    /// collection (`/tasks/42` → `/tasks`), whatever their query, in every credential scope.
+    /// In cluster mode the replica holding each watch's lease polls, wherever the write came in.
+    /// Returns how many watches were asked here.
+    pub async fn refresh(&self, path: &str) -> usize {
+        if let Some(cluster) = &self.cluster {
+            // Every replica hears it, this one too: asking here as well would poll twice.
+            if cluster.announce_refresh(path).await {
+                return self.matching(path, false);
+            }
+        }
+        self.refresh_local(path)
+    }
+
+    /// [`Hub::refresh`] for this process's watches.
+    pub(crate) fn refresh_local(&self, path: &str) -> usize {
+        self.matching(path, true)
+    }
+
+    /// This process's watches a write to `path` can have changed, asked to poll when `ask`.
+    fn matching(&self, path: &str, ask: bool) -> usize {
+        let collection = path.rsplit_once('/').map(|(parent, _)| if parent.is_empty() { "/" } else { parent });
+        let watches = self.watches.lock().unwrap();
+        let mut asked = 0;
+        for watch in watches.map.values() {
+            let p = watch.path();
+            if watch.route.cfg.refresh_on_write && (p == path || Some(p) == collection) {
+                if ask {
+                    watch.refresh.notify_one();
+                }
+                asked += 1;
+            }
+        }
+        asked
+    }
+
     pub fn watches(&self) -> Vec<WatchInfo> {
         let watches = self.watches.lock().unwrap();
         let mut infos: Vec<_> = watches.map.values().map(|w| w.info()).collect();
@@ -421,6 +462,8 @@ impl Hub {
                 let delay = jittered(delay, cfg.poll.jitter, fastrand::f64());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    // A write through herald: now, not at the next interval.
+                    () = watch.refresh.notified() => {}
                     _ = self.shutdown.cancelled() => break,
                 }
                 if self.lingered_out(&watch) {

@@ -45,6 +45,9 @@ pub struct Watch {
     pub(crate) ready: tokio::sync::watch::Sender<Ready>,
     subscribers: AtomicUsize,
     pub(crate) state: Mutex<State>,
+    /// Asks the poll loop to poll now (a write through herald, a change hint). One stored
+    /// permit: a burst while a poll is in flight is one more poll after it.
+    pub(crate) refresh: tokio::sync::Notify,
 }
 
 pub(crate) struct State {
@@ -210,7 +213,13 @@ impl Watch {
             ready: tokio::sync::watch::Sender::new(Ready::Pending),
             subscribers: AtomicUsize::new(0),
             state: Mutex::new(state),
+            refresh: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The path part of the watched target (without its query).
+    pub(crate) fn path(&self) -> &str {
+        self.key.target.split('?').next().unwrap_or(&self.key.target)
     }
 
     pub fn route_name(&self) -> &str {

@@ -26,7 +26,7 @@ use crate::deadline::Deadline;
 use crate::error::ForwardError;
 use crate::metrics::Requests;
 use crate::upstream::Upstream;
-use crate::{policy, Body, BoxError, TunnelHold};
+use crate::{policy, Body, BoxError, OnWrite, TunnelHold};
 
 pub(crate) struct HyperLane {
     upstream: Upstream,
@@ -34,10 +34,11 @@ pub(crate) struct HyperLane {
     /// `x-forwarded-proto`: how clients reached herald.
     proto: HeaderValue,
     requests: Requests,
+    on_write: Option<OnWrite>,
 }
 
 impl HyperLane {
-    pub(crate) fn new(upstream: Upstream, client_tls: bool, requests: Requests) -> Self {
+    pub(crate) fn new(upstream: Upstream, client_tls: bool, requests: Requests, on_write: Option<OnWrite>) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(upstream.timeout));
         http.set_nodelay(true);
@@ -48,7 +49,8 @@ impl HyperLane {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https);
-        HyperLane { upstream, client, proto: HeaderValue::from_static(policy::forwarded_proto(client_tls)), requests }
+        let proto = HeaderValue::from_static(policy::forwarded_proto(client_tls));
+        HyperLane { upstream, client, proto, requests, on_write }
     }
 
     pub(crate) async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -68,6 +70,8 @@ impl HyperLane {
         let upgrade = req.headers().get(header::UPGRADE).cloned().filter(|_| req.version() == http::Version::HTTP_11);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let hold = req.extensions_mut().remove::<TunnelHold>();
+        let written =
+            (self.on_write.is_some() && policy::is_write(req.method().as_str())).then(|| req.uri().path().to_string());
         let (mut parts, body) = req.into_parts();
         self.upstream_head(&mut parts, peer)?;
         if let Some(upgrade) = upgrade {
@@ -82,6 +86,11 @@ impl HyperLane {
             return Err(ForwardError::TimedOut(timeout));
         };
         let mut resp = answer.map_err(|e| ForwardError::Unreachable(e.into()))?;
+        if let (Some(path), Some(on_write)) = (written, &self.on_write) {
+            if policy::write_succeeded(resp.status().as_u16()) {
+                on_write(&path);
+            }
+        }
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match client_upgrade {
             Some(client) if switching => Some((client, hyper::upgrade::on(&mut resp))),

@@ -34,6 +34,10 @@ pub use upstream::Upstream;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What herald does when a write passed through succeeded (`POST`, `PUT`, `PATCH` or `DELETE`
+/// answered 2xx), given the path the client wrote to: write-through refresh.
+pub type OnWrite = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Whatever a request's WebSocket tunnel must keep until it closes (herald-http: the
 /// connection's place under `server.max_connections`), carried as a request extension.
 #[derive(Clone)]

@@ -90,6 +90,19 @@ pub(crate) fn forwarded_for<'a>(out: &mut Vec<u8>, earlier: impl IntoIterator<It
     put_ip(out, peer);
 }
 
+/// Whether a request may change the upstream's data, so that its success is worth telling
+/// herald (write-through refresh, contract section 13).
+#[inline]
+pub(crate) fn is_write(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH" | "DELETE")
+}
+
+/// Whether the answer to a write says it was done.
+#[inline]
+pub(crate) fn write_succeeded(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
 /// `x-forwarded-proto`: how the client reached herald.
 pub(crate) fn forwarded_proto(client_tls: bool) -> &'static str {
     if client_tls {
@@ -156,6 +169,18 @@ mod tests {
         assert!(names_fields(b"close, x-hop"));
         assert!(asks_to_close(b"keep-alive, Close") && !asks_to_close(b"closed"));
         assert!(accepts_trailers(b"deflate, trailers") && !accepts_trailers(b"trailers;q=0, gzip"));
+    }
+
+    #[test]
+    fn only_a_write_that_answered_2xx_is_one_herald_is_told_of() {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            assert!(is_write(method), "{method}");
+        }
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "post"] {
+            assert!(!is_write(method), "{method}");
+        }
+        assert!(write_succeeded(200) && write_succeeded(204) && write_succeeded(299));
+        assert!(!write_succeeded(304) && !write_succeeded(404) && !write_succeeded(500) && !write_succeeded(101));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fast::FastLane;
 use crate::hyper_lane::HyperLane;
 use crate::metrics::Requests;
-use crate::{Body, Upstream};
+use crate::{Body, OnWrite, Upstream};
 
 /// Passes requests to one upstream, by either engine.
 pub struct Proxy {
@@ -18,13 +18,19 @@ pub struct Proxy {
 
 impl Proxy {
     /// `requests` is `herald_proxy_requests_total{status_class}`; `client_tls` says how clients
-    /// reach herald (`x-forwarded-proto`); `shutdown` stops the fast lane's idle pool's reaper
-    /// and closes what it holds.
-    pub fn new(upstream: Upstream, client_tls: bool, requests: &IntCounterVec, shutdown: CancellationToken) -> Self {
+    /// reach herald (`x-forwarded-proto`); `on_write` hears of every write that succeeded;
+    /// `shutdown` stops the fast lane's idle pool's reaper and closes what it holds.
+    pub fn new(
+        upstream: Upstream,
+        client_tls: bool,
+        requests: &IntCounterVec,
+        on_write: Option<OnWrite>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let requests = Requests::new(requests);
         Proxy {
-            hyper: HyperLane::new(upstream.clone(), client_tls, requests.clone()),
-            fast: FastLane::new(upstream, requests, shutdown),
+            hyper: HyperLane::new(upstream.clone(), client_tls, requests.clone(), on_write.clone()),
+            fast: FastLane::new(upstream, requests, on_write, shutdown),
         }
     }
 

@@ -115,7 +115,7 @@ impl Bench {
 
         let requests = prometheus::IntCounterVec::new(prometheus::Opts::new("r", "r"), &["status_class"]).unwrap();
         let upstream = Upstream::new(false, &up_addr.to_string(), "/base", Duration::from_secs(5));
-        let proxy = Arc::new(Proxy::new(upstream, false, &requests, CancellationToken::new()));
+        let proxy = Arc::new(Proxy::new(upstream, false, &requests, None, CancellationToken::new()));
         let not_taken = Arc::new(AtomicBool::new(false));
 
         let fast_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -343,7 +343,7 @@ impl LegacyApi {
             return echo(req).await;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "this API only answers GET"}));
+            return self.write(req, &path).await;
         }
         let (body, resource) = {
             let st = self.state.lock().unwrap();
@@ -383,6 +383,83 @@ impl LegacyApi {
             .header(header::LAST_MODIFIED, last_modified)
             .body(Full::new(body))
             .unwrap()
+    }
+
+    /// Writes, as a REST API takes them: `POST /tasks` (a new task, 201), `PATCH` or `PUT
+    /// /tasks/{id}` (its fields merged, 200), `DELETE /tasks/{id}` (204); the same on
+    /// `/me/tasks` for the user the bearer token names. Nothing else is written to (405).
+    async fn write(&self, req: Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let user = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let Ok(body) = http_body_util::Limited::new(req.into_body(), 1 << 20).collect().await else {
+            return reply(StatusCode::BAD_REQUEST, json!({"error": "unreadable body"}));
+        };
+        let body = body.to_bytes();
+        let fields: Value = if body.is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => return reply(StatusCode::BAD_REQUEST, json!({"error": "expected a JSON object"})),
+            }
+        };
+        let mut st = self.state.lock().unwrap();
+        let (list, resource, rest) = if let Some(rest) = path.strip_prefix("/me/tasks") {
+            match user.filter(|u| st.users.contains_key(u) && !st.revoked.contains(u)) {
+                Some(user) => (Some(user.clone()), format!("/me/tasks#{user}"), rest),
+                None => return reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"})),
+            }
+        } else if let Some(rest) = path.strip_prefix("/tasks") {
+            (None, "/tasks".to_string(), rest)
+        } else {
+            return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "read-only resource"}));
+        };
+        let answer = match (method, rest.strip_prefix('/')) {
+            (Method::POST, None) if rest.is_empty() => {
+                let mut task = match &list {
+                    Some(user) => {
+                        let n = st.users[user].len();
+                        json!({"id": format!("{user}-{}", n + 1), "title": "", "owner": user})
+                    }
+                    None => st.new_task(""),
+                };
+                merge(&mut task, &fields);
+                match &list {
+                    Some(user) => st.users.get_mut(user).expect("checked").push(task.clone()),
+                    None => st.tasks.push(task.clone()),
+                }
+                (StatusCode::CREATED, task)
+            }
+            (m, Some(id)) if m == Method::PATCH || m == Method::PUT || m == Method::DELETE => {
+                let tasks = match &list {
+                    Some(user) => st.users.get_mut(user).expect("checked"),
+                    None => &mut st.tasks,
+                };
+                let Some(at) = tasks.iter().position(|t| t["id"] == id) else {
+                    return reply(StatusCode::NOT_FOUND, json!({"error": "no such task", "id": id}));
+                };
+                if m == Method::DELETE {
+                    tasks.remove(at);
+                    (StatusCode::NO_CONTENT, Value::Null)
+                } else {
+                    merge(&mut tasks[at], &fields);
+                    (StatusCode::OK, tasks[at].clone())
+                }
+            }
+            _ => return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "not a write this API takes"})),
+        };
+        st.touch(&resource);
+        match answer {
+            (StatusCode::NO_CONTENT, _) => {
+                Response::builder().status(StatusCode::NO_CONTENT).body(Full::new(Bytes::new())).unwrap()
+            }
+            (status, body) => reply(status, body),
+        }
     }
 
     /// The body for a GET and the resource key whose modification time it carries.
@@ -583,4 +660,15 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
             "body_len": body.len(),
         }),
     )
+}
+
+/// Merges a written object's fields into a task; its `id` and `owner` stay.
+fn merge(task: &mut Value, fields: &Value) {
+    if let (Some(task), Some(fields)) = (task.as_object_mut(), fields.as_object()) {
+        for (k, v) in fields {
+            if k != "id" && k != "owner" {
+                task.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }

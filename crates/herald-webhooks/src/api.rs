@@ -26,6 +26,10 @@ use crate::{events, sign, Webhooks};
 
 /// Where the API lives.
 pub const PREFIX: &str = "/_herald/v1/webhooks";
+/// Where change hints go (spec section 13).
+pub const NOTIFY: &str = "/_herald/v1/notify";
+/// Paths one hint may name.
+const MAX_HINT_PATHS: usize = 100;
 /// How long the secret before a rotation keeps signing.
 const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// Request bodies larger than this are refused.
@@ -110,6 +114,51 @@ impl Webhooks {
             (_, [_, "deliveries"]) => not_allowed("GET"),
             _ => problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]),
         }
+    }
+
+    /// `POST /_herald/v1/notify` (spec section 13): a change hint from the upstream re-polls the
+    /// watches of the paths it names at once. 404 unless `webhooks.notify`; an API key needed.
+    pub async fn notify(self: &Arc<Self>, req: Request<Bytes>) -> ApiResponse {
+        if !(self.api_enabled() && self.shared.cfg.notify) {
+            return problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]);
+        }
+        if self.authorized(req.headers()).is_none() {
+            let mut resp = problem(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "send Authorization: Bearer <one of webhooks.api_keys>",
+                vec![],
+            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+        if req.method() != Method::POST {
+            return not_allowed("POST");
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Hint {
+            paths: Vec<String>,
+        }
+        let invalid = |field: &'static str, detail: String| {
+            let errors = vec![FieldError { field, detail: detail.clone() }];
+            problem(StatusCode::BAD_REQUEST, "Invalid hint", &detail, errors)
+        };
+        let hint: Hint = match serde_json::from_slice(req.body()) {
+            Ok(hint) => hint,
+            Err(e) => return invalid("body", format!("expected {{\"paths\": [\"/…\"]}}: {e}")),
+        };
+        if hint.paths.is_empty() || hint.paths.len() > MAX_HINT_PATHS {
+            return invalid("paths", format!("between 1 and {MAX_HINT_PATHS} paths"));
+        }
+        if let Some(bad) = hint.paths.iter().find(|p| !p.starts_with('/') || p.contains(['?', '#'])) {
+            return invalid("paths", format!("{bad:?} is not an absolute path without query"));
+        }
+        let mut refreshed = 0;
+        for path in &hint.paths {
+            refreshed += self.shared.hub.refresh(path).await;
+        }
+        json_response(StatusCode::ACCEPTED, &json!({"refreshed": refreshed}))
     }
 
     /// Checks the bearer key against every configured key without stopping at a match, on

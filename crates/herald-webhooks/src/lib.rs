@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-pub use api::{ApiResponse, MAX_BODY, PREFIX};
+pub use api::{ApiResponse, MAX_BODY, NOTIFY, PREFIX};
 pub use metrics::WebhookMetrics;
 
 use crate::ssrf::Guard;

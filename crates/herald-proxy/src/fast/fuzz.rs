@@ -34,7 +34,7 @@ pub fn answer_head(input: &[u8]) -> bool {
     if head_end(input, &mut 0).is_none() {
         return false;
     }
-    let get = Request { head: 0, body: 0, head_method: false, idempotent: true, close: false };
+    let get = Request { head: 0, body: 0, head_method: false, idempotent: true, close: false, written: None };
     let mut out = Vec::new();
     let Ok(Parsed::Final(answer)) = parse_answer(input, &get, false, &mut out) else { return false };
     assert!(answer.head <= input.len());

@@ -37,6 +37,8 @@ pub(crate) struct Request {
     pub(crate) idempotent: bool,
     /// The client asked to close the connection after this answer.
     pub(crate) close: bool,
+    /// A write's path (the client's), told to herald when the write succeeds.
+    pub(crate) written: Option<Box<str>>,
 }
 
 /// How an upstream answer's body is framed.
@@ -100,6 +102,7 @@ pub(crate) fn plan(
             head_method: method == "HEAD",
             idempotent: matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"),
             close,
+            written: policy::is_write(method).then(|| path.into()),
         }),
         None => Plan::Hyper,
     }
@@ -331,7 +334,17 @@ pub(crate) mod tests {
              Authorization: Bearer alice\r\nVia: 1.0 edge\r\n\r\nhello";
         let (plan, head) = plan_of(client);
         let Plan::Relay(req) = plan else { panic!("{plan:?}") };
-        assert_eq!(req, Request { head: len(client), body: 5, head_method: false, idempotent: false, close: true });
+        assert_eq!(
+            req,
+            Request {
+                head: len(client),
+                body: 5,
+                head_method: false,
+                idempotent: false,
+                close: true,
+                written: Some("/items".into())
+            }
+        );
         assert_eq!(
             head,
             "POST /api/items?a=1 HTTP/1.1\r\nhost: up:8081\r\nContent-Length: 5\r\nAuthorization: Bearer alice\r\n\
@@ -358,7 +371,14 @@ pub(crate) mod tests {
         let (plan, head) = plan_of(client);
         assert_eq!(
             plan,
-            Plan::Relay(Request { head: len(client), body: 0, head_method: false, idempotent: true, close: false })
+            Plan::Relay(Request {
+                head: len(client),
+                body: 0,
+                head_method: false,
+                idempotent: true,
+                close: false,
+                written: None
+            })
         );
         assert!(head.starts_with("GET /api/ HTTP/1.1\r\nhost: up:8081\r\nx-forwarded-for: 10.1.2.3\r\n"), "{head}");
     }
@@ -387,7 +407,8 @@ pub(crate) mod tests {
         assert_eq!(plan, Plan::Hyper);
     }
 
-    pub(crate) const GET: Request = Request { head: 0, body: 0, head_method: false, idempotent: true, close: false };
+    pub(crate) const GET: Request =
+        Request { head: 0, body: 0, head_method: false, idempotent: true, close: false, written: None };
 
     fn answer(head: &str, req: &Request) -> (Result<Parsed, &'static str>, String) {
         let mut out = Vec::new();

@@ -39,7 +39,9 @@ use self::pool::Pool;
 use crate::deadline::{expired, Deadline};
 use crate::error::ForwardError;
 use crate::metrics::Requests;
+use crate::policy;
 use crate::upstream::Upstream;
+use crate::OnWrite;
 
 /// The largest upstream response head.
 const MAX_RESPONSE_HEAD: usize = 64 << 10;
@@ -57,11 +59,17 @@ pub struct FastLane {
     upstream: Option<Upstream>,
     pool: std::sync::Arc<Pool>,
     requests: Requests,
+    on_write: Option<OnWrite>,
 }
 
 impl FastLane {
-    pub(crate) fn new(upstream: Upstream, requests: Requests, shutdown: CancellationToken) -> Self {
-        FastLane { upstream: upstream.fast_lane().then_some(upstream), pool: Pool::new(shutdown), requests }
+    pub(crate) fn new(
+        upstream: Upstream,
+        requests: Requests,
+        on_write: Option<OnWrite>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        FastLane { upstream: upstream.fast_lane().then_some(upstream), pool: Pool::new(shutdown), requests, on_write }
     }
 }
 
@@ -118,7 +126,11 @@ pub async fn serve(
             Head::Gone => break Outcome::Done,
         };
         match plan(&conn.buf[..len], &claims, lane.upstream.as_ref(), conn.peer, &mut conn.out) {
-            Plan::Relay(req) => {
+            Plan::Relay(mut req) => {
+                // Kept only when someone listens: a write's path, for when it succeeds.
+                if lane.on_write.is_none() {
+                    req.written = None;
+                }
                 if !conn.relay(req, lane, shutdown.is_cancelled()).await {
                     break Outcome::Done;
                 }
@@ -249,6 +261,11 @@ impl Conn {
             }
         };
         lane.requests.count(answer.status);
+        if let (Some(path), Some(on_write)) = (&req.written, &lane.on_write) {
+            if policy::write_succeeded(answer.status) {
+                on_write(path);
+            }
+        }
         match self.copy_body(up, &answer).await {
             Ok(Some(up)) if answer.reusable => {
                 self.upstream = Some(up);

@@ -16,7 +16,7 @@ use super::Redis;
 use crate::StoreError;
 
 /// What a follower hears.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
     /// Events up to `seq` of `epoch` were appended (or the state was written anew).
     Appended { epoch: u64, seq: u64 },
@@ -24,6 +24,9 @@ pub enum Note {
     Ended(u16),
     /// The connection was lost and is back: notices may have been missed.
     Reconnected,
+    /// A write through some replica (or a change hint) may have changed the watches of this
+    /// path: whoever polls them polls now.
+    Refresh(String),
 }
 
 enum Command {
@@ -182,11 +185,12 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
     }
 }
 
-/// `<epoch>:<seq>` or `end:<status>`.
+/// `<epoch>:<seq>`, `end:<status>` or `refresh:<path>`.
 fn parse(payload: &[u8]) -> Option<Note> {
     let (a, b) = std::str::from_utf8(payload).ok()?.split_once(':')?;
     Some(match a {
         "end" => Note::Ended(b.parse().ok()?),
+        "refresh" => Note::Refresh(b.to_string()),
         _ => Note::Appended { epoch: a.parse().ok()?, seq: b.parse().ok()? },
     })
 }

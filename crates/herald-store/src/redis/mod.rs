@@ -104,6 +104,14 @@ impl Redis {
         self.call("ping", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await
     }
 
+    /// Publishes `payload` on `channel` (every replica that follows it hears it).
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        self.call("publish", |mut c| async move {
+            redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
     /// Whether the last call succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)

@@ -1,0 +1,220 @@
+//! Write-through refresh end to end (spec section 13): a write passed through herald that
+//! succeeds re-polls, at once, the watches it can have changed, so subscribers see it long
+//! before the next scheduled poll; nothing else does.
+
+use std::time::{Duration, Instant};
+
+use herald_testkit::{Fault, LegacyApi};
+use herald_tests::*;
+use serde_json::json;
+
+/// Polls every 30 s: anything sooner is a refresh.
+const ROUTES: &str = "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    poll: {interval: 30s, adaptive: false}\n  \
+    - name: task\n    path: '/tasks/{id}'\n    access: public\n    poll: {interval: 30s, adaptive: false}\n    events: {format: merge-patch}\n";
+
+const INTERVAL: Duration = Duration::from_secs(30);
+
+/// When the upstream was polled for `target` (GETs only: writes are not polls).
+fn polls(api: &LegacyApi, target: &str) -> Vec<Instant> {
+    api.seen(target).into_iter().filter(|r| r.method == "GET" && r.target == target).map(|r| r.at).collect()
+}
+
+#[tokio::test]
+async fn a_write_through_herald_reaches_the_item_and_collection_subscribers_before_the_next_poll() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let mut list = gw.subscribe("/tasks/event-stream", &[]).await;
+    let mut item = gw.subscribe("/tasks/2/event-stream", &[]).await;
+    assert_eq!(list.next_within(SOON).await.expect("snapshot").event, "snapshot");
+    assert_eq!(item.next_within(SOON).await.expect("snapshot").event, "snapshot");
+
+    let written = reqwest::Client::new()
+        .patch(gw.url("/tasks/2"))
+        .body(json!({"title": "written through herald"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 200);
+    let written_at =
+        api.seen("/tasks/2").into_iter().find(|r| r.method == "PATCH").expect("the write passed through").at;
+
+    let patch = item.next_within(SOON).await.expect("the item's change");
+    assert_eq!(patch.event, "merge-patch");
+    assert_eq!(patch.json(), json!({"title": "written through herald"}));
+    let change = list.next_within(SOON).await.expect("the collection's change");
+    assert_eq!(change.json(), api.tasks());
+
+    // From the upstream's log: each watch was polled again right after the write, long before
+    // its next scheduled poll.
+    for target in ["/tasks", "/tasks/2"] {
+        let times = polls(&api, target);
+        assert_eq!(times.len(), 2, "{target}: the first poll and one refresh");
+        assert!(times[1] >= written_at && times[1] - times[0] < INTERVAL, "{target}: refreshed, not scheduled");
+    }
+}
+
+#[tokio::test]
+async fn failed_writes_reads_and_paths_outside_routes_refresh_nothing() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let mut list = gw.subscribe("/tasks/event-stream", &[]).await;
+    list.next_within(SOON).await.expect("snapshot");
+    let client = reqwest::Client::new();
+    let status = |resp: reqwest::Response| resp.status().as_u16();
+    // A 404 (no such task), a 405 (a read-only resource), a GET passed through, and a write that
+    // succeeds on a path no route watches.
+    assert_eq!(status(client.patch(gw.url("/tasks/999")).body(json!({}).to_string()).send().await.unwrap()), 404);
+    assert_eq!(status(client.post(gw.url("/board")).body(json!({}).to_string()).send().await.unwrap()), 405);
+    assert_eq!(status(client.get(gw.url("/board")).send().await.unwrap()), 200);
+    assert_eq!(status(client.post(gw.url("/echo/tasks")).body("x").send().await.unwrap()), 200);
+    // Then one write that counts: after it, the collection was polled once more, not more.
+    assert_eq!(
+        status(client.post(gw.url("/tasks")).body(json!({"title": "new"}).to_string()).send().await.unwrap()),
+        201
+    );
+    let change = list.next_within(SOON).await.expect("the new task");
+    assert_eq!(change.json(), api.tasks());
+    assert_eq!(polls(&api, "/tasks").len(), 2, "the first poll and the one successful write's refresh");
+}
+
+#[tokio::test]
+async fn a_burst_of_writes_is_one_refresh_in_flight_and_at_most_one_after_it() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let mut list = gw.subscribe("/tasks/event-stream", &[]).await;
+    list.next_within(SOON).await.expect("snapshot");
+    let before = polls(&api, "/tasks").len();
+    // The collection's next polls take a second: the burst lands while one is in flight.
+    api.fail_next("/tasks", [Fault::Delay(Duration::from_secs(1)), Fault::Delay(Duration::from_secs(1))]);
+    let client = reqwest::Client::new();
+    // Writes to the items (the delay is the collection's only): each refreshes the collection.
+    let writes = (0..100).map(|i| {
+        let (client, url) = (client.clone(), gw.url(&format!("/tasks/{}", 1 + i % 3)));
+        tokio::spawn(
+            async move { client.patch(url).body(json!({"title": format!("burst {i}")}).to_string()).send().await },
+        )
+    });
+    for write in futures_util::future::join_all(writes).await {
+        assert_eq!(write.unwrap().unwrap().status(), 200);
+    }
+    // Every task arrives...
+    let all = api.tasks();
+    while list.next_within(SOON).await.expect("the burst's changes").json() != all {}
+    // ...with at most two polls for the 100 writes: the one the first write started, and one
+    // after it for the writes that came while it was in flight.
+    let refreshes = polls(&api, "/tasks").len() - before;
+    assert!((1..=2).contains(&refreshes), "{refreshes} polls for 100 writes");
+}
+
+#[tokio::test]
+async fn a_user_s_write_refreshes_every_scope_of_the_watch_and_leaks_nothing() {
+    let (api, upstream) = start_api().await;
+    let routes =
+        "routes:\n  - name: mine\n    path: /me/tasks\n    access: per-subscriber\n    vary: [authorization]\n    \
+                  poll: {interval: 30s, adaptive: false}\n";
+    let gw = Gateway::start(&config(upstream, routes)).await;
+    let as_user = |user: &str| format!("Bearer {user}");
+    let mut alice = gw.subscribe("/me/tasks/event-stream", &[("authorization", &as_user("alice"))]).await;
+    let mut bob = gw.subscribe("/me/tasks/event-stream", &[("authorization", &as_user("bob"))]).await;
+    alice.next_within(SOON).await.expect("alice's snapshot");
+    bob.next_within(SOON).await.expect("bob's snapshot");
+    let polls_of = |user: &str| {
+        let who = as_user(user);
+        api.seen("/me/tasks")
+            .iter()
+            .filter(|r| r.method == "GET" && r.authorization.as_deref() == Some(who.as_str()))
+            .count()
+    };
+    let write = |user: &str, title: &str| {
+        reqwest::Client::new()
+            .post(gw.url("/me/tasks"))
+            .header("authorization", as_user(user))
+            .body(json!({"title": title}).to_string())
+            .send()
+    };
+    let bob_before = polls_of("bob");
+
+    assert_eq!(write("alice", "alice's secret plan").await.unwrap().status(), 201);
+    let change = alice.next_within(SOON).await.expect("alice's own change");
+    assert!(change.data.contains("alice's secret plan"), "{}", change.data);
+    // Bob's watch was polled again too (the write may have changed it), with bob's credential.
+    eventually("bob's watch refreshed", || polls_of("bob") > bob_before).await;
+
+    // The next thing bob sees is his own change, never alice's.
+    assert_eq!(write("bob", "bob's errand").await.unwrap().status(), 201);
+    let bob_sees = bob.next_within(SOON).await.expect("bob's own change");
+    assert!(bob_sees.data.contains("bob's errand") && !bob_sees.data.contains("alice"), "{}", bob_sees.data);
+}
+
+#[tokio::test]
+async fn refresh_on_write_false_leaves_the_route_to_its_schedule() {
+    let (api, upstream) = start_api().await;
+    let routes = ROUTES.replacen("access: public\n", "access: public\n    refresh_on_write: false\n", 1);
+    let gw = Gateway::start(&config(upstream, &routes)).await;
+    let mut list = gw.subscribe("/tasks/event-stream", &[]).await;
+    let mut item = gw.subscribe("/tasks/1/event-stream", &[]).await;
+    list.next_within(SOON).await.expect("snapshot");
+    item.next_within(SOON).await.expect("snapshot");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client.patch(gw.url("/tasks/1")).body(json!({"done": true}).to_string()).send().await.unwrap().status(),
+        200
+    );
+    // The item route still refreshes (marker); the collection route does not.
+    assert_eq!(item.next_within(SOON).await.expect("the item's change").json(), json!({"done": true}));
+    assert_eq!(polls(&api, "/tasks").len(), 1, "only the first poll of the route that opted out");
+}
+
+const KEY: &str = "hint-key-0123456789abcdef";
+
+#[tokio::test]
+async fn a_change_hint_re_polls_the_watches_of_its_paths() {
+    let (api, upstream) = start_api().await;
+    let hints = format!("{ROUTES}storage: {{kind: memory}}\nwebhooks:\n  api_keys: ['{KEY}']\n  notify: true\n");
+    let gw = Gateway::start(&config(upstream, &hints)).await;
+    let mut list = gw.subscribe("/tasks/event-stream", &[]).await;
+    let mut item = gw.subscribe("/tasks/3/event-stream", &[]).await;
+    list.next_within(SOON).await.expect("snapshot");
+    item.next_within(SOON).await.expect("snapshot");
+    let client = reqwest::Client::new();
+    let hint = |key: &str| {
+        client
+            .post(gw.url("/_herald/v1/notify"))
+            .bearer_auth(key)
+            .body(json!({"paths": ["/tasks/3"]}).to_string())
+            .send()
+    };
+
+    assert_eq!(hint("not-the-key-0123456789").await.unwrap().status(), 401);
+    let bad =
+        client.post(gw.url("/_herald/v1/notify")).bearer_auth(KEY).body(json!({"paths": ["tasks"]}).to_string()).send();
+    assert_eq!(bad.await.unwrap().status(), 400);
+
+    // The upstream changed behind herald's back and says so.
+    api.retitle("3", "changed at the source");
+    let answer = hint(KEY).await.unwrap();
+    assert_eq!(answer.status(), 202);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&answer.text().await.unwrap()).unwrap(),
+        json!({"refreshed": 2}),
+        "the item and its collection"
+    );
+    assert_eq!(
+        item.next_within(SOON).await.expect("the item's change").json(),
+        json!({"title": "changed at the source"})
+    );
+    assert_eq!(list.next_within(SOON).await.expect("the collection's change").json(), api.tasks());
+    assert_eq!(polls(&api, "/tasks/3").len(), 2, "polled for the hint, not on its schedule");
+}
+
+#[tokio::test]
+async fn change_hints_are_off_unless_configured() {
+    let (_api, upstream) = start_api().await;
+    let keys_only = format!("{ROUTES}storage: {{kind: memory}}\nwebhooks:\n  api_keys: ['{KEY}']\n");
+    let gw = Gateway::start(&config(upstream, &keys_only)).await;
+    let hint = reqwest::Client::new()
+        .post(gw.url("/_herald/v1/notify"))
+        .bearer_auth(KEY)
+        .body(json!({"paths": ["/tasks"]}).to_string());
+    assert_eq!(hint.send().await.unwrap().status(), 404);
+}

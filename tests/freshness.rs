@@ -218,3 +218,26 @@ async fn change_hints_are_off_unless_configured() {
         .body(json!({"paths": ["/tasks"]}).to_string());
     assert_eq!(hint.send().await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn pollers_are_told_where_the_stream_is() {
+    let (_api, upstream) = start_api().await;
+    let routes = format!("{ROUTES}  - name: board\n    path: /board\n    access: public\n    cache: false\n");
+    let gw = Gateway::start(&config(upstream, &routes)).await;
+    let link = |resp: &reqwest::Response| resp.headers().get("link").map(|v| v.to_str().unwrap().to_string());
+    let get = |path: &str| reqwest::get(gw.url(path));
+    // A cache answer, and a 304 from the cache.
+    let cached = get("/tasks?state=open&lastEventId=5").await.unwrap();
+    let etag = cached.headers()["etag"].to_str().unwrap().to_string();
+    let expected = "</tasks/event-stream?state=open>; rel=\"alternate\"; type=\"text/event-stream\"";
+    assert_eq!(link(&cached).as_deref(), Some(expected));
+    let client = reqwest::Client::new();
+    let not_modified = client.get(gw.url("/tasks?state=open")).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(link(&not_modified).as_deref(), Some(expected));
+    // A GET passed through on a route path (cache: false), and one on no route.
+    let passed = get("/board").await.unwrap();
+    assert_eq!(passed.headers().get("x-herald-cache"), None, "passed through");
+    assert_eq!(link(&passed).as_deref(), Some("</board/event-stream>; rel=\"alternate\"; type=\"text/event-stream\""));
+    assert_eq!(link(&get("/echo").await.unwrap()), None);
+}

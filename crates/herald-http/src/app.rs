@@ -98,15 +98,23 @@ impl App {
     /// moved into a box for every request, so it is kept as small as the pass-through's.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         match self.routing.dispatch(req.method(), req.uri(), req.headers()) {
-            Dispatch::Pass => self.proxy.forward(req, peer).await,
+            Dispatch::Pass => match self.routing.route_get(req.method(), req.uri()) {
+                // A pass-through GET on a route path says where its stream is (section 8).
+                Some(watched) => with_link(self.proxy.forward(req, peer).await, watched.stream_link()),
+                None => self.proxy.forward(req, peer).await,
+            },
             Dispatch::WebhookApi => Box::pin(webhook_api::answer(&self.webhooks, Endpoint::Subscriptions, req)).await,
             Dispatch::Notify => Box::pin(webhook_api::answer(&self.webhooks, Endpoint::Notify, req)).await,
             Dispatch::NotFound => text(StatusCode::NOT_FOUND, "not found"),
             Dispatch::Stream(watched) => Box::pin(self.stream(&req, watched)).await,
-            Dispatch::Cache(watched) => match Box::pin(self.cache.answer(&req, watched)).await {
-                Cached::Answer(resp) => resp,
-                Cached::PassThrough => self.proxy.forward(req, peer).await,
-            },
+            Dispatch::Cache(watched) => {
+                let link = watched.stream_link();
+                let resp = match Box::pin(self.cache.answer(&req, watched)).await {
+                    Cached::Answer(resp) => resp,
+                    Cached::PassThrough => self.proxy.forward(req, peer).await,
+                };
+                with_link(resp, link)
+            }
             Dispatch::Preflight => self.cors.preflight(req.headers()),
         }
     }
@@ -125,4 +133,12 @@ impl App {
         self.cors.allow(req.headers(), &mut resp);
         resp
     }
+}
+
+/// `resp` with a `link` to the stream of what it answered.
+fn with_link(mut resp: Response<Body>, link: Option<http::HeaderValue>) -> Response<Body> {
+    if let Some(link) = link {
+        resp.headers_mut().append(http::header::LINK, link);
+    }
+    resp
 }

@@ -2,7 +2,7 @@
 //! a pure function: no I/O, tested case by case below.
 
 use herald_config::{Config, RouteTable};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Uri};
 
 use crate::response::header_items;
@@ -42,6 +42,21 @@ pub(crate) struct Watched {
     pub(crate) last_event_id: Option<String>,
 }
 
+impl Watched {
+    /// `link: <PATH/event-stream>; rel="alternate"; type="text/event-stream"`: the push
+    /// alternative of what a poller asked for (section 8), its query kept, `lastEventId` not.
+    pub(crate) fn stream_link(&self) -> Option<HeaderValue> {
+        let (path, query) = match self.target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (self.target.as_str(), None),
+        };
+        let base = path.trim_end_matches('/');
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        let link = format!("<{base}{STREAM_SUFFIX}{query}>; rel=\"alternate\"; type=\"text/event-stream\"");
+        HeaderValue::from_str(&link).ok()
+    }
+}
+
 /// What dispatch needs of the configuration.
 pub(crate) struct Routing {
     routes: RouteTable,
@@ -67,6 +82,13 @@ impl Routing {
         path.starts_with("/_herald/")
             || self.routes.find(path).is_some()
             || stream_base(path).is_some_and(|base| self.routes.find(base).is_some())
+    }
+
+    /// The watch a pass-through `GET` on a route path is about, for its `link` (section 8).
+    pub(crate) fn route_get(&self, method: &Method, uri: &Uri) -> Option<Watched> {
+        let path = uri.path();
+        let route = (method == Method::GET).then(|| self.routes.find(path)).flatten()?;
+        Some(watched(route, path, uri.query()))
     }
 
     /// Section 4, in its order.
@@ -259,6 +281,22 @@ mod tests {
         for passed in ["/", "/users", "/taskss", "/event-stream"] {
             assert!(!r.claims(passed), "{passed}");
         }
+    }
+
+    #[test]
+    fn the_stream_link_keeps_the_query_but_not_last_event_id() {
+        let link = |target: &str| watch(0, target, None).stream_link().unwrap();
+        assert_eq!(link("/tasks"), "</tasks/event-stream>; rel=\"alternate\"; type=\"text/event-stream\"");
+        assert_eq!(
+            link("/tasks?state=open"),
+            "</tasks/event-stream?state=open>; rel=\"alternate\"; type=\"text/event-stream\""
+        );
+        assert_eq!(link("/"), "</event-stream>; rel=\"alternate\"; type=\"text/event-stream\"");
+        let r = routing("");
+        let get = |target: &str| r.route_get(&Method::GET, &target.parse().unwrap());
+        assert_eq!(get("/tasks/9?lastEventId=3&a=1"), Some(watch(1, "/tasks/9?a=1", Some("3"))));
+        assert_eq!(get("/users"), None);
+        assert_eq!(r.route_get(&Method::POST, &"/tasks".parse().unwrap()), None);
     }
 
     #[test]

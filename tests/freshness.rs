@@ -241,3 +241,84 @@ async fn pollers_are_told_where_the_stream_is() {
     assert_eq!(link(&passed).as_deref(), Some("</board/event-stream>; rel=\"alternate\"; type=\"text/event-stream\""));
     assert_eq!(link(&get("/echo").await.unwrap()), None);
 }
+
+/// Subscribers of the watch of `path`, as /admin/watches counts them (streams and held polls).
+async fn watchers(gw: &Gateway, path: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&gw.admin_get("/admin/watches").await).unwrap();
+    v["watches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["path"] == path)
+        .map(|w| w["subscribers"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_long_poll_is_held_until_the_watch_changes_and_costs_the_upstream_nothing() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let first = client.get(gw.url("/tasks")).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    let polls_before = polls(&api, "/tasks").len();
+
+    let held = (0..1000).map(|_| {
+        let (client, url, etag) = (client.clone(), gw.url("/tasks"), etag.clone());
+        tokio::spawn(async move {
+            let resp = client.get(url).header("if-none-match", etag).header("prefer", "wait=60").send().await.unwrap();
+            let applied = resp.headers().get("preference-applied").map(|v| v.to_str().unwrap().to_string());
+            let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+            (resp.status().as_u16(), applied, etag, resp.text().await.unwrap())
+        })
+    });
+    let held: Vec<_> = held.collect();
+    eventually_async_gw(&gw, "all 1,000 held", |n| n == 1000).await;
+    assert_eq!(polls(&api, "/tasks").len(), polls_before, "held requests cost the upstream nothing");
+
+    // A write through herald: every held request gets the new representation.
+    let write = client.post(gw.url("/tasks")).body(json!({"title": "wake them"}).to_string()).send().await.unwrap();
+    assert_eq!(write.status(), 201);
+    for answer in futures_util::future::join_all(held).await {
+        let (status, applied, new_etag, body) = answer.unwrap();
+        assert_eq!((status, applied.as_deref()), (200, Some("wait=60")));
+        assert_ne!(new_etag, etag);
+        assert!(body.contains("wake them"), "{body}");
+    }
+    assert_eq!(polls(&api, "/tasks").len(), polls_before + 1, "one refresh, whatever the number held");
+}
+
+/// Waits until the watch of `/tasks` counts `check`-many subscribers.
+async fn eventually_async_gw(gw: &Gateway, what: &str, check: impl Fn(u64) -> bool) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let n = watchers(gw, "/tasks").await;
+        if check(n) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {n} subscribers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_long_poll_without_a_change_is_a_304_and_a_client_that_leaves_frees_its_place() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let first = reqwest::get(gw.url("/tasks")).await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let quiet = client.get(gw.url("/tasks")).header("if-none-match", &etag).header("prefer", "wait=1").send();
+    let quiet = quiet.await.unwrap();
+    assert_eq!(quiet.status(), 304);
+    assert_eq!(quiet.headers()["preference-applied"], "wait=1");
+    assert_eq!(quiet.headers()["etag"].to_str().unwrap(), etag);
+
+    // A held request whose client goes away.
+    let mut conn = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let head = format!("GET /tasks HTTP/1.1\r\nhost: herald\r\nif-none-match: {etag}\r\nprefer: wait=100\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut conn, head.as_bytes()).await.unwrap();
+    eventually_async_gw(&gw, "the request is held", |n| n == 1).await;
+    drop(conn);
+    eventually_async_gw(&gw, "its place is freed", |n| n == 0).await;
+}

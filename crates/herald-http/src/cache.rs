@@ -1,14 +1,16 @@
 //! Legacy pollers (spec section 8): a plain GET or HEAD on a cache route is answered from the
-//! running watch, with its ETag, Age and conditional 304s, instead of reaching the upstream.
+//! running watch, with its ETag, Age and conditional 304s, instead of reaching the upstream; a
+//! long poll (`Prefer: wait=N`) is held until the watch changes.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use herald_config::{Access, Config};
-use herald_poll::Hub;
+use herald_poll::{Credentials, Current, Hub, WatchKey};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use prometheus::{IntCounter, IntCounterVec};
+use tokio::sync::broadcast;
 
 use crate::dispatch::Watched;
 use crate::response::{full, header_items, refused};
@@ -49,11 +51,14 @@ impl Cache {
     pub(crate) async fn answer<B>(&self, req: &Request<B>, watched: Watched) -> Cached {
         let counters = &self.counters[watched.route];
         let route = watched.route;
-        let current = match self.hub.watch_key(route, watched.target, req.headers()).await {
-            Ok((key, credentials)) => self.hub.current(key, credentials).await,
-            Err(refusal) => Err(refusal),
+        let (key, credentials) = match self.hub.watch_key(route, watched.target, req.headers()).await {
+            Ok(found) => found,
+            Err(refusal) => {
+                counters.miss.inc();
+                return Cached::Answer(refused(refusal));
+            }
         };
-        let current = match current {
+        let current = match self.hub.current(key.clone(), credentials.clone()).await {
             Ok(Some(current)) => current,
             Ok(None) => {
                 counters.bypass.inc();
@@ -67,11 +72,63 @@ impl Cache {
         let (result, counter) = if current.fresh { ("miss", &counters.miss) } else { ("hit", &counters.hit) };
         counter.inc();
 
+        let etag = current.repr.strong_etag();
+        let not_modified = header_items(req.headers(), header::IF_NONE_MATCH)
+            .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag.as_str()));
+        // Long polling (section 8): the poller has what is current and will wait for what is next.
+        let wait = prefer_wait(req.headers()).filter(|_| not_modified && req.method() == Method::GET);
+        let (current, not_modified) = match wait {
+            Some(wait) => match self.held(key, credentials, &etag, wait).await {
+                Some(next) => (next, false),
+                None => (current, true),
+            },
+            None => (current, not_modified),
+        };
+        let mut resp = self.respond(req, route, &current, result, not_modified);
+        if let Some(wait) = wait {
+            let applied = HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("digits");
+            resp.headers_mut().insert("preference-applied", applied);
+        }
+        Cached::Answer(resp)
+    }
+
+    /// Holds a long poll until the watch's representation is no longer `etag` (its new one) or
+    /// `wait` passes (`None`). It joins the watch's broadcast like a stream: no request of its
+    /// own reaches the upstream, and the watch stays alive while it waits.
+    async fn held(&self, key: WatchKey, credentials: Credentials, etag: &str, wait: Duration) -> Option<Current> {
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        let mut joined = self.hub.subscribe(key.clone(), credentials.clone(), None).await.ok()?;
+        loop {
+            tokio::select! {
+                event = joined.rx.recv() => {
+                    if let Err(broadcast::error::RecvError::Closed) = event {
+                        return None;
+                    }
+                    // An event, or several missed: what is current now?
+                    if let Ok(Some(next)) = self.hub.current(key.clone(), credentials.clone()).await {
+                        if next.repr.strong_etag() != etag {
+                            return Some(next);
+                        }
+                    }
+                }
+                () = &mut deadline => return None,
+            }
+        }
+    }
+
+    /// The answer from `current`: 304 when the poller has it, else its body.
+    fn respond<B>(
+        &self,
+        req: &Request<B>,
+        route: usize,
+        current: &Current,
+        result: &str,
+        not_modified: bool,
+    ) -> Response<Body> {
         let repr = &current.repr;
         let etag = repr.strong_etag();
         let age = current.last_poll.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
-        let not_modified = header_items(req.headers(), header::IF_NONE_MATCH)
-            .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag.as_str()));
         let mut resp = Response::builder()
             .header(header::ETAG, &etag)
             .header(header::AGE, age.as_secs())
@@ -85,7 +142,7 @@ impl Cache {
             resp = resp.header(header::CACHE_CONTROL, "private").header(header::VARY, route.vary.join(", "));
         }
         if not_modified {
-            return Cached::Answer(resp.status(StatusCode::NOT_MODIFIED).body(full("")).expect("valid parts"));
+            return resp.status(StatusCode::NOT_MODIFIED).body(full("")).expect("valid parts");
         }
         let content_type = repr.content_type.as_deref().unwrap_or("application/octet-stream");
         resp = resp
@@ -95,6 +152,38 @@ impl Cache {
             )
             .header(header::CONTENT_LENGTH, repr.body.len());
         let body = if req.method() == Method::HEAD { full("") } else { full(repr.body.clone()) };
-        Cached::Answer(resp.body(body).expect("valid parts"))
+        resp.body(body).expect("valid parts")
+    }
+}
+
+/// The longest a long poll is held (section 8).
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+/// `Prefer: wait=N` (RFC 7240), at most [`MAX_WAIT`]; `None` without one (or with `wait=0`).
+fn prefer_wait(headers: &http::HeaderMap) -> Option<Duration> {
+    header_items(headers, http::HeaderName::from_static("prefer"))
+        .filter_map(|p| p.split(';').next()?.trim().strip_prefix("wait="))
+        .find_map(|n| n.trim().parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .map(|n| Duration::from_secs(n).min(MAX_WAIT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefer_wait_is_seconds_up_to_two_minutes() {
+        let wait = |prefer: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("prefer", prefer.parse().unwrap());
+            prefer_wait(&h)
+        };
+        assert_eq!(wait("wait=10"), Some(Duration::from_secs(10)));
+        assert_eq!(wait("respond-async, wait=5"), Some(Duration::from_secs(5)));
+        assert_eq!(wait("wait=600"), Some(MAX_WAIT));
+        assert_eq!(wait("wait=0"), None);
+        assert_eq!(wait("wait=soon"), None);
+        assert_eq!(wait("return=minimal"), None);
     }
 }

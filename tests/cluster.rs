@@ -568,3 +568,28 @@ async fn webhooks_on_three_replicas_lose_nothing_when_one_is_killed_mid_burst() 
     }
     assert!(delivering >= 1);
 }
+
+#[tokio::test]
+async fn a_write_through_one_replica_refreshes_a_watch_another_holds() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    let tasks = "  - name: tasks\n    path: /tasks\n    access: public\n    poll: {interval: 30s, adaptive: false}\n";
+    let gws = replicas(2, &cluster_config(upstream, &redis.url(), "2s", tasks)).await;
+    let mut subscriber = gws[0].subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!(subscriber.next_within(SOON).await.expect("snapshot").event, "snapshot");
+    // The watch lives on the first replica (it holds the lease); the second has none at all.
+    assert_eq!(holder(&gws).await, 0);
+
+    let written = reqwest::Client::new()
+        .post(gws[1].url("/tasks"))
+        .body(serde_json::json!({"title": "through the other replica"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 201);
+    let change = subscriber.next_within(SOON).await.expect("the change, long before the next poll");
+    assert!(change.data.contains("through the other replica"), "{}", change.data);
+    let polls: Vec<Instant> = api.seen("/tasks").into_iter().filter(|r| r.method == "GET").map(|r| r.at).collect();
+    assert_eq!(polls.len(), 2, "the first poll and the refresh, by the holder");
+    assert!(polls[1] - polls[0] < Duration::from_secs(30));
+}

@@ -227,7 +227,8 @@ herald demo is running.
 Try, in another terminal:
   curl -N http://{public}/tasks/event-stream                # a snapshot, then task.created/updated/deleted
   curl -N http://{public}/board/event-stream                # the board as JSON Patches
-  curl -N http://{public}/tasks/1/event-stream              # one task as merge patches
+  curl -N http://{public}/tasks/1/event-stream              # one task as merge patches (polled every 30 s)
+  curl -X PATCH -d '{{\"title\":\"Renamed through herald\"}}' http://{public}/tasks/1   # ...the stream shows it at once
   curl -N -H 'Authorization: Bearer alice' http://{public}/me/tasks/event-stream    # alice's own tasks
   curl -i -H 'Authorization: Bearer mallory' http://{public}/me/tasks/event-stream  # the API's own 401
   curl -i http://{public}/tasks                             # a legacy poll, answered from the watch

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod fanout;
+pub mod freshness;
 pub mod savings;
 pub mod subscribers;
 pub mod webhooks;

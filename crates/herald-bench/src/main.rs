@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{cluster, fanout, savings, subscribers, webhooks};
+use herald_bench::{cluster, fanout, freshness, savings, subscribers, webhooks};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -26,6 +26,8 @@ enum Scenario {
     Cluster(cluster::Args),
     /// Upstream requests with herald in front, against the same clients polling directly.
     Savings(savings::Args),
+    /// Write → event latency through herald with write-through refresh, and without it.
+    Freshness(freshness::Args),
     /// Memory per idle subscriber at several sizes.
     Idle(fanout::IdleArgs),
     /// The minimal broadcast server `fanout --target floor` measures (started by it).
@@ -72,6 +74,10 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Savings(args) => {
             savings::print(&runtime.block_on(savings::run(args))?);
+            Ok(())
+        }
+        Scenario::Freshness(args) => {
+            freshness::print(&runtime.block_on(freshness::run(args))?);
             Ok(())
         }
         Scenario::Idle(args) => {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_bench::{cluster, fanout, savings, webhooks};
+use herald_bench::{cluster, fanout, freshness, savings, webhooks};
 use herald_tests::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,4 +122,26 @@ async fn cluster_runs() {
     }
     assert_eq!(r["cluster"]["subscribers"], 10, "{r}");
     assert_eq!(r["takeover_ms"]["kills"], 2, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_runs() {
+    let r = freshness::run(freshness::Args {
+        subs: 5,
+        writes: 5,
+        interval: Duration::from_secs(2),
+        baseline_writes: 2,
+        baseline_every: Duration::from_millis(200),
+    })
+    .await
+    .unwrap();
+    for part in ["refresh", "baseline"] {
+        assert_eq!(r[part]["delivered"], r[part]["expected"], "{part}: {r}");
+    }
+    // With refresh, one poll per write (and the first); without, the schedule's only.
+    assert!(r["refresh"]["upstream_polls"].as_u64().unwrap() >= 6, "{r}");
+    assert!(
+        r["refresh"]["latency_ms"]["p99"].as_f64().unwrap() < r["baseline"]["latency_ms"]["p50"].as_f64().unwrap(),
+        "{r}"
+    );
 }

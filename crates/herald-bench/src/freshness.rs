@@ -71,18 +71,19 @@ async fn measure(args: &Args, refresh: bool, writes: usize, every: Duration) -> 
     wait_ready(&subscribers, others).await?;
 
     let client = reqwest::Client::new();
-    let mut sent_ns = vec![0u64; writes + 1];
+    // When write k was sent, at index k (markers count from 1).
+    let mut sent_ns = vec![0u64];
     let mut pacer_ms = Vec::with_capacity(writes);
     let started = std::time::Instant::now();
     for k in 1..=writes {
         let marker = format!("chg{k:06}");
-        sent_ns[k] = now_ns();
+        let sent = now_ns();
+        sent_ns.push(sent);
         let resp = client.post(gw.url("/tasks")).body(json!({ "title": marker }).to_string()).send().await?;
         anyhow::ensure!(resp.status() == 201, "write {k}: {}", resp.status());
         if every.is_zero() {
-            pacer_ms.push(
-                until_marker(&mut pacer, &marker, args.interval * 2).await? as f64 / 1e6 - sent_ns[k] as f64 / 1e6,
-            );
+            let arrived = until_marker(&mut pacer, &marker, args.interval * 2).await?;
+            pacer_ms.push(arrived.saturating_sub(sent) as f64 / 1e6);
         } else {
             tokio::time::sleep(every).await;
         }

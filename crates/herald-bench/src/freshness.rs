@@ -94,6 +94,9 @@ async fn measure(args: &Args, refresh: bool, writes: usize, every: Duration) -> 
         until_marker(&mut pacer, &last, args.interval * 2).await?;
     }
     let elapsed = started.elapsed();
+    // The pacer saw the last change; the others get it within moments (fan-out to a thousand
+    // takes milliseconds): receipts are collected after a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let receipts = subscribers.finish().await;
     let mut latencies: Vec<f64> = receipts
         .iter()

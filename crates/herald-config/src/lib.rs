@@ -325,6 +325,30 @@ pub struct Poll {
     pub jitter: f64,
     /// Keep polling this long after the last subscriber left.
     pub linger: Duration,
+    /// A paginated collection, followed page by page and merged into one representation.
+    pub pages: Option<Pages>,
+}
+
+/// `poll.pages`: how a paginated collection is followed (spec section 3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pages {
+    /// Where the next page is named.
+    pub next: NextPage,
+    /// With a pointer to a cursor: the query parameter that carries it to the next request.
+    pub cursor_param: Option<String>,
+    /// JSON Pointer to each page's array; the arrays are concatenated in order.
+    pub items: String,
+    /// More pages than this is a poll error, never a truncated representation.
+    pub max_pages: usize,
+}
+
+/// Where a page names the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextPage {
+    /// RFC 8288 `Link: <…>; rel="next"`.
+    Link,
+    /// A JSON Pointer to the next page's URL (or, with `cursor_param`, its cursor) in the body.
+    Pointer(String),
 }
 
 impl Default for Poll {
@@ -336,6 +360,7 @@ impl Default for Poll {
             adaptive: true,
             jitter: 0.1,
             linger: Duration::from_secs(60),
+            pages: None,
         }
     }
 }

@@ -594,8 +594,46 @@ impl<'a> Cx<'a> {
         m.field(self, "adaptive", &mut p.adaptive, Cx::boolean);
         m.field(self, "jitter", &mut p.jitter, |cx, n, path| cx.number(n, path, "a fraction between 0 and 1"));
         m.field(self, "linger", &mut p.linger, Cx::duration);
+        m.field(self, "pages", &mut p.pages, |cx, n, path| Some(Some(cx.pages(n, path))));
         m.finish(self);
         p
+    }
+
+    fn pages(&mut self, node: &Node, path: &str) -> Pages {
+        let mut pages = Pages { next: NextPage::Link, cursor_param: None, items: String::new(), max_pages: 20 };
+        let Some(mut m) = self.map(node, path) else { return pages };
+        m.field(self, "next", &mut pages.next, |cx, n, p| match cx.string(n, p)?.as_str() {
+            "link" => Some(NextPage::Link),
+            pointer if pointer.starts_with('/') => Some(NextPage::Pointer(pointer.to_string())),
+            other => {
+                cx.problem(
+                    n.pos,
+                    p,
+                    format!("invalid value {other:?} (expected link, or a JSON Pointer such as /next)"),
+                );
+                None
+            }
+        });
+        m.field(self, "cursor_param", &mut pages.cursor_param, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "items", &mut pages.items, |cx, n, p| cx.pointer(n, p, true));
+        m.field(self, "max_pages", &mut pages.max_pages, |cx, n, p| {
+            match cx.number::<usize>(n, p, "a positive integer")? {
+                0 => {
+                    cx.problem(n.pos, p, "must be at least 1");
+                    None
+                }
+                max => Some(max),
+            }
+        });
+        m.finish(self);
+        if pages.cursor_param.is_some() && pages.next == NextPage::Link {
+            self.problem(
+                node.pos,
+                &format!("{path}.cursor_param"),
+                "only applies with next: a JSON Pointer to a cursor",
+            );
+        }
+        pages
     }
 
     fn events(&mut self, node: &Node, path: &str) -> Events {

@@ -37,6 +37,8 @@ pub enum Answer {
         etag: Option<String>,
         last_modified: Option<String>,
         max_age: Option<Duration>,
+        /// The answer's `Link` field (paginated collections name the next page there).
+        link: Option<String>,
     },
     /// Any other status: passed on to a first subscriber as is.
     Status {
@@ -52,12 +54,32 @@ pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, PollError>
 /// Something that answers polls: the real upstream, or a script in tests.
 pub trait Fetch: Send + Sync + 'static {
     fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a>;
+
+    /// The target (path and query under the upstream URL) of a URL an answer named, e.g. a next
+    /// page: an absolute URL's path and query.
+    fn target_of(&self, url: &str) -> String {
+        absolute_path(url, "")
+    }
+}
+
+/// The path and query of `url` (absolute, or already a path), without `base_path` in front.
+pub(crate) fn absolute_path(url: &str, base_path: &str) -> String {
+    let path = match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => url,
+    };
+    match path.strip_prefix(base_path) {
+        Some(rest) if !base_path.is_empty() && (rest.starts_with('/') || rest.starts_with('?')) => rest.to_string(),
+        _ => path.to_string(),
+    }
 }
 
 /// The real upstream over HTTP(S).
 pub struct UpstreamClient {
     http: reqwest::Client,
     base: String,
+    /// The upstream URL's path (`/api`), which next-page URLs carry and targets do not.
+    base_path: String,
     headers: HeaderMap,
     max_body: u64,
 }
@@ -93,7 +115,8 @@ impl UpstreamClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| PollError::Setup(e.to_string()))?;
-        Ok(UpstreamClient { http, base: cfg.url.to_string(), headers, max_body: cfg.max_body })
+        let base_path = cfg.url.base_path().to_string();
+        Ok(UpstreamClient { http, base: cfg.url.to_string(), base_path, headers, max_body: cfg.max_body })
     }
 
     async fn get(&self, req: Request<'_>) -> Result<Answer, PollError> {
@@ -121,6 +144,7 @@ impl UpstreamClient {
         }
         let etag = text(header::ETAG);
         let last_modified = text(header::LAST_MODIFIED);
+        let link = text(header::LINK);
         let content_type = text(header::CONTENT_TYPE);
         let retry_after = h.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
         if resp.content_length().is_some_and(|n| n > self.max_body) {
@@ -135,7 +159,7 @@ impl UpstreamClient {
         }
         let body = body.freeze();
         Ok(if status.is_success() {
-            Answer::Ok { body, content_type, etag, last_modified, max_age }
+            Answer::Ok { body, content_type, etag, last_modified, max_age, link }
         } else {
             Answer::Status { status: status.as_u16(), content_type, body, retry_after }
         })
@@ -145,6 +169,10 @@ impl UpstreamClient {
 impl Fetch for UpstreamClient {
     fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a> {
         Box::pin(self.get(req))
+    }
+
+    fn target_of(&self, url: &str) -> String {
+        absolute_path(url, &self.base_path)
     }
 }
 

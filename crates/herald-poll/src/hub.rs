@@ -539,16 +539,12 @@ impl Hub {
             Access::PerSubscriber => &cfg.vary,
             Access::Shared | Access::Public => &[],
         };
-        let answer = self
-            .fetch
-            .fetch(Request {
-                target: &watch.key.target,
-                credentials: &watch.credentials,
-                withhold,
-                etag,
-                last_modified,
-            })
-            .await;
+        let request =
+            Request { target: &watch.key.target, credentials: &watch.credentials, withhold, etag, last_modified };
+        let answer = match &cfg.poll.pages {
+            None => self.fetch.fetch(request).await,
+            Some(pages) => crate::pages::fetch(&*self.fetch, pages, &watch.pages, request).await,
+        };
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
         let mut step = Step::new(std::time::Instant::now());
@@ -560,7 +556,7 @@ impl Hub {
                 recovered(watch, &mut step, failing);
                 return Polled::Step(step, schedule.unchanged(max_age));
             }
-            Ok(Answer::Ok { body, content_type, etag, last_modified, max_age }) => {
+            Ok(Answer::Ok { body, content_type, etag, last_modified, max_age, .. }) => {
                 route.metrics.bytes.inc_by(body.len() as u64);
                 let mut repr = Representation::from_body(body, &cfg.ignore);
                 repr.content_type = content_type;
@@ -798,6 +794,7 @@ mod tests {
             etag: Some(etag.into()),
             last_modified: None,
             max_age: None,
+            link: None,
         })
     }
 
@@ -827,6 +824,7 @@ mod tests {
             adaptive: false,
             jitter: 0.0,
             linger: Duration::from_secs(30),
+            pages: None,
         };
         let cfg = HubConfig {
             routes: vec![route],

@@ -8,6 +8,7 @@ mod cluster;
 mod hub;
 mod limit;
 mod metrics;
+mod pages;
 mod schedule;
 mod watch;
 
@@ -40,6 +41,10 @@ pub enum PollError {
     Other(#[source] Arc<reqwest::Error>),
     #[error("cannot set up the upstream client: {0}")]
     Setup(String),
+    #[error("the collection has more than poll.pages.max_pages ({max}) pages")]
+    TooManyPages { max: usize },
+    #[error("upstream page {target}: {why}")]
+    InvalidPage { target: String, why: String },
 }
 
 impl PollError {

@@ -91,6 +91,7 @@ mod tests {
             adaptive,
             jitter: 0.1,
             linger: Duration::from_secs(60),
+            pages: None,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Watch {
     /// Asks the poll loop to poll now (a write through herald, a change hint). One stored
     /// permit: a burst while a poll is in flight is one more poll after it.
     pub(crate) refresh: tokio::sync::Notify,
+    /// A paginated collection's pages as last polled (`poll.pages`).
+    pub(crate) pages: crate::pages::PageCache,
 }
 
 pub(crate) struct State {
@@ -214,6 +216,7 @@ impl Watch {
             subscribers: AtomicUsize::new(0),
             state: Mutex::new(state),
             refresh: tokio::sync::Notify::new(),
+            pages: crate::pages::PageCache::default(),
         }
     }
 

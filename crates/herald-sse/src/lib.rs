@@ -237,6 +237,7 @@ mod tests {
                         etag: None,
                         last_modified: None,
                         max_age: None,
+                        link: None,
                     },
                     None => Answer::NotModified { max_age: None },
                 })

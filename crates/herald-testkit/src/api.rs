@@ -68,6 +68,8 @@ struct State {
     without_validators: bool,
     /// Bytes of filler added to every task, to make large representations.
     padding: usize,
+    /// Tasks per page of `/paged/tasks`.
+    page_size: usize,
 }
 
 impl LegacyApi {
@@ -83,6 +85,7 @@ impl LegacyApi {
             st.users
                 .insert("alice".into(), vec![json!({"id": "a1", "title": "Alice's secret plan", "owner": "alice"})]);
             st.users.insert("bob".into(), vec![json!({"id": "b1", "title": "Bob's birthday list", "owner": "bob"})]);
+            st.page_size = 2;
             st.touch("/tasks");
             st.touch("/me/tasks#alice");
             st.touch("/me/tasks#bob");
@@ -227,6 +230,22 @@ impl LegacyApi {
             t["title"] = json!(title);
         }
         st.touch("/tasks");
+    }
+
+    /// Tasks per page of `/paged/tasks` (2 until set).
+    pub fn set_page_size(&self, size: usize) {
+        self.state.lock().unwrap().page_size = size;
+    }
+
+    /// Inserts a task at position `at` and returns its id.
+    pub fn insert_task(&self, at: usize, title: &str) -> String {
+        let mut st = self.state.lock().unwrap();
+        let task = st.new_task(title);
+        let id = task["id"].as_str().unwrap().to_string();
+        let at = at.min(st.tasks.len());
+        st.tasks.insert(at, task);
+        st.touch("/tasks");
+        id
     }
 
     /// The board as the API serves it now.
@@ -377,12 +396,17 @@ impl LegacyApi {
                 .body(Full::new(Bytes::new()))
                 .unwrap();
         }
-        Response::builder()
+        let mut resp = Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ETAG, etag)
-            .header(header::LAST_MODIFIED, last_modified)
-            .body(Full::new(body))
-            .unwrap()
+            .header(header::LAST_MODIFIED, last_modified);
+        // A paginated resource names its next page in `Link` too (RFC 8288).
+        if let Some(next) =
+            serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["next"].as_str().map(str::to_string))
+        {
+            resp = resp.header(header::LINK, format!("<{next}>; rel=\"next\""));
+        }
+        resp.body(Full::new(body)).unwrap()
     }
 
     /// Writes, as a REST API takes them: `POST /tasks` (a new task, 201), `PATCH` or `PUT
@@ -469,6 +493,20 @@ impl LegacyApi {
         }
         if path == "/board" {
             return Ok((st.board_body(), "/tasks".into()));
+        }
+        if path == "/paged/tasks" {
+            // `?page=N` (from 1) of `page_size` tasks; the next page in `next` and in `Link`.
+            let page: usize = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("page=")))
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n >= 1)
+                .unwrap_or(1);
+            let size = st.page_size.max(1);
+            let items: Vec<Value> = st.tasks.iter().skip((page - 1) * size).take(size).cloned().collect();
+            let next = (page * size < st.tasks.len()).then(|| format!("/paged/tasks?page={}", page + 1));
+            return Ok((json!({"items": items, "next": next}), "/tasks".into()));
         }
         if let Some(id) = path.strip_prefix("/tasks/") {
             return match st.tasks.iter().find(|t| t["id"] == id) {

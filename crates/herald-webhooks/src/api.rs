@@ -627,6 +627,7 @@ mod tests {
                         etag: None,
                         last_modified: None,
                         max_age: None,
+                        link: None,
                     }
                 } else {
                     Answer::Status { status: 404, content_type: None, body: Bytes::new(), retry_after: None }

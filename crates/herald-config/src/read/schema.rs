@@ -38,7 +38,7 @@ upstream: {url: 'http://127.0.0.1:9'}
 routes:
   - name: tasks
     path: /tasks
-    poll: {interval: 5s}
+    poll: {interval: 5s, pages: {next: /next}}
     events: {format: collection, collection: {items: ''}}
 sse: {}
 log: {}

@@ -1,0 +1,92 @@
+//! Paginated collections end to end (spec section 3, `poll.pages`): every page followed and
+//! merged before change detection, each polled conditionally; more pages than `max_pages` is a
+//! poll error that keeps the last whole representation.
+
+use herald_testkit::LegacyApi;
+use herald_tests::*;
+
+/// `/paged/tasks` as one collection of task events, its pages followed by `next`.
+fn routes(next: &str, max_pages: usize) -> String {
+    format!(
+        "routes:\n  - name: paged\n    path: /paged/tasks\n    access: public\n    \
+         poll: {{interval: 200ms, min_interval: 200ms, adaptive: false, jitter: 0, \
+         pages: {{next: {next}, items: /items, max_pages: {max_pages}}}}}\n    \
+         events: {{format: collection, type: task, collection: {{id: /id}}}}\n"
+    )
+}
+
+/// The test API with `n` tasks (it starts with three), two to a page.
+async fn with_tasks(n: usize) -> (LegacyApi, std::net::SocketAddr) {
+    let (api, upstream) = start_api().await;
+    for i in 3..n {
+        api.add_task(&format!("task {i}"));
+    }
+    (api, upstream)
+}
+
+#[tokio::test]
+async fn five_pages_are_one_collection_and_a_change_on_page_four_is_one_event() {
+    for next in ["link", "/next"] {
+        let (api, upstream) = with_tasks(10).await;
+        let gw = Gateway::start(&config(upstream, &routes(next, 20))).await;
+        let mut stream = gw.subscribe("/paged/tasks/event-stream", &[]).await;
+        let snapshot = stream.next_within(SOON).await.expect("snapshot");
+        assert_eq!(snapshot.json(), api.tasks(), "{next}: every page, in order");
+        // Unchanged polls ask each page conditionally.
+        eventually("every page answered 304", || api.stats("/paged/tasks").not_modified >= 5).await;
+
+        // The seventh task is on page four.
+        let seventh = api.tasks()[6]["id"].as_str().unwrap().to_string();
+        api.retitle(&seventh, "changed on page four");
+        let ev = stream.next_within(SOON).await.expect("the change");
+        assert_eq!(
+            (ev.event.as_str(), ev.json()["resourceId"].as_str()),
+            ("task.updated", Some(seventh.as_str())),
+            "{next}"
+        );
+        // Then the next change: nothing came between (no event for an unchanged page).
+        let added = api.add_task("the eleventh");
+        let ev = stream.next_within(SOON).await.expect("the next change");
+        assert_eq!(
+            (ev.event.as_str(), ev.json()["resourceId"].as_str()),
+            ("task.created", Some(added.as_str())),
+            "{next}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_item_pushed_onto_the_next_page_is_not_deleted_and_created() {
+    let (api, upstream) = with_tasks(10).await;
+    let gw = Gateway::start(&config(upstream, &routes("link", 20))).await;
+    let mut stream = gw.subscribe("/paged/tasks/event-stream", &[]).await;
+    stream.next_within(SOON).await.expect("snapshot");
+    // Inserted at the start of page two: every later item moves one place, some onto the next page.
+    let inserted = api.insert_task(2, "inserted on page two");
+    let ev = stream.next_within(SOON).await.expect("the insertion");
+    assert_eq!((ev.event.as_str(), ev.json()["resourceId"].as_str()), ("task.created", Some(inserted.as_str())));
+    let marker = api.add_task("marker");
+    let ev = stream.next_within(SOON).await.expect("the marker");
+    assert_eq!(
+        (ev.event.as_str(), ev.json()["resourceId"].as_str()),
+        ("task.created", Some(marker.as_str())),
+        "nothing between the insertion and the marker: no delete/create for the items that moved"
+    );
+}
+
+#[tokio::test]
+async fn more_pages_than_max_pages_is_a_poll_error_that_keeps_the_last_whole_list() {
+    let (api, upstream) = with_tasks(6).await;
+    let gw = Gateway::start(&config(upstream, &routes("link", 3))).await;
+    let mut stream = gw.subscribe("/paged/tasks/event-stream", &[]).await;
+    let whole = stream.next_within(SOON).await.expect("snapshot").json();
+    assert_eq!(whole.as_array().map(Vec::len), Some(6));
+
+    api.add_task("a seventh: a fourth page");
+    let status = stream.next_within(SOON).await.expect("a status event");
+    assert_eq!(status.event, "upstream-status", "{}", status.data);
+    assert!(status.data.contains("max_pages"), "{}", status.data);
+    // A new subscriber gets the last whole list, never a truncated one.
+    let mut late = gw.subscribe("/paged/tasks/event-stream", &[]).await;
+    assert_eq!(late.next_within(SOON).await.expect("snapshot").json(), whole);
+}

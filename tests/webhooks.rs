@@ -609,3 +609,47 @@ async fn a_subscription_over_the_watch_limit_is_asked_to_come_back_later() {
     assert!(resp.headers().contains_key("retry-after"));
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operational_events_tell_of_dead_messages_and_disabled_and_recovered_subscriptions() {
+    const OPS_SECRET: &str = "whsec_b3BlcmF0aW9uYWwtZXZlbnRzLXNlY3JldCE=";
+    let (upstream_api, upstream) = start_api().await;
+    let (ops, ops_addr) = receiver().await;
+    // Verified with the Standard Webhooks library against the operational secret alone.
+    ops.trust_only(OPS_SECRET);
+    let (gone, gone_addr) = receiver().await;
+    gone.trust(SECRET);
+    gone.behave(Behaviour::Answer(410, None));
+    let (flaky, flaky_addr) = receiver().await;
+    flaky.trust(SECRET);
+    flaky.behave(Behaviour::Answer(500, None));
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks = format!(
+        "{}  operational_url: 'http://{ops_addr}/ops'\n  operational_secret: '{OPS_SECRET}'\n  subscriptions:\n    \
+         - {{ id: gone, url: 'http://{gone_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n    \
+         - {{ id: flaky, url: 'http://{flaky_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n",
+        allow_loopback()
+    );
+    let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
+    started_watching(&gw).await;
+    upstream_api.add_task("x");
+
+    let told = |event_type: &'static str, subscription: &'static str| {
+        let ops = ops.clone();
+        move || {
+            ops.accepted().iter().any(|d| d.event_type == event_type && d.body["data"]["subscription"] == subscription)
+        }
+    };
+    eventually("the 410 disabled gone", told("herald.subscription.disabled", "gone")).await;
+    eventually("gone's message is dead", told("herald.message.dead", "gone")).await;
+    let disabled = ops.accepted().into_iter().find(|d| d.event_type == "herald.subscription.disabled").unwrap();
+    assert!(disabled.body["data"]["reason"].as_str().unwrap().contains("410"), "{}", disabled.body);
+
+    eventually("flaky failed at least once", || !flaky.requests().is_empty()).await;
+    flaky.behave(Behaviour::Accept);
+    eventually("flaky recovered", told("herald.subscription.recovered", "flaky")).await;
+    assert!(!ops
+        .accepted()
+        .iter()
+        .any(|d| d.body["data"]["subscription"] == "flaky" && d.event_type != "herald.subscription.recovered"));
+}

@@ -588,6 +588,10 @@ pub struct Webhooks {
     pub subscriptions: Vec<StaticSubscription>,
     /// `POST /_herald/v1/notify` (with an API key) takes change hints (spec section 13).
     pub notify: bool,
+    /// Where `herald.*` operational events go (spec section 7), signed with `operational_secret`.
+    pub operational_url: Option<String>,
+    /// The signing secret of operational events (`whsec_…`). Secret: never logged.
+    pub operational_secret: Option<String>,
 }
 
 impl Default for Webhooks {
@@ -602,6 +606,8 @@ impl Default for Webhooks {
             disable_after: Duration::from_secs(5 * 24 * h),
             subscriptions: Vec::new(),
             notify: false,
+            operational_url: None,
+            operational_secret: None,
         }
     }
 }

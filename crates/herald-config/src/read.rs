@@ -478,6 +478,8 @@ impl<'a> Cx<'a> {
         });
         m.field(self, "disable_after", &mut w.disable_after, Cx::duration);
         m.field(self, "notify", &mut w.notify, Cx::boolean);
+        m.field(self, "operational_url", &mut w.operational_url, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "operational_secret", &mut w.operational_secret, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "subscriptions", &mut w.subscriptions, |cx, n, p| {
             let items = cx.seq(n, p)?;
             Some(items.iter().enumerate().filter_map(|(i, item)| cx.subscription(item, &format!("{p}[{i}]"))).collect())
@@ -852,6 +854,19 @@ impl<'a> Cx<'a> {
         for (i, key) in w.api_keys.iter().enumerate() {
             if key.len() < 16 {
                 self.problem_at(&format!("webhooks.api_keys[{i}]"), "too short (use at least 16 characters)");
+            }
+        }
+        if let Some(url) = &w.operational_url {
+            if let Err(msg) = check_destination_url(url) {
+                self.problem_at("webhooks.operational_url", msg);
+            }
+            match &w.operational_secret {
+                None => self.problem_at("webhooks.operational_secret", "is required with operational_url"),
+                Some(secret) => {
+                    if let Err(msg) = check_secret(secret) {
+                        self.problem_at("webhooks.operational_secret", msg);
+                    }
+                }
             }
         }
         let mut ids = HashSet::new();

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use herald_store::{now_ms, Attempted, Message, MessageStatus, Subscription, SubscriptionStatus};
 use http::StatusCode;
+use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::operational::Operational;
 use crate::ssrf::{GuardedResolver, Refused};
 use crate::watcher::{sleep_or_cancel, Start, Watcher};
 use crate::{sign, Shared};
@@ -38,6 +40,8 @@ pub(crate) struct Dispatcher {
     inflight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     done: mpsc::Sender<Attempted>,
+    /// `webhooks.operational_url`'s sender, when one is set.
+    operational: Option<Arc<Operational>>,
 }
 
 /// What one attempt came to.
@@ -68,7 +72,9 @@ impl Dispatcher {
             .build()?;
         let (done, outcomes) = mpsc::channel(cfg.max_in_flight.max(BATCH));
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
-        let d = Arc::new(Dispatcher { shared, watcher, client, inflight: Mutex::new(HashSet::new()), permits, done });
+        let operational = Operational::start(cfg, client.clone(), shutdown.clone());
+        let inflight = Mutex::new(HashSet::new());
+        let d = Arc::new(Dispatcher { shared, watcher, client, inflight, permits, done, operational });
         tokio::spawn(d.clone().take_due(shutdown));
         tokio::spawn(d.record(outcomes));
         Ok(())
@@ -254,10 +260,12 @@ impl Dispatcher {
             }
         }
         let ok = message.status == MessageStatus::Delivered;
+        let (mut recovered, mut newly_disabled) = (false, false);
         let disabled = self.shared.update_subscription(&sub.id, |s| {
             let mut changed = false;
             if ok && s.failing_since.is_some() {
                 s.failing_since = None;
+                recovered = true;
                 changed = true;
             }
             if !ok && s.failing_since.is_none() {
@@ -268,6 +276,7 @@ impl Dispatcher {
                 if s.status != SubscriptionStatus::Disabled {
                     info!(subscription = %s.id, reason, "webhook subscription disabled");
                     s.status = SubscriptionStatus::Disabled;
+                    newly_disabled = true;
                     changed = true;
                 }
             }
@@ -275,6 +284,21 @@ impl Dispatcher {
         });
         if disabled.is_some_and(|s| s.status == SubscriptionStatus::Disabled) && disable.is_some() {
             self.watcher.refresh(Start::Fresh);
+        }
+        if let Some(operational) = &self.operational {
+            let reason = message.last_error.as_deref().unwrap_or("delivered");
+            if message.status == MessageStatus::Dead {
+                let data = json!({"subscription": sub.id, "message": message.id, "reason": reason});
+                operational.emit("herald.message.dead", data);
+            }
+            if newly_disabled {
+                let data = json!({"subscription": sub.id, "reason": disable.unwrap_or(reason)});
+                operational.emit("herald.subscription.disabled", data);
+            }
+            if recovered {
+                let data = json!({"subscription": sub.id, "reason": "a delivery succeeded again"});
+                operational.emit("herald.subscription.recovered", data);
+            }
         }
     }
 

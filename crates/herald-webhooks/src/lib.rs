@@ -7,6 +7,7 @@ mod api;
 mod deliver;
 pub mod events;
 mod metrics;
+mod operational;
 pub mod sign;
 pub mod ssrf;
 mod watcher;

@@ -653,3 +653,37 @@ async fn operational_events_tell_of_dead_messages_and_disabled_and_recovered_sub
         .iter()
         .any(|d| d.body["data"]["subscription"] == "flaky" && d.event_type != "herald.subscription.recovered"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_whose_own_credentials_are_refused_stops_as_unauthorized() {
+    const OPS_SECRET: &str = "whsec_b3BlcmF0aW9uYWwtZXZlbnRzLXNlY3JldCE=";
+    let (upstream_api, upstream) = start_api().await;
+    let (ops, ops_addr) = receiver().await;
+    ops.trust_only(OPS_SECRET);
+    let (hook, hook_addr) = receiver().await;
+    hook.trust(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks = format!(
+        "{}  operational_url: 'http://{ops_addr}/ops'\n  operational_secret: '{OPS_SECRET}'\n  subscriptions:\n    \
+         - {{ id: alices, url: 'http://{hook_addr}/hook', path: /me/tasks, secret: '{SECRET}', \
+         headers: {{ Authorization: 'Bearer alice' }} }}\n",
+        allow_loopback()
+    );
+    let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
+    started_watching(&gw).await;
+    upstream_api.revoke("alice");
+
+    eventually_async("the subscription is unauthorized", || async {
+        api(&gw, "GET", "/alices", None).await.1["status"] == "unauthorized"
+    })
+    .await;
+    eventually("the operator is told", || {
+        ops.accepted().iter().any(|d| {
+            d.event_type == "herald.subscription.disabled"
+                && d.body["data"]["subscription"] == "alices"
+                && d.body["data"]["reason"].as_str().is_some_and(|r| r.contains("401"))
+        })
+    })
+    .await;
+    assert!(hook.accepted().is_empty(), "nothing was delivered on refused credentials");
+}

@@ -101,6 +101,16 @@ pub enum SubscriptionStatus {
     Paused,
     /// By a `410`, or after failing for `disable_after`; a PATCH to `active` re-enables it.
     Disabled,
+    /// The upstream refused the subscription's own credentials (401/403): its watch and its
+    /// deliveries stop; a PATCH to `active` re-enables it.
+    Unauthorized,
+}
+
+impl SubscriptionStatus {
+    /// Whether nothing is watched or delivered for the subscription until it is re-enabled.
+    pub fn stopped(self) -> bool {
+        matches!(self, SubscriptionStatus::Disabled | SubscriptionStatus::Unauthorized)
+    }
 }
 
 /// One event for one subscription: the unit of delivery.

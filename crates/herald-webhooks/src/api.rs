@@ -341,7 +341,7 @@ impl Webhooks {
         match req.status.as_deref() {
             None => {}
             Some("active") => {
-                if sub.status == SubscriptionStatus::Disabled {
+                if sub.status.stopped() {
                     sub.failing_since = None;
                 }
                 sub.status = SubscriptionStatus::Active;

@@ -40,8 +40,6 @@ pub(crate) struct Dispatcher {
     inflight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     done: mpsc::Sender<Attempted>,
-    /// `webhooks.operational_url`'s sender, when one is set.
-    operational: Option<Arc<Operational>>,
 }
 
 /// What one attempt came to.
@@ -72,9 +70,11 @@ impl Dispatcher {
             .build()?;
         let (done, outcomes) = mpsc::channel(cfg.max_in_flight.max(BATCH));
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
-        let operational = Operational::start(cfg, client.clone(), shutdown.clone());
+        if let Some(operational) = Operational::start(cfg, client.clone(), shutdown.clone()) {
+            let _ = shared.operational.set(operational);
+        }
         let inflight = Mutex::new(HashSet::new());
-        let d = Arc::new(Dispatcher { shared, watcher, client, inflight, permits, done, operational });
+        let d = Arc::new(Dispatcher { shared, watcher, client, inflight, permits, done });
         tokio::spawn(d.clone().take_due(shutdown));
         tokio::spawn(d.record(outcomes));
         Ok(())
@@ -142,7 +142,7 @@ impl Dispatcher {
             Some(sub) if sub.status == SubscriptionStatus::Paused => {
                 message.next_attempt = now_ms() + PAUSED_RECHECK.as_millis() as u64;
             }
-            Some(sub) if sub.status == SubscriptionStatus::Disabled => {
+            Some(sub) if sub.status.stopped() => {
                 message.status = MessageStatus::Dead;
                 message.last_error = Some("subscription disabled".into());
                 self.shared.metrics.outcome("dead");
@@ -285,7 +285,7 @@ impl Dispatcher {
         if disabled.is_some_and(|s| s.status == SubscriptionStatus::Disabled) && disable.is_some() {
             self.watcher.refresh(Start::Fresh);
         }
-        if let Some(operational) = &self.operational {
+        if let Some(operational) = self.shared.operational.get() {
             let reason = message.last_error.as_deref().unwrap_or("delivered");
             if message.status == MessageStatus::Dead {
                 let data = json!({"subscription": sub.id, "message": message.id, "reason": reason});

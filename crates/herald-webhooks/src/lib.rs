@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     unstored: std::sync::atomic::AtomicUsize,
     guard: Arc<Guard>,
     metrics: WebhookMetrics,
+    /// `webhooks.operational_url`'s sender, set by the dispatcher when one is configured.
+    operational: std::sync::OnceLock<Arc<operational::Operational>>,
     /// Wakes the delivery engine: new messages, or room in flight.
     wake: Notify,
     /// blake3 of each API key: compared in constant time, never kept in the clear longer than start-up.
@@ -139,6 +141,7 @@ impl Webhooks {
             sub_writes: tokio::sync::Mutex::new(()),
             unstored: std::sync::atomic::AtomicUsize::new(0),
             metrics,
+            operational: std::sync::OnceLock::new(),
             wake: Notify::new(),
         });
         let watcher = Watcher::new(shared.clone(), shutdown.clone());

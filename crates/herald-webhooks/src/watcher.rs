@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_config::Payload;
+use herald_config::{Access, Payload};
 use herald_core::{EventKind, Representation};
 use herald_poll::{Credentials, Watch, WatchKey};
 use herald_store::{message_id, now_ms, Message, MessageStatus, Subscription, SubscriptionStatus};
@@ -58,7 +58,7 @@ impl Watcher {
     pub(crate) fn refresh(self: &Arc<Self>, start: Start) {
         let mut groups: HashMap<WatchKey, (Credentials, Vec<Subscription>)> = HashMap::new();
         for sub in self.shared.subs.read().unwrap().values() {
-            if sub.status == SubscriptionStatus::Disabled {
+            if sub.status.stopped() {
                 continue;
             }
             let Some(route) = self.shared.route_of(&sub.path) else { continue };
@@ -137,6 +137,11 @@ impl Watcher {
                 _ = cancel.cancelled() => return,
             };
             match joined {
+                Err(refusal) if matches!(refusal.status, 401 | 403) && route.access != Access::Public => {
+                    // The subscriptions' own credentials are refused: they stop until re-enabled.
+                    self.unauthorized(&subs, refusal.status);
+                    return;
+                }
                 Err(refusal) => {
                     warn!(route = %route.name, scope = %key.scope, status = refusal.status, "webhook watch refused by the upstream, trying again later");
                 }
@@ -179,6 +184,28 @@ impl Watcher {
             }
             backoff = (backoff * 2).min(route.poll.max_interval);
         }
+    }
+
+    /// Marks the subscriptions of a watch whose credentials the upstream refused `unauthorized`,
+    /// says so to `operational_url`, and regroups the watches (this one stops).
+    fn unauthorized(self: &Arc<Self>, subs: &watch::Receiver<Arc<Vec<Subscription>>>, status: u16) {
+        let reason = format!("the upstream answered {status} to the subscription's credentials");
+        for sub in subs.borrow().iter() {
+            let mut stopped = false;
+            self.shared.update_subscription(&sub.id, |s| {
+                stopped = !s.status.stopped();
+                if stopped {
+                    warn!(subscription = %s.id, status, "webhook subscription unauthorized by the upstream");
+                    s.status = SubscriptionStatus::Unauthorized;
+                }
+                stopped
+            });
+            if let (true, Some(operational)) = (stopped, self.shared.operational.get()) {
+                let data = serde_json::json!({"subscription": sub.id, "reason": reason});
+                operational.emit("herald.subscription.disabled", data);
+            }
+        }
+        self.refresh(Start::Fresh);
     }
 
     /// Records the watch's representation if it differs from the last recorded one, with the
@@ -272,11 +299,7 @@ impl Watcher {
         // As they are now: one may have been disabled since this watch last heard of it.
         let current: Vec<Subscription> = {
             let live = self.shared.subs.read().unwrap();
-            subs.iter()
-                .filter_map(|s| live.get(&s.id))
-                .filter(|s| s.status != SubscriptionStatus::Disabled)
-                .cloned()
-                .collect()
+            subs.iter().filter_map(|s| live.get(&s.id)).filter(|s| !s.status.stopped()).cloned().collect()
         };
         for sub in &current {
             let payload = match sub.payload.as_deref() {

@@ -80,14 +80,7 @@ impl Webhooks {
             return problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]);
         }
         let Some(owner) = self.authorized(req.headers()) else {
-            let mut resp = problem(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "send Authorization: Bearer <one of webhooks.api_keys>",
-                vec![],
-            );
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-            return resp;
+            return unauthorized();
         };
         let owner = &owner;
         let (parts, body) = req.into_parts();
@@ -123,14 +116,7 @@ impl Webhooks {
             return problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]);
         }
         if self.authorized(req.headers()).is_none() {
-            let mut resp = problem(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "send Authorization: Bearer <one of webhooks.api_keys>",
-                vec![],
-            );
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-            return resp;
+            return unauthorized();
         }
         if req.method() != Method::POST {
             return not_allowed("POST");
@@ -562,6 +548,18 @@ fn invalid(errors: Vec<FieldError>) -> ApiResponse {
 
 fn not_found(id: &str) -> ApiResponse {
     problem(StatusCode::NOT_FOUND, "Not Found", &format!("no webhook subscription {id:?}"), vec![])
+}
+
+/// 401 for a request without one of `webhooks.api_keys`.
+fn unauthorized() -> ApiResponse {
+    let mut resp = problem(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "send Authorization: Bearer <one of webhooks.api_keys>",
+        vec![],
+    );
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    resp
 }
 
 fn not_allowed(allow: &'static str) -> ApiResponse {

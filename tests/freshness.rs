@@ -61,8 +61,11 @@ async fn failed_writes_reads_and_paths_outside_routes_refresh_nothing() {
     list.next_within(SOON).await.expect("snapshot");
     let client = reqwest::Client::new();
     let status = |resp: reqwest::Response| resp.status().as_u16();
-    // A 404 (no such task), a 405 (a read-only resource), a GET passed through, and a write that
-    // succeeds on a path no route watches.
+    // A 500 (the upstream failing), a 404 (no such task), a 405 (a read-only resource), a GET
+    // passed through, and a write that succeeds on a path no route watches.
+    api.fail_next("/tasks/1", [Fault::Status(500, None)]);
+    let failed = client.patch(gw.url("/tasks/1")).body(json!({"title": "lost"}).to_string()).send();
+    assert_eq!(status(failed.await.unwrap()), 500);
     assert_eq!(status(client.patch(gw.url("/tasks/999")).body(json!({}).to_string()).send().await.unwrap()), 404);
     assert_eq!(status(client.post(gw.url("/board")).body(json!({}).to_string()).send().await.unwrap()), 405);
     assert_eq!(status(client.get(gw.url("/board")).send().await.unwrap()), 200);

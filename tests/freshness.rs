@@ -19,6 +19,15 @@ fn polls(api: &LegacyApi, target: &str) -> Vec<Instant> {
     api.seen(target).into_iter().filter(|r| r.method == "GET" && r.target == target).map(|r| r.at).collect()
 }
 
+/// The test API, herald with [`ROUTES`] in front, and a subscriber of `/tasks` past its snapshot.
+async fn list_watched() -> (LegacyApi, Gateway, SseClient) {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, ROUTES)).await;
+    let mut list = gw.subscribe("/tasks/event-stream", &[]).await;
+    list.next_within(SOON).await.expect("snapshot");
+    (api, gw, list)
+}
+
 #[tokio::test]
 async fn a_write_through_herald_reaches_the_item_and_collection_subscribers_before_the_next_poll() {
     let (api, upstream) = start_api().await;
@@ -55,10 +64,7 @@ async fn a_write_through_herald_reaches_the_item_and_collection_subscribers_befo
 
 #[tokio::test]
 async fn failed_writes_reads_and_paths_outside_routes_refresh_nothing() {
-    let (api, upstream) = start_api().await;
-    let gw = Gateway::start(&config(upstream, ROUTES)).await;
-    let mut list = gw.subscribe("/tasks/event-stream", &[]).await;
-    list.next_within(SOON).await.expect("snapshot");
+    let (api, gw, mut list) = list_watched().await;
     let client = reqwest::Client::new();
     let status = |resp: reqwest::Response| resp.status().as_u16();
     // A 500 (the upstream failing), a 404 (no such task), a 405 (a read-only resource), a GET
@@ -82,10 +88,7 @@ async fn failed_writes_reads_and_paths_outside_routes_refresh_nothing() {
 
 #[tokio::test]
 async fn a_burst_of_writes_is_one_refresh_in_flight_and_at_most_one_after_it() {
-    let (api, upstream) = start_api().await;
-    let gw = Gateway::start(&config(upstream, ROUTES)).await;
-    let mut list = gw.subscribe("/tasks/event-stream", &[]).await;
-    list.next_within(SOON).await.expect("snapshot");
+    let (api, gw, mut list) = list_watched().await;
     let before = polls(&api, "/tasks").len();
     // The collection's next polls take a second: the burst lands while one is in flight.
     api.fail_next("/tasks", [Fault::Delay(Duration::from_secs(1)), Fault::Delay(Duration::from_secs(1))]);

@@ -5,14 +5,19 @@
 use herald_testkit::LegacyApi;
 use herald_tests::*;
 
-/// `/paged/tasks` as one collection of task events, its pages followed by `next`.
-fn routes(next: &str, max_pages: usize) -> String {
+/// `/paged/tasks` as one collection of task events, its pages followed as `follow` says.
+fn routes(follow: &str, max_pages: usize) -> String {
     format!(
         "routes:\n  - name: paged\n    path: /paged/tasks\n    access: public\n    \
          poll: {{interval: 200ms, min_interval: 200ms, adaptive: false, jitter: 0, \
-         pages: {{next: {next}, items: /items, max_pages: {max_pages}}}}}\n    \
+         pages: {{{follow}, items: /items, max_pages: {max_pages}}}}}\n    \
          events: {{format: collection, type: task, collection: {{id: /id}}}}\n"
     )
+}
+
+/// A task event's name and the task it is about.
+fn item_event(ev: &SseEvent) -> (String, Option<String>) {
+    (ev.event.clone(), ev.json()["resourceId"].as_str().map(str::to_string))
 }
 
 /// The test API with `n` tasks (it starts with three), two to a page.
@@ -26,7 +31,8 @@ async fn with_tasks(n: usize) -> (LegacyApi, std::net::SocketAddr) {
 
 #[tokio::test]
 async fn five_pages_are_one_collection_and_a_change_on_page_four_is_one_event() {
-    for next in ["link", "/next"] {
+    // By Link, by the next URL in the body, by a cursor in the body.
+    for next in ["next: link", "next: /next", "next: /cursor, cursor_param: page"] {
         let (api, upstream) = with_tasks(10).await;
         let gw = Gateway::start(&config(upstream, &routes(next, 20))).await;
         let mut stream = gw.subscribe("/paged/tasks/event-stream", &[]).await;
@@ -39,37 +45,29 @@ async fn five_pages_are_one_collection_and_a_change_on_page_four_is_one_event() 
         let seventh = api.tasks()[6]["id"].as_str().unwrap().to_string();
         api.retitle(&seventh, "changed on page four");
         let ev = stream.next_within(SOON).await.expect("the change");
-        assert_eq!(
-            (ev.event.as_str(), ev.json()["resourceId"].as_str()),
-            ("task.updated", Some(seventh.as_str())),
-            "{next}"
-        );
+        assert_eq!(item_event(&ev), ("task.updated".into(), Some(seventh.clone())), "{next}");
         // Then the next change: nothing came between (no event for an unchanged page).
         let added = api.add_task("the eleventh");
         let ev = stream.next_within(SOON).await.expect("the next change");
-        assert_eq!(
-            (ev.event.as_str(), ev.json()["resourceId"].as_str()),
-            ("task.created", Some(added.as_str())),
-            "{next}"
-        );
+        assert_eq!(item_event(&ev), ("task.created".into(), Some(added.clone())), "{next}");
     }
 }
 
 #[tokio::test]
 async fn an_item_pushed_onto_the_next_page_is_not_deleted_and_created() {
     let (api, upstream) = with_tasks(10).await;
-    let gw = Gateway::start(&config(upstream, &routes("link", 20))).await;
+    let gw = Gateway::start(&config(upstream, &routes("next: link", 20))).await;
     let mut stream = gw.subscribe("/paged/tasks/event-stream", &[]).await;
     stream.next_within(SOON).await.expect("snapshot");
     // Inserted at the start of page two: every later item moves one place, some onto the next page.
     let inserted = api.insert_task(2, "inserted on page two");
     let ev = stream.next_within(SOON).await.expect("the insertion");
-    assert_eq!((ev.event.as_str(), ev.json()["resourceId"].as_str()), ("task.created", Some(inserted.as_str())));
+    assert_eq!(item_event(&ev), ("task.created".into(), Some(inserted.clone())));
     let marker = api.add_task("marker");
     let ev = stream.next_within(SOON).await.expect("the marker");
     assert_eq!(
-        (ev.event.as_str(), ev.json()["resourceId"].as_str()),
-        ("task.created", Some(marker.as_str())),
+        item_event(&ev),
+        ("task.created".into(), Some(marker.clone())),
         "nothing between the insertion and the marker: no delete/create for the items that moved"
     );
 }
@@ -77,7 +75,7 @@ async fn an_item_pushed_onto_the_next_page_is_not_deleted_and_created() {
 #[tokio::test]
 async fn more_pages_than_max_pages_is_a_poll_error_that_keeps_the_last_whole_list() {
     let (api, upstream) = with_tasks(6).await;
-    let gw = Gateway::start(&config(upstream, &routes("link", 3))).await;
+    let gw = Gateway::start(&config(upstream, &routes("next: link", 3))).await;
     let mut stream = gw.subscribe("/paged/tasks/event-stream", &[]).await;
     let whole = stream.next_within(SOON).await.expect("snapshot").json();
     assert_eq!(whole.as_array().map(Vec::len), Some(6));

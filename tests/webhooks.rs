@@ -37,6 +37,22 @@ fn allow_loopback() -> &'static str {
     "  allow_private_destinations: [127.0.0.0/8]\n"
 }
 
+/// The signing secret of operational events in these tests.
+const OPS_SECRET: &str = "whsec_b3BlcmF0aW9uYWwtZXZlbnRzLXNlY3JldCE=";
+
+/// A receiver for operational events: it verifies them (Standard Webhooks library) against
+/// [`OPS_SECRET`] alone.
+async fn ops_receiver() -> (Receiver, SocketAddr) {
+    let (ops, addr) = receiver().await;
+    ops.trust_only(OPS_SECRET);
+    (ops, addr)
+}
+
+/// `webhooks.operational_*` keys sending to `addr`.
+fn operational(addr: SocketAddr) -> String {
+    format!("  operational_url: 'http://{addr}/ops'\n  operational_secret: '{OPS_SECRET}'\n")
+}
+
 async fn receiver() -> (Receiver, SocketAddr) {
     let r = Receiver::new();
     let addr = r.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -612,11 +628,8 @@ async fn a_subscription_over_the_watch_limit_is_asked_to_come_back_later() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operational_events_tell_of_dead_messages_and_disabled_and_recovered_subscriptions() {
-    const OPS_SECRET: &str = "whsec_b3BlcmF0aW9uYWwtZXZlbnRzLXNlY3JldCE=";
     let (upstream_api, upstream) = start_api().await;
-    let (ops, ops_addr) = receiver().await;
-    // Verified with the Standard Webhooks library against the operational secret alone.
-    ops.trust_only(OPS_SECRET);
+    let (ops, ops_addr) = ops_receiver().await;
     let (gone, gone_addr) = receiver().await;
     gone.trust(SECRET);
     gone.behave(Behaviour::Answer(410, None));
@@ -625,10 +638,11 @@ async fn operational_events_tell_of_dead_messages_and_disabled_and_recovered_sub
     flaky.behave(Behaviour::Answer(500, None));
     let dir = tempfile::tempdir().unwrap();
     let webhooks = format!(
-        "{}  operational_url: 'http://{ops_addr}/ops'\n  operational_secret: '{OPS_SECRET}'\n  subscriptions:\n    \
+        "{}{}  subscriptions:\n    \
          - {{ id: gone, url: 'http://{gone_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n    \
          - {{ id: flaky, url: 'http://{flaky_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n",
-        allow_loopback()
+        allow_loopback(),
+        operational(ops_addr)
     );
     let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
     started_watching(&gw).await;
@@ -656,18 +670,17 @@ async fn operational_events_tell_of_dead_messages_and_disabled_and_recovered_sub
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_whose_own_credentials_are_refused_stops_as_unauthorized() {
-    const OPS_SECRET: &str = "whsec_b3BlcmF0aW9uYWwtZXZlbnRzLXNlY3JldCE=";
     let (upstream_api, upstream) = start_api().await;
-    let (ops, ops_addr) = receiver().await;
-    ops.trust_only(OPS_SECRET);
+    let (ops, ops_addr) = ops_receiver().await;
     let (hook, hook_addr) = receiver().await;
     hook.trust(SECRET);
     let dir = tempfile::tempdir().unwrap();
     let webhooks = format!(
-        "{}  operational_url: 'http://{ops_addr}/ops'\n  operational_secret: '{OPS_SECRET}'\n  subscriptions:\n    \
+        "{}{}  subscriptions:\n    \
          - {{ id: alices, url: 'http://{hook_addr}/hook', path: /me/tasks, secret: '{SECRET}', \
          headers: {{ Authorization: 'Bearer alice' }} }}\n",
-        allow_loopback()
+        allow_loopback(),
+        operational(ops_addr)
     );
     let gw = Gateway::start(&yaml(upstream, dir.path(), &webhooks)).await;
     started_watching(&gw).await;

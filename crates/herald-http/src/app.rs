@@ -98,11 +98,9 @@ impl App {
     /// moved into a box for every request, so it is kept as small as the pass-through's.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         match self.routing.dispatch(req.method(), req.uri(), req.headers()) {
-            Dispatch::Pass => match self.routing.route_get(req.method(), req.uri()) {
-                // A pass-through GET on a route path says where its stream is (section 8).
-                Some(watched) => with_link(self.proxy.forward(req, peer).await, watched.stream_link()),
-                None => self.proxy.forward(req, peer).await,
-            },
+            Dispatch::Pass(None) => self.proxy.forward(req, peer).await,
+            // A pass-through GET on a route path says where its stream is (section 8).
+            Dispatch::Pass(Some(watched)) => with_link(self.proxy.forward(req, peer).await, watched.stream_link()),
             Dispatch::WebhookApi => Box::pin(webhook_api::answer(&self.webhooks, Endpoint::Subscriptions, req)).await,
             Dispatch::Notify => Box::pin(webhook_api::answer(&self.webhooks, Endpoint::Notify, req)).await,
             Dispatch::NotFound => text(StatusCode::NOT_FOUND, "not found"),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use herald_config::{Access, Config};
-use herald_poll::{Credentials, Current, Hub, WatchKey};
+use herald_poll::{Credentials, Current, Hub, Watch, WatchKey};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use prometheus::{IntCounter, IntCounterVec};
@@ -98,18 +98,17 @@ impl Cache {
     async fn held(&self, key: WatchKey, credentials: Credentials, etag: &str, wait: Duration) -> Option<Current> {
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline);
-        let mut joined = self.hub.subscribe(key.clone(), credentials.clone(), None).await.ok()?;
+        let mut joined = self.hub.subscribe(key, credentials, None).await.ok()?;
+        // Read from the watch joined: a change between the first read and joining counts too.
+        let changed = |watch: &Watch| watch.latest().filter(|next| next.repr.strong_etag() != etag);
         loop {
+            if let Some(next) = changed(&joined.watch) {
+                return Some(next);
+            }
             tokio::select! {
                 event = joined.rx.recv() => {
                     if let Err(broadcast::error::RecvError::Closed) = event {
                         return None;
-                    }
-                    // An event, or several missed: what is current now?
-                    if let Ok(Some(next)) = self.hub.current(key.clone(), credentials.clone()).await {
-                        if next.repr.strong_etag() != etag {
-                            return Some(next);
-                        }
                     }
                 }
                 () = &mut deadline => return None,

@@ -27,8 +27,9 @@ pub(crate) enum Dispatch {
     Cache(Watched),
     /// A CORS preflight for a route's stream (when `sse.cors_origins` allows any).
     Preflight,
-    /// Step 4: everything else, passed through to the upstream.
-    Pass,
+    /// Step 4: everything else, passed through to the upstream; for a GET on a route path, the
+    /// watch whose stream its answer's `link` names.
+    Pass(Option<Watched>),
 }
 
 /// The watch a stream or cache request is about.
@@ -84,16 +85,10 @@ impl Routing {
             || stream_base(path).is_some_and(|base| self.routes.find(base).is_some())
     }
 
-    /// The watch a pass-through `GET` on a route path is about, for its `link` (section 8).
-    pub(crate) fn route_get(&self, method: &Method, uri: &Uri) -> Option<Watched> {
-        let path = uri.path();
-        let route = (method == Method::GET).then(|| self.routes.find(path)).flatten()?;
-        Some(watched(route, path, uri.query()))
-    }
-
-    /// Section 4, in its order.
+    /// Section 4, in its order. The path is looked up in the route table once as it is and once
+    /// without a `/event-stream` suffix.
     pub(crate) fn dispatch(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Dispatch {
-        let path = uri.path();
+        let (path, query) = (uri.path(), uri.query());
         if path.starts_with("/_herald/") {
             let api =
                 path.strip_prefix(herald_webhooks::PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
@@ -102,46 +97,41 @@ impl Routing {
             }
             return if api { Dispatch::WebhookApi } else { Dispatch::NotFound };
         }
-        if let Some((route, watched_path)) = self.stream_route(method, path, headers) {
-            return Dispatch::Stream(watched(route, watched_path, uri.query()));
+        let route = self.routes.find(path);
+        let base = stream_base(path).map(|base| (base, self.routes.find(base)));
+        let get = method == Method::GET;
+        // Step 2: a GET on a route that ends in `/event-stream` or asks for `text/event-stream`.
+        if let (true, Some((base, Some(r)))) = (get, base) {
+            return Dispatch::Stream(watched(r, base, query));
         }
-        if let Some(route) = self.cache_route(method, path, headers) {
-            return Dispatch::Cache(watched(route, path, uri.query()));
-        }
-        let preflight = method == Method::OPTIONS
-            && self.cors
-            && headers.contains_key(header::ORIGIN)
-            && self.routes.find(stream_base(path).unwrap_or(path)).is_some();
-        if preflight {
-            return Dispatch::Preflight;
-        }
-        Dispatch::Pass
-    }
-
-    /// Step 2: a GET on a route that asks for `text/event-stream` or ends in `/event-stream`;
-    /// the route and the path it watches.
-    fn stream_route<'p>(&self, method: &Method, path: &'p str, headers: &HeaderMap) -> Option<(usize, &'p str)> {
-        if method != Method::GET {
-            return None;
-        }
-        if let Some(base) = stream_base(path) {
-            if let Some(route) = self.routes.find(base) {
-                return Some((route, base));
+        let wants_stream = || {
+            header_items(headers, header::ACCEPT)
+                .any(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")))
+        };
+        if let (true, Some(r)) = (get, route) {
+            if wants_stream() {
+                return Dispatch::Stream(watched(r, path, query));
             }
         }
-        let wants_stream = header_items(headers, header::ACCEPT)
-            .any(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")));
-        wants_stream.then(|| self.routes.find(path).map(|route| (route, path))).flatten()
-    }
-
-    /// Step 3: a GET or HEAD without a body or a range, on a route with `cache: true`.
-    fn cache_route(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<usize> {
-        let plain = matches!(*method, Method::GET | Method::HEAD)
-            && !headers.contains_key(header::RANGE)
-            && headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
-            && !headers.contains_key(header::TRANSFER_ENCODING);
-        let route = self.routes.find(path)?;
-        (plain && self.cache[route]).then_some(route)
+        // Step 3: a GET or HEAD without a body or a range, on a route with `cache: true`.
+        let plain = || {
+            matches!(*method, Method::GET | Method::HEAD)
+                && !headers.contains_key(header::RANGE)
+                && headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+                && !headers.contains_key(header::TRANSFER_ENCODING)
+        };
+        if let Some(r) = route.filter(|&r| self.cache[r] && plain()) {
+            return Dispatch::Cache(watched(r, path, query));
+        }
+        let on_route = match base {
+            Some((_, base_route)) => base_route.is_some(),
+            None => route.is_some(),
+        };
+        if method == Method::OPTIONS && self.cors && headers.contains_key(header::ORIGIN) && on_route {
+            return Dispatch::Preflight;
+        }
+        // Step 4; a GET on a route path says where its stream is (section 8).
+        Dispatch::Pass(route.filter(|_| get).map(|r| watched(r, path, query)))
     }
 }
 
@@ -233,9 +223,10 @@ mod tests {
             Dispatch::Stream(watch(1, "/tasks/42?state=open", Some("5f-3")))
         );
         // Not a route, not a GET, or no sign of wanting a stream: passed through.
-        assert_eq!(dispatch(&r, Method::GET, "/users/event-stream", &[]), Dispatch::Pass);
-        assert_eq!(dispatch(&r, Method::POST, "/tasks/event-stream", &[]), Dispatch::Pass);
-        assert_eq!(dispatch(&r, Method::GET, "/tasks", &[("accept", "application/json")]), Dispatch::Pass);
+        assert_eq!(dispatch(&r, Method::GET, "/users/event-stream", &[]), Dispatch::Pass(None));
+        assert_eq!(dispatch(&r, Method::POST, "/tasks/event-stream", &[]), Dispatch::Pass(None));
+        let tasks = Dispatch::Pass(Some(watch(0, "/tasks", None)));
+        assert_eq!(dispatch(&r, Method::GET, "/tasks", &[("accept", "application/json")]), tasks);
     }
 
     #[test]
@@ -255,10 +246,16 @@ mod tests {
             (Method::GET, &[("transfer-encoding", "chunked")]),
             (Method::PUT, &[]),
         ] {
-            assert_eq!(dispatch(&r, method.clone(), "/tasks/7", headers), Dispatch::Pass, "{method} {headers:?}");
+            // Passed through; a GET's answer links to the stream.
+            let linked = (method == Method::GET).then(|| watch(1, "/tasks/7", None));
+            assert_eq!(
+                dispatch(&r, method.clone(), "/tasks/7", headers),
+                Dispatch::Pass(linked),
+                "{method} {headers:?}"
+            );
         }
         // A route without `cache: true`.
-        assert_eq!(dispatch(&r, Method::GET, "/tasks", &[]), Dispatch::Pass);
+        assert_eq!(dispatch(&r, Method::GET, "/tasks", &[]), Dispatch::Pass(Some(watch(0, "/tasks", None))));
     }
 
     #[test]
@@ -267,9 +264,9 @@ mod tests {
         let with_cors = routing("'https://app.example'");
         assert_eq!(dispatch(&with_cors, Method::OPTIONS, "/tasks/event-stream", &origin), Dispatch::Preflight);
         assert_eq!(dispatch(&with_cors, Method::OPTIONS, "/tasks/9", &origin), Dispatch::Preflight);
-        assert_eq!(dispatch(&with_cors, Method::OPTIONS, "/tasks", &[]), Dispatch::Pass);
-        assert_eq!(dispatch(&with_cors, Method::OPTIONS, "/users", &origin), Dispatch::Pass);
-        assert_eq!(dispatch(&routing(""), Method::OPTIONS, "/tasks", &origin), Dispatch::Pass);
+        assert_eq!(dispatch(&with_cors, Method::OPTIONS, "/tasks", &[]), Dispatch::Pass(None));
+        assert_eq!(dispatch(&with_cors, Method::OPTIONS, "/users", &origin), Dispatch::Pass(None));
+        assert_eq!(dispatch(&routing(""), Method::OPTIONS, "/tasks", &origin), Dispatch::Pass(None));
     }
 
     #[test]
@@ -293,10 +290,13 @@ mod tests {
         );
         assert_eq!(link("/"), "</event-stream>; rel=\"alternate\"; type=\"text/event-stream\"");
         let r = routing("");
-        let get = |target: &str| r.route_get(&Method::GET, &target.parse().unwrap());
-        assert_eq!(get("/tasks/9?lastEventId=3&a=1"), Some(watch(1, "/tasks/9?a=1", Some("3"))));
-        assert_eq!(get("/users"), None);
-        assert_eq!(r.route_get(&Method::POST, &"/tasks".parse().unwrap()), None);
+        let pass = |method: Method, target: &str| match dispatch(&r, method, target, &[("range", "bytes=0-1")]) {
+            Dispatch::Pass(linked) => linked,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(pass(Method::GET, "/tasks/9?lastEventId=3&a=1"), Some(watch(1, "/tasks/9?a=1", Some("3"))));
+        assert_eq!(pass(Method::GET, "/users"), None);
+        assert_eq!(pass(Method::POST, "/tasks"), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::client::{Answer, Fetch, Request};
 use crate::PollError;
 
 /// One page as last fetched: where it was, its validators, its items and where it pointed.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct Page {
     target: String,
     etag: Option<String>,
@@ -35,7 +35,10 @@ pub(crate) async fn fetch(
     cache: &PageCache,
     first: Request<'_>,
 ) -> Result<Answer, PollError> {
-    let known = cache.0.lock().unwrap().clone();
+    // Taken, not copied: a page answering 304 moves its items into this poll's list. After a
+    // failed poll the next one asks every page afresh.
+    let mut known = std::mem::take(&mut *cache.0.lock().unwrap());
+    let known_pages = known.len();
     let mut pages: Vec<Page> = Vec::new();
     let (mut unchanged, mut max_age) = (true, None);
     let mut target = first.target.to_string();
@@ -43,33 +46,34 @@ pub(crate) async fn fetch(
         if pages.len() == cfg.max_pages {
             return Err(PollError::TooManyPages { max: cfg.max_pages });
         }
-        let before = known.iter().find(|p| p.target == target);
+        let before = known.iter().position(|p| p.target == target);
+        let validators = before.map(|i| &known[i]);
         let answer = fetch
             .fetch(Request {
                 target: &target,
                 credentials: first.credentials,
                 withhold: first.withhold,
-                etag: before.and_then(|p| p.etag.as_deref()),
-                last_modified: before.and_then(|p| p.last_modified.as_deref()),
+                etag: validators.and_then(|p| p.etag.as_deref()),
+                last_modified: validators.and_then(|p| p.last_modified.as_deref()),
             })
             .await?;
         let page = match answer {
             Answer::NotModified { max_age: age } => {
-                let Some(before) = before else { return Ok(Answer::NotModified { max_age: age }) };
+                let Some(i) = before else { return Ok(Answer::NotModified { max_age: age }) };
                 max_age = max_age.or(age);
-                before.clone()
+                std::mem::take(&mut known[i])
             }
             Answer::Ok { body, etag, last_modified, max_age: age, link, .. } => {
                 unchanged = false;
                 max_age = max_age.or(age);
-                let doc: Value = serde_json::from_slice(&body)
-                    .map_err(|e| PollError::InvalidPage { target: target.clone(), why: format!("not JSON: {e}") })?;
-                let Some(Value::Array(items)) = doc.pointer(&cfg.items) else {
-                    let why = format!("no array at {:?}", cfg.items);
-                    return Err(PollError::InvalidPage { target: target.clone(), why });
-                };
+                let invalid = |why: String| PollError::InvalidPage { target: target.clone(), why };
+                let mut doc: Value = serde_json::from_slice(&body).map_err(|e| invalid(format!("not JSON: {e}")))?;
                 let next = next_target(fetch, cfg, &target, &doc, link.as_deref());
-                Page { target: target.clone(), etag, last_modified, items: items.clone(), next }
+                let items = match doc.pointer_mut(&cfg.items).map(Value::take) {
+                    Some(Value::Array(items)) => items,
+                    _ => return Err(invalid(format!("no array at {:?}", cfg.items))),
+                };
+                Page { target: target.clone(), etag, last_modified, items, next }
             }
             status @ Answer::Status { .. } => return Ok(status),
         };
@@ -81,13 +85,12 @@ pub(crate) async fn fetch(
             _ => break,
         }
     }
-    let same_pages = known.len() == pages.len();
-    *cache.0.lock().unwrap() = pages.clone();
-    if unchanged && same_pages {
-        return Ok(Answer::NotModified { max_age });
-    }
-    let merged: Vec<Value> = pages.into_iter().flat_map(|p| p.items).collect();
-    let body = serde_json::to_vec(&Value::Array(merged)).expect("values serialize");
+    let merged = (!(unchanged && known_pages == pages.len())).then(|| {
+        let items: Vec<&Value> = pages.iter().flat_map(|p| &p.items).collect();
+        serde_json::to_vec(&items).expect("values serialize")
+    });
+    *cache.0.lock().unwrap() = pages;
+    let Some(body) = merged else { return Ok(Answer::NotModified { max_age }) };
     Ok(Answer::Ok {
         body: Bytes::from(body),
         content_type: Some("application/json".into()),

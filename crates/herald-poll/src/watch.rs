@@ -281,6 +281,12 @@ impl Watch {
         Some(Some(Current { repr, fresh: created, last_poll: st.last_poll }))
     }
 
+    /// What a legacy poller is answered with now: `None` before the first poll, while the
+    /// upstream fails, or once the watch ended.
+    pub fn latest(&self) -> Option<Current> {
+        self.current(false).flatten()
+    }
+
     /// The representation the watch holds now (`None` before its first poll).
     pub fn representation(&self) -> Option<Representation> {
         self.state.lock().unwrap().current.clone()

@@ -495,7 +495,7 @@ impl LegacyApi {
             return Ok((st.board_body(), "/tasks".into()));
         }
         if path == "/paged/tasks" {
-            // `?page=N` (from 1) of `page_size` tasks; the next page in `next` and in `Link`.
+            // `?page=N` (from 1) of `page_size` tasks; the next page in `next`, `cursor` and `Link`.
             let page: usize = req
                 .uri()
                 .query()
@@ -505,8 +505,11 @@ impl LegacyApi {
                 .unwrap_or(1);
             let size = st.page_size.max(1);
             let items: Vec<Value> = st.tasks.iter().skip((page - 1) * size).take(size).cloned().collect();
-            let next = (page * size < st.tasks.len()).then(|| format!("/paged/tasks?page={}", page + 1));
-            return Ok((json!({"items": items, "next": next}), "/tasks".into()));
+            let more = page * size < st.tasks.len();
+            let next = more.then(|| format!("/paged/tasks?page={}", page + 1));
+            // The same next page as a cursor, for `cursor_param: page`.
+            let cursor = more.then_some(page + 1);
+            return Ok((json!({"items": items, "next": next, "cursor": cursor}), "/tasks".into()));
         }
         if let Some(id) = path.strip_prefix("/tasks/") {
             return match st.tasks.iter().find(|t| t["id"] == id) {

@@ -15,7 +15,8 @@ pub fn request_head(input: &[u8]) -> bool {
     let Some(end) = head_end(input, &mut 0) else { return false };
     let upstream = Upstream::new(false, "up:8081", "/api", Duration::from_secs(1));
     let mut out = Vec::new();
-    let Plan::Relay(req) = plan(&input[..end], |_| false, Some(&upstream), [10, 1, 2, 3].into(), &mut out) else {
+    let Plan::Relay(req) = plan(&input[..end], |_| false, Some(&upstream), [10, 1, 2, 3].into(), false, &mut out)
+    else {
         return false;
     };
     assert!(req.head <= end);

@@ -73,7 +73,7 @@ pub(crate) struct Answer {
 }
 
 /// Plans a request whose head is `buf`: relayed (its upstream head then in `out`), claimed by
-/// herald, or hyper's. Only what needs nothing more is relayed: HTTP/1.1 with an origin-form
+/// herald, or hyper's; a write's path is kept when `writes_heard` (someone listens for them). Only what needs nothing more is relayed: HTTP/1.1 with an origin-form
 /// target, one Host, a body framed by at most one Content-Length, no Upgrade, Expect or
 /// Transfer-Encoding.
 pub(crate) fn plan(
@@ -81,6 +81,7 @@ pub(crate) fn plan(
     claims: impl Fn(&str) -> bool,
     upstream: Option<&Upstream>,
     peer: IpAddr,
+    writes_heard: bool,
     out: &mut Vec<u8>,
 ) -> Plan {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
@@ -102,7 +103,7 @@ pub(crate) fn plan(
             head_method: method == "HEAD",
             idempotent: matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"),
             close,
-            written: policy::is_write(method).then(|| path.into()),
+            written: (writes_heard && policy::is_write(method)).then(|| path.into()),
         }),
         None => Plan::Hyper,
     }
@@ -320,8 +321,14 @@ pub(crate) mod tests {
     /// The plan for `head`, with the upstream head it wrote.
     fn plan_of(head: &str) -> (Plan, String) {
         let mut out = Vec::new();
-        let plan =
-            plan(head.as_bytes(), |path| path.starts_with("/tasks"), Some(&upstream()), [10, 1, 2, 3].into(), &mut out);
+        let plan = plan(
+            head.as_bytes(),
+            |path| path.starts_with("/tasks"),
+            Some(&upstream()),
+            [10, 1, 2, 3].into(),
+            true,
+            &mut out,
+        );
         (plan, String::from_utf8(out).unwrap())
     }
 
@@ -403,7 +410,8 @@ pub(crate) mod tests {
             assert_eq!(plan_of(head).0, Plan::Hyper, "{head}");
         }
         // An https upstream: hyper's client.
-        let plan = plan(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n", |_| false, None, [10, 1, 2, 3].into(), &mut Vec::new());
+        let plan =
+            plan(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n", |_| false, None, [10, 1, 2, 3].into(), true, &mut Vec::new());
         assert_eq!(plan, Plan::Hyper);
     }
 

@@ -125,12 +125,9 @@ pub async fn serve(
             Head::Oversized => break Outcome::Hyper(conn.client, conn.buf),
             Head::Gone => break Outcome::Done,
         };
-        match plan(&conn.buf[..len], &claims, lane.upstream.as_ref(), conn.peer, &mut conn.out) {
-            Plan::Relay(mut req) => {
-                // Kept only when someone listens: a write's path, for when it succeeds.
-                if lane.on_write.is_none() {
-                    req.written = None;
-                }
+        let (upstream, writes_heard) = (lane.upstream.as_ref(), lane.on_write.is_some());
+        match plan(&conn.buf[..len], &claims, upstream, conn.peer, writes_heard, &mut conn.out) {
+            Plan::Relay(req) => {
                 if !conn.relay(req, lane, shutdown.is_cancelled()).await {
                     break Outcome::Done;
                 }

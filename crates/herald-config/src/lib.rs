@@ -104,6 +104,8 @@ pub struct Server {
     pub idle_timeout: Duration,
     /// When set, `/admin/*` needs `Authorization: Bearer <it>`. A secret: never logged.
     pub admin_token: Option<String>,
+    /// One structured log line per request on the public listener (never credentials).
+    pub access_log: bool,
 }
 
 /// Bounds on what clients can make herald hold (spec section 5).
@@ -143,6 +145,7 @@ impl Default for Server {
             max_connections: 20_000,
             idle_timeout: Duration::from_secs(60),
             admin_token: None,
+            access_log: false,
         }
     }
 }

@@ -301,6 +301,7 @@ impl<'a> Cx<'a> {
         m.field(self, "max_connections", &mut s.max_connections, |cx, n, p| cx.number(n, p, "a positive integer"));
         m.field(self, "idle_timeout", &mut s.idle_timeout, Cx::duration);
         m.field(self, "admin_token", &mut s.admin_token, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "access_log", &mut s.access_log, Cx::boolean);
         m.field(self, "tls", &mut s.tls, |cx, n, p| {
             let mut tm = cx.map(n, p)?;
             let (mut cert, mut key) = (None, None);

@@ -7,6 +7,7 @@ mod event;
 mod history;
 mod repr;
 mod scope;
+pub mod trace;
 
 pub use event::{encode_comment, encode_frame, Event, EventId, EventKind};
 pub use history::History;

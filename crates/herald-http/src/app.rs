@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Entry;
 use crate::cache::{Cache, Cached};
 use crate::cors::Cors;
 use crate::direct::DirectAnswer;
@@ -60,6 +61,8 @@ pub struct App {
     cors: Cors,
     pub(crate) proxy: Proxy,
     webhooks: Arc<Webhooks>,
+    /// `server.access_log`.
+    access_log: bool,
 }
 
 impl App {
@@ -91,13 +94,23 @@ impl App {
             cors: Cors::new(config.sse.cors_origins.clone()),
             proxy: Proxy::new(upstream, client_tls, &metrics.proxy_requests, on_write, shutdown),
             webhooks,
+            access_log: config.server.access_log,
         }
     }
 
     /// Answers one request. The branches other than the pass-through are boxed: this future is
     /// moved into a box for every request, so it is kept as small as the pass-through's.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        match self.routing.dispatch(req.method(), req.uri(), req.headers()) {
+        let dispatch = self.routing.dispatch(req.method(), req.uri(), req.headers());
+        if self.access_log {
+            let entry = Entry::new(&req, self.answered_by(&dispatch), peer);
+            return entry.log(Box::pin(self.answer(req, peer, dispatch)).await);
+        }
+        self.answer(req, peer, dispatch).await
+    }
+
+    async fn answer(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, dispatch: Dispatch) -> Response<Body> {
+        match dispatch {
             Dispatch::Pass(None) => self.proxy.forward(req, peer).await,
             // A pass-through GET on a route path says where its stream is (section 8).
             Dispatch::Pass(Some(watched)) => with_link(self.proxy.forward(req, peer).await, watched.stream_link()),
@@ -114,6 +127,18 @@ impl App {
                 with_link(resp, link)
             }
             Dispatch::Preflight => self.cors.preflight(req.headers()),
+        }
+    }
+
+    /// What the access log names as having answered a request.
+    fn answered_by(&self, dispatch: &Dispatch) -> String {
+        match dispatch {
+            Dispatch::Stream(w) | Dispatch::Cache(w) => self.streams.hub.route(w.route).name.clone(),
+            Dispatch::Pass(_) => "pass-through".into(),
+            Dispatch::WebhookApi => "webhook-api".into(),
+            Dispatch::Notify => "notify".into(),
+            Dispatch::NotFound => "not-found".into(),
+            Dispatch::Preflight => "preflight".into(),
         }
     }
 

@@ -8,9 +8,11 @@
 //! - [`app`]: a request's answer, by [`dispatch`] (the contract's section 4, a pure function);
 //! - endpoints: [`stream`], [`cache`], [`cors`], [`webhook_api`] (and [`admin`] on its own
 //!   listener);
-//! - [`response`], [`direct`] and [`io`]: writing answers, and what sockets are held to.
+//! - [`response`], [`direct`] and [`io`]: writing answers, and what sockets are held to;
+//!   [`access`]: the access log's line for an answer.
 #![forbid(unsafe_code)]
 
+mod access;
 mod admin;
 mod app;
 mod cache;

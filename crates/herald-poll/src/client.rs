@@ -8,6 +8,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use herald_core::trace::{TraceParent, TRACEPARENT};
+use tracing::{debug, info};
+
 use crate::PollError;
 
 /// One request to the upstream.
@@ -119,7 +122,24 @@ impl UpstreamClient {
         Ok(UpstreamClient { http, base: cfg.url.to_string(), base_path, headers, max_body: cfg.max_body })
     }
 
+    /// One poll or admission check, with a `traceparent` of its own: its trace id is logged (at
+    /// debug, and when it fails) so that an operator can find the request in the upstream's logs.
     async fn get(&self, req: Request<'_>) -> Result<Answer, PollError> {
+        let trace = TraceParent::new();
+        // The path only: a query may carry what is not ours to log.
+        let path = req.target.split('?').next().unwrap_or_default();
+        let answer = self.send(req, &trace).await;
+        match &answer {
+            Ok(Answer::Status { status, .. }) if *status >= 500 => {
+                info!(path, trace_id = %trace.trace_id(), status, "poll answered with a server error")
+            }
+            Ok(_) => debug!(path, trace_id = %trace.trace_id(), "poll answered"),
+            Err(e) => info!(path, trace_id = %trace.trace_id(), error = %e, "poll failed"),
+        }
+        answer
+    }
+
+    async fn send(&self, req: Request<'_>, trace: &TraceParent) -> Result<Answer, PollError> {
         let mut headers = self.headers.clone();
         for name in req.withhold {
             headers.remove(name.as_str());
@@ -127,7 +147,8 @@ impl UpstreamClient {
         for (name, value) in req.credentials {
             headers.insert(name, value.clone());
         }
-        let mut rb = self.http.get(format!("{}{}", self.base, req.target)).headers(headers);
+        let mut rb =
+            self.http.get(format!("{}{}", self.base, req.target)).headers(headers).header(TRACEPARENT, trace.header());
         if let Some(etag) = req.etag {
             rb = rb.header(header::IF_NONE_MATCH, etag);
         }

@@ -80,6 +80,13 @@ impl Cluster {
         Ok(Arc::new(Cluster { redis, bus, replica, lease, metrics }))
     }
 
+    /// Creates a route's series at zero (alerts tell "no replica holds a lease" from "no data").
+    pub(crate) fn init_route(&self, route: &str) {
+        self.metrics.leases.with_label_values(&[route]);
+        self.metrics.lease_changes.with_label_values(&[route]);
+        self.metrics.fenced.with_label_values(&[route]);
+    }
+
     /// Tells every replica (this one too) that the watches of `path` may have changed; false
     /// when Redis did not take it.
     pub(crate) async fn announce_refresh(&self, path: &str) -> bool {

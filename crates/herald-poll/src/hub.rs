@@ -180,6 +180,9 @@ impl Hub {
             cluster: cfg.cluster,
         });
         if let Some(cluster) = &hub.cluster {
+            for route in &hub.routes {
+                cluster.init_route(&route.cfg.name);
+            }
             tokio::spawn(crate::cluster::follow_refreshes(Arc::downgrade(&hub), cluster.clone(), shutdown));
         }
         hub

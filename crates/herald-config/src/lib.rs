@@ -381,6 +381,18 @@ pub enum Format {
     Collection,
 }
 
+impl Format {
+    /// As written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Snapshot => "snapshot",
+            Format::JsonPatch => "json-patch",
+            Format::MergePatch => "merge-patch",
+            Format::Collection => "collection",
+        }
+    }
+}
+
 /// What an item event carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload {

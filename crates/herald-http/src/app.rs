@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use herald_config::Config;
 use herald_poll::Hub;
 use herald_proxy::{OnWrite, Proxy, Upstream};
@@ -18,11 +19,11 @@ use crate::access::Entry;
 use crate::cache::{Cache, Cached};
 use crate::cors::Cors;
 use crate::direct::DirectAnswer;
-use crate::dispatch::{Dispatch, Routing};
-use crate::response::text;
+use crate::dispatch::{Dispatch, Doc, Routing};
+use crate::response::{json, text};
 use crate::stream::Streams;
 use crate::webhook_api::Endpoint;
-use crate::{webhook_api, Body};
+use crate::{describe, webhook_api, Body};
 
 /// Metrics of the public listener.
 #[derive(Clone)]
@@ -63,6 +64,9 @@ pub struct App {
     webhooks: Arc<Webhooks>,
     /// `server.access_log`.
     access_log: bool,
+    /// The AsyncAPI and OpenAPI documents of the configuration, encoded once.
+    asyncapi: Bytes,
+    openapi: Bytes,
 }
 
 impl App {
@@ -95,6 +99,8 @@ impl App {
             proxy: Proxy::new(upstream, client_tls, &metrics.proxy_requests, on_write, shutdown),
             webhooks,
             access_log: config.server.access_log,
+            asyncapi: Bytes::from(describe::asyncapi(config).to_string()),
+            openapi: Bytes::from(describe::openapi(config).to_string()),
         }
     }
 
@@ -117,6 +123,10 @@ impl App {
             Dispatch::WebhookApi => Box::pin(webhook_api::answer(&self.webhooks, Endpoint::Subscriptions, req)).await,
             Dispatch::Notify => Box::pin(webhook_api::answer(&self.webhooks, Endpoint::Notify, req)).await,
             Dispatch::NotFound => text(StatusCode::NOT_FOUND, "not found"),
+            Dispatch::Describe(doc) => json(match doc {
+                Doc::AsyncApi => self.asyncapi.clone(),
+                Doc::OpenApi => self.openapi.clone(),
+            }),
             Dispatch::Stream(watched) => Box::pin(self.stream(&req, watched)).await,
             Dispatch::Cache(watched) => {
                 let link = watched.stream_link();
@@ -138,6 +148,7 @@ impl App {
             Dispatch::WebhookApi => "webhook-api".into(),
             Dispatch::Notify => "notify".into(),
             Dispatch::NotFound => "not-found".into(),
+            Dispatch::Describe(_) => "describe".into(),
             Dispatch::Preflight => "preflight".into(),
         }
     }

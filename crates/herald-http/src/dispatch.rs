@@ -19,6 +19,8 @@ pub(crate) enum Dispatch {
     WebhookApi,
     /// Step 1 too: a change hint (section 13).
     Notify,
+    /// Step 1 too: the gateway's AsyncAPI or OpenAPI document (section 14).
+    Describe(Doc),
     /// Under `/_herald/` but not the API: nothing.
     NotFound,
     /// Step 2: an SSE stream of a route's watch.
@@ -30,6 +32,17 @@ pub(crate) enum Dispatch {
     /// Step 4: everything else, passed through to the upstream; for a GET on a route path, the
     /// watch whose stream its answer's `link` names.
     Pass(Option<Watched>),
+}
+
+/// Where the documents of [`crate::describe`] are served.
+const ASYNCAPI: &str = "/_herald/v1/asyncapi.json";
+const OPENAPI: &str = "/_herald/v1/openapi.json";
+
+/// One of the gateway's descriptions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Doc {
+    AsyncApi,
+    OpenApi,
 }
 
 /// The watch a stream or cache request is about.
@@ -94,6 +107,13 @@ impl Routing {
                 path.strip_prefix(herald_webhooks::PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
             if path == herald_webhooks::NOTIFY {
                 return Dispatch::Notify;
+            }
+            match path {
+                ASYNCAPI if method == Method::GET || method == Method::HEAD => {
+                    return Dispatch::Describe(Doc::AsyncApi)
+                }
+                OPENAPI if method == Method::GET || method == Method::HEAD => return Dispatch::Describe(Doc::OpenApi),
+                _ => {}
             }
             return if api { Dispatch::WebhookApi } else { Dispatch::NotFound };
         }

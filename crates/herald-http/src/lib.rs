@@ -17,6 +17,7 @@ mod admin;
 mod app;
 mod cache;
 mod cors;
+pub mod describe;
 mod direct;
 mod dispatch;
 mod front;

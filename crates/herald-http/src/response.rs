@@ -21,6 +21,16 @@ pub(crate) fn text(status: StatusCode, msg: &str) -> Response<Body> {
         .expect("static parts are valid")
 }
 
+/// A JSON document herald publishes (its descriptions): anyone may read it, from any origin.
+pub(crate) fn json(body: Bytes) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(full(body))
+        .expect("static parts are valid")
+}
+
 /// The comma-separated items of every `name` field, trimmed (`Accept`, `If-None-Match`).
 pub(crate) fn header_items(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
     headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)

@@ -36,6 +36,20 @@ enum Command {
     Check(ConfigArg),
     /// Start the built-in demo legacy API at upstream.url and run the gateway in front of it.
     Demo(ConfigArg),
+    /// Print the AsyncAPI 3.0 (streams and webhooks) or OpenAPI 3.1 (endpoints, subscription
+    /// API, deliveries) document of the configuration.
+    Describe {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value_t = DocFormat::Asyncapi)]
+        format: DocFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DocFormat {
+    Asyncapi,
+    Openapi,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +75,18 @@ fn main() -> ExitCode {
                 }
                 Err(code) => code,
             };
+        }
+        Command::Describe { config, format } => {
+            let config = match load(&config.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let doc = match format {
+                DocFormat::Asyncapi => herald_http::describe::asyncapi(&config),
+                DocFormat::Openapi => herald_http::describe::openapi(&config),
+            };
+            println!("{}", serde_json::to_string_pretty(&doc).expect("a JSON value serializes"));
+            return ExitCode::SUCCESS;
         }
         Command::Run(arg) => (arg, false),
         Command::Demo(arg) => (arg, true),

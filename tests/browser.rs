@@ -93,3 +93,96 @@ async fn the_demo_page_survives_a_restart_and_opens_eight_streams_over_http2() {
     assert!(script.success() && said.last().map(String::as_str) == Some("OK"), "the browser script said {said:?}");
     eprintln!("screenshot of the demo page: {}", screenshot.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_follows_subscribers_live_and_shows_no_credential() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if let Some(why) = missing(&dir) {
+        eprintln!("browser test skipped: {why}");
+        return;
+    }
+    const TOKEN: &str = "status-page-token-0123456789";
+    let (api, upstream) = start_api().await;
+    api.add_user("alice");
+    api.mutate_every(Duration::from_millis(500));
+    let yaml = config(
+        upstream,
+        "routes:\n  \
+         - name: tasks\n    path: /tasks\n    access: public\n    poll: { interval: 200ms, min_interval: 200ms }\n    \
+         events: { format: collection, type: task, collection: { id: /id } }\n  \
+         - name: board\n    path: /board\n    access: public\n    poll: { interval: 200ms, min_interval: 200ms }\n    \
+         events: { format: json-patch, array_id: /id }\n  \
+         - name: my-tasks\n    path: /me/tasks\n    access: per-subscriber\n    vary: [authorization]\n    \
+         poll: { interval: 200ms, min_interval: 200ms }\n",
+    )
+    .replacen("server:\n", &format!("server:\n  admin_token: {TOKEN}\n"), 1);
+    let gw = Gateway::start(&yaml).await;
+    let mut streams = vec![
+        gw.subscribe("/tasks/event-stream", &[]).await,
+        gw.subscribe("/board/event-stream", &[]).await,
+        gw.subscribe("/me/tasks/event-stream", &[("authorization", "Bearer alice")]).await,
+    ];
+    for s in &mut streams {
+        assert_eq!(s.next_within(SOON).await.expect("a snapshot").event, "snapshot");
+    }
+    // What must never be on the page: the subscriber's credential, the scope hash that stands
+    // for it in /admin/watches, and the admin token.
+    let watches: serde_json::Value = serde_json::from_str(
+        &reqwest::Client::new()
+            .get(format!("http://{}/admin/watches", gw.admin))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let scope = watches["watches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["route"] == "my-tasks")
+        .and_then(|w| w["scope"].as_str())
+        .expect("the per-subscriber watch's scope")
+        .to_string();
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut node = tokio::process::Command::new("node")
+        .arg(dir.join("status.mjs"))
+        .env("ADMIN_URL", format!("http://{}", gw.admin))
+        .env("TOKEN", TOKEN)
+        .env("SECRETS", format!("alice,{scope},{TOKEN}"))
+        .env("CHROMIUM", CHROMIUM)
+        .env("SCREENSHOT_DESKTOP", shots.join("status-page.png"))
+        .env("SCREENSHOT_PHONE", shots.join("status-page-phone.png"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut out = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let script = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = out.next_line().await.unwrap() {
+            eprintln!("browser script: {line}");
+            said.push(line.clone());
+            if line == "MORE" {
+                for _ in 0..2 {
+                    let mut s = gw.subscribe("/tasks/event-stream", &[]).await;
+                    assert_eq!(s.next_within(SOON).await.expect("a snapshot").event, "snapshot");
+                    streams.push(s);
+                }
+                stdin.write_all(b"SUBSCRIBED\n").await.unwrap();
+            }
+        }
+        node.wait().await.unwrap()
+    })
+    .await
+    .expect("the browser script finishes");
+    assert!(script.success() && said.last().map(String::as_str) == Some("OK"), "the browser script said {said:?}");
+    eprintln!("screenshots of the status page: {}", shots.display());
+}

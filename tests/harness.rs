@@ -148,6 +148,11 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The configuration file it runs with (rewrite it, then `signal("HUP")` to reload).
+    pub fn config_file(&self) -> PathBuf {
+        self._dir.path().join("gateway.yaml")
+    }
+
     pub fn sigterm(&self) {
         self.signal("TERM");
     }

@@ -123,3 +123,53 @@ async fn every_poll_and_webhook_attempt_carries_a_traceparent_of_its_own() {
     let traced = delivery.traceparent.expect("a traceparent on the delivery");
     assert!(!ids.contains(trace_id(&traced)));
 }
+
+#[tokio::test]
+async fn the_status_page_and_its_feed_need_the_admin_token_and_show_no_scope() {
+    const TOKEN: &str = "status-token-0123456789";
+    let (api, upstream) = start_api().await;
+    api.add_user("alice");
+    let yaml = config(
+        upstream,
+        "routes:\n  - name: mine\n    path: /me/tasks\n    access: per-subscriber\n    vary: [authorization]\n",
+    )
+    .replacen("server:\n", &format!("server:\n  admin_token: {TOKEN}\n"), 1);
+    let gw = Gateway::start(&yaml).await;
+    let mut mine = gw.subscribe("/me/tasks/event-stream", &[("authorization", "Bearer alice")]).await;
+    assert_eq!(mine.next_within(SOON).await.unwrap().event, "snapshot");
+
+    let client = reqwest::Client::new();
+    let admin = |path: &str| format!("http://{}{path}", gw.admin);
+    for path in ["/", "/admin/status", "/admin/status/events"] {
+        let refused = client.get(admin(path)).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{path}");
+        let challenges: Vec<_> = refused.headers().get_all("www-authenticate").iter().collect();
+        assert!(challenges[0].to_str().unwrap().starts_with("Basic realm="), "{challenges:?}");
+        let wrong = client.get(admin(path)).basic_auth("admin", Some("not-the-token-0123456")).send().await.unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+    }
+    let page = client.get(admin("/")).basic_auth("anyone", Some(TOKEN)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("EventSource"));
+
+    let watches: Value = serde_json::from_str(
+        &client.get(admin("/admin/watches")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap(),
+    )
+    .unwrap();
+    let scope = watches["watches"][0]["scope"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {TOKEN}");
+    let mut feed =
+        herald_testkit::SseClient::connect(&admin("/admin/status/events"), &[("authorization", &bearer)]).await;
+    assert_eq!(feed.status, 200);
+    let status = feed.next_within(SOON).await.expect("a status event");
+    assert_eq!(status.event, "status");
+    let state = status.json();
+    assert_eq!(state["watches"][0]["route"], "mine");
+    assert_eq!(state["watches"][0]["subscribers"], 1);
+    assert_eq!(state["routes"]["mine"]["subscribers"], 1.0);
+    assert!(!status.data.contains(&scope) && !status.data.contains("alice"), "{}", status.data);
+    // Live: the next state comes by itself.
+    drop(mine);
+    let later = feed.next_within(SOON).await.expect("the next status event");
+    assert_eq!(later.json()["watches"][0]["subscribers"], 0);
+}

@@ -264,7 +264,7 @@ impl Access {
 }
 
 /// One watched upstream path pattern.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Unique, `[a-z0-9_-]+`; the `route` metric label.
     pub name: String,
@@ -419,7 +419,7 @@ impl Default for CollectionConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Events {
     /// `snapshot`, `json-patch`, `merge-patch` or `collection`.
     pub format: Format,

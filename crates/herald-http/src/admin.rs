@@ -1,10 +1,12 @@
-//! The admin listener (spec section 11): /metrics, /healthz, /readyz and /admin/watches, the
-//! last behind `server.admin_token` when one is set.
+//! The admin listener (spec section 11): /metrics, /healthz, /readyz, /admin/watches and the
+//! status page (`/`, its feed `/admin/status/events`, and `/admin/status`); the last four behind
+//! `server.admin_token` when one is set.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use herald_poll::Hub;
 use herald_webhooks::Webhooks;
 use http::{header, Request, Response, StatusCode};
@@ -15,12 +17,11 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::response::{full, text};
+use crate::status::{unix_ms, Status};
 use crate::Body;
 
 pub struct Admin {
-    registry: Registry,
-    hub: Arc<Hub>,
-    webhooks: Arc<Webhooks>,
+    status: Arc<Status>,
     ready: AtomicBool,
     /// blake3 of `server.admin_token`, compared in constant time.
     token: Option<[u8; 32]>,
@@ -37,19 +38,28 @@ impl Admin {
         shutdown: CancellationToken,
     ) -> Self {
         let token = admin_token.map(|t| *blake3::hash(t.as_bytes()).as_bytes());
-        Admin { registry, hub, webhooks, ready: AtomicBool::new(false), token, shutdown }
+        let status = Arc::new(Status { registry, hub, webhooks });
+        Admin { status, ready: AtomicBool::new(false), token, shutdown }
     }
 
-    /// Whether `req` may read `/admin/*`: always without a token, else with `Bearer <token>`.
+    /// Whether `req` may read `/admin/*` and the status page: always without a token, else with
+    /// `Bearer <token>`, or HTTP Basic with the token as the password (any user name), which is
+    /// how a browser can present it to the page and to the page's EventSource.
     fn authorized<B>(&self, req: &Request<B>) -> bool {
         let Some(token) = &self.token else { return true };
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        blake3::hash(presented.trim().as_bytes()).as_bytes().ct_eq(token).into()
+        let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let presented = if let Some(bearer) = value.strip_prefix("Bearer ") {
+            bearer.trim().as_bytes().to_vec()
+        } else if let Some(basic) = value.strip_prefix("Basic ") {
+            let decoded = BASE64.decode(basic.trim()).unwrap_or_default();
+            match decoded.iter().position(|&b| b == b':') {
+                Some(colon) => decoded[colon + 1..].to_vec(),
+                None => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        blake3::hash(&presented).as_bytes().ct_eq(token).into()
     }
 
     /// Called once every listener is bound.
@@ -65,12 +75,12 @@ impl Admin {
         if !self.ready.load(Ordering::Acquire) {
             return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners are still starting");
         }
-        if let Some(cluster) = self.hub.cluster() {
+        if let Some(cluster) = self.status.hub.cluster() {
             if let Err(e) = cluster.check().await {
                 return text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}"));
             }
         }
-        match tokio::time::timeout(std::time::Duration::from_secs(2), self.webhooks.store_ready()).await {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.status.webhooks.store_ready()).await {
             Ok(Ok(())) => text(StatusCode::OK, "ready"),
             Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {e}")),
             Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: the store did not answer within 2s"),
@@ -78,24 +88,33 @@ impl Admin {
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        if req.uri().path().starts_with("/admin/") && !self.authorized(&req) {
+        let path = req.uri().path();
+        if (path == "/" || path.starts_with("/admin/")) && !self.authorized(&req) {
             let mut resp = text(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <server.admin_token>");
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            // Basic first: a browser asks for it (the token as the password) and then sends it
+            // with the page's own requests.
+            for challenge in [r#"Basic realm="herald admin", charset="UTF-8""#, "Bearer"] {
+                resp.headers_mut().append(header::WWW_AUTHENTICATE, http::HeaderValue::from_static(challenge));
+            }
             return resp;
         }
         match req.uri().path() {
+            "/" => Status::page(),
+            "/admin/status" => json_pretty(&self.status.snapshot()),
+            "/admin/status/events" => self.status.clone().feed(self.shutdown.clone()),
             "/healthz" => text(StatusCode::OK, "ok"),
             "/readyz" => self.readiness().await,
             "/metrics" => {
                 let mut buf = Vec::new();
                 let encoder = TextEncoder::new();
-                if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+                if let Err(e) = encoder.encode(&self.status.registry.gather(), &mut buf) {
                     return text(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode metrics: {e}"));
                 }
                 Response::builder().header(header::CONTENT_TYPE, encoder.format_type()).body(full(buf)).expect("valid")
             }
             "/admin/watches" => {
                 let rows: Vec<_> = self
+                    .status
                     .hub
                     .watches()
                     .into_iter()
@@ -115,16 +134,16 @@ impl Admin {
                         })
                     })
                     .collect();
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(full(serde_json::to_vec_pretty(&json!({ "watches": rows })).expect("JSON values serialize")))
-                    .expect("valid")
+                json_pretty(&json!({ "watches": rows }))
             }
-            _ => text(StatusCode::NOT_FOUND, "not found (try /metrics, /healthz, /readyz, /admin/watches)"),
+            _ => text(StatusCode::NOT_FOUND, "not found (try /, /metrics, /healthz, /readyz, /admin/watches)"),
         }
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+fn json_pretty(value: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(serde_json::to_vec_pretty(value).expect("JSON values serialize")))
+        .expect("valid")
 }

@@ -2,7 +2,7 @@
 //! that answers it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use herald_config::Config;
@@ -70,9 +70,11 @@ pub struct App {
 }
 
 impl App {
-    /// `shutdown` also closes the pass-through's idle upstream connections.
+    /// `slots`: the hub's slot of each of `config.routes` ([`Hub::reload`]). `shutdown` also
+    /// closes the pass-through's idle upstream connections.
     pub fn new(
         config: &Config,
+        slots: &[usize],
         hub: Arc<Hub>,
         sessions: Sessions,
         webhooks: Arc<Webhooks>,
@@ -92,8 +94,8 @@ impl App {
             }) as OnWrite
         });
         App {
-            routing: Routing::new(config),
-            cache: Cache::new(config, hub.clone(), &metrics.cache_requests),
+            routing: Routing::new(config, slots),
+            cache: Cache::new(config, slots, hub.clone(), &metrics.cache_requests),
             streams: Streams { hub, sessions },
             cors: Cors::new(config.sse.cors_origins.clone()),
             proxy: Proxy::new(upstream, client_tls, &metrics.proxy_requests, on_write, shutdown),
@@ -166,6 +168,28 @@ impl App {
         let mut resp = self.streams.open(req.headers(), watched).await;
         self.cors.allow(req.headers(), &mut resp);
         resp
+    }
+}
+
+/// The application in force. A reload replaces it whole; a request keeps the one it started with.
+pub struct Current(RwLock<Arc<App>>);
+
+impl Current {
+    pub fn new(app: App) -> Arc<Self> {
+        Arc::new(Current(RwLock::new(Arc::new(app))))
+    }
+
+    pub fn get(&self) -> Arc<App> {
+        self.0.read().unwrap().clone()
+    }
+
+    pub fn replace(&self, app: App) {
+        *self.0.write().unwrap() = Arc::new(app);
+    }
+
+    /// [`Routing::claims`] of the application in force (the fast lane asks it per request).
+    pub(crate) fn claims(&self, path: &str) -> bool {
+        self.0.read().unwrap().routing.claims(path)
     }
 }
 

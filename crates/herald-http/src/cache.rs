@@ -2,6 +2,7 @@
 //! running watch, with its ETag, Age and conditional 304s, instead of reaching the upstream; a
 //! long poll (`Prefer: wait=N`) is held until the watch changes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +20,8 @@ use crate::Body;
 pub(crate) struct Cache {
     hub: Arc<Hub>,
     /// `herald_cache_requests_total` per route, resolved once.
-    counters: Vec<Counters>,
+    /// By the hub's route slot.
+    counters: HashMap<usize, Counters>,
 }
 
 struct Counters {
@@ -36,20 +38,21 @@ pub(crate) enum Cached {
 }
 
 impl Cache {
-    pub(crate) fn new(config: &Config, hub: Arc<Hub>, requests: &IntCounterVec) -> Self {
+    pub(crate) fn new(config: &Config, slots: &[usize], hub: Arc<Hub>, requests: &IntCounterVec) -> Self {
         let counters = config
             .routes
             .iter()
-            .map(|r| {
+            .zip(slots)
+            .map(|(r, &slot)| {
                 let counter = |result| requests.with_label_values(&[r.name.as_str(), result]);
-                Counters { hit: counter("hit"), miss: counter("miss"), bypass: counter("bypass") }
+                (slot, Counters { hit: counter("hit"), miss: counter("miss"), bypass: counter("bypass") })
             })
             .collect();
         Cache { hub, counters }
     }
 
     pub(crate) async fn answer<B>(&self, req: &Request<B>, watched: Watched) -> Cached {
-        let counters = &self.counters[watched.route];
+        let counters = &self.counters[&watched.route];
         let route = watched.route;
         let (key, credentials) = match self.hub.watch_key(route, watched.target, req.headers()).await {
             Ok(found) => found,

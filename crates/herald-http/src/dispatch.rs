@@ -76,15 +76,18 @@ pub(crate) struct Routing {
     routes: RouteTable,
     /// `routes[i].cache`.
     cache: Vec<bool>,
+    /// The hub's slot of `routes[i]` (the same index until a reload).
+    slots: Vec<usize>,
     /// Whether any origin may make cross-origin requests (`sse.cors_origins`).
     cors: bool,
 }
 
 impl Routing {
-    pub(crate) fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config, slots: &[usize]) -> Self {
         Routing {
             routes: RouteTable::new(&config.routes),
             cache: config.routes.iter().map(|r| r.cache).collect(),
+            slots: slots.to_vec(),
             cors: !config.sse.cors_origins.is_empty(),
         }
     }
@@ -122,7 +125,7 @@ impl Routing {
         let get = method == Method::GET;
         // Step 2: a GET on a route that ends in `/event-stream` or asks for `text/event-stream`.
         if let (true, Some((base, Some(r)))) = (get, base) {
-            return Dispatch::Stream(watched(r, base, query));
+            return Dispatch::Stream(watched(self.slots[r], base, query));
         }
         let wants_stream = || {
             header_items(headers, header::ACCEPT)
@@ -130,7 +133,7 @@ impl Routing {
         };
         if let (true, Some(r)) = (get, route) {
             if wants_stream() {
-                return Dispatch::Stream(watched(r, path, query));
+                return Dispatch::Stream(watched(self.slots[r], path, query));
             }
         }
         // Step 3: a GET or HEAD without a body or a range, on a route with `cache: true`.
@@ -141,7 +144,7 @@ impl Routing {
                 && !headers.contains_key(header::TRANSFER_ENCODING)
         };
         if let Some(r) = route.filter(|&r| self.cache[r] && plain()) {
-            return Dispatch::Cache(watched(r, path, query));
+            return Dispatch::Cache(watched(self.slots[r], path, query));
         }
         let on_route = match base {
             Some((_, base_route)) => base_route.is_some(),
@@ -151,7 +154,7 @@ impl Routing {
             return Dispatch::Preflight;
         }
         // Step 4; a GET on a route path says where its stream is (section 8).
-        Dispatch::Pass(route.filter(|_| get).map(|r| watched(r, path, query)))
+        Dispatch::Pass(route.filter(|_| get).map(|r| watched(self.slots[r], path, query)))
     }
 }
 
@@ -203,7 +206,8 @@ mod tests {
             "upstream: {{url: 'http://127.0.0.1:9'}}\nsse: {{cors_origins: [{cors}]}}\nroutes:\n\
              - {{name: tasks, path: /tasks, cache: false}}\n- {{name: task, path: '/tasks/{{id}}'}}\n"
         );
-        Routing::new(&herald_config::load("g.yaml", &yaml, &|_| None).unwrap())
+        let config = herald_config::load("g.yaml", &yaml, &|_| None).unwrap();
+        Routing::new(&config, &(0..config.routes.len()).collect::<Vec<_>>())
     }
 
     fn dispatch(routing: &Routing, method: Method, target: &str, headers: &[(&str, &str)]) -> Dispatch {

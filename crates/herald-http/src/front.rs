@@ -3,14 +3,13 @@
 //! the socket ([`direct`]); anything else goes to hyper with the bytes read so far.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use herald_proxy::fast::{self, Outcome};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::app::App;
+use crate::app::Current;
 use crate::direct;
 use crate::io::Limits;
 
@@ -25,7 +24,7 @@ pub(crate) enum Front {
 pub(crate) async fn plain(
     stream: TcpStream,
     peer: SocketAddr,
-    app: &Arc<App>,
+    current: &Current,
     limits: Limits,
     shutdown: &CancellationToken,
 ) -> Front {
@@ -34,12 +33,13 @@ pub(crate) async fn plain(
         max_header_size: limits.max_header_size,
         idle_timeout: limits.idle_timeout,
     };
-    let claims = |path: &str| app.routing.claims(path);
+    let claims = |path: &str| current.claims(path);
+    let app = current.get();
     match fast::serve(stream, peer, app.proxy.fast_lane(), claims, fast_limits, shutdown).await {
         Outcome::Done => Front::Done,
         Outcome::Hyper(stream, read) => Front::Hyper(stream, read),
         Outcome::Claimed(mut stream, read) => {
-            let Some(answer) = direct::parse(&read).and_then(|req| app.clone().direct_stream(req)) else {
+            let Some(answer) = direct::parse(&read).and_then(|req| current.get().direct_stream(req)) else {
                 return Front::Hyper(stream, read);
             };
             let resp = answer.await;

@@ -24,12 +24,13 @@ mod front;
 mod io;
 mod listener;
 mod response;
+mod status;
 mod stream;
 mod tls;
 mod webhook_api;
 
 pub use admin::Admin;
-pub use app::{App, HttpMetrics};
+pub use app::{App, Current, HttpMetrics};
 pub use herald_proxy::{Body, BoxError};
 pub use io::Limits;
 pub use listener::serve;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::app::App;
+use crate::app::Current;
 use crate::front::{self, Front};
 use crate::io::{Activity, Limits, Stalled};
 use crate::{direct, Body, BoxError, Tls};
@@ -35,7 +35,7 @@ pub async fn serve<F, Fut>(
     limits: Limits,
     tls: Option<Arc<Tls>>,
     handler: F,
-    front: Option<Arc<App>>,
+    front: Option<Arc<Current>>,
     shutdown: CancellationToken,
     grace: Duration,
 ) where
@@ -106,7 +106,7 @@ pub async fn serve<F, Fut>(
                 None => {
                     let (stream, read) = match &front {
                         None => (stream, Vec::new()),
-                        Some(app) => match Box::pin(front::plain(stream, peer, app, limits, &shutdown)).await {
+                        Some(current) => match Box::pin(front::plain(stream, peer, current, limits, &shutdown)).await {
                             Front::Done => return,
                             Front::Hyper(stream, read) => (stream, read),
                         },

@@ -2,7 +2,8 @@
 //! with its poll loop. Also the admission checks of `shared` routes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -68,11 +69,42 @@ impl Default for Credentials {
     }
 }
 
-/// A route with what its watches need at hand: label handles resolved once.
-pub(crate) struct RouteCtx {
+/// A route with what its watches need at hand: label handles resolved once. Reads as its
+/// [`Route`].
+pub struct RouteCtx {
     pub(crate) cfg: Route,
     pub(crate) encoding: Encoding,
     pub(crate) metrics: RouteMetrics,
+    /// Removed or changed by a reload: it makes no new watch.
+    retired: AtomicBool,
+}
+
+impl std::ops::Deref for RouteCtx {
+    type Target = Route;
+
+    fn deref(&self) -> &Route {
+        &self.cfg
+    }
+}
+
+impl RouteCtx {
+    fn new(r: Route, metrics: &PollMetrics) -> Self {
+        let name = r.name.as_str();
+        let outcome = |o| metrics.polls.with_label_values(&[name, o]);
+        let metrics = RouteMetrics {
+            events: metrics.events.with_label_values(&[name]),
+            changed: outcome("changed"),
+            not_modified: outcome("not_modified"),
+            unchanged: outcome("unchanged"),
+            error: outcome("error"),
+            invalid: metrics.invalid.with_label_values(&[name]),
+            refused: metrics.refused.with_label_values(&[name]),
+            duration: metrics.poll_duration.with_label_values(&[name]),
+            bytes: metrics.bytes.with_label_values(&[name]),
+            watches: metrics.watches.with_label_values(&[name]),
+        };
+        RouteCtx { encoding: encoding(&r), cfg: r, metrics, retired: AtomicBool::new(false) }
+    }
 }
 
 fn encoding(r: &Route) -> Encoding {
@@ -122,14 +154,17 @@ pub struct HubConfig {
 }
 
 pub struct Hub {
-    routes: Vec<Arc<RouteCtx>>,
+    /// Every route this process has served, by slot: a reload appends the routes it changes or
+    /// adds and retires those it changes or removes, so a slot never names another route.
+    routes: RwLock<Vec<Arc<RouteCtx>>>,
+    metrics: PollMetrics,
     fetch: Arc<dyn Fetch>,
     pub(crate) limiter: Limiter,
     queue: usize,
     limits: herald_config::Limits,
     watches: Mutex<Watches>,
     /// Shared routes: admission checks that passed, for `authorize_ttl`.
-    admitted: moka::sync::Cache<Admission, ()>,
+    admitted: moka::sync::Cache<Admission, Duration>,
     scopes: ScopeHasher,
     pub(crate) shutdown: CancellationToken,
     /// Cluster mode: watches live in Redis; `None`: in this process only.
@@ -145,42 +180,22 @@ struct Watches {
 
 impl Hub {
     pub fn new(cfg: HubConfig, fetch: Arc<dyn Fetch>, metrics: &PollMetrics, shutdown: CancellationToken) -> Arc<Self> {
-        let ttls = cfg.routes.iter().map(|r| r.authorize_ttl).collect();
-        let routes = cfg
-            .routes
-            .into_iter()
-            .map(|r| {
-                let name = r.name.as_str();
-                let outcome = |o| metrics.polls.with_label_values(&[name, o]);
-                let metrics = RouteMetrics {
-                    events: metrics.events.with_label_values(&[name]),
-                    changed: outcome("changed"),
-                    not_modified: outcome("not_modified"),
-                    unchanged: outcome("unchanged"),
-                    error: outcome("error"),
-                    invalid: metrics.invalid.with_label_values(&[name]),
-                    refused: metrics.refused.with_label_values(&[name]),
-                    duration: metrics.poll_duration.with_label_values(&[name]),
-                    bytes: metrics.bytes.with_label_values(&[name]),
-                    watches: metrics.watches.with_label_values(&[name]),
-                };
-                Arc::new(RouteCtx { encoding: encoding(&r), cfg: r, metrics })
-            })
-            .collect();
+        let routes = cfg.routes.into_iter().map(|r| Arc::new(RouteCtx::new(r, metrics))).collect();
         let hub = Arc::new(Hub {
-            routes,
+            routes: RwLock::new(routes),
+            metrics: metrics.clone(),
             fetch,
             limiter: Limiter::new(cfg.max_polls_per_second, cfg.max_concurrency),
             queue: cfg.queue,
             limits: cfg.limits,
             watches: Mutex::new(Watches::default()),
-            admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(PerRouteTtl(ttls)).build(),
+            admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(AuthorizeTtl).build(),
             scopes: ScopeHasher::new(cfg.scope_key),
             shutdown: shutdown.clone(),
             cluster: cfg.cluster,
         });
         if let Some(cluster) = &hub.cluster {
-            for route in &hub.routes {
+            for route in hub.routes.read().unwrap().iter() {
                 cluster.init_route(&route.cfg.name);
             }
             tokio::spawn(crate::cluster::follow_refreshes(Arc::downgrade(&hub), cluster.clone(), shutdown));
@@ -193,8 +208,63 @@ impl Hub {
         self.cluster.as_ref()
     }
 
-    pub fn route(&self, index: usize) -> &Route {
-        &self.routes[index].cfg
+    /// The route in slot `index` (from dispatch, or a [`WatchKey`]).
+    pub fn route(&self, index: usize) -> Arc<RouteCtx> {
+        self.routes.read().unwrap()[index].clone()
+    }
+
+    /// Applies a reloaded configuration's routes: a route whose name and settings are unchanged
+    /// keeps its slot, its watches, their streams and history; the others get new slots, and the
+    /// routes they replace (or that are gone) are retired: their watches end, and their streams
+    /// with `event: error` `{"reason":"reconfigured"}` (clients reconnect, to the new route if
+    /// there is one). Returns the slot of each of `routes`, in order.
+    pub fn reload(&self, routes: Vec<Route>) -> Vec<usize> {
+        let mut slots = Vec::with_capacity(routes.len());
+        let retired: Vec<Arc<RouteCtx>> = {
+            let mut table = self.routes.write().unwrap();
+            let live = |r: &Arc<RouteCtx>| !r.retired.load(Ordering::Relaxed);
+            for route in routes {
+                match table.iter().position(|r| live(r) && r.cfg == route) {
+                    Some(slot) => slots.push(slot),
+                    None => {
+                        if let Some(cluster) = &self.cluster {
+                            cluster.init_route(&route.name);
+                        }
+                        table.push(Arc::new(RouteCtx::new(route, &self.metrics)));
+                        slots.push(table.len() - 1);
+                    }
+                }
+            }
+            let retired: Vec<_> = table
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| live(r) && !slots.contains(i))
+                .map(|(_, r)| r.clone())
+                .collect();
+            for r in &retired {
+                r.retired.store(true, Ordering::Relaxed);
+            }
+            retired
+        };
+        if retired.is_empty() {
+            return slots;
+        }
+        let ended: Vec<Arc<Watch>> = {
+            let mut watches = self.watches.lock().unwrap();
+            let ended: Vec<_> =
+                watches.map.values().filter(|w| retired.iter().any(|r| Arc::ptr_eq(r, &w.route))).cloned().collect();
+            for w in &ended {
+                unmap(&mut watches, w);
+            }
+            ended
+        };
+        for r in &retired {
+            info!(route = %r.cfg.name, "route changed or removed by a reload: its streams end with reconfigured");
+        }
+        for w in ended {
+            w.terminate(encode_frame("error", None, br#"{"reason":"reconfigured"}"#));
+        }
+        slots
     }
 
     /// The watch a subscriber presenting `headers` joins for `target` on a route (section 5),
@@ -219,7 +289,7 @@ impl Hub {
 
     /// [`Hub::watch_key`] without the admission check of `shared` routes.
     pub fn key_for(&self, route_index: usize, target: String, headers: &HeaderMap) -> (WatchKey, Credentials) {
-        let target = allowed_query(self.route(route_index), target);
+        let target = allowed_query(&self.route(route_index), target);
         match self.route(route_index).access {
             Access::Public => {
                 (WatchKey { route: route_index, target, scope: Scope::Everybody }, Credentials::default())
@@ -338,7 +408,11 @@ impl Hub {
         key: &WatchKey,
         credentials: &Credentials,
     ) -> Result<Arc<Watch>, Refusal> {
-        let route = self.routes[key.route].clone();
+        let route = self.route(key.route);
+        if route.retired.load(Ordering::Relaxed) {
+            // Dispatched just before a reload replaced its route: the client asks again.
+            return Err(Refusal::herald(503, "route reconfigured, try again\n", Some(Duration::from_secs(1))));
+        }
         // Watches end `linger` after their last subscriber: a fair time to come back.
         let retry = Some(route.cfg.poll.linger.max(Duration::from_secs(1)));
         if watches.map.len() >= self.limits.max_watches {
@@ -384,7 +458,7 @@ impl Hub {
         drop(permit);
         match answer {
             Ok(Answer::Ok { .. }) => {
-                self.admitted.insert(admission, ());
+                self.admitted.insert(admission, self.route(route).authorize_ttl);
                 Ok(())
             }
             Ok(Answer::Status { status, content_type, body, .. }) => Err(Refusal::upstream(status, content_type, body)),
@@ -721,11 +795,12 @@ struct Admission {
 }
 
 /// Admissions expire after their route's `authorize_ttl`.
-struct PerRouteTtl(Vec<Duration>);
+/// An admission is remembered for its route's `authorize_ttl` (the value).
+struct AuthorizeTtl;
 
-impl moka::Expiry<Admission, ()> for PerRouteTtl {
-    fn expire_after_create(&self, key: &Admission, _value: &(), _now: std::time::Instant) -> Option<Duration> {
-        Some(self.0[key.route])
+impl moka::Expiry<Admission, Duration> for AuthorizeTtl {
+    fn expire_after_create(&self, _key: &Admission, ttl: &Duration, _now: std::time::Instant) -> Option<Duration> {
+        Some(*ttl)
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub use client::{Answer, Fetch, FetchFuture, Request, UpstreamClient};
 pub use cluster::{watch_id, Cluster, HeldLease};
-pub use hub::{Credentials, Hub, HubConfig, Refusal};
+pub use hub::{Credentials, Hub, HubConfig, Refusal, RouteCtx};
 pub use limit::{Limiter, Permit, Priority};
 pub use metrics::PollMetrics;
 pub use schedule::{jittered, Schedule};

@@ -75,13 +75,16 @@ impl SseMetrics {
     }
 }
 
+#[derive(Clone)]
 pub struct SseConfig {
     pub heartbeat: Duration,
     pub retry: Duration,
     pub max_subscribers: usize,
 }
 
-/// All SSE sessions of the process: the `max_subscribers` budget and what every session shares.
+/// All SSE sessions of the process: the `max_subscribers` budget and what every session shares
+/// (a clone shares them too).
+#[derive(Clone)]
 pub struct Sessions {
     cfg: SseConfig,
     metrics: SseMetrics,

@@ -175,7 +175,7 @@ impl Webhooks {
     fn view(&self, s: &Subscription, secret: Option<&str>) -> Value {
         let payload = s.payload.clone().or_else(|| {
             let route = self.shared.route_of(&s.path)?;
-            Some(crate::payload_name(events::default_payload(self.shared.hub.route(route))).to_string())
+            Some(crate::payload_name(events::default_payload(&self.shared.hub.route(route))).to_string())
         });
         let mut v = json!({
             "id": s.id,

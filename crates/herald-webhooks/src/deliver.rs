@@ -57,7 +57,7 @@ impl Dispatcher {
         shared: Arc<Shared>,
         watcher: Arc<Watcher>,
         shutdown: CancellationToken,
-    ) -> Result<(), reqwest::Error> {
+    ) -> Result<Arc<Dispatcher>, reqwest::Error> {
         let cfg = &shared.cfg;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -77,8 +77,13 @@ impl Dispatcher {
         let inflight = Mutex::new(HashSet::new());
         let d = Arc::new(Dispatcher { shared, watcher, client, inflight, permits, done });
         tokio::spawn(d.clone().take_due(shutdown));
-        tokio::spawn(d.record(outcomes));
-        Ok(())
+        tokio::spawn(d.clone().record(outcomes));
+        Ok(d)
+    }
+
+    /// Messages being attempted now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inflight.lock().unwrap().len()
     }
 
     /// Takes due messages while there is room in flight; sleeps until woken (a new message, a

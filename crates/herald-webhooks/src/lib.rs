@@ -47,7 +47,8 @@ pub enum WebhookError {
 /// What the API, the watches and the delivery engine share.
 pub(crate) struct Shared {
     cfg: herald_config::Webhooks,
-    routes: RouteTable,
+    /// The routes in force, and the hub's slot of each (the same index until a reload).
+    routes: RwLock<(RouteTable, Vec<usize>)>,
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     /// Every subscription, as stored; the store is written first, then this.
@@ -72,9 +73,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The index of the route a subscription's path (+ query) falls under.
+    /// The hub's slot of the route a subscription's path (+ query) falls under.
     fn route_of(&self, path: &str) -> Option<usize> {
-        self.routes.find(path.split('?').next().unwrap_or(path))
+        let routes = self.routes.read().unwrap();
+        routes.0.find(path.split('?').next().unwrap_or(path)).map(|i| routes.1[i])
     }
 
     /// Changes a subscription in memory and, when `f` says it changed, in the store (in the
@@ -111,6 +113,21 @@ impl Shared {
 pub struct Webhooks {
     shared: Arc<Shared>,
     watcher: Arc<Watcher>,
+    dispatcher: Arc<deliver::Dispatcher>,
+}
+
+/// The delivery queue at a glance (the status page): never a subscription's URL or secret.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct QueueStatus {
+    /// Messages waiting for an attempt, due now or later.
+    pub pending: i64,
+    /// Messages being attempted now.
+    pub in_flight: usize,
+    /// Messages that exhausted their retry schedule since this process started.
+    pub dead: u64,
+    /// Subscriptions, and those stopped (`disabled` or `unauthorized`).
+    pub subscriptions: usize,
+    pub stopped: usize,
 }
 
 impl Webhooks {
@@ -134,7 +151,7 @@ impl Webhooks {
             api_keys: cfg.api_keys.iter().map(|k| *blake3::hash(k.as_bytes()).as_bytes()).collect(),
             guard: Arc::new(Guard::new(cfg.allow_private_destinations.clone())),
             cfg,
-            routes: RouteTable::new(routes),
+            routes: RwLock::new((RouteTable::new(routes), (0..routes.len()).collect())),
             store,
             hub,
             subs: RwLock::new(subs),
@@ -146,14 +163,33 @@ impl Webhooks {
         });
         let watcher = Watcher::new(shared.clone(), shutdown.clone());
         watcher.refresh(Start::Resume);
-        deliver::Dispatcher::start(shared.clone(), watcher.clone(), shutdown.clone())?;
+        let dispatcher = deliver::Dispatcher::start(shared.clone(), watcher.clone(), shutdown.clone())?;
         if shared.hub.cluster().is_some() {
             tokio::spawn(follow_subscriptions(shared.clone(), watcher.clone(), shutdown.clone()));
         }
         tokio::spawn(prune(shared.clone(), shutdown));
         let count = shared.subs.read().unwrap().len();
         info!(subscriptions = count, "webhooks started");
-        Ok(Arc::new(Webhooks { shared, watcher }))
+        Ok(Arc::new(Webhooks { shared, watcher, dispatcher }))
+    }
+
+    /// A reload's routes ([`Hub::reload`] gave their slots): each subscription's watch moves to
+    /// its route as it is now, resuming from the representation it recorded, so a change made
+    /// meanwhile is still delivered; subscriptions whose route is gone wait for one to match.
+    pub fn reload(&self, routes: &[Route], slots: &[usize]) {
+        *self.shared.routes.write().unwrap() = (RouteTable::new(routes), slots.to_vec());
+        self.watcher.refresh(Start::Resume);
+    }
+
+    pub fn queue_status(&self) -> QueueStatus {
+        let subs = self.shared.subs.read().unwrap();
+        QueueStatus {
+            pending: self.shared.metrics.queue_depth.get(),
+            in_flight: self.dispatcher.in_flight(),
+            dead: self.shared.metrics.dead(),
+            subscriptions: subs.len(),
+            stopped: subs.values().filter(|s| s.status.stopped()).count(),
+        }
     }
 
     /// The subscription API answers only when API keys are configured.

@@ -50,4 +50,9 @@ impl WebhookMetrics {
     pub(crate) fn outcome(&self, outcome: &str) {
         self.deliveries.with_label_values(&[outcome]).inc();
     }
+
+    /// Messages that went `dead` since the process started.
+    pub(crate) fn dead(&self) -> u64 {
+        self.deliveries.with_label_values(&["dead"]).get()
+    }
 }

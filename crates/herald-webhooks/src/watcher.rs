@@ -305,12 +305,12 @@ impl Watcher {
             let payload = match sub.payload.as_deref() {
                 Some("lean") => Payload::Lean,
                 Some(_) => Payload::Rich,
-                None => events::default_payload(route),
+                None => events::default_payload(&route),
             };
             let list = match by_payload.entry(payload == Payload::Rich) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(events::events(route, &old.value, &new.value, &key.target, payload)?)
+                    e.insert(events::events(&route, &old.value, &new.value, &key.target, payload)?)
                 }
             };
             for ev in list.iter().filter(|ev| events::matches(&sub.filter, &ev.event_type)) {

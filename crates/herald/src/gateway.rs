@@ -2,13 +2,13 @@
 //! listeners, and runs until SIGTERM/SIGINT, then drains within `server.shutdown_grace`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use herald_config::{Config, Log, LogFormat, Storage, StorageKind};
-use herald_http::{Admin, App, HttpMetrics, Limits, Tls};
+use herald_http::{Admin, App, Current, HttpMetrics, Limits, Tls};
 use herald_poll::{Cluster, Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
 use herald_store::redis::{Redis, RedisStore};
@@ -16,8 +16,9 @@ use herald_store::{RedbStore, Store};
 use herald_webhooks::{WebhookMetrics, Webhooks};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info, warn};
 
 pub(crate) fn init_logging(log: &Log) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -29,7 +30,8 @@ pub(crate) fn init_logging(log: &Log) {
     }
 }
 
-pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::Result<()> {
+/// Runs the gateway of `config`, read from `file` (read again on SIGHUP).
+pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, demo: bool) -> anyhow::Result<()> {
     if demo {
         start_demo_api(&config).await?;
     }
@@ -95,7 +97,11 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
     )
     .await?;
     let metrics = HttpMetrics::new(&registry)?;
-    let app = Arc::new(App::new(&config, hub.clone(), sessions, webhooks.clone(), metrics, shutdown.clone()));
+    let slots: Vec<usize> = (0..config.routes.len()).collect();
+    let app =
+        App::new(&config, &slots, hub.clone(), sessions.clone(), webhooks.clone(), metrics.clone(), shutdown.clone());
+    let current = Current::new(app);
+    let (hub_for_reload, webhooks_for_reload) = (hub.clone(), webhooks.clone());
     let admin = Arc::new(Admin::new(registry, hub, webhooks, config.server.admin_token.as_deref(), shutdown.clone()));
 
     let public = bind(config.server.listen, "server.listen").await?;
@@ -112,16 +118,12 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
     }
     let limits = Limits::from_config(&config.server, &config.sse);
     // The fast lane and direct streams answer outside hyper, and outside the access log.
-    let front = (!config.server.access_log).then(|| app.clone());
-    let public_task = tokio::spawn(herald_http::serve(
-        public,
-        limits,
-        tls,
-        move |req, peer| app.clone().handle(req, peer),
-        front,
-        shutdown.clone(),
-        grace,
-    ));
+    let front = (!config.server.access_log).then(|| current.clone());
+    let handler = {
+        let current = current.clone();
+        move |req, peer| current.get().handle(req, peer)
+    };
+    let public_task = tokio::spawn(herald_http::serve(public, limits, tls, handler, front, shutdown.clone(), grace));
     // The admin listener outlives the public one's drain, so that /readyz can say "shutting down".
     let admin_stop = CancellationToken::new();
     let admin_task = {
@@ -142,6 +144,18 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
         print_demo_tour(&config, public_addr, admin_addr);
     }
 
+    let reloads = Reloads {
+        file,
+        running: config,
+        hub: hub_for_reload,
+        sessions,
+        webhooks: webhooks_for_reload,
+        metrics,
+        current,
+        shutdown: shutdown.clone(),
+    };
+    tokio::spawn(reloads.run());
+
     wait_for_signal().await?;
     info!(?grace, "shutting down: closing streams and draining connections");
     shutdown.cancel();
@@ -159,12 +173,84 @@ pub(crate) async fn run(config: Config, tls: Option<Arc<Tls>>, demo: bool) -> an
     Ok(())
 }
 
+/// `SIGHUP`: the configuration file is read again and its routes applied (section 14); what else
+/// changed needs a restart and keeps its running value (each is named in a warning). A file with
+/// problems is refused with `herald check`'s messages, and the running configuration stays.
+struct Reloads {
+    file: PathBuf,
+    running: Config,
+    hub: Arc<Hub>,
+    sessions: Sessions,
+    webhooks: Arc<Webhooks>,
+    metrics: HttpMetrics,
+    current: Arc<Current>,
+    shutdown: CancellationToken,
+}
+
+impl Reloads {
+    async fn run(mut self) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(hup) => hup,
+            Err(e) => return warn!(error = %e, "cannot listen for SIGHUP; reloading is off"),
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => self.reload(),
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        let file = self.file.display();
+        let loaded = match crate::reread(&self.file) {
+            Ok(config) => config,
+            Err(problems) => {
+                for problem in &problems {
+                    error!(problem = %problem, "configuration refused");
+                }
+                return error!(file = %file, problems = problems.len(), "reload refused: the running configuration stays");
+            }
+        };
+        let mut next = self.running.clone();
+        for (section, changed) in [
+            ("server", format!("{:?}", next.server) != format!("{:?}", loaded.server)),
+            ("limits", next.limits != loaded.limits),
+            ("upstream", format!("{:?}", next.upstream) != format!("{:?}", loaded.upstream)),
+            ("storage", next.storage != loaded.storage),
+            ("sse", format!("{:?}", next.sse) != format!("{:?}", loaded.sse)),
+            ("webhooks", format!("{:?}", next.webhooks) != format!("{:?}", loaded.webhooks)),
+            ("log", format!("{:?}", next.log) != format!("{:?}", loaded.log)),
+        ] {
+            if changed {
+                warn!(section, "reload: this section changed; it takes effect at the next restart");
+            }
+        }
+        next.routes = loaded.routes;
+        next.positions = loaded.positions;
+        let slots = self.hub.reload(next.routes.clone());
+        self.webhooks.reload(&next.routes, &slots);
+        let app = App::new(
+            &next,
+            &slots,
+            self.hub.clone(),
+            self.sessions.clone(),
+            self.webhooks.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        );
+        self.current.replace(app);
+        info!(file = %file, routes = next.routes.len(), reloaded = true, "configuration reloaded");
+        self.running = next;
+    }
+}
+
 async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({key})"))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
         r = tokio::signal::ctrl_c() => r?,

@@ -106,7 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(gateway::run(config, tls, demo)) {
+    match runtime.block_on(gateway::run(config, arg.config.clone(), tls, demo)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herald: {e:#}");
@@ -162,6 +162,21 @@ fn check_store(config: &herald_config::Config) -> Result<(), herald_config::Prob
         Err(e) => {
             Err(config.positions.problem("storage.path", format!("cannot open the store in {}: {e}", storage.path)))
         }
+    }
+}
+
+/// The configuration file read again and checked as `herald run` checks it (SIGHUP): the
+/// configuration, or every problem as `herald check` words it.
+pub(crate) fn reread(file: &std::path::Path) -> Result<herald_config::Config, Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| vec![format!("{}: cannot read the configuration: {e}", file.display())])?;
+    let config = herald_config::load(&file.display().to_string(), &text, &|name| std::env::var(name).ok())
+        .map_err(|problems| problems.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let (config, _tls, problems) = prepare(config, file);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems.iter().map(ToString::to_string).collect())
     }
 }
 

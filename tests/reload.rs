@@ -1,0 +1,99 @@
+//! `SIGHUP` reloads gateway.yaml (section 14): unchanged routes keep their watches, streams and
+//! history; changed and removed routes end their streams with `reconfigured`; a file with
+//! problems is refused with `herald check`'s messages and the running configuration stays.
+
+use std::time::Duration;
+
+use herald_tests::*;
+
+const TASKS: &str = "  - name: tasks\n    path: /tasks\n    access: public\n    \
+                     poll: { interval: 100ms, min_interval: 100ms, adaptive: false, jitter: 0 }\n    \
+                     events: { format: collection, type: task, collection: { id: /id } }\n";
+const BOARD: &str = "  - name: board\n    path: /board\n    access: public\n    \
+                     poll: { interval: 100ms, min_interval: 100ms, adaptive: false, jitter: 0 }\n    \
+                     events: { format: json-patch, array_id: /id }\n";
+const TASK: &str = "  - name: task\n    path: '/tasks/{id}'\n    access: public\n    \
+                    poll: { interval: 100ms, min_interval: 100ms, adaptive: false, jitter: 0 }\n    \
+                    events: { format: merge-patch }\n";
+
+/// Rewrites the gateway's file and sends SIGHUP; waits for the log line saying how it went.
+async fn reload(gw: &Gateway, yaml: &str, outcome: &str) {
+    let before = gw.logs().matches(outcome).count();
+    std::fs::write(gw.config_file(), yaml).unwrap();
+    gw.signal("HUP");
+    eventually(outcome, || gw.logs().matches(outcome).count() > before).await;
+}
+
+#[tokio::test]
+async fn unchanged_routes_keep_their_streams_and_removed_ones_are_told() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, &format!("routes:\n{TASKS}{BOARD}"))).await;
+    let mut tasks = gw.subscribe("/tasks/event-stream", &[]).await;
+    let mut board = gw.subscribe("/board/event-stream", &[]).await;
+    assert_eq!(tasks.next_within(SOON).await.unwrap().event, "snapshot");
+    assert_eq!(board.next_within(SOON).await.unwrap().event, "snapshot");
+    api.add_task("before the reload");
+    let created = tasks.next_within(SOON).await.unwrap();
+    assert_eq!(created.event, "task.created");
+
+    // Adds a route, removes one, leaves one as it was.
+    reload(&gw, &config(upstream, &format!("routes:\n{TASKS}{TASK}")), "configuration reloaded").await;
+
+    let error = board.next_within(SOON).await.expect("the removed route's stream is told");
+    assert_eq!((error.event.as_str(), error.data.as_str()), ("error", r#"{"reason":"reconfigured"}"#));
+    assert!(board.next_within(Duration::from_secs(2)).await.is_none(), "and then ends");
+
+    // The unchanged route's stream goes on where it was: the next event, no new snapshot.
+    let id = api.add_task("after the reload");
+    let next = tasks.next_within(SOON).await.unwrap();
+    assert_eq!(next.event, "task.created");
+    assert_eq!(next.json()["resourceId"], id.as_str());
+    assert_eq!(seq(&next), seq(&created) + 1, "the same watch and history");
+
+    // The new route streams; the removed one is no route any more (passed through).
+    let mut task = gw.subscribe(&format!("/tasks/{id}/event-stream"), &[]).await;
+    assert_eq!(task.status, 200);
+    assert_eq!(task.next_within(SOON).await.unwrap().event, "snapshot");
+    let gone = gw.subscribe("/board/event-stream", &[]).await;
+    assert_ne!(gone.status, 200);
+    let watches = gw.admin_get("/admin/watches").await;
+    assert!(!watches.contains("\"board\""), "{watches}");
+}
+
+#[tokio::test]
+async fn a_changed_route_ends_its_streams_and_serves_the_new_settings() {
+    let (_api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, &format!("routes:\n{TASKS}{BOARD}"))).await;
+    let mut board = gw.subscribe("/board/event-stream", &[]).await;
+    assert_eq!(board.next_within(SOON).await.unwrap().event, "snapshot");
+    let mut tasks = gw.subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!(tasks.next_within(SOON).await.unwrap().event, "snapshot");
+
+    let snapshots = BOARD.replace("format: json-patch, array_id: /id", "format: snapshot");
+    reload(&gw, &config(upstream, &format!("routes:\n{TASKS}{snapshots}")), "configuration reloaded").await;
+    let error = board.next_within(SOON).await.unwrap();
+    assert_eq!(error.data, r#"{"reason":"reconfigured"}"#);
+    let mut again = gw.subscribe("/board/event-stream", &[]).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.next_within(SOON).await.unwrap().event, "snapshot");
+    // Nothing but heartbeats on the unchanged route (the demo API changes nothing by itself here).
+    assert!(tasks.next_within(Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_file_with_problems_is_refused_and_the_running_configuration_stays() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, &format!("routes:\n{TASKS}"))).await;
+    let mut tasks = gw.subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!(tasks.next_within(SOON).await.unwrap().event, "snapshot");
+
+    let bad = config(upstream, &format!("routes:\n{}", TASKS.replace("interval: 100ms,", "interval: 5 secs,")));
+    reload(&gw, &bad, "reload refused").await;
+    // herald check's own words, with file, line and column.
+    let logs = gw.logs();
+    assert!(logs.contains("gateway.yaml:") && logs.contains("routes[0].poll.interval: invalid duration"), "{logs}");
+
+    api.add_task("still served");
+    assert_eq!(tasks.next_within(SOON).await.unwrap().event, "task.created");
+    assert_eq!(reqwest::get(gw.url("/tasks")).await.unwrap().headers()["x-herald-cache"], "hit");
+}

@@ -97,3 +97,44 @@ async fn a_file_with_problems_is_refused_and_the_running_configuration_stays() {
     assert_eq!(tasks.next_within(SOON).await.unwrap().event, "task.created");
     assert_eq!(reqwest::get(gw.url("/tasks")).await.unwrap().headers()["x-herald-cache"], "hit");
 }
+
+#[tokio::test]
+async fn webhook_subscriptions_follow_their_route_through_a_reload() {
+    const KEY: &str = "test-api-key-0123456789";
+    let (api, upstream) = start_api().await;
+    let receiver = herald_testkit::Receiver::new();
+    let addr = receiver.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let head = format!(
+        "storage:\n  kind: memory\nwebhooks:\n  api_keys: [{KEY}]\n  allow_private_destinations: [127.0.0.0/8]\n"
+    );
+    let gw = Gateway::start(&config(upstream, &format!("{head}routes:\n{TASKS}"))).await;
+    let created = reqwest::Client::new()
+        .post(gw.url("/_herald/v1/webhooks"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"url":"http://{addr}/hook","path":"/tasks"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let sub: serde_json::Value = serde_json::from_str(&created.text().await.unwrap()).unwrap();
+    receiver.trust(sub["secret"].as_str().unwrap());
+    api.add_task("before");
+    assert!(receiver.wait_until(SOON, |d| d.len() == 1).await, "delivered before the reload");
+
+    // The route changes (lean payloads now): its watch is replaced, and the subscription moves
+    // to the new one from what it recorded, so a change made meanwhile is still delivered.
+    let lean = TASKS.replace("collection: { id: /id }", "collection: { id: /id, payload: lean }");
+    std::fs::write(gw.config_file(), config(upstream, &format!("{head}routes:\n{lean}"))).unwrap();
+    api.add_task("during");
+    gw.signal("HUP");
+    eventually("reloaded", || gw.logs().contains("configuration reloaded")).await;
+    api.add_task("after");
+    assert!(receiver.wait_until(SOON, |d| d.len() >= 3).await, "every change delivered: {:?}", receiver.accepted());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 3, "{accepted:?}");
+    let ids: std::collections::HashSet<_> = accepted.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(ids.len(), accepted.len(), "no change delivered twice");
+    assert!(accepted.iter().all(|d| d.event_type == "task.created"));
+}

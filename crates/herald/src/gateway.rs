@@ -313,7 +313,7 @@ fn print_demo_tour(config: &Config, public: SocketAddr, admin: SocketAddr) {
 herald demo is running.
   legacy API (polling only, changes every 2 s): {up}
   herald, in front of it:                       http://{public}
-  admin (metrics, watches):                     http://{admin}
+  admin (status page, metrics, watches):       http://{admin}/
 
 Try, in another terminal:
   curl -N http://{public}/tasks/event-stream                # a snapshot, then task.created/updated/deleted
@@ -324,6 +324,7 @@ Try, in another terminal:
   curl -i -H 'Authorization: Bearer mallory' http://{public}/me/tasks/event-stream  # the API's own 401
   curl -i http://{public}/tasks                             # a legacy poll, answered from the watch
   curl http://{admin}/admin/watches
+  curl http://{public}/_herald/v1/asyncapi.json            # every stream and its events (AsyncAPI 3.0)
   curl -s http://{admin}/metrics | grep ^herald_
 Webhooks (the demo's API key; the demo API's POST /echo stands in for a receiver):
   curl -H 'Authorization: Bearer demo-key-change-me-0123' -d '{{\"url\":\"{up}/echo\",\"path\":\"/tasks\"}}' http://{public}/_herald/v1/webhooks

@@ -25,7 +25,7 @@ async fn a_thousand_credentials_never_see_each_others_data() {
         .replace("  timeout: 2s\n", "  timeout: 5s\n  max_polls_per_second: 5000\n  max_concurrency: 128\n  headers:\n    authorization: Bearer service\n")
         + "sse:\n  max_subscribers: 10000\nroutes:\n  \
            - name: mine\n    path: /me/tasks\n    vary: [authorization]\n    poll: { interval: 1s, min_interval: 1s, adaptive: false }\n  \
-           - name: item\n    path: /me/tasks/{id}\n    access: shared\n    vary: [authorization]\n    poll: { interval: 1s, min_interval: 1s, adaptive: false }\n";
+           - name: item\n    path: /me/tasks/{id}\n    access: shared\n    vary: [authorization]\n    poll: { interval: 1s, min_interval: 1s, adaptive: false, linger: 10m }\n";
     let gw = std::sync::Arc::new(Gateway::start(&yaml).await);
 
     // Every user, at once: their own list as a stream and as a poll, their own item on the

@@ -58,6 +58,44 @@ async fn https_negotiates_h2_and_streams_over_it() {
     assert!(reqwest::get(gw.url("/echo")).await.is_err());
 }
 
+// A stream over HTTP/1.1 and TLS is written directly on the TLS connection (as a plain one is on
+// its socket); everything else there is hyper's, keep-alive included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_requests_over_http1_and_tls() {
+    let (api, gw, _dir) = start_tls().await;
+    let (version, stream, verbose) =
+        curl(&["--http1.1", "-N", "--max-time", "2", "-H", "accept: text/event-stream"], &gw.https_url("/tasks"));
+    assert_eq!(version, "1.1", "{verbose}");
+    assert!(stream.contains("event: snapshot") && stream.contains("retry: "), "{stream}\n{verbose}");
+    assert!(verbose.contains("transfer-encoding: chunked"), "{verbose}");
+
+    // Events keep coming on a stream held open.
+    let (version, stream, _) = {
+        let url = gw.https_url("/tasks/event-stream");
+        let adding = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            api.add_task("over tls");
+        });
+        let got =
+            tokio::task::spawn_blocking(move || curl(&["--http1.1", "-N", "--max-time", "7"], &url)).await.unwrap();
+        adding.await.unwrap();
+        got
+    };
+    assert_eq!(version, "1.1");
+    assert!(stream.contains("event: change") && stream.contains("over tls"), "{stream}");
+
+    // Requests that are not streams, one after the other on a kept-alive connection.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(fixture("tls-a.pem")).unwrap()).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    for path in ["/tasks", "/echo?n=1", "/echo?n=2"] {
+        let resp = client.get(gw.https_url(path)).send().await.unwrap();
+        assert_eq!((resp.version(), resp.status().as_u16()), (reqwest::Version::HTTP_11, 200), "{path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_certificate_is_picked_up_without_a_restart() {
     let (_api, gw, dir) = start_tls().await;

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::subscribers::{find, now_ns, Subscribers, PER_PROCESS};
+use crate::subscribers::{find, now_ns, Subscribers, Transport, CERT_PEM, KEY_PEM, PER_PROCESS};
 use crate::{percentile, usage, Usage};
 
 #[derive(clap::Args, Clone)]
@@ -60,6 +60,10 @@ pub struct Args {
     /// External target: the processes to measure (their CPU and RSS are summed).
     #[arg(long, value_delimiter = ',')]
     pub pid: Vec<u32>,
+    /// How subscribers connect: `plain` (HTTP/1.1), `tls` (HTTP/1.1 over TLS), or `h2:N` (HTTP/2
+    /// over TLS, N streams per connection). herald serves the tests' certificate, which they trust.
+    #[arg(long, default_value = "plain", value_parser = Transport::parse)]
+    pub transport: Transport,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +84,13 @@ enum Running {
 /// herald in front of the testkit API at `upstream`: `/tasks` as item events, polled every
 /// `poll`, with `storage` (a YAML flow mapping).
 pub(crate) fn tasks_yaml(upstream: SocketAddr, poll: &str, storage: &str) -> String {
+    tasks_yaml_with(upstream, poll, storage, "")
+}
+
+/// [`tasks_yaml`] with more `server` keys (`server_extra`: `, key: value…`).
+fn tasks_yaml_with(upstream: SocketAddr, poll: &str, storage: &str, server_extra: &str) -> String {
     format!(
-        "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, max_connections: 100000 }}\n\
+        "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, max_connections: 100000{server_extra} }}\n\
          upstream: {{ url: 'http://{upstream}' }}\n\
          log: {{ format: json, level: info }}\n\
          storage: {storage}\n\
@@ -106,7 +115,14 @@ impl Running {
                 let upstream = api.serve("127.0.0.1:0".parse()?).await?;
                 let dir = tempfile::tempdir()?;
                 let poll = humantime::format_duration(args.poll).to_string();
-                let gw = Gateway::start(&tasks_yaml(upstream, &poll, "{ kind: memory }")).await;
+                let mut tls = String::new();
+                if args.transport.tls() {
+                    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+                    std::fs::write(&cert, CERT_PEM)?;
+                    std::fs::write(&key, KEY_PEM)?;
+                    tls = format!(", tls: {{ cert: '{}', key: '{}' }}", cert.display(), key.display());
+                }
+                let gw = Gateway::start(&tasks_yaml_with(upstream, &poll, "{ kind: memory }", &tls)).await;
                 Running::Herald { gw, api, _dir: dir }
             }
             Target::Floor => {
@@ -194,8 +210,13 @@ fn bench_bin(args: &Args) -> anyhow::Result<PathBuf> {
 pub async fn fanout(args: Args) -> anyhow::Result<Value> {
     let target = Running::start(&args).await?;
     let idle_before = target.usage();
-    let subs =
-        Subscribers::start(target.addr(), target.path(), args.subs, args.per_process, &bench_bin(&args)?).await?;
+    anyhow::ensure!(
+        args.transport == Transport::Plain || args.target == Target::Herald,
+        "--transport tls and h2 measure herald only"
+    );
+    let bin = bench_bin(&args)?;
+    let subs = Subscribers::start_over(args.transport, target.addr(), target.path(), args.subs, args.per_process, &bin)
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(90);
     let (ready, failed) = (&subs.counts.ready, &subs.counts.failed);
     while ready.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < args.subs && Instant::now() < deadline {
@@ -256,6 +277,7 @@ fn summarize(
         "rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
         "rss_per_subscriber_bytes": (before.rss_bytes.saturating_sub(idle_before.rss_bytes)) as f64 / connected.max(1) as f64,
         "poll_interval_ms": args.poll.as_secs_f64() * 1000.0,
+        "transport": args.transport.to_string(),
     })
 }
 
@@ -292,6 +314,9 @@ pub struct IdleArgs {
     pub sizes: Vec<usize>,
     #[arg(skip)]
     pub bench_bin: Option<PathBuf>,
+    /// How subscribers connect (see `fanout --transport`).
+    #[arg(long, default_value = "plain", value_parser = Transport::parse)]
+    pub transport: Transport,
 }
 
 /// The `idle` scenario: memory per idle subscriber at each size (RSS growth / N).
@@ -310,9 +335,10 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<Value> {
             publish: None,
             publish_body: String::new(),
             pid: Vec::new(),
+            transport: args.transport,
         })
         .await?;
-        rows.push(json!({ "subscribers": r["subscribers"], "rss_per_subscriber_bytes": r["rss_per_subscriber_bytes"], "rss_mib": r["rss_mib"] }));
+        rows.push(json!({ "transport": args.transport.to_string(), "subscribers": r["subscribers"], "rss_per_subscriber_bytes": r["rss_per_subscriber_bytes"], "rss_mib": r["rss_mib"] }));
     }
     Ok(json!({ "scenario": "idle", "target": format!("{:?}", args.target).to_lowercase(), "sizes": rows }))
 }

@@ -14,6 +14,73 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
+/// How subscribers reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// HTTP/1.1 over TCP: one connection per subscriber.
+    #[default]
+    Plain,
+    /// HTTP/1.1 over TLS: one connection per subscriber.
+    Tls,
+    /// HTTP/2 over TLS, this many streams (subscribers) per connection.
+    H2(usize),
+}
+
+impl Transport {
+    /// `plain`, `tls`, or `h2:STREAMS_PER_CONNECTION`.
+    pub fn parse(s: &str) -> Result<Transport, String> {
+        match s.split_once(':') {
+            None if s == "plain" => Ok(Transport::Plain),
+            None if s == "tls" => Ok(Transport::Tls),
+            None if s == "h2" => Ok(Transport::H2(1)),
+            Some(("h2", n)) => {
+                n.parse().ok().filter(|&n| n > 0).map(Transport::H2).ok_or_else(|| format!("bad stream count {n:?}"))
+            }
+            _ => Err(format!("expected plain, tls or h2:N, got {s:?}")),
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        self != Transport::Plain
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Plain => f.write_str("plain"),
+            Transport::Tls => f.write_str("tls"),
+            Transport::H2(n) => write!(f, "h2:{n}"),
+        }
+    }
+}
+
+/// The certificate herald serves in TLS runs (the tests' fixture, for 127.0.0.1 and localhost),
+/// and its key; the subscribers trust it alone.
+pub const CERT_PEM: &[u8] = include_bytes!("../../../tests/fixtures/tls-a.pem");
+pub const KEY_PEM: &[u8] = include_bytes!("../../../tests/fixtures/tls-a.key");
+
+/// A TLS client that trusts [`CERT_PEM`] and offers `alpn`.
+fn connector(alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(CERT_PEM) {
+        roots.add(cert.expect("the fixture certificate parses")).expect("a valid root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A byte stream a subscriber reads: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 const MARKER: &[u8] = b"chg";
 const MARKER_LEN: usize = 3 + 6;
 
@@ -63,17 +130,29 @@ impl Subscribers {
         per_process: usize,
         bin: &std::path::Path,
     ) -> anyhow::Result<Subscribers> {
+        Subscribers::start_over(Transport::Plain, addr, path, n, per_process, bin).await
+    }
+
+    /// [`Subscribers::start`] over `transport`.
+    pub async fn start_over(
+        transport: Transport,
+        addr: SocketAddr,
+        path: &str,
+        n: usize,
+        per_process: usize,
+        bin: &std::path::Path,
+    ) -> anyhow::Result<Subscribers> {
         let counts = Arc::new(Counts::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let path: &'static str = path.to_owned().leak();
         let mut groups = Vec::new();
         if n <= per_process {
-            groups = subscribe(addr, path, 0..n, counts.clone(), stopped).await;
+            groups = subscribe(transport, addr, path, 0..n, counts.clone(), stopped).await;
         } else {
             let processes = n.div_ceil(per_process);
             for p in 0..processes {
                 let range = (n * p / processes)..(n * (p + 1) / processes);
-                groups.push(child(bin, addr, path, range, counts.clone(), stopped.clone())?);
+                groups.push(child(bin, transport, addr, path, range, counts.clone(), stopped.clone())?);
             }
         }
         Ok(Subscribers { counts, stop, groups })
@@ -94,6 +173,7 @@ impl Subscribers {
 /// closing its stdin stops it, and it answers with one line of receipts.
 fn child(
     bin: &std::path::Path,
+    transport: Transport,
     addr: SocketAddr,
     path: &str,
     range: std::ops::Range<usize>,
@@ -101,7 +181,7 @@ fn child(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<Vec<Receipt>>> {
     let mut child = tokio::process::Command::new(bin)
-        .args(["subscribers", "--addr", &addr.to_string(), "--path", path])
+        .args(["subscribers", "--addr", &addr.to_string(), "--path", path, "--transport", &transport.to_string()])
         .args(["--first", &range.start.to_string(), "--count", &range.len().to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -148,13 +228,16 @@ pub struct ChildArgs {
     first: usize,
     #[arg(long)]
     count: usize,
+    #[arg(long, default_value = "plain", value_parser = Transport::parse)]
+    transport: Transport,
 }
 
 pub async fn run_child(args: ChildArgs) -> anyhow::Result<()> {
     let counts = Arc::new(Counts::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let path: &'static str = args.path.leak();
-    let tasks = subscribe(args.addr, path, args.first..args.first + args.count, counts.clone(), stopped).await;
+    let range = args.first..args.first + args.count;
+    let tasks = subscribe(args.transport, args.addr, path, range, counts.clone(), stopped).await;
     let mut stdin = tokio::io::stdin();
     let mut out = tokio::io::stdout();
     let mut sink = [0u8; 64];
@@ -187,18 +270,37 @@ const BATCH: usize = 500;
 /// Opens the subscriptions numbered `range`, spreading source addresses over 127.0.0.0/8 so that
 /// no one address runs out of ephemeral ports. Returns their tasks.
 pub(crate) async fn subscribe(
+    transport: Transport,
     addr: SocketAddr,
     path: &'static str,
     range: std::ops::Range<usize>,
     counts: Arc<Counts>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Vec<Receipt>>> {
+    // Subscribers per connection, and the TLS client when there is one.
+    let per_conn = match transport {
+        Transport::H2(n) => n,
+        Transport::Plain | Transport::Tls => 1,
+    };
+    let tls = match transport {
+        Transport::Plain => None,
+        Transport::Tls => Some(connector(b"http/1.1")),
+        Transport::H2(_) => Some(connector(b"h2")),
+    };
     let mut tasks = Vec::with_capacity(range.len());
-    for (opened, i) in range.enumerate() {
+    let first = range.start;
+    for (opened, i) in range.clone().enumerate() {
+        if !(i - first).is_multiple_of(per_conn) {
+            continue;
+        }
+        let streams = per_conn.min(range.end - i);
         let src = Ipv4Addr::new(127, 1 + (i / 62_500) as u8, ((i / 250) % 250) as u8 + 1, (i % 250) as u8 + 1);
-        let (mine, stop) = (counts.clone(), stop.clone());
+        let (mine, stop, tls) = (counts.clone(), stop.clone(), tls.clone());
         tasks.push(tokio::spawn(async move {
-            let got = subscriber(addr, src, path, &mine, stop).await;
+            let got = match (transport, tls) {
+                (Transport::H2(_), Some(tls)) => h2_connection(addr, src, &tls, path, streams, &mine, stop).await,
+                (_, tls) => subscriber(addr, src, tls.as_ref(), path, &mine, stop).await,
+            };
             got.unwrap_or_else(|e| {
                 if mine.failed.fetch_add(1, Ordering::Relaxed) == 0 {
                     eprintln!("\na subscription failed (the first; more are counted): {e}");
@@ -206,7 +308,7 @@ pub(crate) async fn subscribe(
                 Vec::new()
             })
         }));
-        if opened % BATCH == BATCH - 1 {
+        if opened / BATCH != (opened + streams) / BATCH {
             let waited = Instant::now();
             while counts.settled() + BATCH <= opened && waited.elapsed() < Duration::from_secs(10) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -224,6 +326,7 @@ const ATTEMPTS: usize = 5;
 async fn subscriber(
     addr: SocketAddr,
     src: Ipv4Addr,
+    tls: Option<&tokio_rustls::TlsConnector>,
     path: &str,
     counts: &Counts,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -231,7 +334,7 @@ async fn subscriber(
     let mut buf = vec![0u8; 16 << 10];
     let mut attempt = 1;
     let (mut s, mut n) = loop {
-        let (s, n) = open(addr, src, path, &mut buf).await?;
+        let (s, n) = open(addr, src, tls, path, &mut buf).await?;
         if buf.starts_with(b"HTTP/1.1 200 ") || buf.starts_with(b"HTTP/1.0 200 ") {
             break (s, n);
         }
@@ -251,24 +354,7 @@ async fn subscriber(
         if n == 0 {
             return Ok(got);
         }
-        let at = now_ns();
-        let end = keep + n;
-        let mut i = 0;
-        while let Some(pos) = find(&buf[i..end], MARKER) {
-            let start = i + pos;
-            if start + MARKER_LEN > end {
-                break;
-            }
-            if let Some(k) = std::str::from_utf8(&buf[start + 3..start + MARKER_LEN]).ok().and_then(|d| d.parse().ok())
-            {
-                if !got.iter().any(|(seen, _)| *seen == k) {
-                    got.push((k, at));
-                }
-            }
-            i = start + MARKER_LEN;
-        }
-        keep = (end - i).min(MARKER_LEN - 1);
-        buf.copy_within(end - keep..end, 0);
+        keep = scan(&mut buf, keep + n, &mut got);
         n = tokio::select! {
             n = s.read(&mut buf[keep..]) => n?,
             _ = stop.wait_for(|stop| *stop) => 0,
@@ -276,14 +362,120 @@ async fn subscriber(
     }
 }
 
-/// Connects from `src`, asks for the stream, and reads the answer's first bytes into `buf`.
-async fn open(addr: SocketAddr, src: Ipv4Addr, path: &str, buf: &mut [u8]) -> std::io::Result<(TcpStream, usize)> {
+/// Records the markers in `buf[..end]` not seen before; moves the bytes a marker split across
+/// reads may start with to the front, and returns how many.
+fn scan(buf: &mut [u8], end: usize, got: &mut Vec<Receipt>) -> usize {
+    let at = now_ns();
+    let mut i = 0;
+    while let Some(pos) = find(&buf[i..end], MARKER) {
+        let start = i + pos;
+        if start + MARKER_LEN > end {
+            break;
+        }
+        if let Some(k) = std::str::from_utf8(&buf[start + 3..start + MARKER_LEN]).ok().and_then(|d| d.parse().ok()) {
+            if !got.iter().any(|(seen, _)| *seen == k) {
+                got.push((k, at));
+            }
+        }
+        i = start + MARKER_LEN;
+    }
+    let keep = (end - i).min(MARKER_LEN - 1);
+    buf.copy_within(end - keep..end, 0);
+    keep
+}
+
+/// A TCP connection from `src`, with TLS over it when `tls` is given.
+async fn connect(
+    addr: SocketAddr,
+    src: Ipv4Addr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> std::io::Result<Box<dyn Io>> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(src.into(), 0))?;
-    let mut s = socket.connect(addr).await?;
+    let tcp: TcpStream = socket.connect(addr).await?;
+    Ok(match tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            Box::new(tls.connect(name, tcp).await?)
+        }
+    })
+}
+
+/// Connects from `src`, asks for the stream, and reads the answer's first bytes into `buf`.
+async fn open(
+    addr: SocketAddr,
+    src: Ipv4Addr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    path: &str,
+    buf: &mut [u8],
+) -> std::io::Result<(Box<dyn Io>, usize)> {
+    let mut s = connect(addr, src, tls).await?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n").as_bytes()).await?;
     let n = s.read(buf).await?;
     Ok((s, n))
+}
+
+/// One HTTP/2 connection from `src` carrying `streams` subscribers; their receipts together.
+async fn h2_connection(
+    addr: SocketAddr,
+    src: Ipv4Addr,
+    tls: &tokio_rustls::TlsConnector,
+    path: &str,
+    streams: usize,
+    counts: &Arc<Counts>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Vec<Receipt>> {
+    let io = connect(addr, src, Some(tls)).await?;
+    let (mut client, conn) = h2::client::handshake(io).await.map_err(std::io::Error::other)?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut tasks = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        client = client.ready().await.map_err(std::io::Error::other)?;
+        let req = http::Request::get(format!("https://{addr}{path}"))
+            .header("accept", "text/event-stream")
+            .body(())
+            .expect("a valid request");
+        let (answer, _) = client.send_request(req, true).map_err(std::io::Error::other)?;
+        let (counts, mut stop) = (counts.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let answer = answer.await.map_err(std::io::Error::other)?;
+            if answer.status() != 200 {
+                return Err(std::io::Error::other(format!("the stream was refused: {}", answer.status())));
+            }
+            counts.ready.fetch_add(1, Ordering::Relaxed);
+            let mut body = answer.into_body();
+            let (mut buf, mut keep, mut got) = (vec![0u8; 16 << 10], 0, Vec::new());
+            loop {
+                let data = tokio::select! {
+                    data = body.data() => data,
+                    _ = stop.wait_for(|stop| *stop) => None,
+                };
+                let Some(data) = data else { return Ok(got) };
+                let data = data.map_err(std::io::Error::other)?;
+                let _ = body.flow_control().release_capacity(data.len());
+                for piece in data.chunks(buf.len() - MARKER_LEN) {
+                    buf[keep..keep + piece.len()].copy_from_slice(piece);
+                    keep = scan(&mut buf, keep + piece.len(), &mut got);
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        match task.await.map_err(std::io::Error::other)? {
+            Ok(got) => all.extend(got),
+            Err(e) => {
+                if counts.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    eprintln!("\nan HTTP/2 stream failed (the first; more are counted): {e}");
+                }
+            }
+        }
+    }
+    driver.abort();
+    Ok(all)
 }
 
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

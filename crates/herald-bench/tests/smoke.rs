@@ -10,8 +10,14 @@ use herald_tests::RedisServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_runs_against_the_floor_server_and_herald() {
     // Herald's subscribers split over two child processes, as when one process's file
-    // descriptors would not be enough.
-    for (target, per_process) in [(fanout::Target::Floor, 20), (fanout::Target::Herald, 10)] {
+    // descriptors would not be enough; over TLS, and over HTTP/2 (five streams a connection).
+    use herald_bench::subscribers::Transport;
+    for (target, per_process, transport) in [
+        (fanout::Target::Floor, 20, Transport::Plain),
+        (fanout::Target::Herald, 10, Transport::Plain),
+        (fanout::Target::Herald, 10, Transport::Tls),
+        (fanout::Target::Herald, 20, Transport::H2(5)),
+    ] {
         let r = fanout::fanout(fanout::Args {
             target,
             subs: 20,
@@ -24,11 +30,12 @@ async fn fanout_runs_against_the_floor_server_and_herald() {
             publish: None,
             publish_body: String::new(),
             pid: Vec::new(),
+            transport,
         })
         .await
         .unwrap();
         assert_eq!(r["subscribers"], 20, "{r}");
-        assert_eq!(r["delivered"], r["expected"], "{target:?}: {r}");
+        assert_eq!(r["delivered"], r["expected"], "{target:?} {transport}: {r}");
         assert!(r["spread_ms"]["p99"].as_f64().is_some() && r["rss_mib"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
@@ -39,6 +46,7 @@ async fn idle_runs() {
         target: fanout::Target::Herald,
         sizes: vec![10, 20],
         bench_bin: Some(env!("CARGO_BIN_EXE_herald-bench").into()),
+        transport: Default::default(),
     })
     .await
     .unwrap();

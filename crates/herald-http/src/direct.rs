@@ -17,7 +17,6 @@ use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::Body;
 
@@ -44,9 +43,13 @@ pub(crate) fn parse(buf: &[u8]) -> Option<Request<()>> {
     builder.body(()).ok()
 }
 
-/// Writes `resp` to the socket: chunked when its length is unknown (a stream), with a length
-/// otherwise; stops when the body ends or the client leaves. The connection is not reused.
-pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>, write_timeout: Duration) -> io::Result<()> {
+/// Writes `resp` to the connection (TCP, or TLS over it): chunked when its length is unknown (a
+/// stream), with a length otherwise; stops when the body ends or the client leaves. The
+/// connection is not reused.
+pub(crate) async fn write<S>(stream: &mut S, resp: Response<Body>, write_timeout: Duration) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (parts, mut body) = resp.into_parts();
     let length = http_body::Body::size_hint(&body).exact();
     let mut head = format!(
@@ -66,17 +69,16 @@ pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>, write_ti
         Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
         None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
     }
-    let (mut reader, writer) = stream.split();
     // A subscriber whose socket takes nothing for `sse.write_timeout` is dropped.
-    let mut writer = crate::io::Stalled::new(writer, write_timeout);
-    writer.write_all(&head).await?;
+    let mut conn = crate::io::Stalled::new(stream, write_timeout);
+    conn.write_all(&head).await?;
     drop(head);
     let mut scratch = [0u8; 64];
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
             // Anything the client sends now is ignored; its leaving ends the stream.
-            n = reader.read(&mut scratch) => match n {
+            n = conn.read(&mut scratch) => match n {
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(_) => continue,
             },
@@ -87,19 +89,19 @@ pub(crate) async fn write(stream: &mut TcpStream, resp: Response<Body>, write_ti
             continue;
         }
         if length.is_some() {
-            writer.write_all_buf(&mut data).await?;
+            conn.write_all_buf(&mut data).await?;
         } else {
             let mut size = [0u8; 18];
             let mut chunk = Buf::chain(chunk_size(data.len(), &mut size), data).chain(&b"\r\n"[..]);
             while chunk.has_remaining() {
-                writer.write_buf(&mut chunk).await?;
+                conn.write_buf(&mut chunk).await?;
             }
         }
     }
     if length.is_none() {
-        writer.write_all(b"0\r\n\r\n").await?;
+        conn.write_all(b"0\r\n\r\n").await?;
     }
-    writer.shutdown().await
+    conn.shutdown().await
 }
 
 /// A chunk's size line (`1a2b\r\n`), written into `buf`.

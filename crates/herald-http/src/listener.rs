@@ -115,15 +115,14 @@ pub async fn serve<F, Fut>(
                     Box::pin(connection(&builder, TokioIo::new(io), service, &activity, limits, &shutdown)).await
                 }
                 Some(tls) => {
-                    let stream = Stalled::new(stream, limits.write_timeout);
-                    let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)));
-                    match handshake.await {
-                        Ok(Ok(stream)) => {
-                            let io = TokioIo::new(stream);
-                            Box::pin(connection(&builder, io, service, &activity, limits, &shutdown)).await
-                        }
-                        Ok(Err(e)) => return debug!(error = %e, %peer, "TLS handshake failed"),
-                        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                    let front = front.as_deref();
+                    match Box::pin(tls_connection(
+                        &tls, stream, peer, front, &builder, service, &activity, limits, &shutdown,
+                    ))
+                    .await
+                    {
+                        Some(served) => served,
+                        None => return,
                     }
                 }
             };
@@ -137,6 +136,47 @@ pub async fn serve<F, Fut>(
     if tokio::time::timeout(grace, connections.wait()).await.is_err() {
         warn!(?grace, "connections still open after shutdown_grace, closing them");
     }
+}
+
+/// A TLS connection: the handshake, then its first request through [`front::tls`] when it speaks
+/// HTTP/1.1 (a stream is answered there), then hyper. `None` when it ended before hyper.
+#[allow(clippy::too_many_arguments)]
+async fn tls_connection<S>(
+    tls: &Tls,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    front: Option<&Current>,
+    builder: &Builder<TokioExecutor>,
+    service: S,
+    activity: &Activity,
+    limits: Limits,
+    shutdown: &CancellationToken,
+) -> Option<Result<(), BoxError>>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let stream = Stalled::new(stream, limits.write_timeout);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            debug!(error = %e, %peer, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (stream, read) = match front {
+        Some(current) if !h2 => front::tls(stream, peer, current, limits, shutdown).await?,
+        _ => (stream, Vec::new()),
+    };
+    let io = TokioIo::new(direct::Prefixed::new(read, stream));
+    Some(Box::pin(connection(builder, io, service, activity, limits, shutdown)).await)
 }
 
 /// One connection, with upgrades (WebSocket) allowed; on shutdown, or once it has had nothing

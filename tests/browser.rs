@@ -24,6 +24,51 @@ fn missing(dir: &Path) -> Option<String> {
     std::process::Command::new("node").arg("--version").output().err().map(|e| format!("node: {e}"))
 }
 
+/// A browser script (node, playwright-core) that prints what it wants of the test, one word a
+/// line, reads the test's replies on its stdin, and prints OK last when everything held.
+struct Script {
+    node: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    said: Vec<String>,
+}
+
+impl Script {
+    fn start(script: &Path, env: &[(&str, String)]) -> Script {
+        let mut node = tokio::process::Command::new("node")
+            .arg(script)
+            .env("CHROMIUM", CHROMIUM)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node");
+        let stdin = node.stdin.take().unwrap();
+        let out = BufReader::new(node.stdout.take().unwrap()).lines();
+        Script { node, stdin, out, said: Vec::new() }
+    }
+
+    /// The script's next line; `None` once it has exited.
+    async fn line(&mut self) -> Option<String> {
+        let line = self.out.next_line().await.unwrap()?;
+        eprintln!("browser script: {line}");
+        self.said.push(line.clone());
+        Some(line)
+    }
+
+    async fn reply(&mut self, word: &str) {
+        self.stdin.write_all(format!("{word}\n").as_bytes()).await.unwrap();
+    }
+
+    /// Asserts that it exited 0 with OK as its last word.
+    async fn succeeded(mut self) {
+        let status = self.node.wait().await.unwrap();
+        let said = &self.said;
+        assert!(status.success() && said.last().map(String::as_str) == Some("OK"), "the browser script said {said:?}");
+    }
+}
+
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
@@ -61,36 +106,27 @@ async fn the_demo_page_survives_a_restart_and_opens_eight_streams_over_http2() {
     let mut gw = Gateway::start(&yaml).await;
 
     let screenshot = std::env::temp_dir().join("herald-demo-page.png");
-    let mut node = tokio::process::Command::new("node")
-        .arg(dir.join("demo.mjs"))
-        .env("HERALD_URL", format!("https://{public}"))
-        .env("API_URL", format!("http://{upstream}"))
-        .env("CHROMIUM", CHROMIUM)
-        .env("SCREENSHOT", &screenshot)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut stdin = node.stdin.take().unwrap();
-    let mut out = BufReader::new(node.stdout.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let script = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = out.next_line().await.unwrap() {
-            eprintln!("browser script: {line}");
-            said.push(line.clone());
+    let mut script = Script::start(
+        &dir.join("demo.mjs"),
+        &[
+            ("HERALD_URL", format!("https://{public}")),
+            ("API_URL", format!("http://{upstream}")),
+            ("SCREENSHOT", screenshot.display().to_string()),
+        ],
+    );
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = script.line().await {
             if line == "KILL" {
                 gw.signal("KILL");
                 gw.wait(SOON).await.expect("herald exits on SIGKILL");
                 gw = Gateway::start(&yaml).await;
-                stdin.write_all(b"RESTARTED\n").await.unwrap();
+                script.reply("RESTARTED").await;
             }
         }
-        node.wait().await.unwrap()
     })
     .await
     .expect("the browser script finishes");
-    assert!(script.success() && said.last().map(String::as_str) == Some("OK"), "the browser script said {said:?}");
+    script.succeeded().await;
     eprintln!("screenshot of the demo page: {}", screenshot.display());
 }
 
@@ -150,39 +186,30 @@ async fn the_status_page_follows_subscribers_live_and_shows_no_credential() {
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let mut node = tokio::process::Command::new("node")
-        .arg(dir.join("status.mjs"))
-        .env("ADMIN_URL", format!("http://{}", gw.admin))
-        .env("TOKEN", TOKEN)
-        .env("SECRETS", format!("alice,{scope},{TOKEN}"))
-        .env("CHROMIUM", CHROMIUM)
-        .env("SCREENSHOT_DESKTOP", shots.join("status-page.png"))
-        .env("SCREENSHOT_PHONE", shots.join("status-page-phone.png"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut stdin = node.stdin.take().unwrap();
-    let mut out = BufReader::new(node.stdout.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let script = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = out.next_line().await.unwrap() {
-            eprintln!("browser script: {line}");
-            said.push(line.clone());
+    let mut script = Script::start(
+        &dir.join("status.mjs"),
+        &[
+            ("ADMIN_URL", format!("http://{}", gw.admin)),
+            ("TOKEN", TOKEN.to_string()),
+            ("SECRETS", format!("alice,{scope},{TOKEN}")),
+            ("SCREENSHOT_DESKTOP", shots.join("status-page.png").display().to_string()),
+            ("SCREENSHOT_PHONE", shots.join("status-page-phone.png").display().to_string()),
+        ],
+    );
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = script.line().await {
             if line == "MORE" {
                 for _ in 0..2 {
                     let mut s = gw.subscribe("/tasks/event-stream", &[]).await;
                     assert_eq!(s.next_within(SOON).await.expect("a snapshot").event, "snapshot");
                     streams.push(s);
                 }
-                stdin.write_all(b"SUBSCRIBED\n").await.unwrap();
+                script.reply("SUBSCRIBED").await;
             }
         }
-        node.wait().await.unwrap()
     })
     .await
     .expect("the browser script finishes");
-    assert!(script.success() && said.last().map(String::as_str) == Some("OK"), "the browser script said {said:?}");
+    script.succeeded().await;
     eprintln!("screenshots of the status page: {}", shots.display());
 }

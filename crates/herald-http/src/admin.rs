@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::response::{full, text};
-use crate::status::{unix_ms, Status};
+use crate::status::{watch_row, Status};
 use crate::Body;
 
 pub struct Admin {
@@ -113,27 +113,7 @@ impl Admin {
                 Response::builder().header(header::CONTENT_TYPE, encoder.format_type()).body(full(buf)).expect("valid")
             }
             "/admin/watches" => {
-                let rows: Vec<_> = self
-                    .status
-                    .hub
-                    .watches()
-                    .into_iter()
-                    .map(|w| {
-                        json!({
-                            "route": w.route,
-                            "path": w.path,
-                            "scope": w.scope,
-                            "access": w.access,
-                            "subscribers": w.subscribers,
-                            "interval_ms": w.interval.as_millis() as u64,
-                            "last_poll": w.last_poll.map(unix_ms),
-                            "last_change": w.last_change.map(unix_ms),
-                            "etag": w.etag,
-                            "state": w.state,
-                            "holder": w.holder,
-                        })
-                    })
-                    .collect();
+                let rows: Vec<_> = self.status.hub.watches().into_iter().map(|w| watch_row(w, true)).collect();
                 json_pretty(&json!({ "watches": rows }))
             }
             _ => text(StatusCode::NOT_FOUND, "not found (try /, /metrics, /healthz, /readyz, /admin/watches)"),

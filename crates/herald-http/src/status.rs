@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use herald_poll::Hub;
+use herald_poll::{Hub, WatchInfo};
 use herald_webhooks::Webhooks;
 use http::{header, Response};
 use http_body_util::{BodyExt, StreamBody};
@@ -49,28 +49,7 @@ impl Status {
 
     /// The state now.
     pub(crate) fn snapshot(&self) -> Value {
-        let watches: Vec<Value> = self
-            .hub
-            .watches()
-            .into_iter()
-            .map(|w| {
-                json!({
-                    "route": w.route,
-                    // A query may carry what the page must not show.
-                    "path": match w.path.split_once('?') {
-                        Some((path, _)) => format!("{path}?…"),
-                        None => w.path,
-                    },
-                    "access": w.access,
-                    "subscribers": w.subscribers,
-                    "interval_ms": w.interval.as_millis() as u64,
-                    "last_poll": w.last_poll.map(unix_ms),
-                    "last_change": w.last_change.map(unix_ms),
-                    "state": w.state,
-                    "holder": w.holder,
-                })
-            })
-            .collect();
+        let watches: Vec<Value> = self.hub.watches().into_iter().map(|w| watch_row(w, false)).collect();
         json!({
             "at": unix_ms(SystemTime::now()),
             "version": env!("CARGO_PKG_VERSION"),
@@ -127,6 +106,30 @@ impl Status {
     }
 }
 
-pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+/// A watch as JSON: for `/admin/watches` (`private`: with its scope hash, ETag and query), or
+/// for the status page (without them).
+pub(crate) fn watch_row(w: WatchInfo, private: bool) -> Value {
+    let mut row = json!({
+        "route": w.route,
+        "path": w.path,
+        "access": w.access,
+        "subscribers": w.subscribers,
+        "interval_ms": w.interval.as_millis() as u64,
+        "last_poll": w.last_poll.map(unix_ms),
+        "last_change": w.last_change.map(unix_ms),
+        "state": w.state,
+        "holder": w.holder,
+    });
+    if private {
+        row["scope"] = w.scope.into();
+        row["etag"] = w.etag.into();
+    } else if let Some((path, _)) = w.path.split_once('?') {
+        // A query may carry what the page must not show.
+        row["path"] = format!("{path}?…").into();
+    }
+    row
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

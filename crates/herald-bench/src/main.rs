@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{cluster, fanout, freshness, savings, subscribers, webhooks};
+use herald_bench::{cluster, fanout, freshness, handshakes, savings, subscribers, webhooks};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -30,6 +30,8 @@ enum Scenario {
     Freshness(freshness::Args),
     /// Memory per idle subscriber at several sizes.
     Idle(fanout::IdleArgs),
+    /// Full TLS handshakes per second (each with one small request), herald or `--addr`.
+    Handshakes(handshakes::Args),
     /// The minimal broadcast server `fanout --target floor` measures (started by it).
     #[command(hide = true)]
     FloorServer,
@@ -82,6 +84,10 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Idle(args) => {
             fanout::print_idle(&runtime.block_on(fanout::idle(args))?);
+            Ok(())
+        }
+        Scenario::Handshakes(args) => {
+            println!("{}", runtime.block_on(handshakes::run(args))?);
             Ok(())
         }
         Scenario::FloorServer => runtime.block_on(fanout::floor_server()),

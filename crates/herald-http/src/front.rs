@@ -104,3 +104,4 @@ pub(crate) async fn plain(
         }
     }
 }
+

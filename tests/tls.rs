@@ -84,6 +84,11 @@ async fn streams_and_requests_over_http1_and_tls() {
     assert_eq!(version, "1.1");
     assert!(stream.contains("event: change") && stream.contains("over tls"), "{stream}");
 
+    // A head too large for server.max_header_size (64 KiB) is hyper's to refuse, over TLS too.
+    let big = format!("x-big: {}", "b".repeat(80 << 10));
+    let (_, _, verbose) = curl(&["--http1.1", "-H", &big], &gw.https_url("/tasks/event-stream"));
+    assert!(verbose.contains("< HTTP/1.1 431"), "{verbose:.2000}");
+
     // Requests that are not streams, one after the other on a kept-alive connection.
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(fixture("tls-a.pem")).unwrap()).unwrap())

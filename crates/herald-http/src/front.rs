@@ -40,15 +40,14 @@ where
     let mut read = Vec::new();
     let head = tokio::time::timeout(limits.header_timeout, async {
         loop {
-            if read.len() > limits.max_header_size {
-                return false;
-            }
             let got = tokio::select! {
                 got = stream.read_buf(&mut read) => got,
                 _ = shutdown.cancelled() => return false,
             };
             match got {
                 Ok(0) | Err(_) => return false,
+                // Too large for a head: hyper answers 431.
+                Ok(_) if read.len() > limits.max_header_size => return false,
                 Ok(_) if read.windows(4).any(|w| w == b"\r\n\r\n") => return true,
                 Ok(_) => {}
             }
@@ -104,4 +103,3 @@ pub(crate) async fn plain(
         }
     }
 }
-

@@ -58,6 +58,12 @@ async fn unchanged_routes_keep_their_streams_and_removed_ones_are_told() {
     assert_ne!(gone.status, 200);
     let watches = gw.admin_get("/admin/watches").await;
     assert!(!watches.contains("\"board\""), "{watches}");
+    // The removed route's watch stopped polling (the new stream above was passed through: one
+    // more request at most).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let polled = api.seen("/board").len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(api.seen("/board").len(), polled, "the retired watch polls no more");
 }
 
 #[tokio::test]

@@ -515,10 +515,16 @@ impl Hub {
         unmap(&mut self.watches.lock().unwrap(), watch);
     }
 
-    /// Removes the watch when nobody has been subscribed for `linger`.
+    /// Removes the watch when nobody has been subscribed for `linger`; `true` when it is out of
+    /// the map (so its poll loop ends).
     pub(crate) fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
         // Under the map lock: a subscriber joins under it too, so none can slip in meanwhile.
         let mut watches = self.watches.lock().unwrap();
+        if !watches.map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
+            // Taken out of the map by a reload that retired its route: nobody can join it, so
+            // its poll loop ends too.
+            return true;
+        }
         let idle_since = watch.state.lock().unwrap().idle_since;
         let idle = watch.subscribers() == 0 && idle_since.elapsed() >= watch.route.cfg.poll.linger;
         if idle {

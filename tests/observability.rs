@@ -170,10 +170,12 @@ async fn the_status_page_and_its_feed_need_the_admin_token_and_show_no_scope() {
     assert!(!status.data.contains(&scope) && !status.data.contains("alice"), "{}", status.data);
     // Live: the states that follow come by themselves, and show the subscriber gone.
     drop(mine);
+    let deadline = tokio::time::Instant::now() + SOON;
     loop {
         let later = feed.next_within(SOON).await.expect("the next status event");
         if later.json()["watches"][0]["subscribers"] == 0 {
             break;
         }
+        assert!(tokio::time::Instant::now() < deadline, "the feed still shows the subscriber: {}", later.data);
     }
 }

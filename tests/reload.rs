@@ -18,12 +18,16 @@ const TASK: &str = "  - name: task\n    path: '/tasks/{id}'\n    access: public\
 
 /// The next `error` event of a stream, past any change events still on their way.
 async fn error_event(stream: &mut herald_testkit::SseClient) -> herald_testkit::SseEvent {
-    loop {
-        let ev = stream.next_within(SOON).await.expect("an error event");
-        if ev.event == "error" {
-            return ev;
+    tokio::time::timeout(SOON, async {
+        loop {
+            let ev = stream.next().await.expect("an error event before the stream ends");
+            if ev.event == "error" {
+                return ev;
+            }
         }
-    }
+    })
+    .await
+    .expect("an error event in time")
 }
 
 /// Rewrites the gateway's file and sends SIGHUP; waits for the log line saying how it went.

@@ -101,8 +101,13 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
     let app =
         App::new(&config, &slots, hub.clone(), sessions.clone(), webhooks.clone(), metrics.clone(), shutdown.clone());
     let current = Current::new(app);
-    let (hub_for_reload, webhooks_for_reload) = (hub.clone(), webhooks.clone());
-    let admin = Arc::new(Admin::new(registry, hub, webhooks, config.server.admin_token.as_deref(), shutdown.clone()));
+    let admin = Arc::new(Admin::new(
+        registry,
+        hub.clone(),
+        webhooks.clone(),
+        config.server.admin_token.as_deref(),
+        shutdown.clone(),
+    ));
 
     let public = bind(config.server.listen, "server.listen").await?;
     let admin_listener = bind(config.server.admin_listen, "server.admin_listen").await?;
@@ -144,16 +149,8 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
         print_demo_tour(&config, public_addr, admin_addr);
     }
 
-    let reloads = Reloads {
-        file,
-        running: config,
-        hub: hub_for_reload,
-        sessions,
-        webhooks: webhooks_for_reload,
-        metrics,
-        current,
-        shutdown: shutdown.clone(),
-    };
+    let reloads =
+        Reloads { file, running: config, hub, sessions, webhooks, metrics, current, shutdown: shutdown.clone() };
     tokio::spawn(reloads.run());
 
     wait_for_signal().await?;

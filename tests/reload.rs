@@ -16,6 +16,14 @@ const TASK: &str = "  - name: task\n    path: '/tasks/{id}'\n    access: public\
                     poll: { interval: 100ms, min_interval: 100ms, adaptive: false, jitter: 0 }\n    \
                     events: { format: merge-patch }\n";
 
+/// A stream of `path` whose first event, its snapshot, has been read.
+async fn streaming(gw: &Gateway, path: &str) -> herald_testkit::SseClient {
+    let mut stream = gw.subscribe(path, &[]).await;
+    assert_eq!(stream.status, 200, "{path}");
+    assert_eq!(stream.next_within(SOON).await.unwrap().event, "snapshot", "{path}");
+    stream
+}
+
 /// The next `error` event of a stream, past any change events still on their way.
 async fn error_event(stream: &mut herald_testkit::SseClient) -> herald_testkit::SseEvent {
     tokio::time::timeout(SOON, async {
@@ -42,10 +50,8 @@ async fn reload(gw: &Gateway, yaml: &str, outcome: &str) {
 async fn unchanged_routes_keep_their_streams_and_removed_ones_are_told() {
     let (api, upstream) = start_api().await;
     let gw = Gateway::start(&config(upstream, &format!("routes:\n{TASKS}{BOARD}"))).await;
-    let mut tasks = gw.subscribe("/tasks/event-stream", &[]).await;
-    let mut board = gw.subscribe("/board/event-stream", &[]).await;
-    assert_eq!(tasks.next_within(SOON).await.unwrap().event, "snapshot");
-    assert_eq!(board.next_within(SOON).await.unwrap().event, "snapshot");
+    let mut tasks = streaming(&gw, "/tasks/event-stream").await;
+    let mut board = streaming(&gw, "/board/event-stream").await;
     api.add_task("before the reload");
     let created = tasks.next_within(SOON).await.unwrap();
     assert_eq!(created.event, "task.created");
@@ -66,9 +72,7 @@ async fn unchanged_routes_keep_their_streams_and_removed_ones_are_told() {
     assert_eq!(seq(&next), seq(&created) + 1, "the same watch and history");
 
     // The new route streams; the removed one is no route any more (passed through).
-    let mut task = gw.subscribe(&format!("/tasks/{id}/event-stream"), &[]).await;
-    assert_eq!(task.status, 200);
-    assert_eq!(task.next_within(SOON).await.unwrap().event, "snapshot");
+    streaming(&gw, &format!("/tasks/{id}/event-stream")).await;
     let gone = gw.subscribe("/board/event-stream", &[]).await;
     assert_ne!(gone.status, 200);
     let watches = gw.admin_get("/admin/watches").await;
@@ -85,18 +89,14 @@ async fn unchanged_routes_keep_their_streams_and_removed_ones_are_told() {
 async fn a_changed_route_ends_its_streams_and_serves_the_new_settings() {
     let (_api, upstream) = start_api().await;
     let gw = Gateway::start(&config(upstream, &format!("routes:\n{TASKS}{BOARD}"))).await;
-    let mut board = gw.subscribe("/board/event-stream", &[]).await;
-    assert_eq!(board.next_within(SOON).await.unwrap().event, "snapshot");
-    let mut tasks = gw.subscribe("/tasks/event-stream", &[]).await;
-    assert_eq!(tasks.next_within(SOON).await.unwrap().event, "snapshot");
+    let mut board = streaming(&gw, "/board/event-stream").await;
+    let mut tasks = streaming(&gw, "/tasks/event-stream").await;
 
     let snapshots = BOARD.replace("format: json-patch, array_id: /id", "format: snapshot");
     reload(&gw, &config(upstream, &format!("routes:\n{TASKS}{snapshots}")), "configuration reloaded").await;
     let error = error_event(&mut board).await;
     assert_eq!(error.data, r#"{"reason":"reconfigured"}"#);
-    let mut again = gw.subscribe("/board/event-stream", &[]).await;
-    assert_eq!(again.status, 200);
-    assert_eq!(again.next_within(SOON).await.unwrap().event, "snapshot");
+    streaming(&gw, "/board/event-stream").await;
     // Nothing but heartbeats on the unchanged route (the demo API changes nothing by itself here).
     assert!(tasks.next_within(Duration::from_millis(500)).await.is_none());
 }
@@ -105,8 +105,7 @@ async fn a_changed_route_ends_its_streams_and_serves_the_new_settings() {
 async fn a_file_with_problems_is_refused_and_the_running_configuration_stays() {
     let (api, upstream) = start_api().await;
     let gw = Gateway::start(&config(upstream, &format!("routes:\n{TASKS}"))).await;
-    let mut tasks = gw.subscribe("/tasks/event-stream", &[]).await;
-    assert_eq!(tasks.next_within(SOON).await.unwrap().event, "snapshot");
+    let mut tasks = streaming(&gw, "/tasks/event-stream").await;
 
     let bad = config(upstream, &format!("routes:\n{}", TASKS.replace("interval: 100ms,", "interval: 5 secs,")));
     reload(&gw, &bad, "reload refused").await;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::percentile;
-use crate::subscribers::{CERT_PEM, KEY_PEM};
+use crate::subscribers::{client_config, CERT_PEM, KEY_PEM};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -33,19 +33,8 @@ pub struct Args {
 /// A TLS client trusting the tests' certificate, without session resumption, so every
 /// connection is a full handshake.
 fn client() -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(CERT_PEM) {
-        roots.add(cert.expect("the fixture certificate parses")).expect("a valid root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS 1.2 and 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = client_config(b"http/1.1");
     config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 

@@ -60,8 +60,8 @@ impl std::fmt::Display for Transport {
 pub const CERT_PEM: &[u8] = include_bytes!("../../../tests/fixtures/tls-a.pem");
 pub const KEY_PEM: &[u8] = include_bytes!("../../../tests/fixtures/tls-a.key");
 
-/// A TLS client that trusts [`CERT_PEM`] and offers `alpn`.
-fn connector(alpn: &[u8]) -> tokio_rustls::TlsConnector {
+/// A TLS client configuration that trusts [`CERT_PEM`] alone and offers `alpn`.
+pub(crate) fn client_config(alpn: &[u8]) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(CERT_PEM) {
@@ -74,7 +74,11 @@ fn connector(alpn: &[u8]) -> tokio_rustls::TlsConnector {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    config
+}
+
+fn connector(alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(Arc::new(client_config(alpn)))
 }
 
 /// A byte stream a subscriber reads: TCP, or TLS over it.

@@ -280,27 +280,39 @@ impl Hub {
         if let Err(e) = herald_config::check_segments(path) {
             return Err(Refusal::herald(400, format!("{e}\n"), None));
         }
-        let (key, credentials) = self.key_for(route_index, target, headers);
-        if self.route(route_index).access == Access::Shared {
-            self.admit(route_index, &key.target, &credentials).await?;
+        let route = self.route(route_index);
+        let (key, credentials) = self.key_on(&route, route_index, target, headers);
+        if route.access == Access::Shared {
+            self.admit(&route, route_index, &key.target, &credentials).await?;
         }
         Ok((key, credentials))
     }
 
     /// [`Hub::watch_key`] without the admission check of `shared` routes.
     pub fn key_for(&self, route_index: usize, target: String, headers: &HeaderMap) -> (WatchKey, Credentials) {
-        let target = allowed_query(&self.route(route_index), target);
-        match self.route(route_index).access {
+        self.key_on(&self.route(route_index), route_index, target, headers)
+    }
+
+    /// [`Hub::key_for`] with the route (in slot `route_index`) at hand.
+    fn key_on(
+        &self,
+        route: &Route,
+        route_index: usize,
+        target: String,
+        headers: &HeaderMap,
+    ) -> (WatchKey, Credentials) {
+        let target = allowed_query(route, target);
+        match route.access {
             Access::Public => {
                 (WatchKey { route: route_index, target, scope: Scope::Everybody }, Credentials::default())
             }
             // One watch for all; the subscriber's credentials are for its admission check, and
             // its scope counts the watches it creates.
             Access::Shared => {
-                (WatchKey { route: route_index, target, scope: Scope::Everybody }, self.vary(route_index, headers))
+                (WatchKey { route: route_index, target, scope: Scope::Everybody }, self.vary(route, headers))
             }
             Access::PerSubscriber => {
-                let credentials = self.vary(route_index, headers);
+                let credentials = self.vary(route, headers);
                 (WatchKey { route: route_index, target, scope: credentials.scope }, credentials)
             }
         }
@@ -311,8 +323,7 @@ impl Hub {
     /// A header sent several times (several `cookie` fields, HTTP/2 cookie crumbs) counts whole:
     /// its fields are joined in order (`; ` for cookies, `, ` otherwise, RFC 9110 section 5.3),
     /// hashed and forwarded as one, so a second field can neither be ignored nor swapped.
-    fn vary(&self, route_index: usize, headers: &HeaderMap) -> Credentials {
-        let route = self.route(route_index);
+    fn vary(&self, route: &Route, headers: &HeaderMap) -> Credentials {
         let vary: Vec<(HeaderName, HeaderValue)> = route
             .vary
             .iter()
@@ -446,19 +457,25 @@ impl Hub {
     /// `shared` routes: admits a subscriber whose own `vary` headers, and none of the
     /// configured headers of those names, get a 2xx from the upstream for `target`; successes
     /// are remembered per (route, target, credential) for `authorize_ttl`.
-    async fn admit(&self, route: usize, target: &str, credentials: &Credentials) -> Result<(), Refusal> {
-        let admission = Admission { route, scope: credentials.scope, target: target.into() };
+    async fn admit(
+        &self,
+        route: &Route,
+        route_index: usize,
+        target: &str,
+        credentials: &Credentials,
+    ) -> Result<(), Refusal> {
+        let admission = Admission { route: route_index, scope: credentials.scope, target: target.into() };
         if self.admitted.contains_key(&admission) {
             return Ok(());
         }
         let permit = self.limiter.acquire(Priority::Background).await;
-        let withhold = &self.route(route).vary;
-        let request = Request { target, credentials: &credentials.headers, withhold, ..Request::default() };
+        let request =
+            Request { target, credentials: &credentials.headers, withhold: &route.vary, ..Request::default() };
         let answer = self.fetch.fetch(request).await;
         drop(permit);
         match answer {
             Ok(Answer::Ok { .. }) => {
-                self.admitted.insert(admission, self.route(route).authorize_ttl);
+                self.admitted.insert(admission, route.authorize_ttl);
                 Ok(())
             }
             Ok(Answer::Status { status, content_type, body, .. }) => Err(Refusal::upstream(status, content_type, body)),

@@ -50,25 +50,12 @@ pub(crate) async fn write<S>(stream: &mut S, resp: Response<Body>, write_timeout
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, mut body) = resp.into_parts();
-    let length = http_body::Body::size_hint(&body).exact();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\ndate: {}\r\nconnection: close\r\n",
-        parts.status.as_u16(),
-        parts.status.canonical_reason().unwrap_or(""),
-        httpdate::fmt_http_date(std::time::SystemTime::now())
-    )
-    .into_bytes();
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    match length {
-        Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
-        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
-    }
+    let length = http_body::Body::size_hint(resp.body()).exact();
+    // The answer's fields are dropped once written out: a stream lasts hours.
+    let (head, mut body) = {
+        let (parts, body) = resp.into_parts();
+        (head(&parts, length), body)
+    };
     // A subscriber whose socket takes nothing for `sse.write_timeout` is dropped.
     let mut conn = crate::io::Stalled::new(stream, write_timeout);
     conn.write_all(&head).await?;
@@ -102,6 +89,28 @@ where
         conn.write_all(b"0\r\n\r\n").await?;
     }
     conn.shutdown().await
+}
+
+/// The head of an answer written by [`write`]: `connection: close`, and chunked unless `length`.
+fn head(parts: &http::response::Parts, length: Option<u64>) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ndate: {}\r\nconnection: close\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or(""),
+        httpdate::fmt_http_date(std::time::SystemTime::now())
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    match length {
+        Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
+        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+    }
+    head
 }
 
 /// A chunk's size line (`1a2b\r\n`), written into `buf`.

@@ -3,7 +3,7 @@
 //! /healthz, /readyz, /admin/watches).
 //!
 //! Layers, each using only those below it (`docs/layers.sh` checks there is no cycle):
-//! - [`listener`]: accept, TLS, connection limits, drain on shutdown;
+//! - [`listener`]: accept, TLS ([`tls`], [`tls_stream`]), connection limits, drain on shutdown;
 //! - [`front`]: a plain connection's way in (the fast lane, direct streams, or hyper);
 //! - [`app`]: a request's answer, by [`dispatch`] (the contract's section 4, a pure function);
 //! - endpoints: [`stream`], [`cache`], [`cors`], [`webhook_api`] (and [`admin`] on its own
@@ -27,6 +27,7 @@ mod response;
 mod status;
 mod stream;
 mod tls;
+mod tls_stream;
 mod webhook_api;
 
 pub use admin::Admin;

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::app::Current;
 use crate::front::{self, Front};
 use crate::io::{Activity, Limits, Stalled};
+use crate::tls_stream::TlsStream;
 use crate::{direct, Body, BoxError, Tls};
 
 /// A client must finish the TLS handshake within this.
@@ -159,7 +160,11 @@ where
     S::Future: Send + 'static,
 {
     let stream = Stalled::new(stream, limits.write_timeout);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+    // Each step boxed on its own: a future is as large as its largest state, and the one that
+    // ends in hyper (an HTTP/2 connection) would otherwise keep room for the handshake's and the
+    // direct stream's for its whole life. (The TLS stream is boxed too: see `TlsStream::accept`.)
+    let handshake = Box::pin(TlsStream::accept(stream, tls.config()));
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             debug!(error = %e, %peer, "TLS handshake failed");
@@ -170,9 +175,9 @@ where
             return None;
         }
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let h2 = stream.alpn_protocol() == Some(b"h2");
     let (stream, read) = match front {
-        Some(current) if !h2 => front::tls(stream, peer, current, limits, shutdown).await?,
+        Some(current) if !h2 => Box::pin(front::tls(stream, peer, current, limits, shutdown)).await?,
         _ => (stream, Vec::new()),
     };
     let io = TokioIo::new(direct::Prefixed::new(read, stream));

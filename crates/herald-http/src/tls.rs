@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -31,20 +30,21 @@ pub enum TlsError {
 pub struct Tls {
     cert: PathBuf,
     key: PathBuf,
-    acceptor: RwLock<TlsAcceptor>,
+    config: RwLock<Arc<ServerConfig>>,
     /// Modification times of cert and key when last loaded.
     loaded: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
 }
 
 impl Tls {
     pub fn load(cert: PathBuf, key: PathBuf) -> Result<Arc<Tls>, TlsError> {
-        let acceptor = TlsAcceptor::from(Arc::new(server_config(&cert, &key)?));
+        let config = Arc::new(server_config(&cert, &key)?);
         let loaded = (modified(&cert), modified(&key));
-        Ok(Arc::new(Tls { cert, key, acceptor: RwLock::new(acceptor), loaded: Mutex::new(loaded) }))
+        Ok(Arc::new(Tls { cert, key, config: RwLock::new(config), loaded: Mutex::new(loaded) }))
     }
 
-    pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        self.acceptor.read().unwrap().clone()
+    /// The configuration a new connection's handshake uses.
+    pub(crate) fn config(&self) -> Arc<ServerConfig> {
+        self.config.read().unwrap().clone()
     }
 
     /// Loads the files again when they changed since the last load (or always, when `force`).
@@ -56,7 +56,7 @@ impl Tls {
         }
         match server_config(&self.cert, &self.key) {
             Ok(config) => {
-                *self.acceptor.write().unwrap() = TlsAcceptor::from(Arc::new(config));
+                *self.config.write().unwrap() = Arc::new(config);
                 *self.loaded.lock().unwrap() = now;
                 info!(cert = %self.cert.display(), "TLS certificate reloaded");
             }

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc: parsing and diffing large representations allocate a lot, and glibc's allocator
-/// made them about twice as slow here (docs/benchmarks.md).
+/// made them about twice as slow here (docs/benchmarks.md). The `system-allocator` feature keeps
+/// glibc's, for heap profilers that see `malloc` only (heaptrack; docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

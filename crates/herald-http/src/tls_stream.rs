@@ -25,6 +25,9 @@ const READ_SIZE: usize = 4096;
 const MAX_INCOMING: usize = 64 * 1024 + 18 * 1024;
 /// Plaintext per write: one record's worth (TLS's largest fragment).
 const MAX_FRAGMENT: usize = 16 * 1024;
+/// What a record adds to its plaintext, at most: header, explicit nonce (TLS 1.2), content type
+/// (TLS 1.3) and tag.
+const RECORD_OVERHEAD: usize = 5 + 8 + 1 + 16;
 /// Writes given together up to this size share one record (an SSE chunk is three: its size line,
 /// the frame, and CRLF); larger ones are copied together through the heap.
 const COALESCE: usize = 2048;
@@ -125,18 +128,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    grow_into(&mut self.outgoing, |out| data.encode(out).map_err(Short::from))?;
+                    grow_into(&mut self.outgoing, 512, |out| data.encode(out).map_err(Short::from))?;
                 }
                 // Queued in `outgoing`, which goes out before anything written later.
                 ConnectionState::TransmitTlsData(data) => data.done(),
                 ConnectionState::WriteTraffic(mut traffic) => {
                     match action.take() {
                         Some(Action::Encrypt(data)) => {
-                            grow_into(&mut self.outgoing, |out| traffic.encrypt(data, out).map_err(Short::from))?;
+                            grow_into(&mut self.outgoing, data.len() + RECORD_OVERHEAD, |out| {
+                                traffic.encrypt(data, out).map_err(Short::from)
+                            })?;
                             encrypted = data.len();
                         }
                         Some(Action::CloseNotify) => {
-                            grow_into(&mut self.outgoing, |out| traffic.queue_close_notify(out).map_err(Short::from))?;
+                            grow_into(&mut self.outgoing, RECORD_OVERHEAD, |out| {
+                                traffic.queue_close_notify(out).map_err(Short::from)
+                            })?;
                         }
                         Some(Action::Nothing) | None => {}
                     }
@@ -189,11 +196,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     }
 }
 
-/// Runs `write` on room at the end of `buf`, grown to what it says it needs, and keeps what it
-/// wrote.
-fn grow_into(buf: &mut Vec<u8>, mut write: impl FnMut(&mut [u8]) -> Result<usize, Short>) -> io::Result<()> {
+/// Runs `write` on `room` bytes at the end of `buf`, more if it says it needs more, and keeps
+/// what it wrote.
+fn grow_into(
+    buf: &mut Vec<u8>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Short>,
+) -> io::Result<()> {
     let start = buf.len();
-    let mut room = 256;
     loop {
         buf.resize(start + room, 0);
         match write(&mut buf[start..]) {
@@ -394,15 +404,60 @@ mod tests {
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 
+    /// The server's socket, taking and giving at most `piece` bytes per call.
+    struct Pieces {
+        io: tokio::io::DuplexStream,
+        piece: usize,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let n = buf.remaining().min(self.piece);
+            let mut piece = ReadBuf::new(&mut buf.initialize_unfilled()[..n]);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut piece))?;
+            let filled = piece.filled().len();
+            buf.advance(filled);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Pieces {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+            let n = data.len().min(self.piece);
+            Pin::new(&mut self.io).poll_write(cx, &data[..n])
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    type Client = tokio_rustls::client::TlsStream<tokio::io::DuplexStream>;
+
     /// A server and a client over a pipe of `pipe` bytes, both handshakes done.
     async fn pair(
         versions: &[&'static rustls::SupportedProtocolVersion],
         pipe: usize,
-    ) -> (Box<TlsStream<tokio::io::DuplexStream>>, tokio_rustls::client::TlsStream<tokio::io::DuplexStream>) {
+    ) -> (Box<TlsStream<Pieces>>, Client) {
+        pair_in_pieces(versions, pipe, usize::MAX).await
+    }
+
+    /// [`pair`], the server's socket reading and writing `piece` bytes at a time.
+    async fn pair_in_pieces(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        pipe: usize,
+        piece: usize,
+    ) -> (Box<TlsStream<Pieces>>, Client) {
         let (server_io, client_io) = tokio::io::duplex(pipe);
         let name = ServerName::try_from("localhost").unwrap();
-        let (server, client) =
-            tokio::join!(TlsStream::accept(server_io, server_config(versions)), connector().connect(name, client_io));
+        let (server, client) = tokio::join!(
+            TlsStream::accept(Pieces { io: server_io, piece }, server_config(versions)),
+            connector().connect(name, client_io)
+        );
         (server.unwrap(), client.unwrap())
     }
 
@@ -441,6 +496,28 @@ mod tests {
                 (got_up, got_down)
             };
             let (_, (got_up, got_down)) = tokio::join!(writes, reads);
+            assert!(got_up == up && got_down == down, "bytes changed in transit ({versions:?})");
+        }
+    }
+
+    #[tokio::test]
+    async fn records_read_and_written_three_bytes_at_a_time_arrive_intact() {
+        for versions in BOTH {
+            let (mut server, mut client) = pair_in_pieces(versions, 64 * 1024, 3).await;
+            let (up, down) = (pattern(40_000, 3), pattern(40_000, 9));
+            let (mut got_up, mut got_down) = (vec![0; up.len()], vec![0; down.len()]);
+            tokio::join!(
+                async {
+                    client.write_all(&up).await.unwrap();
+                    client.flush().await.unwrap();
+                    client.read_exact(&mut got_down).await.unwrap();
+                },
+                async {
+                    server.read_exact(&mut got_up).await.unwrap();
+                    server.write_all(&down).await.unwrap();
+                    server.flush().await.unwrap();
+                },
+            );
             assert!(got_up == up && got_down == down, "bytes changed in transit ({versions:?})");
         }
     }

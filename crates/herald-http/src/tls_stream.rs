@@ -93,9 +93,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
         self.conn.alpn_protocol()
     }
 
+    /// Until the handshake is done and all it wrote is on the socket: reads never write, and a
+    /// TLS 1.2 client sends nothing before it has the server's last handshake flight.
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let (stand, _) = self.process(Action::Nothing)?;
+            let (stand, _) = match self.process(Action::Nothing) {
+                Ok(processed) => processed,
+                Err(e) => {
+                    // The alert, if the socket takes it now; the connection is closed after.
+                    let _ = self.poll_send(cx);
+                    return Poll::Ready(Err(e));
+                }
+            };
             ready!(self.poll_send(cx))?;
             if !self.conn.is_handshaking() {
                 return Poll::Ready(Ok(()));
@@ -119,7 +128,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut self.incoming);
             let mut stand = None;
             let mut encrypted = 0;
-            match state.map_err(invalid)? {
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    self.incoming.advance(discard);
+                    self.queue_alert();
+                    return Err(invalid(e));
+                }
+            };
+            match state {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
                         let record = record.map_err(invalid)?;
@@ -162,6 +179,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             if let Some(stand) = stand {
                 return Ok((stand, encrypted));
             }
+        }
+    }
+
+    /// After an error, the alert rustls queued for the peer (a handshake failure, a bad record)
+    /// goes in `outgoing`, so that a client is told why, not only cut off.
+    fn queue_alert(&mut self) {
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+        if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
+            let _ = grow_into(&mut self.outgoing, 64, |out| data.encode(out).map_err(Short::from));
         }
     }
 
@@ -599,11 +625,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_that_does_not_speak_tls_fails_the_handshake() {
+    async fn a_failed_handshake_is_an_error_and_a_client_speaking_tls_is_told_why() {
         let (server_io, mut client_io) = tokio::io::duplex(4096);
         client_io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
         let accepted = TlsStream::accept(server_io, server_config(&[&rustls::version::TLS13])).await;
         assert_eq!(accepted.err().map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
+
+        // One that offers only TLS 1.2 to a server of TLS 1.3 is told so by an alert.
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(fixture("tls-a.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let old_client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connect = tokio_rustls::TlsConnector::from(Arc::new(old_client))
+            .connect(ServerName::try_from("localhost").unwrap(), client_io);
+        let (accepted, connected) =
+            tokio::join!(TlsStream::accept(server_io, server_config(&[&rustls::version::TLS13])), connect);
+        assert_eq!(accepted.err().map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
+        let told = connected.err().and_then(|e| e.into_inner()).and_then(|e| e.downcast::<rustls::Error>().ok());
+        assert!(
+            matches!(told.as_deref(), Some(rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion))),
+            "the client was told why: {told:?}"
+        );
 
         // One that leaves mid-handshake.
         let (server_io, client_io) = tokio::io::duplex(4096);

@@ -607,6 +607,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn records_that_do_not_decrypt_are_an_error_not_data() {
+        let (mut server, mut client) = pair(&[&rustls::version::TLS13], 64 * 1024).await;
+        // An application-data record of the right shape whose tag does not match.
+        let mut forged = vec![23, 3, 3, 0, 40];
+        forged.extend_from_slice(&[0x5a; 40]);
+        client.get_mut().0.write_all(&forged).await.unwrap();
+        let mut got = [0; 64];
+        let read = server.read(&mut got).await;
+        assert_eq!(read.map_err(|e| e.kind()), Err(io::ErrorKind::InvalidData));
+    }
+
+    #[tokio::test]
     async fn close_notify_ends_reads_cleanly_both_ways() {
         let (mut server, mut client) = pair(&[&rustls::version::TLS13], 64 * 1024).await;
         server.write_all(b"bye").await.unwrap();

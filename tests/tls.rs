@@ -26,6 +26,11 @@ fn curl(args: &[&str], url: &str) -> (String, String, String) {
 }
 
 async fn start_tls() -> (LegacyApi, Gateway, tempfile::TempDir) {
+    start_tls_with(ROUTES).await
+}
+
+/// [`start_tls`] with `rest` of the configuration (routes, other sections).
+async fn start_tls_with(rest: &str) -> (LegacyApi, Gateway, tempfile::TempDir) {
     let (api, upstream) = start_api().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(fixture("tls-a.pem"), dir.path().join("cert.pem")).unwrap();
@@ -35,7 +40,7 @@ async fn start_tls() -> (LegacyApi, Gateway, tempfile::TempDir) {
         dir.path().join("cert.pem").display(),
         dir.path().join("key.pem").display()
     );
-    let yaml = config(upstream, ROUTES).replacen("server:\n", &tls, 1);
+    let yaml = config(upstream, rest).replacen("server:\n", &tls, 1);
     let gw = Gateway::start(&yaml).await;
     (api, gw, dir)
 }
@@ -99,6 +104,54 @@ async fn streams_and_requests_over_http1_and_tls() {
         let resp = client.get(gw.https_url(path)).send().await.unwrap();
         assert_eq!((resp.version(), resp.status().as_u16()), (reqwest::Version::HTTP_11, 200), "{path}");
     }
+}
+
+// The direct path over TLS keeps the promise a plain socket keeps (section 6): a subscriber
+// whose connection takes nothing for `sse.write_timeout` is dropped.
+#[tokio::test]
+async fn a_subscriber_over_tls_that_reads_nothing_is_dropped_after_write_timeout() {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::AsyncWriteExt;
+
+    let (api, gw, _dir) = start_tls_with(
+        "sse:\n  write_timeout: 500ms\nroutes:\n  - name: tasks\n    path: /tasks\n    access: public\n    poll: { interval: 50ms, min_interval: 50ms, adaptive: false }\n",
+    )
+    .await;
+    api.pad_tasks(64 << 10);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(fixture("tls-a.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut client = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A client with a tiny receive buffer that never reads after its handshake.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(gw.public).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stuck = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)).connect(name, tcp).await.unwrap();
+    stuck.write_all(b"GET /tasks/event-stream HTTP/1.1\r\nhost: herald\r\n\r\n").await.unwrap();
+    stuck.flush().await.unwrap();
+    let subscribers = "herald_sse_subscribers{route=\"tasks\"}";
+    gw.metric_until(subscribers, |v| v >= 1.0).await;
+    // Changes keep coming (each event about 200 KiB) until its socket is full.
+    let feeder = tokio::spawn({
+        let api = api.clone();
+        async move {
+            for i in 0.. {
+                api.add_task(&format!("task {i}"));
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        }
+    });
+    // Dropped once a write stalled for write_timeout.
+    gw.metric_until(subscribers, |v| v == 0.0).await;
+    feeder.abort();
+    drop(stuck);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

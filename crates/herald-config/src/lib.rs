@@ -83,7 +83,7 @@ pub(crate) fn position(at: &std::collections::HashMap<String, yaml::Pos>, path: 
 }
 
 /// The listeners.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     /// Public listener: pass-through and SSE.
     pub listen: SocketAddr,
@@ -151,7 +151,7 @@ impl Default for Server {
 }
 
 /// The legacy API herald stands in front of.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// Base URL (http or https), without a trailing slash; parsed once, here.
     pub url: UpstreamUrl,
@@ -449,7 +449,7 @@ impl Default for Events {
 }
 
 /// Server-Sent Events settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sse {
     /// A comment line is sent when a stream has been idle this long.
     pub heartbeat: Duration,
@@ -585,7 +585,7 @@ pub enum StorageKind {
 }
 
 /// Webhook subscriptions and their delivery (spec section 7).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Webhooks {
     /// Bearer keys for the subscription API; none: the API answers 404. Secrets: never logged.
     pub api_keys: Vec<String>,
@@ -662,7 +662,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Log {
     /// `text` or `json` (one object per line, on stderr).
     pub format: LogFormat,

@@ -37,7 +37,7 @@ pub(crate) async fn tls<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut read = Vec::new();
+    let (mut read, mut scanned) = (Vec::new(), 0);
     let head = tokio::time::timeout(limits.header_timeout, async {
         loop {
             let got = tokio::select! {
@@ -48,7 +48,7 @@ where
                 Ok(0) | Err(_) => return false,
                 // Too large for a head: hyper answers 431.
                 Ok(_) if read.len() > limits.max_header_size => return false,
-                Ok(_) if read.windows(4).any(|w| w == b"\r\n\r\n") => return true,
+                Ok(_) if fast::head_end(&read, &mut scanned).is_some() => return true,
                 Ok(_) => {}
             }
         }

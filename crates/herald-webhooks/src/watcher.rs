@@ -126,7 +126,7 @@ impl Watcher {
         start: Start,
     ) {
         let shared = &self.shared;
-        let route = shared.hub.route(key.route).clone();
+        let route = shared.hub.route(key.route);
         let store_key = format!("{}\u{0}{}\u{0}{}", route.name, key.target, key.scope);
         let mut last: Option<Representation> = None;
         let mut loaded = start == Start::Fresh;

@@ -211,13 +211,13 @@ impl Reloads {
         };
         let mut next = self.running.clone();
         for (section, changed) in [
-            ("server", format!("{:?}", next.server) != format!("{:?}", loaded.server)),
+            ("server", next.server != loaded.server),
             ("limits", next.limits != loaded.limits),
-            ("upstream", format!("{:?}", next.upstream) != format!("{:?}", loaded.upstream)),
+            ("upstream", next.upstream != loaded.upstream),
             ("storage", next.storage != loaded.storage),
-            ("sse", format!("{:?}", next.sse) != format!("{:?}", loaded.sse)),
-            ("webhooks", format!("{:?}", next.webhooks) != format!("{:?}", loaded.webhooks)),
-            ("log", format!("{:?}", next.log) != format!("{:?}", loaded.log)),
+            ("sse", next.sse != loaded.sse),
+            ("webhooks", next.webhooks != loaded.webhooks),
+            ("log", next.log != loaded.log),
         ] {
             if changed {
                 warn!(section, "reload: this section changed; it takes effect at the next restart");

@@ -278,7 +278,7 @@ pub(crate) fn error_head(out: &mut Vec<u8>, status: http::StatusCode, msg: &str,
 /// The length of the head at the start of `buf` (through its empty line), once it is all there.
 /// `scanned` carries how far an earlier call looked: a head arriving a byte at a time is scanned
 /// once, not once per byte.
-pub(crate) fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
+pub fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
     let from = scanned.saturating_sub(2);
     *scanned = buf.len();
     memchr::memchr_iter(b'\n', &buf[from..]).map(|i| from + i + 1).find_map(|after| match &buf[after..] {

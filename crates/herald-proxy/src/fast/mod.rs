@@ -34,7 +34,8 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use self::chunked::Chunks;
-use self::head::{head_end, parse_answer, plan, Answer, Framing, Parsed, Plan, Request};
+pub use self::head::head_end;
+use self::head::{parse_answer, plan, Answer, Framing, Parsed, Plan, Request};
 use self::pool::Pool;
 use crate::deadline::{expired, Deadline};
 use crate::error::ForwardError;

@@ -60,6 +60,9 @@ where
     let mut conn = crate::io::Stalled::new(stream, write_timeout);
     conn.write_all(&head).await?;
     drop(head);
+    // Flushed after the head and each frame: a TLS connection may hold what a write could not
+    // put on the socket until it is flushed, and a stream idles between frames.
+    conn.flush().await?;
     let mut scratch = [0u8; 64];
     loop {
         let frame = tokio::select! {
@@ -84,6 +87,7 @@ where
                 conn.write_buf(&mut chunk).await?;
             }
         }
+        conn.flush().await?;
     }
     if length.is_none() {
         conn.write_all(b"0\r\n\r\n").await?;
@@ -175,6 +179,42 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection that holds writes until flushed (as TLS may) gets the head and each frame
+    /// while the stream waits for the next one.
+    #[tokio::test]
+    async fn each_frame_is_flushed_while_the_stream_waits() {
+        use futures_util::StreamExt;
+        use http_body_util::StreamBody;
+
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        let (frames, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let body = stream_of(rx).map(|b| Ok::<_, crate::BoxError>(hyper::body::Frame::data(b)));
+        let resp = Response::new(StreamBody::new(body).boxed_unsync());
+        let writer = tokio::spawn(async move {
+            let mut held = tokio::io::BufWriter::new(server);
+            write(&mut held, resp, Duration::from_secs(30)).await
+        });
+        frames.send(Bytes::from_static(b"data: 1\n\n")).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"data: 1\n\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+                .await
+                .expect("the frame arrives while the stream waits for the next")
+                .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        drop(frames);
+        writer.await.unwrap().unwrap();
+    }
+
+    /// The receiving half of a channel as a stream.
+    fn stream_of(rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+    }
 
     #[test]
     fn chunk_sizes_are_hex_lines() {

@@ -31,9 +31,9 @@ pub struct Request<'a> {
 /// What the upstream answered.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    NotModified {
-        max_age: Option<Duration>,
-    },
+    /// 304: the stored representation is still current. The fields the 304 carries replace the
+    /// stored ones (RFC 9111 section 4.3.4); `None` keeps what is stored.
+    NotModified { max_age: Option<Duration>, etag: Option<String>, last_modified: Option<String>, link: Option<String> },
     Ok {
         body: Bytes,
         content_type: Option<String>,
@@ -44,12 +44,7 @@ pub enum Answer {
         link: Option<String>,
     },
     /// Any other status: passed on to a first subscriber as is.
-    Status {
-        status: u16,
-        content_type: Option<String>,
-        body: Bytes,
-        retry_after: Option<Duration>,
-    },
+    Status { status: u16, content_type: Option<String>, body: Bytes, retry_after: Option<Duration> },
 }
 
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, PollError>> + Send + 'a>>;
@@ -58,22 +53,16 @@ pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, PollError>
 pub trait Fetch: Send + Sync + 'static {
     fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a>;
 
-    /// The target (path and query under the upstream URL) of a URL an answer named, e.g. a next
-    /// page: an absolute URL's path and query.
-    fn target_of(&self, url: &str) -> String {
-        absolute_path(url, "")
+    /// The URL every target is put behind (`upstream.url`): the URLs an answer names, such as
+    /// a next page, are resolved against it. Scripts in tests answer for a made-up one.
+    fn base_url(&self) -> &str {
+        "http://upstream.test"
     }
-}
 
-/// The path and query of `url` (absolute, or already a path), without `base_path` in front.
-pub(crate) fn absolute_path(url: &str, base_path: &str) -> String {
-    let path = match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => url,
-    };
-    match path.strip_prefix(base_path) {
-        Some(rest) if !base_path.is_empty() && (rest.starts_with('/') || rest.starts_with('?')) => rest.to_string(),
-        _ => path.to_string(),
+    /// The most bytes of one representation (`upstream.max_body`), however many pages it is
+    /// merged from.
+    fn max_body(&self) -> u64 {
+        u64::MAX
     }
 }
 
@@ -81,8 +70,6 @@ pub(crate) fn absolute_path(url: &str, base_path: &str) -> String {
 pub struct UpstreamClient {
     http: reqwest::Client,
     base: String,
-    /// The upstream URL's path (`/api`), which next-page URLs carry and targets do not.
-    base_path: String,
     headers: HeaderMap,
     max_body: u64,
 }
@@ -118,8 +105,7 @@ impl UpstreamClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| PollError::Setup(e.to_string()))?;
-        let base_path = cfg.url.base_path().to_string();
-        Ok(UpstreamClient { http, base: cfg.url.to_string(), base_path, headers, max_body: cfg.max_body })
+        Ok(UpstreamClient { http, base: cfg.url.to_string(), headers, max_body: cfg.max_body })
     }
 
     /// One poll or admission check, with a `traceparent` of its own: its trace id is logged (at
@@ -160,12 +146,12 @@ impl UpstreamClient {
         let h = resp.headers();
         let text = |name: HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let max_age = h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
-        if status == http::StatusCode::NOT_MODIFIED {
-            return Ok(Answer::NotModified { max_age });
-        }
         let etag = text(header::ETAG);
         let last_modified = text(header::LAST_MODIFIED);
         let link = text(header::LINK);
+        if status == http::StatusCode::NOT_MODIFIED {
+            return Ok(Answer::NotModified { max_age, etag, last_modified, link });
+        }
         let content_type = text(header::CONTENT_TYPE);
         let retry_after = h.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
         if resp.content_length().is_some_and(|n| n > self.max_body) {
@@ -192,8 +178,12 @@ impl Fetch for UpstreamClient {
         Box::pin(self.get(req))
     }
 
-    fn target_of(&self, url: &str) -> String {
-        absolute_path(url, &self.base_path)
+    fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn max_body(&self) -> u64 {
+        self.max_body
     }
 }
 

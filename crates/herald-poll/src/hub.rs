@@ -651,9 +651,17 @@ impl Hub {
         step.polled = Some(SystemTime::now());
 
         let failure = match answer {
-            Ok(Answer::NotModified { max_age }) if !first => {
+            Ok(Answer::NotModified { max_age, etag, last_modified, .. }) if !first => {
                 route.metrics.not_modified.inc();
                 recovered(watch, &mut step, failing);
+                // Validators a 304 carries replace the stored ones (RFC 9111 section 4.3.4).
+                if etag.is_some() || last_modified.is_some() {
+                    let prev = prev.as_ref();
+                    step.validators = Some((
+                        etag.or_else(|| prev.and_then(|r| r.etag.clone())),
+                        last_modified.or_else(|| prev.and_then(|r| r.last_modified.clone())),
+                    ));
+                }
                 return Polled::Step(step, schedule.unchanged(max_age));
             }
             Ok(Answer::Ok { body, content_type, etag, last_modified, max_age, .. }) => {
@@ -884,7 +892,9 @@ mod tests {
         fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a> {
             self.polls.lock().unwrap().push((Instant::now(), req.etag.map(str::to_string)));
             let next = self.answers.lock().unwrap().pop_front();
-            Box::pin(async move { next.unwrap_or(Ok(Answer::NotModified { max_age: None })) })
+            Box::pin(async move {
+                next.unwrap_or(Ok(Answer::NotModified { max_age: None, etag: None, last_modified: None, link: None }))
+            })
         }
     }
 

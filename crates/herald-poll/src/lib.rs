@@ -43,8 +43,11 @@ pub enum PollError {
     Setup(String),
     #[error("the collection has more than poll.pages.max_pages ({max}) pages")]
     TooManyPages { max: usize },
-    #[error("upstream page {target}: {why}")]
-    InvalidPage { target: String, why: String },
+    #[error("the collection's pages together are larger than upstream.max_body ({limit} bytes)")]
+    PagesTooLarge { limit: u64 },
+    /// `path` without its query: a page's query may carry a cursor or a token.
+    #[error("upstream page {path}: {why}")]
+    InvalidPage { path: String, why: String },
 }
 
 impl PollError {

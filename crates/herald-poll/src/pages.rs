@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use herald_config::{NextPage, Pages};
+use reqwest::Url;
 use serde_json::Value;
 
 use crate::client::{Answer, Fetch, Request};
@@ -20,6 +21,8 @@ pub(crate) struct Page {
     etag: Option<String>,
     last_modified: Option<String>,
     items: Vec<Value>,
+    /// The size of the body the items came in, counted against `upstream.max_body`.
+    bytes: u64,
     next: Option<String>,
 }
 
@@ -40,7 +43,7 @@ pub(crate) async fn fetch(
     let mut known = std::mem::take(&mut *cache.0.lock().unwrap());
     let known_pages = known.len();
     let mut pages: Vec<Page> = Vec::new();
-    let (mut unchanged, mut max_age) = (true, None);
+    let (mut unchanged, mut max_age, mut bytes) = (true, None, 0);
     let mut target = first.target.to_string();
     loop {
         if pages.len() == cfg.max_pages {
@@ -58,25 +61,39 @@ pub(crate) async fn fetch(
             })
             .await?;
         let page = match answer {
-            Answer::NotModified { max_age: age } => {
-                let Some(i) = before else { return Ok(Answer::NotModified { max_age: age }) };
+            Answer::NotModified { max_age: age, etag, last_modified, link } => {
+                let Some(i) = before else {
+                    return Ok(Answer::NotModified { max_age: age, etag: None, last_modified: None, link: None });
+                };
                 max_age = max_age.or(age);
-                std::mem::take(&mut known[i])
+                let mut page = std::mem::take(&mut known[i]);
+                // What the 304 says replaces what is stored (RFC 9111 section 4.3.4): an upstream
+                // that pins its page links to a version names the current one here.
+                page.etag = etag.or(page.etag);
+                page.last_modified = last_modified.or(page.last_modified);
+                if let (NextPage::Link, Some(link)) = (&cfg.next, link) {
+                    page.next = next_page(fetch, cfg, &target, None, Some(&link))?;
+                }
+                page
             }
             Answer::Ok { body, etag, last_modified, max_age: age, link, .. } => {
                 unchanged = false;
                 max_age = max_age.or(age);
-                let invalid = |why: String| PollError::InvalidPage { target: target.clone(), why };
+                let invalid = |why: String| PollError::InvalidPage { path: path_of(&target).into(), why };
                 let mut doc: Value = serde_json::from_slice(&body).map_err(|e| invalid(format!("not JSON: {e}")))?;
-                let next = next_target(fetch, cfg, &target, &doc, link.as_deref());
+                let next = next_page(fetch, cfg, &target, Some(&doc), link.as_deref())?;
                 let items = match doc.pointer_mut(&cfg.items).map(Value::take) {
                     Some(Value::Array(items)) => items,
                     _ => return Err(invalid(format!("no array at {:?}", cfg.items))),
                 };
-                Page { target: target.clone(), etag, last_modified, items, next }
+                Page { target: target.clone(), etag, last_modified, items, bytes: body.len() as u64, next }
             }
             status @ Answer::Status { .. } => return Ok(status),
         };
+        bytes += page.bytes;
+        if bytes > fetch.max_body() {
+            return Err(PollError::PagesTooLarge { limit: fetch.max_body() });
+        }
         let next = page.next.clone();
         pages.push(page);
         match next {
@@ -90,7 +107,9 @@ pub(crate) async fn fetch(
         serde_json::to_vec(&items).expect("values serialize")
     });
     *cache.0.lock().unwrap() = pages;
-    let Some(body) = merged else { return Ok(Answer::NotModified { max_age }) };
+    let Some(body) = merged else {
+        return Ok(Answer::NotModified { max_age, etag: None, last_modified: None, link: None });
+    };
     Ok(Answer::Ok {
         body: Bytes::from(body),
         content_type: Some("application/json".into()),
@@ -101,21 +120,30 @@ pub(crate) async fn fetch(
     })
 }
 
-/// Where the page at `target` says the next one is: its `Link: <…>; rel="next"`, or the URL or
-/// cursor at the configured pointer.
-fn next_target(fetch: &dyn Fetch, cfg: &Pages, target: &str, doc: &Value, link: Option<&str>) -> Option<String> {
+/// The target of the page after the one at `target`, as its `Link: <…>; rel="next"` or the
+/// URL or cursor at the configured pointer of its body `doc` names it; `None` on the last page.
+fn next_page(
+    fetch: &dyn Fetch,
+    cfg: &Pages,
+    target: &str,
+    doc: Option<&Value>,
+    link: Option<&str>,
+) -> Result<Option<String>, PollError> {
     let named = match &cfg.next {
-        NextPage::Link => next_link(link?)?,
-        NextPage::Pointer(pointer) => match doc.pointer(pointer)? {
-            Value::String(s) if !s.is_empty() => s.clone(),
-            Value::Number(n) if cfg.cursor_param.is_some() => n.to_string(),
-            _ => return None,
+        NextPage::Link => link.and_then(next_link),
+        NextPage::Pointer(pointer) => match doc.and_then(|doc| doc.pointer(pointer)) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) if cfg.cursor_param.is_some() => Some(n.to_string()),
+            _ => None,
         },
     };
-    Some(match &cfg.cursor_param {
-        Some(param) => with_param(target, param, &named),
-        None => resolve(fetch, target, &named),
-    })
+    let Some(named) = named else { return Ok(None) };
+    match &cfg.cursor_param {
+        Some(param) => Ok(Some(with_param(target, param, &named))),
+        None => resolve(fetch.base_url(), target, &named)
+            .map(Some)
+            .map_err(|why| PollError::InvalidPage { path: path_of(target).into(), why }),
+    }
 }
 
 /// The URL of the `rel="next"` link in a Link field value (RFC 8288).
@@ -131,14 +159,37 @@ fn next_link(value: &str) -> Option<String> {
     })
 }
 
-/// A named next page as a target: absolute URLs and absolute paths as they are (under the
-/// upstream URL), a query alone on the current path.
-fn resolve(fetch: &dyn Fetch, current: &str, named: &str) -> String {
-    if named.starts_with('?') {
-        let path = current.split('?').next().unwrap_or(current);
-        return format!("{path}{named}");
+/// The target of the URL reference `named`, resolved against the URL of the page at `current`
+/// (RFC 3986 section 5), when it is on the upstream: the same scheme, host and port as `base`,
+/// no userinfo, a path under `base`'s. Anything else is refused, never requested: a page must
+/// not send herald's service credential, or a subscriber's own, to another host.
+fn resolve(base: &str, current: &str, named: &str) -> Result<String, String> {
+    let base = Url::parse(base).map_err(|e| format!("upstream.url: {e}"))?;
+    let page = Url::parse(&format!("{base}{current}", base = base.as_str().trim_end_matches('/')))
+        .map_err(|e| format!("the page's URL: {e}"))?;
+    let next = page.join(named).map_err(|e| format!("its next page is not a URL reference: {e}"))?;
+    if next.scheme() != base.scheme()
+        || next.host() != base.host()
+        || next.port_or_known_default() != base.port_or_known_default()
+        || !next.username().is_empty()
+        || next.password().is_some()
+    {
+        return Err("its next page is not on the upstream (another scheme, host or port, or userinfo)".into());
     }
-    fetch.target_of(named)
+    let base_path = base.path().trim_end_matches('/');
+    let path = match next.path().strip_prefix(base_path) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => return Err("its next page is outside upstream.url's path".into()),
+    };
+    Ok(match next.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    })
+}
+
+/// A target's path, without the query (which may carry what is not ours to show).
+fn path_of(target: &str) -> &str {
+    target.split('?').next().unwrap_or(target)
 }
 
 /// `target` with the query parameter `param` set to `value` (percent-encoded).
@@ -160,6 +211,112 @@ fn with_param(target: &str, param: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::FetchFuture;
+    use std::collections::{HashMap, VecDeque};
+
+    /// Answers each target from a queue of its own (404 when it has none left) and records the
+    /// targets asked.
+    #[derive(Default)]
+    struct Pager {
+        answers: Mutex<HashMap<String, VecDeque<Answer>>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Pager {
+        fn then(&self, target: &str, answer: Answer) -> &Self {
+            self.answers.lock().unwrap().entry(target.into()).or_default().push_back(answer);
+            self
+        }
+    }
+
+    impl Fetch for Pager {
+        fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a> {
+            self.asked.lock().unwrap().push(req.target.to_string());
+            let answer = self.answers.lock().unwrap().get_mut(req.target).and_then(VecDeque::pop_front);
+            let answer = answer.unwrap_or(Answer::Status {
+                status: 404,
+                content_type: None,
+                body: Bytes::new(),
+                retry_after: None,
+            });
+            Box::pin(async move { Ok(answer) })
+        }
+
+        fn max_body(&self) -> u64 {
+            1000
+        }
+    }
+
+    fn page(items: &str, etag: &str, next: Option<&str>) -> Answer {
+        Answer::Ok {
+            body: Bytes::from(format!(r#"{{"items":{items}}}"#)),
+            content_type: None,
+            etag: Some(etag.into()),
+            last_modified: None,
+            max_age: None,
+            link: next.map(|n| format!("<{n}>; rel=\"next\"")),
+        }
+    }
+
+    fn by_link() -> Pages {
+        Pages { next: NextPage::Link, cursor_param: None, items: "/items".into(), max_pages: 10 }
+    }
+
+    async fn poll(pager: &Pager, cache: &PageCache, target: &str) -> Result<Answer, PollError> {
+        fetch(pager, &by_link(), cache, Request { target, ..Request::default() }).await
+    }
+
+    fn items(answer: Result<Answer, PollError>) -> String {
+        match answer {
+            Ok(Answer::Ok { body, .. }) => String::from_utf8(body.to_vec()).unwrap(),
+            other => panic!("expected a merged list, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_304_names_the_next_page_afresh() {
+        let (pager, cache) = (Pager::default(), PageCache::default());
+        pager
+            .then("/t", page("[1]", "\"p1\"", Some("/t?page=2&v=1")))
+            .then("/t?page=2&v=1", page("[2]", "\"a\"", None));
+        assert_eq!(items(poll(&pager, &cache, "/t").await), "[1,2]");
+        // Page 2 changed: page 1 is the same, but its link pins the new version.
+        pager.then(
+            "/t",
+            Answer::NotModified {
+                max_age: None,
+                etag: Some("\"p1\"".into()),
+                last_modified: None,
+                link: Some("</t?page=2&v=2>; rel=\"next\"".into()),
+            },
+        );
+        pager.then("/t?page=2&v=2", page("[3]", "\"b\"", None));
+        assert_eq!(items(poll(&pager, &cache, "/t").await), "[1,3]");
+        assert_eq!(pager.asked.lock().unwrap().last().map(String::as_str), Some("/t?page=2&v=2"));
+    }
+
+    #[tokio::test]
+    async fn a_next_page_off_the_upstream_is_an_error_never_a_request() {
+        for next in ["//evil.example/t", "http://upstream.test@evil.example/t", "http://evil.example/t"] {
+            let (pager, cache) = (Pager::default(), PageCache::default());
+            pager.then("/t?token=s3cret", page("[1]", "\"p1\"", Some(next)));
+            let err = poll(&pager, &cache, "/t?token=s3cret").await.expect_err(next);
+            assert!(matches!(err, PollError::InvalidPage { .. }), "{next}: {err}");
+            assert!(!err.to_string().contains("s3cret"), "{next}: the query is not shown: {err}");
+            assert_eq!(*pager.asked.lock().unwrap(), ["/t?token=s3cret"], "{next}: nothing else asked");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_merged_pages_are_held_to_max_body() {
+        let (pager, cache) = (Pager::default(), PageCache::default());
+        let big = format!("[\"{}\"]", "x".repeat(400));
+        pager.then("/t", page(&big, "\"1\"", Some("/t?page=2")));
+        pager.then("/t?page=2", page(&big, "\"2\"", Some("/t?page=3")));
+        pager.then("/t?page=3", page(&big, "\"3\"", None));
+        let err = poll(&pager, &cache, "/t").await.expect_err("three pages of 400 bytes");
+        assert!(matches!(err, PollError::PagesTooLarge { limit: 1000 }), "{err}");
+    }
 
     #[test]
     fn the_next_link_is_found_among_others() {
@@ -179,11 +336,32 @@ mod tests {
     }
 
     #[test]
-    fn next_urls_are_targets_under_the_upstream_url() {
-        use crate::client::absolute_path;
-        assert_eq!(absolute_path("https://api.example/v1/tasks?page=2", "/v1"), "/tasks?page=2");
-        assert_eq!(absolute_path("/v1/tasks?page=2", "/v1"), "/tasks?page=2");
-        assert_eq!(absolute_path("/v10/tasks", "/v1"), "/v10/tasks");
-        assert_eq!(absolute_path("http://h:1/tasks", ""), "/tasks");
+    fn next_pages_resolve_against_the_page_and_stay_on_the_upstream() {
+        let ok = |base: &str, current: &str, named: &str| resolve(base, current, named).unwrap();
+        assert_eq!(ok("http://h:1", "/tasks?page=1", "/tasks?page=2"), "/tasks?page=2");
+        assert_eq!(ok("http://h:1", "/tasks?page=1", "?page=2"), "/tasks?page=2");
+        assert_eq!(ok("http://h:1/v1", "/tasks?page=1", "http://h:1/v1/tasks?page=2"), "/tasks?page=2");
+        assert_eq!(ok("http://h:1/v1", "/tasks/all?page=1", "more?page=2"), "/tasks/more?page=2");
+        assert_eq!(ok("https://api.example/v1", "/tasks", "https://API.example:443/v1/tasks?c=x"), "/tasks?c=x");
+        // Relative references stay relative: `@host` is a path segment on the upstream.
+        assert_eq!(ok("http://h:1", "/paged/tasks", "@evil.example:80/x"), "/paged/@evil.example:80/x");
+        for named in [
+            "//evil.example/tasks",
+            "http://evil.example/tasks",
+            "http://h:2/tasks",
+            "https://h:1/tasks",
+            "http://user@h:1/tasks",
+            "http://h:1@evil.example:80/x",
+            "http://h:1:pw@evil.example/x",
+            "ftp://h:1/tasks",
+            "javascript:alert(1)",
+        ] {
+            assert!(resolve("http://h:1", "/tasks", named).is_err(), "{named} must be refused");
+        }
+        // Out of the upstream's path, by name or by dot segments.
+        assert!(resolve("http://h:1/v1", "/tasks", "/v10/tasks").is_err());
+        assert!(resolve("http://h:1/v1", "/tasks", "/admin").is_err());
+        assert!(resolve("http://h:1/v1", "/tasks", "../admin").is_err());
+        assert!(resolve("http://h:1/v1", "/tasks", "/v1/../admin").is_err());
     }
 }

@@ -251,7 +251,7 @@ mod tests {
                         max_age: None,
                         link: None,
                     },
-                    None => Answer::NotModified { max_age: None },
+                    None => Answer::NotModified { max_age: None, etag: None, last_modified: None, link: None },
                 })
             })
         }

@@ -27,6 +27,24 @@ pub enum Fault {
     Delay(Duration),
 }
 
+/// How `/paged/tasks` names its next page.
+#[derive(Debug, Clone, Default)]
+pub enum PageLinks {
+    /// `?page=N+1` in the body (`next`, and `cursor` as a number) and in `Link`.
+    #[default]
+    Plain,
+    /// In `Link` alone, pinned to the version of the list the page was served from
+    /// (`?page=N+1&v=V`, as some APIs keep a listing consistent across its pages). A page asked
+    /// with an older `v` is served from that version, and a page's ETag covers its own items:
+    /// page 1 answers 304 with a new `Link` when only a later page changed.
+    Versioned,
+    /// Page 1 names this as its next page, in `Link` and in the body (a hostile or broken API).
+    Fixed(String),
+}
+
+/// Versions of the task list kept for [`PageLinks::Versioned`].
+const VERSIONS_KEPT: usize = 64;
+
 /// One request as the API saw it, for tests that check what herald sent on whose behalf.
 #[derive(Debug, Clone)]
 pub struct Requested {
@@ -71,6 +89,11 @@ struct State {
     padding: usize,
     /// Tasks per page of `/paged/tasks`.
     page_size: usize,
+    page_links: PageLinks,
+    /// Bumped at every change of the task list; with [`PageLinks::Versioned`], the lists of the
+    /// last versions, newest last.
+    version: u64,
+    versions: VecDeque<(u64, Vec<Value>)>,
 }
 
 impl LegacyApi {
@@ -238,6 +261,13 @@ impl LegacyApi {
         self.state.lock().unwrap().page_size = size;
     }
 
+    /// How `/paged/tasks` names its next page from now on.
+    pub fn set_page_links(&self, links: PageLinks) {
+        let mut st = self.state.lock().unwrap();
+        st.page_links = links;
+        st.touch("/tasks");
+    }
+
     /// Inserts a task at position `at` and returns its id.
     pub fn insert_task(&self, at: usize, title: &str) -> String {
         let mut st = self.state.lock().unwrap();
@@ -366,7 +396,7 @@ impl LegacyApi {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return self.write(req, &path).await;
         }
-        let (body, resource) = {
+        let (body, resource, link) = {
             let st = self.state.lock().unwrap();
             match self.resolve(&st, &req, &path) {
                 Ok(found) => found,
@@ -378,6 +408,8 @@ impl LegacyApi {
         if st.without_validators {
             return Response::builder().header(header::CONTENT_TYPE, "application/json").body(Full::new(body)).unwrap();
         }
+        // A paginated resource names its next page in `Link` (RFC 8288), on a 304 too.
+        let link = link.map(|next| format!("<{next}>; rel=\"next\""));
         let etag = etag_of(&body);
         let modified = st.modified.get(&resource).copied().unwrap_or(SystemTime::UNIX_EPOCH);
         let h = req.headers();
@@ -391,22 +423,21 @@ impl LegacyApi {
         let last_modified = httpdate::fmt_http_date(modified);
         if fresh {
             st.stats.entry(path).or_default().not_modified += 1;
-            return Response::builder()
+            let mut resp = Response::builder()
                 .status(StatusCode::NOT_MODIFIED)
                 .header(header::ETAG, etag)
-                .header(header::LAST_MODIFIED, last_modified)
-                .body(Full::new(Bytes::new()))
-                .unwrap();
+                .header(header::LAST_MODIFIED, last_modified);
+            if let Some(link) = link {
+                resp = resp.header(header::LINK, link);
+            }
+            return resp.body(Full::new(Bytes::new())).unwrap();
         }
         let mut resp = Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ETAG, etag)
             .header(header::LAST_MODIFIED, last_modified);
-        // A paginated resource names its next page in `Link` too (RFC 8288).
-        if let Some(next) =
-            serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["next"].as_str().map(str::to_string))
-        {
-            resp = resp.header(header::LINK, format!("<{next}>; rel=\"next\""));
+        if let Some(link) = link {
+            resp = resp.header(header::LINK, link);
         }
         resp.body(Full::new(body)).unwrap()
     }
@@ -488,30 +519,26 @@ impl LegacyApi {
         }
     }
 
-    /// The body for a GET and the resource key whose modification time it carries.
-    fn resolve(&self, st: &State, req: &Request<Incoming>, path: &str) -> Result<(Value, String), (StatusCode, Value)> {
+    /// The body for a GET, the resource key whose modification time it carries, and the next
+    /// page it names in `Link`.
+    fn resolve(&self, st: &State, req: &Request<Incoming>, path: &str) -> Result<Resolved, (StatusCode, Value)> {
+        if path == "/paged/tasks" {
+            return paged(st, req.uri().query().unwrap_or_default());
+        }
+        self.resolve_body(st, req, path).map(|(body, resource)| (body, resource, None))
+    }
+
+    fn resolve_body(
+        &self,
+        st: &State,
+        req: &Request<Incoming>,
+        path: &str,
+    ) -> Result<(Value, String), (StatusCode, Value)> {
         if path == "/tasks" {
             return Ok((st.tasks_body(), "/tasks".into()));
         }
         if path == "/board" {
             return Ok((st.board_body(), "/tasks".into()));
-        }
-        if path == "/paged/tasks" {
-            // `?page=N` (from 1) of `page_size` tasks; the next page in `next`, `cursor` and `Link`.
-            let page: usize = req
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("page=")))
-                .and_then(|n| n.parse().ok())
-                .filter(|&n| n >= 1)
-                .unwrap_or(1);
-            let size = st.page_size.max(1);
-            let items: Vec<Value> = st.tasks.iter().skip((page - 1) * size).take(size).cloned().collect();
-            let more = page * size < st.tasks.len();
-            let next = more.then(|| format!("/paged/tasks?page={}", page + 1));
-            // The same next page as a cursor, for `cursor_param: page`.
-            let cursor = more.then_some(page + 1);
-            return Ok((json!({"items": items, "next": next, "cursor": cursor}), "/tasks".into()));
         }
         if let Some(id) = path.strip_prefix("/tasks/") {
             return match st.tasks.iter().find(|t| t["id"] == id) {
@@ -547,6 +574,45 @@ impl LegacyApi {
     }
 }
 
+/// A page of `/paged/tasks`: `?page=N` (from 1) of `page_size` tasks, and the next page as
+/// [`PageLinks`] says.
+fn paged(st: &State, query: &str) -> Result<Resolved, (StatusCode, Value)> {
+    let param = |name: &str| {
+        query.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')).and_then(|n| n.parse::<u64>().ok())
+    };
+    let page = param("page").filter(|&n| n >= 1).unwrap_or(1) as usize;
+    let (version, tasks) = match (&st.page_links, param("v")) {
+        (PageLinks::Versioned, Some(v)) => match st.versions.iter().find(|(at, _)| *at == v) {
+            Some((_, tasks)) => (v, tasks),
+            None => return Err((StatusCode::GONE, json!({"error": "no such version", "v": v}))),
+        },
+        _ => (st.version, &st.tasks),
+    };
+    let size = st.page_size.max(1);
+    let items: Vec<Value> = tasks.iter().skip((page - 1) * size).take(size).cloned().collect();
+    let more = page * size < tasks.len();
+    let resource = "/tasks".to_string();
+    Ok(match &st.page_links {
+        PageLinks::Plain => {
+            let next = more.then(|| format!("/paged/tasks?page={}", page + 1));
+            // The same next page as a cursor, for `cursor_param: page`.
+            let cursor = more.then_some(page + 1);
+            (json!({"items": items, "next": next, "cursor": cursor}), resource, next)
+        }
+        PageLinks::Versioned => {
+            let next = more.then(|| format!("/paged/tasks?page={}&v={version}", page + 1));
+            (json!({"items": items}), resource, next)
+        }
+        PageLinks::Fixed(next) => {
+            let next = (page == 1).then(|| next.clone());
+            (json!({"items": items, "next": next}), resource, next)
+        }
+    })
+}
+
+/// A GET's body, the resource whose modification time it carries, and the next page it names.
+type Resolved = (Value, String, Option<String>);
+
 impl State {
     fn new_task(&mut self, title: &str) -> Value {
         self.next_id += 1;
@@ -555,6 +621,15 @@ impl State {
 
     fn touch(&mut self, resource: &str) {
         self.modified.insert(resource.into(), SystemTime::now());
+        if resource == "/tasks" {
+            self.version += 1;
+            if matches!(self.page_links, PageLinks::Versioned) {
+                if self.versions.len() == VERSIONS_KEPT {
+                    self.versions.pop_front();
+                }
+                self.versions.push_back((self.version, self.tasks.clone()));
+            }
+        }
     }
 
     fn padded(&self, task: &Value) -> Value {

@@ -113,6 +113,25 @@ async fn a_burst_of_writes_is_one_refresh_in_flight_and_at_most_one_after_it() {
 }
 
 #[tokio::test]
+async fn writes_wait_for_the_upstream_s_retry_after() {
+    let (api, gw, _list) = list_watched().await;
+    let client = reqwest::Client::new();
+    let write =
+        |i: usize| client.patch(gw.url("/tasks/1")).body(json!({"title": format!("write {i}")}).to_string()).send();
+    // The refresh the first write asks for is answered 429, Retry-After 60 s.
+    api.fail_next("/tasks", [Fault::Status(429, Some(60))]);
+    assert_eq!(write(0).await.unwrap().status(), 200);
+    eventually("the refresh answered 429", || api.stats("/tasks").errors == 1).await;
+    let answered = polls(&api, "/tasks").len();
+    for i in 1..=10 {
+        assert_eq!(write(i).await.unwrap().status(), 200);
+    }
+    // A refresh polls within milliseconds; a slow machine only makes this wait longer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(polls(&api, "/tasks").len(), answered, "no poll before the Retry-After deadline");
+}
+
+#[tokio::test]
 async fn a_user_s_write_refreshes_every_scope_of_the_watch_and_leaks_nothing() {
     let (api, upstream) = start_api().await;
     let routes =

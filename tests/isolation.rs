@@ -96,7 +96,7 @@ async fn a_thousand_credentials_never_see_each_others_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_made_up_watches_leaves_the_subscribed_one_on_schedule() {
+async fn a_flood_of_made_up_watches_is_refused_in_bounded_memory_and_subscribers_keep_their_stream() {
     const FLOOD: usize = 50_000;
     const INTERVAL: Duration = Duration::from_millis(200);
     let (api, upstream) = start_api().await;
@@ -145,27 +145,24 @@ async fn a_flood_of_made_up_watches_leaves_the_subscribed_one_on_schedule() {
 
     let count = |s: u16| statuses.iter().filter(|&&x| x == s).count();
     eprintln!(
-        "flood of {FLOOD} in {flood:?}: 200 {}, 404 {}, 429 {}, 503 {}, other {}; board polled {} times; peak RSS {} -> {} MiB",
+        "flood of {FLOOD} in {flood:?}: 200 {}, 404 {}, 429 {}, 503 {}, other {}; board polled {} times against {:.0} intervals; peak RSS {} -> {} MiB",
         count(200),
         count(404),
         count(429),
         count(503),
         statuses.len() - count(200) - count(404) - count(429) - count(503),
         board.len(),
+        flood.as_secs_f64() / INTERVAL.as_secs_f64(),
         rss_before >> 20,
         gw.peak_rss() >> 20
     );
     assert_eq!(statuses.len() - count(200) - count(404) - count(429) - count(503), 0, "only the answers configured");
     assert!(count(503) > 0, "limits.max_watches answered 503");
     assert!(count(429) > 0, "limits.max_watches_per_scope answered 429");
-    // The subscribed watch kept its schedule: about one poll per interval over the whole flood
-    // (94% of them alone on this machine; without the background share, 51%).
-    let expected = flood.as_secs_f64() / INTERVAL.as_secs_f64();
-    assert!(
-        board.len() as f64 >= 0.7 * expected,
-        "board polled {} times in {flood:?}, expected about {expected:.0}",
-        board.len()
-    );
+    // How many times `/board` was polled during the flood is a figure of this machine's speed,
+    // printed above for docs/benchmarks.md; that subscribed watches keep their share of the
+    // limiter is asserted under paused time in herald-poll
+    // (`hub::tests::scheduled_polls_keep_their_share_under_a_flood_of_watches_and_of_writes`).
     let watches: serde_json::Value = serde_json::from_str(&gw.admin_get("/admin/watches").await).unwrap();
     assert!(watches["watches"].as_array().unwrap().len() <= 400, "never more than max_watches");
     assert!(gw.peak_rss() < rss_before + (256 << 20), "memory stays bounded");

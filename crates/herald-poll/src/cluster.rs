@@ -208,6 +208,8 @@ struct Replica {
     holding: Option<Holding>,
     /// When the holder polls next.
     next_poll: Instant,
+    /// The next poll answers a write-through refresh; when the scheduled one was due.
+    refreshing: Option<Instant>,
 }
 
 /// The channel write-through refreshes are announced on, under `storage.prefix`.
@@ -253,6 +255,7 @@ pub(crate) async fn run(hub: Arc<Hub>, watch: Arc<Watch>, cluster: Arc<Cluster>)
         log,
         holding: None,
         next_poll: Instant::now(),
+        refreshing: None,
     };
     replica.run().await;
     replica.release().await;
@@ -299,8 +302,12 @@ impl Replica {
                     Some(Note::Reconnected) => self.catch_up(Why::Reconnected).await,
                     Some(Note::Refresh(_)) => {}
                 },
-                // A write through any replica: the holder polls now.
-                () = self.watch.refresh.notified(), if polling => self.next_poll = Instant::now(),
+                // A write through any replica: the holder polls now, or at its back-off deadline
+                // when the upstream asked it to wait.
+                () = self.watch.refresh.asked(), if polling && schedule.errors() == 0 && self.refreshing.is_none() => {
+                    self.refreshing = Some(self.next_poll);
+                    self.next_poll = Instant::now();
+                }
                 () = tokio::time::sleep_until(self.next_poll), if polling => {
                     if !self.poll(&mut schedule, &mut tick).await {
                         return;
@@ -390,13 +397,10 @@ impl Replica {
         // fencing refuses it.
         let Some(value) = self.holding.as_ref().map(|h| h.value.clone()) else { return true };
         let shutdown = hub.shutdown.clone();
-        let permit = tokio::select! {
-            p = hub.limiter.acquire(priority(&watch, first)) => p,
-            () = shutdown.cancelled() => return false,
-        };
+        let priority = priority(&watch, first, self.refreshing.take());
         // The lease is renewed while the upstream takes its time.
         let polled = {
-            let polling = hub.poll(&watch, schedule);
+            let polling = hub.poll(&watch, schedule, priority);
             tokio::pin!(polling);
             loop {
                 tokio::select! {
@@ -406,7 +410,6 @@ impl Replica {
                 }
             }
         };
-        drop(permit);
         let delay = match polled {
             Polled::Step(step, next) => {
                 self.commit(&value, step, false).await;

@@ -513,7 +513,7 @@ impl Hub {
             let p = watch.path();
             if watch.route.cfg.refresh_on_write && (p == path || Some(p) == collection) {
                 if ask {
-                    watch.refresh.notify_one();
+                    watch.refresh.ask();
                 }
                 asked += 1;
             }
@@ -558,12 +558,16 @@ impl Hub {
         let mut schedule = Schedule::new(cfg.poll.clone());
         let mut delay = Duration::ZERO;
         loop {
+            let mut refreshed = None;
             if !delay.is_zero() {
-                let delay = jittered(delay, cfg.poll.jitter, fastrand::f64());
+                let due = tokio::time::Instant::now() + jittered(delay, cfg.poll.jitter, fastrand::f64());
+                // A write through herald polls now, not at the next interval; but while the
+                // watch backs off (errors, `Retry-After`), the upstream asked herald to wait, and
+                // the poll at the deadline answers the write.
+                let backing_off = schedule.errors() > 0;
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    // A write through herald: now, not at the next interval.
-                    () = watch.refresh.notified() => {}
+                    () = tokio::time::sleep_until(due) => {}
+                    () = watch.refresh.asked(), if !backing_off => refreshed = Some(due),
                     _ = self.shutdown.cancelled() => break,
                 }
                 if self.lingered_out(&watch) {
@@ -571,15 +575,11 @@ impl Hub {
                     return;
                 }
             }
-            let permit = tokio::select! {
-                p = self.limiter.acquire(priority(&watch, delay.is_zero())) => p,
-                _ = self.shutdown.cancelled() => break,
-            };
+            let priority = priority(&watch, delay.is_zero(), refreshed);
             let polled = tokio::select! {
-                polled = self.poll(&watch, &mut schedule) => polled,
+                polled = self.poll(&watch, &mut schedule, priority) => polled,
                 _ = self.shutdown.cancelled() => break,
             };
-            drop(permit);
             match polled {
                 Polled::Step(step, next) => {
                     watch.apply(step);
@@ -621,9 +621,10 @@ impl Hub {
         watch.terminate(encode_frame("error", None, format!("{{\"status\":{status}}}").as_bytes()));
     }
 
-    /// Polls the upstream once and decides what that does to the watch; applying it is the
-    /// caller's (at once, or in cluster mode once the watch's log in Redis took it).
-    pub(crate) async fn poll(&self, watch: &Arc<Watch>, schedule: &mut Schedule) -> Polled {
+    /// Polls the upstream once, each request with a permit of the limiter's `priority` share,
+    /// and decides what that does to the watch; applying it is the caller's (at once, or in
+    /// cluster mode once the watch's log in Redis took it).
+    pub(crate) async fn poll(&self, watch: &Arc<Watch>, schedule: &mut Schedule, priority: Priority) -> Polled {
         let route = &watch.route;
         let cfg = &route.cfg;
         // Only the caller applies steps: what is read here stays true until it does.
@@ -642,8 +643,16 @@ impl Hub {
         let request =
             Request { target: &watch.key.target, credentials: &watch.credentials, withhold, etag, last_modified };
         let answer = match &cfg.poll.pages {
-            None => self.fetch.fetch(request).await,
-            Some(pages) => crate::pages::fetch(&*self.fetch, pages, &watch.pages, request).await,
+            None => {
+                let _permit = self.limiter.acquire(priority).await;
+                // A refresh asked until now is answered by this poll.
+                watch.refresh.take();
+                self.fetch.fetch(request).await
+            }
+            Some(pages) => {
+                let budget = crate::pages::Budget { limiter: &self.limiter, priority, refresh: &watch.refresh };
+                crate::pages::fetch(&*self.fetch, pages, &watch.pages, request, budget).await
+            }
         };
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
@@ -745,12 +754,14 @@ pub(crate) enum Polled {
     Revoked(u16),
 }
 
-/// A first poll, or a watch only lingering, takes its turn from the background share.
-pub(crate) fn priority(watch: &Watch, first: bool) -> Priority {
-    if first || watch.subscribers() == 0 {
-        Priority::Background
-    } else {
-        Priority::Subscribed
+/// A first poll, or a watch only lingering, takes its turn from the background share; so does
+/// a write-through refresh (`refresh`: when the scheduled poll it comes before is due), until
+/// that scheduled poll is due.
+pub(crate) fn priority(watch: &Watch, first: bool, refresh: Option<tokio::time::Instant>) -> Priority {
+    match refresh {
+        _ if first || watch.subscribers() == 0 => Priority::Background,
+        Some(due) => Priority::Refresh { due },
+        None => Priority::Subscribed,
     }
 }
 
@@ -875,7 +886,8 @@ mod tests {
     #[derive(Default)]
     struct Script {
         answers: Mutex<VecDeque<Result<Answer, PollError>>>,
-        polls: Mutex<Vec<(Instant, Option<String>)>>,
+        /// When, with which ETag, of which target.
+        polls: Mutex<Vec<(Instant, Option<String>, String)>>,
     }
 
     impl Script {
@@ -884,16 +896,25 @@ mod tests {
             self
         }
         fn poll_offsets(&self, start: Instant) -> Vec<u64> {
-            self.polls.lock().unwrap().iter().map(|(t, _)| (*t - start).as_secs()).collect()
+            self.polls.lock().unwrap().iter().map(|(t, ..)| (*t - start).as_secs()).collect()
+        }
+        /// When `target` was polled.
+        fn polls_of(&self, target: &str) -> Vec<Instant> {
+            self.polls.lock().unwrap().iter().filter(|(.., t)| t == target).map(|(at, ..)| *at).collect()
         }
     }
 
     impl Fetch for Script {
         fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a> {
-            self.polls.lock().unwrap().push((Instant::now(), req.etag.map(str::to_string)));
+            self.polls.lock().unwrap().push((Instant::now(), req.etag.map(str::to_string), req.target.to_string()));
+            // When the script is done: 304 to a conditional request, `[]` to a first one.
+            let conditional = req.etag.is_some();
             let next = self.answers.lock().unwrap().pop_front();
             Box::pin(async move {
-                next.unwrap_or(Ok(Answer::NotModified { max_age: None, etag: None, last_modified: None, link: None }))
+                next.unwrap_or_else(|| match conditional {
+                    true => Ok(Answer::NotModified { max_age: None, etag: None, last_modified: None, link: None }),
+                    false => ok("[]", "\"0\""),
+                })
             })
         }
     }
@@ -919,28 +940,30 @@ mod tests {
     }
 
     fn hub(script: Arc<Script>, access: Access) -> Arc<Hub> {
-        let mut route = herald_config::load(
-            "t.yaml",
-            "upstream: {url: 'http://127.0.0.1:1'}\nroutes: [{name: tasks, path: /tasks}]\n",
-            &|_| None,
-        )
-        .unwrap()
-        .routes
-        .remove(0);
-        route.access = access;
-        route.poll = herald_config::Poll {
-            interval: Duration::from_secs(10),
-            min_interval: Duration::from_secs(1),
-            max_interval: Duration::from_secs(80),
-            adaptive: false,
-            jitter: 0.0,
-            linger: Duration::from_secs(30),
-            pages: None,
-        };
+        hub_with(script, access, "routes: [{name: tasks, path: /tasks}]", 100.0, Duration::from_secs(10))
+    }
+
+    /// A hub of `routes` (the first with `access`), polling every `interval`, `rate` polls a
+    /// second at most.
+    fn hub_with(script: Arc<Script>, access: Access, routes: &str, rate: f64, interval: Duration) -> Arc<Hub> {
+        let yaml = format!("upstream: {{url: 'http://127.0.0.1:1'}}\n{routes}\n");
+        let mut routes = herald_config::load("t.yaml", &yaml, &|_| None).unwrap().routes;
+        for route in &mut routes {
+            route.poll = herald_config::Poll {
+                interval,
+                min_interval: Duration::from_secs(1),
+                max_interval: Duration::from_secs(80),
+                adaptive: false,
+                jitter: 0.0,
+                linger: Duration::from_secs(30),
+                pages: None,
+            };
+        }
+        routes[0].access = access;
         let cfg = HubConfig {
-            routes: vec![route],
+            routes,
             queue: 16,
-            max_polls_per_second: 100.0,
+            max_polls_per_second: rate,
             max_concurrency: 4,
             scope_key: [7; 32],
             limits: herald_config::Limits::default(),
@@ -1062,5 +1085,82 @@ mod tests {
         assert!(hub.watches().is_empty());
         let polls = script.poll_offsets(start);
         assert!(polls.iter().all(|&t| t <= 60), "no poll after linger (30s after the last subscriber left): {polls:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_polls_at_once_unless_the_upstream_asked_to_wait() {
+        let script = Arc::new(Script::default());
+        script.then(ok("[1]", "\"a\"")).then(ok("[1,2]", "\"b\"")).then(status(429, Some(60)));
+        let start = Instant::now();
+        let hub = hub(script.clone(), Access::Public);
+        let _joined = hub.subscribe(key(), Credentials::default(), None).await.unwrap();
+        // A write at 3s: polled at once, not at 10s.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(hub.refresh("/tasks").await, 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(script.poll_offsets(start), [0, 3]);
+        // At 13s the upstream answers 429, Retry-After 60: ten writes meanwhile poll nothing,
+        // and the poll at the deadline answers them (no second poll right after it).
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(script.poll_offsets(start), [0, 3, 13]);
+        for _ in 0..10 {
+            hub.refresh("/tasks").await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        assert_eq!(script.poll_offsets(start), [0, 3, 13], "nothing before the Retry-After deadline");
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(script.poll_offsets(start), [0, 3, 13, 73, 83], "the deadline, then the interval");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scheduled_polls_keep_their_share_under_a_flood_of_watches_and_of_writes() {
+        // 10 polls/s: 5/s at most for first polls, lingering watches and refreshes.
+        let script = Arc::new(Script::default());
+        let routes = "routes: [{name: board, path: /board}, {name: tasks, path: /tasks}]";
+        let hub = hub_with(script.clone(), Access::Public, routes, 10.0, Duration::from_secs(10));
+        let board = WatchKey { route: 0, target: "/board".into(), scope: Scope::Everybody };
+        let _board = hub.subscribe(board, Credentials::default(), None).await.unwrap();
+        // Forty subscribed watches that every write refreshes (4 scheduled polls/s)...
+        let mut joined = Vec::new();
+        for i in 0..40 {
+            let key = WatchKey { route: 1, target: format!("/tasks?list={i}"), scope: Scope::Everybody };
+            joined.push(hub.subscribe(key, Credentials::default(), None).await.unwrap());
+        }
+        let start = Instant::now();
+        // ...a write every 100 ms, and made-up watches asked for as fast as they are answered
+        // (the per-scope limit refuses most; those made linger).
+        let storm = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                loop {
+                    hub.refresh("/tasks").await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        let flood = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                for i in 0.. {
+                    let key = WatchKey { route: 1, target: format!("/tasks?made-up={i}"), scope: Scope::Everybody };
+                    drop(hub.subscribe(key, Credentials::default(), None).await);
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        storm.abort();
+        flood.abort();
+        // Every subscribed watch polled on its schedule (10 s), the refreshed ones more often.
+        let targets = std::iter::once("/board".to_string()).chain((0..40).map(|i| format!("/tasks?list={i}")));
+        for target in targets {
+            let polls: Vec<_> = script.polls_of(&target).into_iter().filter(|at| *at >= start).collect();
+            let longest = polls.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::MAX);
+            assert!(
+                polls.len() >= 11 && longest <= Duration::from_millis(10_500),
+                "{target}: {} polls, longest gap {longest:?}",
+                polls.len()
+            );
+        }
+        assert!(script.polls_of("/tasks?list=0").len() > 12, "refreshes polled the refreshed watches too");
     }
 }

@@ -3,6 +3,9 @@
 //! watch's first poll, an admission check, a watch nobody is subscribed to) draw from a second
 //! bucket of half the rate and half the slots as well, so however many new watches clients ask
 //! for, the watches people are subscribed to keep at least half of the budget (spec section 5).
+//! A write-through refresh of a subscribed watch draws from the background share too, until
+//! the watch's scheduled poll comes due: however many watches a write refreshes, scheduled polls
+//! keep their share (spec section 13).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +25,9 @@ pub enum Priority {
     Subscribed,
     /// A first poll, an admission check, or a watch lingering without subscribers.
     Background,
+    /// A write-through refresh of a subscribed watch: background until the watch's scheduled
+    /// poll is `due`, subscribed from then on.
+    Refresh { due: Instant },
 }
 
 /// Held while a poll is in flight.
@@ -54,6 +60,10 @@ impl Limiter {
         let background = match priority {
             Priority::Subscribed => None,
             Priority::Background => Some(self.background.acquire().await),
+            Priority::Refresh { due } => tokio::select! {
+                permit = self.background.acquire() => Some(permit),
+                () = tokio::time::sleep_until(due) => None,
+            },
         };
         Permit { _all: self.all.acquire().await, _background: background }
     }

@@ -12,6 +12,8 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::client::{Answer, Fetch, Request};
+use crate::limit::{Limiter, Priority};
+use crate::watch::Refresh;
 use crate::PollError;
 
 /// One page as last fetched: where it was, its validators, its items and where it pointed.
@@ -26,6 +28,14 @@ pub(crate) struct Page {
     next: Option<String>,
 }
 
+/// What each page request draws on: a permit of the limiter's share (one per request, so a
+/// collection of many pages costs as many), and the watch's refresh, answered by the first.
+pub(crate) struct Budget<'a> {
+    pub limiter: &'a Limiter,
+    pub priority: Priority,
+    pub refresh: &'a Refresh,
+}
+
 /// The pages of a watch's last whole poll.
 #[derive(Default)]
 pub(crate) struct PageCache(Mutex<Vec<Page>>);
@@ -37,6 +47,7 @@ pub(crate) async fn fetch(
     cfg: &Pages,
     cache: &PageCache,
     first: Request<'_>,
+    budget: Budget<'_>,
 ) -> Result<Answer, PollError> {
     // Taken, not copied: a page answering 304 moves its items into this poll's list. After a
     // failed poll the next one asks every page afresh.
@@ -51,6 +62,10 @@ pub(crate) async fn fetch(
         }
         let before = known.iter().position(|p| p.target == target);
         let validators = before.map(|i| &known[i]);
+        let permit = budget.limiter.acquire(budget.priority).await;
+        if pages.is_empty() {
+            budget.refresh.take();
+        }
         let answer = fetch
             .fetch(Request {
                 target: &target,
@@ -60,6 +75,7 @@ pub(crate) async fn fetch(
                 last_modified: validators.and_then(|p| p.last_modified.as_deref()),
             })
             .await?;
+        drop(permit);
         let page = match answer {
             Answer::NotModified { max_age: age, etag, last_modified, link } => {
                 let Some(i) = before else {
@@ -263,7 +279,9 @@ mod tests {
     }
 
     async fn poll(pager: &Pager, cache: &PageCache, target: &str) -> Result<Answer, PollError> {
-        fetch(pager, &by_link(), cache, Request { target, ..Request::default() }).await
+        let (limiter, refresh) = (Limiter::new(100.0, 4), Refresh::default());
+        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, refresh: &refresh };
+        fetch(pager, &by_link(), cache, Request { target, ..Request::default() }, budget).await
     }
 
     fn items(answer: Result<Answer, PollError>) -> String {
@@ -305,6 +323,24 @@ mod tests {
             assert!(!err.to_string().contains("s3cret"), "{next}: the query is not shown: {err}");
             assert_eq!(*pager.asked.lock().unwrap(), ["/t?token=s3cret"], "{next}: nothing else asked");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_page_takes_a_permit_and_the_first_answers_the_refresh() {
+        let (pager, cache) = (Pager::default(), PageCache::default());
+        pager.then("/t", page("[1]", "\"1\"", Some("/t?page=2")));
+        pager.then("/t?page=2", page("[2]", "\"2\"", Some("/t?page=3")));
+        pager.then("/t?page=3", page("[3]", "\"3\"", None));
+        // One poll a second, none in hand: three pages take three seconds.
+        let (limiter, refresh) = (Limiter::new(1.0, 4), Refresh::default());
+        drop(limiter.acquire(Priority::Subscribed).await);
+        refresh.ask();
+        let start = tokio::time::Instant::now();
+        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, refresh: &refresh };
+        let merged = fetch(&pager, &by_link(), &cache, Request { target: "/t", ..Request::default() }, budget).await;
+        assert_eq!(items(merged), "[1,2,3]");
+        assert_eq!(start.elapsed().as_secs(), 3);
+        assert!(!refresh.take(), "the poll answered the refresh");
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! history and the broadcast always agree; the steps come from its poll loop (in
 //! [`crate::hub`]) or, in cluster mode, from the watch's log in Redis (in [`crate::cluster`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -45,11 +45,40 @@ pub struct Watch {
     pub(crate) ready: tokio::sync::watch::Sender<Ready>,
     subscribers: AtomicUsize,
     pub(crate) state: Mutex<State>,
-    /// Asks the poll loop to poll now (a write through herald, a change hint). One stored
-    /// permit: a burst while a poll is in flight is one more poll after it.
-    pub(crate) refresh: tokio::sync::Notify,
+    /// Asks the poll loop to poll now (a write through herald, a change hint).
+    pub(crate) refresh: Refresh,
     /// A paginated collection's pages as last polled (`poll.pages`).
     pub(crate) pages: crate::pages::PageCache,
+}
+
+/// Write-through refreshes asked of a watch, coalesced: one waits at most, and a poll that
+/// starts takes it (that poll sees the write). So a burst of writes while a poll is in flight is
+/// one more poll after it, and a write while the watch backs off is answered by the poll at the
+/// back-off deadline, not by another one after it.
+#[derive(Default)]
+pub(crate) struct Refresh {
+    asked: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Refresh {
+    pub(crate) fn ask(&self) {
+        self.asked.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Returns once a refresh is asked (at once when one waits).
+    pub(crate) async fn asked(&self) {
+        while !self.asked.load(Ordering::Acquire) {
+            // A stored permit from a refresh already taken wakes this once; the loop checks.
+            self.notify.notified().await;
+        }
+    }
+
+    /// Takes the refresh that waits, if any: the poll starting now answers it.
+    pub(crate) fn take(&self) -> bool {
+        self.asked.swap(false, Ordering::AcqRel)
+    }
 }
 
 pub(crate) struct State {
@@ -215,7 +244,7 @@ impl Watch {
             ready: tokio::sync::watch::Sender::new(Ready::Pending),
             subscribers: AtomicUsize::new(0),
             state: Mutex::new(state),
-            refresh: tokio::sync::Notify::new(),
+            refresh: Refresh::default(),
             pages: crate::pages::PageCache::default(),
         }
     }

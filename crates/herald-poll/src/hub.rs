@@ -634,7 +634,6 @@ impl Hub {
         };
         let etag = prev.as_ref().and_then(|r| r.etag.as_deref());
         let last_modified = prev.as_ref().and_then(|r| r.last_modified.as_deref());
-        let started = tokio::time::Instant::now();
         // A per-subscriber watch is polled on its subscribers' credentials alone.
         let withhold: &[String] = match cfg.access {
             Access::PerSubscriber => &cfg.vary,
@@ -642,15 +641,18 @@ impl Hub {
         };
         let request =
             Request { target: &watch.key.target, credentials: &watch.credentials, withhold, etag, last_modified };
+        let permit = self.limiter.acquire(priority).await;
+        // A refresh asked until now is answered by this poll.
+        watch.refresh.take();
+        let started = tokio::time::Instant::now();
         let answer = match &cfg.poll.pages {
             None => {
-                let _permit = self.limiter.acquire(priority).await;
-                // A refresh asked until now is answered by this poll.
-                watch.refresh.take();
-                self.fetch.fetch(request).await
+                let answer = self.fetch.fetch(request).await;
+                drop(permit);
+                answer
             }
             Some(pages) => {
-                let budget = crate::pages::Budget { limiter: &self.limiter, priority, refresh: &watch.refresh };
+                let budget = crate::pages::Budget { limiter: &self.limiter, priority, first: permit };
                 crate::pages::fetch(&*self.fetch, pages, &watch.pages, request, budget).await
             }
         };

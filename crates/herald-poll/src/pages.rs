@@ -12,8 +12,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::client::{Answer, Fetch, Request};
-use crate::limit::{Limiter, Priority};
-use crate::watch::Refresh;
+use crate::limit::{Limiter, Permit, Priority};
 use crate::PollError;
 
 /// One page as last fetched: where it was, its validators, its items and where it pointed.
@@ -28,12 +27,12 @@ pub(crate) struct Page {
     next: Option<String>,
 }
 
-/// What each page request draws on: a permit of the limiter's share (one per request, so a
-/// collection of many pages costs as many), and the watch's refresh, answered by the first.
+/// A permit of the limiter's `priority` share for each page request: the first page's in hand,
+/// the others' asked for in turn (so a collection of many pages costs as many polls).
 pub(crate) struct Budget<'a> {
     pub limiter: &'a Limiter,
     pub priority: Priority,
-    pub refresh: &'a Refresh,
+    pub first: Permit,
 }
 
 /// The pages of a watch's last whole poll.
@@ -56,16 +55,18 @@ pub(crate) async fn fetch(
     let mut pages: Vec<Page> = Vec::new();
     let (mut unchanged, mut max_age, mut bytes) = (true, None, 0);
     let mut target = first.target.to_string();
+    let mut first_permit = Some(budget.first);
     loop {
         if pages.len() == cfg.max_pages {
             return Err(PollError::TooManyPages { max: cfg.max_pages });
         }
         let before = known.iter().position(|p| p.target == target);
         let validators = before.map(|i| &known[i]);
-        let permit = budget.limiter.acquire(budget.priority).await;
-        if pages.is_empty() {
-            budget.refresh.take();
-        }
+        // The previous page's permit is back before this one's is asked for.
+        let permit = match first_permit.take() {
+            Some(permit) => permit,
+            None => budget.limiter.acquire(budget.priority).await,
+        };
         let answer = fetch
             .fetch(Request {
                 target: &target,
@@ -279,9 +280,16 @@ mod tests {
     }
 
     async fn poll(pager: &Pager, cache: &PageCache, target: &str) -> Result<Answer, PollError> {
-        let (limiter, refresh) = (Limiter::new(100.0, 4), Refresh::default());
-        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, refresh: &refresh };
-        fetch(pager, &by_link(), cache, Request { target, ..Request::default() }, budget).await
+        let limiter = Limiter::new(100.0, 4);
+        let first = limiter.acquire(Priority::Subscribed).await;
+        fetch(
+            pager,
+            &by_link(),
+            cache,
+            Request { target, ..Request::default() },
+            Budget { limiter: &limiter, priority: Priority::Subscribed, first },
+        )
+        .await
     }
 
     fn items(answer: Result<Answer, PollError>) -> String {
@@ -326,21 +334,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn every_page_takes_a_permit_and_the_first_answers_the_refresh() {
+    async fn every_page_takes_a_permit() {
         let (pager, cache) = (Pager::default(), PageCache::default());
         pager.then("/t", page("[1]", "\"1\"", Some("/t?page=2")));
         pager.then("/t?page=2", page("[2]", "\"2\"", Some("/t?page=3")));
         pager.then("/t?page=3", page("[3]", "\"3\"", None));
-        // One poll a second, none in hand: three pages take three seconds.
-        let (limiter, refresh) = (Limiter::new(1.0, 4), Refresh::default());
-        drop(limiter.acquire(Priority::Subscribed).await);
-        refresh.ask();
+        // One poll a second, and one slot: the first page's permit in hand, the next two pages
+        // take two seconds (and the slot is given back between pages).
+        let limiter = Limiter::new(1.0, 1);
+        let first = limiter.acquire(Priority::Subscribed).await;
         let start = tokio::time::Instant::now();
-        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, refresh: &refresh };
+        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, first };
         let merged = fetch(&pager, &by_link(), &cache, Request { target: "/t", ..Request::default() }, budget).await;
         assert_eq!(items(merged), "[1,2,3]");
-        assert_eq!(start.elapsed().as_secs(), 3);
-        assert!(!refresh.take(), "the poll answered the refresh");
+        assert_eq!(start.elapsed().as_secs(), 2);
     }
 
     #[tokio::test]

@@ -111,6 +111,7 @@ impl Webhooks {
 
     /// `POST /_herald/v1/notify` (spec section 13): a change hint from the upstream re-polls the
     /// watches of the paths it names at once. 404 unless `webhooks.notify`; an API key needed.
+    /// Answers `202 {}` whatever the paths: never how many watches (so users) a path has.
     pub async fn notify(self: &Arc<Self>, req: Request<Bytes>) -> ApiResponse {
         if !(self.api_enabled() && self.shared.cfg.notify) {
             return problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]);
@@ -140,11 +141,11 @@ impl Webhooks {
         if let Some(bad) = hint.paths.iter().find(|p| !p.starts_with('/') || p.contains(['?', '#'])) {
             return invalid("paths", format!("{bad:?} is not an absolute path without query"));
         }
-        let mut refreshed = 0;
         for path in &hint.paths {
-            refreshed += self.shared.hub.refresh(path).await;
+            self.shared.hub.refresh(path).await;
         }
-        json_response(StatusCode::ACCEPTED, &json!({"refreshed": refreshed}))
+        // No count: how many watches a path has would tell any key how many users watch it.
+        json_response(StatusCode::ACCEPTED, &json!({}))
     }
 
     /// Checks the bearer key against every configured key without stopping at a match, on

@@ -159,7 +159,7 @@ impl Webhooks {
             .trim();
         let presented = blake3::hash(token.as_bytes());
         let mut ok = subtle::Choice::from(0);
-        for key in &self.shared.api_keys {
+        for key in self.shared.api_keys.read().unwrap().iter() {
             ok |= presented.as_bytes().ct_eq(key);
         }
         let owner = blake3::keyed_hash(&self.shared.owner_key, token.as_bytes());
@@ -679,6 +679,17 @@ mod tests {
         assert_eq!(call(&w, "GET", "", None, "").await.0, 401);
         assert_eq!(call(&w, "GET", "", Some("key-0123456789abcdeX"), "").await.0, 401);
         assert_eq!(call(&w, "GET", "", Some(KEY), "").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn keys_replaced_by_a_reload_answer_from_the_next_request_on() {
+        let w = webhooks().await;
+        let other = "key-fedcba9876543210";
+        w.set_api_keys(&[other.to_string()]);
+        assert_eq!(call(&w, "GET", "", Some(KEY), "").await.0, 401, "the removed key is revoked");
+        assert_eq!(call(&w, "GET", "", Some(other), "").await.0, 200);
+        w.set_api_keys(&[]);
+        assert_eq!(call(&w, "GET", "", Some(other), "").await.0, 404, "no keys: no API");
     }
 
     #[tokio::test]

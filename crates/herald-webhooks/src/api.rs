@@ -232,7 +232,7 @@ impl Webhooks {
         let headers: Vec<(String, String)> =
             req.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         // The upstream decides: the path must answer 2xx to these headers, as for a stream.
-        if let Err(refusal) = self.upstream_accepts(route, &req.path, &headers).await {
+        if let Err((refusal, service)) = self.upstream_accepts(route, &req.path, &headers).await {
             // herald's own limits (too many watches, shutting down) ask to come back later.
             if let Some(after) = refusal.retry_after {
                 let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -240,6 +240,14 @@ impl Webhooks {
                 let mut resp = problem(status, "Try again later", &detail, vec![]);
                 resp.headers_mut().insert(header::RETRY_AFTER, after.as_secs().max(1).into());
                 return resp;
+            }
+            if service && matches!(refusal.status, 401 | 403) {
+                // Not the subscription's headers: herald's own credential for the shared watch.
+                let detail = format!(
+                    "the upstream answered {} to herald's service credential for this path; try again later",
+                    refusal.status
+                );
+                return problem(StatusCode::BAD_GATEWAY, "Upstream refused the service credential", &detail, vec![]);
             }
             let field = if matches!(refusal.status, 401 | 403) { "headers" } else { "path" };
             return invalid(vec![FieldError {
@@ -275,10 +283,20 @@ impl Webhooks {
         resp
     }
 
-    async fn upstream_accepts(&self, route: usize, path: &str, headers: &[(String, String)]) -> Result<(), Refusal> {
+    /// Whether the upstream answers 2xx for `path` to these headers (a `shared` route's admission
+    /// check, then the watch's poll); with a refusal, whether it was the service credential's
+    /// (the poll of a `shared` or `public` watch), not the subscription's.
+    async fn upstream_accepts(
+        &self,
+        route: usize,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<(), (Refusal, bool)> {
         let hub = &self.shared.hub;
-        let (key, credentials) = hub.watch_key(route, path.to_string(), &header_map(headers)).await?;
-        hub.current(key, credentials).await.map(drop)
+        let (key, credentials) =
+            hub.watch_key(route, path.to_string(), &header_map(headers)).await.map_err(|r| (r, false))?;
+        let service = hub.route(route).access != herald_config::Access::PerSubscriber;
+        hub.current(key, credentials).await.map(drop).map_err(|r| (r, service))
     }
 
     async fn check_url(&self, url: &str) -> Result<(), FieldError> {

@@ -769,3 +769,54 @@ async fn a_refused_service_credential_marks_no_subscription_unauthorized_and_the
     assert!(hook.wait_until(SOON, |d| !d.is_empty()).await, "delivered once the service credential works");
     assert_eq!(api(&gw, "GET", "/alices", None).await.1["status"], "active");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_route_checks_each_subscriptions_own_credentials_again_every_authorize_ttl() {
+    let (upstream_api, upstream) = start_api().await;
+    for user in ["service", "alice", "bob"] {
+        upstream_api.add_user(user);
+    }
+    let (ops, ops_addr) = ops_receiver().await;
+    let (alice_hook, alice_addr) = receiver().await;
+    let (bob_hook, bob_addr) = receiver().await;
+    alice_hook.trust(SECRET);
+    bob_hook.trust(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks = format!(
+        "{}{}  subscriptions:\n{}{}",
+        allow_loopback(),
+        operational(ops_addr),
+        declared_as("alices", "alice", alice_addr),
+        declared_as("bobs", "bob", bob_addr)
+    );
+    let gw = Gateway::start(&shared_yaml(upstream, dir.path(), &webhooks, "200ms")).await;
+    started_watching(&gw).await;
+    let checks_of = |user: &str| {
+        let bearer = format!("Bearer {user}");
+        upstream_api.seen("/me/tasks").iter().filter(|r| r.authorization.as_deref() == Some(bearer.as_str())).count()
+    };
+    eventually("alice's credential is checked again", || checks_of("alice") >= 2).await;
+
+    upstream_api.revoke("alice");
+    eventually_async("alice's subscription is unauthorized", || async {
+        api(&gw, "GET", "/alices", None).await.1["status"] == "unauthorized"
+    })
+    .await;
+    eventually("the operator is told", || {
+        ops.accepted().iter().any(|d| {
+            d.event_type == "herald.subscription.disabled"
+                && d.body["data"]["subscription"] == "alices"
+                && d.body["data"]["reason"].as_str().is_some_and(|r| r.contains("401"))
+        })
+    })
+    .await;
+
+    // Only alice's: bob's goes on, and gets the next change alone.
+    assert_eq!(api(&gw, "GET", "/bobs", None).await.1["status"], "active");
+    upstream_api.add_user_task("service", "after alice was revoked");
+    assert!(bob_hook.wait_until(SOON, |d| !d.is_empty()).await, "bob's subscription still delivers");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alice_hook.accepted().is_empty(), "nothing for the unauthorized subscription");
+    assert_eq!(api(&gw, "GET", "/bobs", None).await.1["status"], "active");
+    assert!(!ops.accepted().iter().any(|d| d.body["data"]["subscription"] == "bobs"));
+}

@@ -15,6 +15,7 @@ use herald_poll::{Credentials, Watch, WatchKey};
 use herald_store::{message_id, now_ms, Message, MessageStatus, Subscription, SubscriptionStatus};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -117,7 +118,78 @@ impl Watcher {
         }
     }
 
+    /// The watch task; on a `shared` route, beside it, the re-checks of each subscription's own
+    /// credentials (they end together).
     async fn run(
+        self: Arc<Self>,
+        key: WatchKey,
+        credentials: Credentials,
+        subs: watch::Receiver<Arc<Vec<Subscription>>>,
+        cancel: CancellationToken,
+        start: Start,
+    ) {
+        let follow = self.clone().follow(key.clone(), credentials, subs.clone(), cancel.clone(), start);
+        if self.shared.hub.route(key.route).access != Access::Shared {
+            return follow.await;
+        }
+        tokio::select! {
+            () = follow => {}
+            () = self.recheck(key, subs, cancel) => {}
+        }
+    }
+
+    /// `shared` routes: the watch is polled with the service credential, so a subscription's own
+    /// credentials are checked only by admission checks: at creation, then again every route
+    /// `authorize_ttl` (a subscription seen for the first time, after a restart or a reload, at
+    /// once). Each is the very check a stream is admitted with ([`herald_poll::Hub::watch_key`]:
+    /// a GET for the subscription's target with its own headers, remembered for
+    /// `authorize_ttl`, taking its turn from the background share of the poll budget). A 401 or
+    /// 403 makes that subscription alone `unauthorized`; any other failure is tried again after
+    /// `authorize_ttl`, and leaves the subscription as it is.
+    async fn recheck(
+        self: Arc<Self>,
+        key: WatchKey,
+        mut subs: watch::Receiver<Arc<Vec<Subscription>>>,
+        cancel: CancellationToken,
+    ) {
+        let hub = &self.shared.hub;
+        let route = hub.route(key.route);
+        let ttl = route.authorize_ttl;
+        let mut checked: HashMap<String, Instant> = HashMap::new();
+        loop {
+            let current = subs.borrow_and_update().clone();
+            checked.retain(|id, _| current.iter().any(|s| &s.id == id));
+            for sub in current.iter() {
+                if checked.get(&sub.id).is_some_and(|at| at.elapsed() < ttl) {
+                    continue;
+                }
+                let headers = header_map(&sub.headers);
+                let admitted = tokio::select! {
+                    a = hub.watch_key(key.route, sub.path.clone(), &headers) => a,
+                    () = cancel.cancelled() => return,
+                };
+                checked.insert(sub.id.clone(), Instant::now());
+                match admitted {
+                    Ok(_) => {}
+                    Err(refusal) if matches!(refusal.status, 401 | 403) => {
+                        self.unauthorized(std::slice::from_ref(sub), refusal.status);
+                    }
+                    Err(refusal) => {
+                        debug!(route = %route.name, subscription = %sub.id, status = refusal.status, "webhook subscription's credentials not checked again, trying after authorize_ttl");
+                    }
+                }
+            }
+            let next = checked.values().min().map_or_else(|| Instant::now() + ttl, |at| *at + ttl);
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                changed = subs.changed() => if changed.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Follows the watch: joins it, and turns every change into messages.
+    async fn follow(
         self: Arc<Self>,
         key: WatchKey,
         credentials: Credentials,

@@ -158,3 +158,42 @@ async fn webhook_subscriptions_follow_their_route_through_a_reload() {
     assert_eq!(ids.len(), accepted.len(), "no change delivered twice");
     assert!(accepted.iter().all(|d| d.event_type == "task.created"));
 }
+
+#[tokio::test]
+async fn api_keys_and_the_admin_token_are_reloaded_so_a_leaked_one_is_revoked_without_a_restart() {
+    const OLD_KEY: &str = "leaked-api-key-0123456789";
+    const NEW_KEY: &str = "fresh-api-key-0123456789";
+    const OLD_TOKEN: &str = "leaked-admin-token-0123456789";
+    const NEW_TOKEN: &str = "fresh-admin-token-0123456789";
+    let (_api, upstream) = start_api().await;
+    let yaml = |key: &str, token: &str| {
+        config(upstream, &format!("storage:\n  kind: memory\nwebhooks:\n  api_keys: [{key}]\nroutes:\n{TASKS}"))
+            .replace("  shutdown_grace: 3s\n", &format!("  shutdown_grace: 3s\n  admin_token: {token}\n"))
+    };
+    let gw = Gateway::start(&yaml(OLD_KEY, OLD_TOKEN)).await;
+    let client = reqwest::Client::new();
+    let api = |key: &'static str| client.get(gw.url("/_herald/v1/webhooks")).bearer_auth(key).send();
+    let admin =
+        |token: &'static str| client.get(format!("http://{}/admin/watches", gw.admin)).bearer_auth(token).send();
+    assert_eq!(api(OLD_KEY).await.unwrap().status(), 200);
+    assert_eq!(api(NEW_KEY).await.unwrap().status(), 401);
+    assert_eq!(admin(OLD_TOKEN).await.unwrap().status(), 200);
+    assert_eq!(admin(NEW_TOKEN).await.unwrap().status(), 401);
+
+    reload(&gw, &yaml(NEW_KEY, OLD_TOKEN), "configuration reloaded").await;
+    assert_eq!(api(OLD_KEY).await.unwrap().status(), 401, "the old key is revoked");
+    assert_eq!(api(NEW_KEY).await.unwrap().status(), 200, "the new key works");
+
+    let mut feed = SseClient::connect(
+        &format!("http://{}/admin/status/events", gw.admin),
+        &[("authorization", &format!("Bearer {OLD_TOKEN}"))],
+    )
+    .await;
+    assert_eq!(feed.status, 200);
+    reload(&gw, &yaml(NEW_KEY, NEW_TOKEN), "configuration reloaded").await;
+    assert_eq!(admin(OLD_TOKEN).await.unwrap().status(), 401, "the old token is revoked");
+    let ended = tokio::time::timeout(SOON, async { while feed.next().await.is_some() {} }).await;
+    assert!(ended.is_ok(), "the status feed opened with the old token ends");
+    assert_eq!(admin(NEW_TOKEN).await.unwrap().status(), 200, "the new token works");
+    assert!(!gw.logs().contains("takes effect at the next restart"), "{}", gw.logs());
+}

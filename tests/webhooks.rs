@@ -700,3 +700,123 @@ async fn a_subscription_whose_own_credentials_are_refused_stops_as_unauthorized(
     .await;
     assert!(hook.accepted().is_empty(), "nothing was delivered on refused credentials");
 }
+
+/// A `shared` route over the API's per-user `/me/tasks`, polled with the service account's
+/// token (`upstream.headers`); its subscriptions' own credentials re-checked every `ttl`.
+fn shared_yaml(upstream: SocketAddr, data: &Path, webhooks_extra: &str, ttl: &str) -> String {
+    config(
+        upstream,
+        &format!(
+            "storage:\n  kind: embedded\n  path: {}\n\
+             webhooks:\n  api_keys: [{KEY}]\n  timeout: 2s\n  retry_schedule: [50ms, 100ms]\n\
+             {webhooks_extra}\
+             routes:\n  - name: team\n    path: /me/tasks\n    access: shared\n    vary: [authorization]\n    \
+             authorize_ttl: {ttl}\n    \
+             poll: {{ interval: 50ms, min_interval: 50ms, max_interval: 200ms, adaptive: false, jitter: 0 }}\n",
+            data.display()
+        ),
+    )
+    .replacen("  timeout: 2s\n", "  timeout: 2s\n  headers:\n    authorization: Bearer service\n", 1)
+}
+
+/// A declared subscription to `/me/tasks` presenting `user`'s credential, delivering to `addr`.
+fn declared_as(id: &str, user: &str, addr: SocketAddr) -> String {
+    format!(
+        "    - {{ id: {id}, url: 'http://{addr}/hook', path: /me/tasks, secret: '{SECRET}', \
+         headers: {{ Authorization: 'Bearer {user}' }} }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_service_credential_marks_no_subscription_unauthorized_and_the_operator_is_told() {
+    let (upstream_api, upstream) = start_api().await;
+    // The service account does not exist yet: the shared watch's polls get 401.
+    upstream_api.add_user("alice");
+    let (ops, ops_addr) = ops_receiver().await;
+    let (hook, hook_addr) = receiver().await;
+    hook.trust(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks = format!(
+        "{}{}  subscriptions:\n{}",
+        allow_loopback(),
+        operational(ops_addr),
+        declared_as("alices", "alice", hook_addr)
+    );
+    let gw = Gateway::start(&shared_yaml(upstream, dir.path(), &webhooks, "10m")).await;
+
+    eventually("the operator is told the service credential was refused", || {
+        ops.accepted().iter().any(|d| {
+            d.event_type == "herald.upstream.refused"
+                && d.body["data"]["status"] == 401
+                && d.body["data"]["subscriptions"] == json!(["alices"])
+        })
+    })
+    .await;
+    assert!(gw.logs().contains("service credential"), "a log line says so");
+    // A new subscription is not told its headers are wrong: herald's own credential failed.
+    let body = json!({"url": format!("http://{hook_addr}/hook"), "path": "/me/tasks",
+                      "headers": {"authorization": "Bearer alice"}});
+    let (status, problem) = api(&gw, "POST", "", Some(body)).await;
+    assert_eq!(status, 502, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("service credential"), "{problem}");
+    assert_eq!(api(&gw, "GET", "/alices", None).await.1["status"], "active", "alice's own credential is fine");
+    assert!(!ops.accepted().iter().any(|d| d.event_type == "herald.subscription.disabled"));
+
+    // The service account comes back: the watch recovers and delivers.
+    upstream_api.add_user("service");
+    started_watching(&gw).await;
+    upstream_api.add_user_task("service", "after the service credential works again");
+    assert!(hook.wait_until(SOON, |d| !d.is_empty()).await, "delivered once the service credential works");
+    assert_eq!(api(&gw, "GET", "/alices", None).await.1["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_route_checks_each_subscriptions_own_credentials_again_every_authorize_ttl() {
+    let (upstream_api, upstream) = start_api().await;
+    for user in ["service", "alice", "bob"] {
+        upstream_api.add_user(user);
+    }
+    let (ops, ops_addr) = ops_receiver().await;
+    let (alice_hook, alice_addr) = receiver().await;
+    let (bob_hook, bob_addr) = receiver().await;
+    alice_hook.trust(SECRET);
+    bob_hook.trust(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks = format!(
+        "{}{}  subscriptions:\n{}{}",
+        allow_loopback(),
+        operational(ops_addr),
+        declared_as("alices", "alice", alice_addr),
+        declared_as("bobs", "bob", bob_addr)
+    );
+    let gw = Gateway::start(&shared_yaml(upstream, dir.path(), &webhooks, "200ms")).await;
+    started_watching(&gw).await;
+    let checks_of = |user: &str| {
+        let bearer = format!("Bearer {user}");
+        upstream_api.seen("/me/tasks").iter().filter(|r| r.authorization.as_deref() == Some(bearer.as_str())).count()
+    };
+    eventually("alice's credential is checked again", || checks_of("alice") >= 2).await;
+
+    upstream_api.revoke("alice");
+    eventually_async("alice's subscription is unauthorized", || async {
+        api(&gw, "GET", "/alices", None).await.1["status"] == "unauthorized"
+    })
+    .await;
+    eventually("the operator is told", || {
+        ops.accepted().iter().any(|d| {
+            d.event_type == "herald.subscription.disabled"
+                && d.body["data"]["subscription"] == "alices"
+                && d.body["data"]["reason"].as_str().is_some_and(|r| r.contains("401"))
+        })
+    })
+    .await;
+
+    // Only alice's: bob's goes on, and gets the next change alone.
+    assert_eq!(api(&gw, "GET", "/bobs", None).await.1["status"], "active");
+    upstream_api.add_user_task("service", "after alice was revoked");
+    assert!(bob_hook.wait_until(SOON, |d| !d.is_empty()).await, "bob's subscription still delivers");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alice_hook.accepted().is_empty(), "nothing for the unauthorized subscription");
+    assert_eq!(api(&gw, "GET", "/bobs", None).await.1["status"], "active");
+    assert!(!ops.accepted().iter().any(|d| d.body["data"]["subscription"] == "bobs"));
+}

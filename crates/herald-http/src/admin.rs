@@ -3,7 +3,7 @@
 //! `server.admin_token` when one is set.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -23,8 +23,9 @@ use crate::Body;
 pub struct Admin {
     status: Arc<Status>,
     ready: AtomicBool,
-    /// blake3 of `server.admin_token`, compared in constant time.
-    token: Option<[u8; 32]>,
+    /// `server.admin_token`; replaced by a reload ([`Admin::set_token`]), so a leaked token is
+    /// revoked without a restart.
+    token: RwLock<Token>,
     /// Fires when shutdown begins: from then on /readyz says so.
     shutdown: CancellationToken,
 }
@@ -37,16 +38,23 @@ impl Admin {
         admin_token: Option<&str>,
         shutdown: CancellationToken,
     ) -> Self {
-        let token = admin_token.map(|t| *blake3::hash(t.as_bytes()).as_bytes());
+        let token = RwLock::new(Token { hash: admin_token.map(hash_token), replaced: shutdown.child_token() });
         let status = Arc::new(Status { registry, hub, webhooks });
         Admin { status, ready: AtomicBool::new(false), token, shutdown }
+    }
+
+    /// `server.admin_token` as a reload found it: requests from now on need it (`None`: none),
+    /// and the status feeds opened before end (a browser reconnects, with the new token).
+    pub fn set_token(&self, admin_token: Option<&str>) {
+        let next = Token { hash: admin_token.map(hash_token), replaced: self.shutdown.child_token() };
+        std::mem::replace(&mut *self.token.write().unwrap(), next).replaced.cancel();
     }
 
     /// Whether `req` may read `/admin/*` and the status page: always without a token, else with
     /// `Bearer <token>`, or HTTP Basic with the token as the password (any user name), which is
     /// how a browser can present it to the page and to the page's EventSource.
     fn authorized<B>(&self, req: &Request<B>) -> bool {
-        let Some(token) = &self.token else { return true };
+        let Some(token) = self.token.read().unwrap().hash else { return true };
         let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let presented = if let Some(bearer) = value.strip_prefix("Bearer ") {
             bearer.trim().as_bytes().to_vec()
@@ -59,7 +67,7 @@ impl Admin {
         } else {
             Vec::new()
         };
-        blake3::hash(&presented).as_bytes().ct_eq(token).into()
+        blake3::hash(&presented).as_bytes().ct_eq(&token).into()
     }
 
     /// Called once every listener is bound.
@@ -101,7 +109,11 @@ impl Admin {
         match req.uri().path() {
             "/" => Status::page(),
             "/admin/status" => json_pretty(&self.status.snapshot()),
-            "/admin/status/events" => self.status.clone().feed(self.shutdown.clone()),
+            "/admin/status/events" => {
+                // Ends at shutdown, or when a reload replaces the token it was opened with.
+                let end = self.token.read().unwrap().replaced.clone();
+                self.status.clone().feed(end)
+            }
             "/healthz" => text(StatusCode::OK, "ok"),
             "/readyz" => self.readiness().await,
             "/metrics" => {
@@ -119,6 +131,19 @@ impl Admin {
             _ => text(StatusCode::NOT_FOUND, "not found (try /, /metrics, /healthz, /readyz, /admin/watches)"),
         }
     }
+}
+
+/// The admin token in force.
+struct Token {
+    /// blake3 of `server.admin_token`, compared in constant time.
+    hash: Option<[u8; 32]>,
+    /// Cancelled when a reload replaces the token (and at shutdown): the feeds opened under it end.
+    replaced: CancellationToken,
+}
+
+/// Tokens are kept and compared as fixed-length hashes: neither length nor content leaks through timing.
+fn hash_token(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
 }
 
 fn json_pretty(value: &serde_json::Value) -> Response<Body> {

@@ -111,6 +111,7 @@ impl Webhooks {
 
     /// `POST /_herald/v1/notify` (spec section 13): a change hint from the upstream re-polls the
     /// watches of the paths it names at once. 404 unless `webhooks.notify`; an API key needed.
+    /// Answers `202 {}` whatever the paths: never how many watches (so users) a path has.
     pub async fn notify(self: &Arc<Self>, req: Request<Bytes>) -> ApiResponse {
         if !(self.api_enabled() && self.shared.cfg.notify) {
             return problem(StatusCode::NOT_FOUND, "Not Found", "no such resource", vec![]);
@@ -140,11 +141,11 @@ impl Webhooks {
         if let Some(bad) = hint.paths.iter().find(|p| !p.starts_with('/') || p.contains(['?', '#'])) {
             return invalid("paths", format!("{bad:?} is not an absolute path without query"));
         }
-        let mut refreshed = 0;
         for path in &hint.paths {
-            refreshed += self.shared.hub.refresh(path).await;
+            self.shared.hub.refresh(path).await;
         }
-        json_response(StatusCode::ACCEPTED, &json!({"refreshed": refreshed}))
+        // No count: how many watches a path has would tell any key how many users watch it.
+        json_response(StatusCode::ACCEPTED, &json!({}))
     }
 
     /// Checks the bearer key against every configured key without stopping at a match, on
@@ -158,7 +159,7 @@ impl Webhooks {
             .trim();
         let presented = blake3::hash(token.as_bytes());
         let mut ok = subtle::Choice::from(0);
-        for key in &self.shared.api_keys {
+        for key in self.shared.api_keys.read().unwrap().iter() {
             ok |= presented.as_bytes().ct_eq(key);
         }
         let owner = blake3::keyed_hash(&self.shared.owner_key, token.as_bytes());
@@ -231,7 +232,7 @@ impl Webhooks {
         let headers: Vec<(String, String)> =
             req.headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         // The upstream decides: the path must answer 2xx to these headers, as for a stream.
-        if let Err(refusal) = self.upstream_accepts(route, &req.path, &headers).await {
+        if let Err((refusal, service)) = self.upstream_accepts(route, &req.path, &headers).await {
             // herald's own limits (too many watches, shutting down) ask to come back later.
             if let Some(after) = refusal.retry_after {
                 let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -239,6 +240,14 @@ impl Webhooks {
                 let mut resp = problem(status, "Try again later", &detail, vec![]);
                 resp.headers_mut().insert(header::RETRY_AFTER, after.as_secs().max(1).into());
                 return resp;
+            }
+            if service && matches!(refusal.status, 401 | 403) {
+                // Not the subscription's headers: herald's own credential for the shared watch.
+                let detail = format!(
+                    "the upstream answered {} to herald's service credential for this path; try again later",
+                    refusal.status
+                );
+                return problem(StatusCode::BAD_GATEWAY, "Upstream refused the service credential", &detail, vec![]);
             }
             let field = if matches!(refusal.status, 401 | 403) { "headers" } else { "path" };
             return invalid(vec![FieldError {
@@ -274,10 +283,20 @@ impl Webhooks {
         resp
     }
 
-    async fn upstream_accepts(&self, route: usize, path: &str, headers: &[(String, String)]) -> Result<(), Refusal> {
+    /// Whether the upstream answers 2xx for `path` to these headers (a `shared` route's admission
+    /// check, then the watch's poll); with a refusal, whether it was the service credential's
+    /// (the poll of a `shared` or `public` watch), not the subscription's.
+    async fn upstream_accepts(
+        &self,
+        route: usize,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<(), (Refusal, bool)> {
         let hub = &self.shared.hub;
-        let (key, credentials) = hub.watch_key(route, path.to_string(), &header_map(headers)).await?;
-        hub.current(key, credentials).await.map(drop)
+        let (key, credentials) =
+            hub.watch_key(route, path.to_string(), &header_map(headers)).await.map_err(|r| (r, false))?;
+        let service = hub.route(route).access != herald_config::Access::PerSubscriber;
+        hub.current(key, credentials).await.map(drop).map_err(|r| (r, service))
     }
 
     async fn check_url(&self, url: &str) -> Result<(), FieldError> {
@@ -678,6 +697,17 @@ mod tests {
         assert_eq!(call(&w, "GET", "", None, "").await.0, 401);
         assert_eq!(call(&w, "GET", "", Some("key-0123456789abcdeX"), "").await.0, 401);
         assert_eq!(call(&w, "GET", "", Some(KEY), "").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn keys_replaced_by_a_reload_answer_from_the_next_request_on() {
+        let w = webhooks().await;
+        let other = "key-fedcba9876543210";
+        w.set_api_keys(&[other.to_string()]);
+        assert_eq!(call(&w, "GET", "", Some(KEY), "").await.0, 401, "the removed key is revoked");
+        assert_eq!(call(&w, "GET", "", Some(other), "").await.0, 200);
+        w.set_api_keys(&[]);
+        assert_eq!(call(&w, "GET", "", Some(other), "").await.0, 404, "no keys: no API");
     }
 
     #[tokio::test]

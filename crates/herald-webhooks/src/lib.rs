@@ -65,8 +65,9 @@ pub(crate) struct Shared {
     operational: std::sync::OnceLock<Arc<operational::Operational>>,
     /// Wakes the delivery engine: new messages, or room in flight.
     wake: Notify,
-    /// blake3 of each API key: compared in constant time, never kept in the clear longer than start-up.
-    api_keys: Vec<[u8; 32]>,
+    /// blake3 of each API key: compared in constant time, never kept in the clear longer than
+    /// start-up (or a reload, which replaces them: a leaked key is revoked without a restart).
+    api_keys: RwLock<Vec<[u8; 32]>>,
     /// Keys the hash that names a subscription's owner (derived from the store's secret key, so
     /// owners stay the same across restarts and a stolen store does not reveal which key is whose).
     owner_key: [u8; 32],
@@ -148,7 +149,7 @@ impl Webhooks {
         let owner_key = blake3::derive_key("herald 2026 webhook subscription owner", &store.scope_key().await?);
         let shared = Arc::new(Shared {
             owner_key,
-            api_keys: cfg.api_keys.iter().map(|k| *blake3::hash(k.as_bytes()).as_bytes()).collect(),
+            api_keys: RwLock::new(hash_keys(&cfg.api_keys)),
             guard: Arc::new(Guard::new(cfg.allow_private_destinations.clone())),
             cfg,
             routes: RwLock::new((RouteTable::new(routes), (0..routes.len()).collect())),
@@ -181,6 +182,14 @@ impl Webhooks {
         self.watcher.refresh(Start::Resume);
     }
 
+    /// `webhooks.api_keys` as a reload found them: the API and change hints answer these keys
+    /// from the next request on, and `404` when there are none. A subscription stays its
+    /// creator's (by the key's hash) when that key is removed: it keeps delivering, and the
+    /// key, if given again, sees it again.
+    pub fn set_api_keys(&self, keys: &[String]) {
+        *self.shared.api_keys.write().unwrap() = hash_keys(keys);
+    }
+
     pub fn queue_status(&self) -> QueueStatus {
         let subs = self.shared.subs.read().unwrap();
         QueueStatus {
@@ -194,7 +203,7 @@ impl Webhooks {
 
     /// The subscription API answers only when API keys are configured.
     pub fn api_enabled(&self) -> bool {
-        !self.shared.api_keys.is_empty()
+        !self.shared.api_keys.read().unwrap().is_empty()
     }
 
     /// Whether the store answers (for /readyz).
@@ -274,6 +283,11 @@ async fn apply_static(
         subs.remove(&id);
     }
     Ok(())
+}
+
+/// API keys are kept as fixed-length hashes, compared in constant time.
+fn hash_keys(keys: &[String]) -> Vec<[u8; 32]> {
+    keys.iter().map(|k| *blake3::hash(k.as_bytes()).as_bytes()).collect()
 }
 
 pub(crate) fn payload_name(p: herald_config::Payload) -> &'static str {

@@ -15,8 +15,9 @@ use herald_poll::{Credentials, Watch, WatchKey};
 use herald_store::{message_id, now_ms, Message, MessageStatus, Subscription, SubscriptionStatus};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::events::{self, WebhookEvent};
 use crate::Shared;
@@ -117,7 +118,78 @@ impl Watcher {
         }
     }
 
+    /// The watch task; on a `shared` route, beside it, the re-checks of each subscription's own
+    /// credentials (they end together).
     async fn run(
+        self: Arc<Self>,
+        key: WatchKey,
+        credentials: Credentials,
+        subs: watch::Receiver<Arc<Vec<Subscription>>>,
+        cancel: CancellationToken,
+        start: Start,
+    ) {
+        let follow = self.clone().follow(key.clone(), credentials, subs.clone(), cancel.clone(), start);
+        if self.shared.hub.route(key.route).access != Access::Shared {
+            return follow.await;
+        }
+        tokio::select! {
+            () = follow => {}
+            () = self.recheck(key, subs, cancel) => {}
+        }
+    }
+
+    /// `shared` routes: the watch is polled with the service credential, so a subscription's own
+    /// credentials are checked only by admission checks: at creation, then again every route
+    /// `authorize_ttl` (a subscription seen for the first time, after a restart or a reload, at
+    /// once). Each is the very check a stream is admitted with ([`herald_poll::Hub::watch_key`]:
+    /// a GET for the subscription's target with its own headers, remembered for
+    /// `authorize_ttl`, taking its turn from the background share of the poll budget). A 401 or
+    /// 403 makes that subscription alone `unauthorized`; any other failure is tried again after
+    /// `authorize_ttl`, and leaves the subscription as it is.
+    async fn recheck(
+        self: Arc<Self>,
+        key: WatchKey,
+        mut subs: watch::Receiver<Arc<Vec<Subscription>>>,
+        cancel: CancellationToken,
+    ) {
+        let hub = &self.shared.hub;
+        let route = hub.route(key.route);
+        let ttl = route.authorize_ttl;
+        let mut checked: HashMap<String, Instant> = HashMap::new();
+        loop {
+            let current = subs.borrow_and_update().clone();
+            checked.retain(|id, _| current.iter().any(|s| &s.id == id));
+            for sub in current.iter() {
+                if checked.get(&sub.id).is_some_and(|at| at.elapsed() < ttl) {
+                    continue;
+                }
+                let headers = header_map(&sub.headers);
+                let admitted = tokio::select! {
+                    a = hub.watch_key(key.route, sub.path.clone(), &headers) => a,
+                    () = cancel.cancelled() => return,
+                };
+                checked.insert(sub.id.clone(), Instant::now());
+                match admitted {
+                    Ok(_) => {}
+                    Err(refusal) if matches!(refusal.status, 401 | 403) => {
+                        self.unauthorized(std::slice::from_ref(sub), refusal.status);
+                    }
+                    Err(refusal) => {
+                        debug!(route = %route.name, subscription = %sub.id, status = refusal.status, "webhook subscription's credentials not checked again, trying after authorize_ttl");
+                    }
+                }
+            }
+            let next = checked.values().min().map_or_else(|| Instant::now() + ttl, |at| *at + ttl);
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                changed = subs.changed() => if changed.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Follows the watch: joins it, and turns every change into messages.
+    async fn follow(
         self: Arc<Self>,
         key: WatchKey,
         credentials: Credentials,
@@ -131,22 +203,33 @@ impl Watcher {
         let mut last: Option<Representation> = None;
         let mut loaded = start == Start::Fresh;
         let mut backoff = route.poll.interval;
+        // The service credential is refused and the operator was told (once until it works again).
+        let mut service_refused = false;
         loop {
             let joined = tokio::select! {
                 j = shared.hub.subscribe(key.clone(), credentials.clone(), None) => j,
                 _ = cancel.cancelled() => return,
             };
             match joined {
-                Err(refusal) if matches!(refusal.status, 401 | 403) && route.access != Access::Public => {
+                Err(refusal) if matches!(refusal.status, 401 | 403) && route.access == Access::PerSubscriber => {
                     // The subscriptions' own credentials are refused: they stop until re-enabled.
-                    self.unauthorized(&subs, refusal.status);
+                    let refused = subs.borrow().clone();
+                    self.unauthorized(&refused, refusal.status);
                     return;
+                }
+                Err(refusal) if matches!(refusal.status, 401 | 403) => {
+                    // Polled with the service credential: that is what failed, not theirs.
+                    self.service_refused(&key, &subs, refusal.status, &mut service_refused);
                 }
                 Err(refusal) => {
                     warn!(route = %route.name, scope = %key.scope, status = refusal.status, "webhook watch refused by the upstream, trying again later");
                 }
                 Ok(mut joined) => {
                     backoff = route.poll.interval;
+                    // The watch was already open (an SSE subscriber's, say), perhaps failing.
+                    for frame in &joined.initial {
+                        self.upstream_status(&key, &subs, frame, &mut service_refused);
+                    }
                     while !loaded {
                         match shared.store.watch_state(store_key.clone()).await {
                             Ok(data) => {
@@ -167,6 +250,10 @@ impl Watcher {
                         }
                         let ended = tokio::select! {
                             ev = joined.rx.recv() => match ev {
+                                Ok(e) if e.kind == EventKind::Status => {
+                                    self.upstream_status(&key, &subs, &e.frame, &mut service_refused);
+                                    false
+                                }
                                 Ok(e) => e.kind == EventKind::Terminal,
                                 Err(broadcast::error::RecvError::Lagged(_)) => false,
                                 Err(broadcast::error::RecvError::Closed) => true,
@@ -186,11 +273,11 @@ impl Watcher {
         }
     }
 
-    /// Marks the subscriptions of a watch whose credentials the upstream refused `unauthorized`,
-    /// says so to `operational_url`, and regroups the watches (this one stops).
-    fn unauthorized(self: &Arc<Self>, subs: &watch::Receiver<Arc<Vec<Subscription>>>, status: u16) {
+    /// Marks subscriptions whose own credentials the upstream refused `unauthorized`, says so
+    /// to `operational_url`, and regroups the watches (a watch left without any stops).
+    fn unauthorized(self: &Arc<Self>, subs: &[Subscription], status: u16) {
         let reason = format!("the upstream answered {status} to the subscription's credentials");
-        for sub in subs.borrow().iter() {
+        for sub in subs {
             let mut stopped = false;
             self.shared.update_subscription(&sub.id, |s| {
                 stopped = !s.status.stopped();
@@ -206,6 +293,59 @@ impl Watcher {
             }
         }
         self.refresh(Start::Fresh);
+    }
+
+    /// A `shared` or `public` watch's poll was refused (401/403): it is polled with the service
+    /// credential (`upstream.headers`, `upstream.auth`), so that is what the upstream refused,
+    /// and no subscription is to blame: none is marked `unauthorized`; they wait for the watch
+    /// to recover. The operator is told, once until it does: a log line at `error` and
+    /// `herald.upstream.refused` to `operational_url`.
+    fn service_refused(
+        &self,
+        key: &WatchKey,
+        subs: &watch::Receiver<Arc<Vec<Subscription>>>,
+        status: u16,
+        told: &mut bool,
+    ) {
+        if std::mem::replace(told, true) {
+            return;
+        }
+        let route = self.shared.hub.route(key.route);
+        let ids: Vec<String> = subs.borrow().iter().map(|s| s.id.clone()).collect();
+        error!(route = %route.name, status, subscriptions = ids.len(), "the upstream refused the service credential (upstream.headers / upstream.auth) on a webhook watch; its subscriptions wait, none is marked unauthorized");
+        if let Some(operational) = self.shared.operational.get() {
+            let path = key.target.split('?').next().unwrap_or_default();
+            let reason = format!(
+                "the upstream answered {status} to the service credential; no subscription is marked unauthorized"
+            );
+            let data = serde_json::json!({"route": route.name, "path": path, "status": status, "subscriptions": ids, "reason": reason});
+            operational.emit("herald.upstream.refused", data);
+        }
+    }
+
+    /// An `upstream-status` frame of the watch (see docs/sse.md): a 401/403 on a watch polled
+    /// with the service credential is told as [`Watcher::service_refused`]; `{"ok":true}` ends it.
+    fn upstream_status(
+        &self,
+        key: &WatchKey,
+        subs: &watch::Receiver<Arc<Vec<Subscription>>>,
+        frame: &[u8],
+        told: &mut bool,
+    ) {
+        let Some(status) = upstream_status(frame) else { return };
+        match status {
+            UpstreamStatus::Ok => {
+                if std::mem::take(told) {
+                    info!(route = %self.shared.hub.route(key.route).name, "the upstream accepts the service credential again");
+                }
+            }
+            UpstreamStatus::Failing(Some(status @ (401 | 403)))
+                if self.shared.hub.route(key.route).access != Access::PerSubscriber =>
+            {
+                self.service_refused(key, subs, status, told)
+            }
+            UpstreamStatus::Failing(_) => {}
+        }
     }
 
     /// Records the watch's representation if it differs from the last recorded one, with the
@@ -321,6 +461,29 @@ impl Watcher {
     }
 }
 
+/// What an `upstream-status` frame says.
+#[derive(Debug, PartialEq, Eq)]
+enum UpstreamStatus {
+    Ok,
+    /// Failing, with the upstream's status when it answered at all.
+    Failing(Option<u16>),
+}
+
+/// Reads an `upstream-status` SSE frame (`event: upstream-status`, `data: {"ok":…,"status":…}`);
+/// `None` for any other frame.
+fn upstream_status(frame: &[u8]) -> Option<UpstreamStatus> {
+    let text = std::str::from_utf8(frame).ok()?;
+    if !text.starts_with("event: upstream-status\n") {
+        return None;
+    }
+    let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+    let data: serde_json::Value = serde_json::from_str(data).ok()?;
+    Some(match data["ok"].as_bool()? {
+        true => UpstreamStatus::Ok,
+        false => UpstreamStatus::Failing(data["status"].as_u64().and_then(|s| u16::try_from(s).ok())),
+    })
+}
+
 /// A pending message, due at once.
 pub(crate) fn new_message(subscription: &str, event_type: &str, payload: String, now: u64) -> Message {
     Message {
@@ -351,5 +514,24 @@ pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> 
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
         _ = cancel.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_core::{encode_frame, EventId};
+
+    use super::*;
+
+    #[test]
+    fn upstream_status_frames_are_read_and_others_ignored() {
+        let id = Some(EventId { epoch: 1, seq: 2 });
+        let refused =
+            encode_frame("upstream-status", id, br#"{"ok":false,"status":401,"error":"upstream answered 401"}"#);
+        assert_eq!(upstream_status(&refused), Some(UpstreamStatus::Failing(Some(401))));
+        let unreachable = encode_frame("upstream-status", id, br#"{"ok":false,"error":"connection refused"}"#);
+        assert_eq!(upstream_status(&unreachable), Some(UpstreamStatus::Failing(None)));
+        assert_eq!(upstream_status(&encode_frame("upstream-status", id, br#"{"ok":true}"#)), Some(UpstreamStatus::Ok));
+        assert_eq!(upstream_status(&encode_frame("snapshot", id, br#"{"ok":false,"status":401}"#)), None);
     }
 }

@@ -149,8 +149,17 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
         print_demo_tour(&config, public_addr, admin_addr);
     }
 
-    let reloads =
-        Reloads { file, running: config, hub, sessions, webhooks, metrics, current, shutdown: shutdown.clone() };
+    let reloads = Reloads {
+        file,
+        running: config,
+        hub,
+        sessions,
+        webhooks,
+        admin: admin.clone(),
+        metrics,
+        current,
+        shutdown: shutdown.clone(),
+    };
     tokio::spawn(reloads.run());
 
     wait_for_signal().await?;
@@ -170,15 +179,17 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
     Ok(())
 }
 
-/// `SIGHUP`: the configuration file is read again and its routes applied (section 14); what else
-/// changed needs a restart and keeps its running value (each is named in a warning). A file with
-/// problems is refused with `herald check`'s messages, and the running configuration stays.
+/// `SIGHUP`: the configuration file is read again and its routes applied (section 14), and its
+/// `server.admin_token` and `webhooks.api_keys` (a leaked one is revoked without a restart); what
+/// else changed needs a restart and keeps its running value (each is named in a warning). A file
+/// with problems is refused with `herald check`'s messages, and the running configuration stays.
 struct Reloads {
     file: PathBuf,
     running: Config,
     hub: Arc<Hub>,
     sessions: Sessions,
     webhooks: Arc<Webhooks>,
+    admin: Arc<Admin>,
     metrics: HttpMetrics,
     current: Arc<Current>,
     shutdown: CancellationToken,
@@ -210,6 +221,17 @@ impl Reloads {
             }
         };
         let mut next = self.running.clone();
+        // Credentials herald checks are applied at once: they are read per request.
+        if next.server.admin_token != loaded.server.admin_token {
+            next.server.admin_token = loaded.server.admin_token.clone();
+            self.admin.set_token(next.server.admin_token.as_deref());
+            info!(set = next.server.admin_token.is_some(), "reload: server.admin_token applied");
+        }
+        if next.webhooks.api_keys != loaded.webhooks.api_keys {
+            next.webhooks.api_keys = loaded.webhooks.api_keys.clone();
+            self.webhooks.set_api_keys(&next.webhooks.api_keys);
+            info!(keys = next.webhooks.api_keys.len(), "reload: webhooks.api_keys applied");
+        }
         for (section, changed) in [
             ("server", next.server != loaded.server),
             ("limits", next.limits != loaded.limits),

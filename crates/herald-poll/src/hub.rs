@@ -715,9 +715,16 @@ impl Hub {
                     route.metrics.error.inc();
                     return Polled::Revoked(status);
                 }
+                // On a shared or public watch, a 401 or 403 refuses herald's own credential.
+                let error = match (cfg.access, status) {
+                    (Access::Shared | Access::Public, 401 | 403) => {
+                        format!("upstream answered {status} to the service credential (upstream.headers)")
+                    }
+                    _ => format!("upstream answered {status}"),
+                };
                 Failure {
                     status: Some(status),
-                    error: format!("upstream answered {status}"),
+                    error,
                     refusal: Refusal::upstream(status, content_type, body),
                     retry_after,
                 }

@@ -522,7 +522,9 @@ impl Replica {
             Ok(None) | Err(_) => return,
         };
         let (meta, entries) = read;
-        if meta.epoch != epoch || entries.first().is_some_and(|e| e.seq != seq + 1) || meta.seq < seq {
+        // The entries read end at the state's sequence; fewer than it is ahead by: some were
+        // lost (trimmed, or not genuine), and the subscribers start over from a snapshot.
+        if meta.epoch != epoch || meta.seq != seq + entries.len() as u64 {
             return self.reload().await;
         }
         if entries.is_empty() {

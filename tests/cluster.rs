@@ -593,3 +593,239 @@ async fn a_write_through_one_replica_refreshes_a_watch_another_holds() {
     assert_eq!(polls.len(), 2, "the first poll and the refresh, by the holder");
     assert!(polls[1] - polls[0] < Duration::from_secs(30));
 }
+
+/// `storage.encryption_key` for the cluster's replicas.
+const ENCRYPTION_KEY: &str = "  encryption_key: 'c2VhbGVkIGluIHJlZGlzIGZvciBoZXJhbGQgdGVzdHM='\n";
+
+/// A per-subscriber route on `/me/tasks`.
+const MINE: &str = "  - name: mine\n    path: /me/tasks\n    access: per-subscriber\n    vary: [authorization]\n    \
+                    poll:\n      interval: 500ms\n      min_interval: 500ms\n      adaptive: false\n      jitter: 0\n";
+
+/// Every key and value in the server, as `redis-cli` prints them.
+fn everything(redis: &RedisServer) -> String {
+    let mut out = String::new();
+    for key in redis.cli(&["--scan"]).lines() {
+        out.push_str(key);
+        out.push('\n');
+        out.push_str(&match redis.cli(&["TYPE", key]).trim() {
+            "string" => redis.cli(&["GET", key]),
+            "hash" => redis.cli(&["HGETALL", key]),
+            "stream" => redis.cli(&["XRANGE", key, "-", "+"]),
+            "zset" => redis.cli(&["ZRANGE", key, "0", "-1"]),
+            other => panic!("{key} is a {other}"),
+        });
+    }
+    out
+}
+
+/// The hash tags (`t:{…}`) of the watches whose state is in Redis.
+fn watch_tags(redis: &RedisServer) -> Vec<String> {
+    let metas = redis.cli(&["--scan", "--pattern", "t:{*}:meta"]);
+    metas.lines().map(|k| k.trim_end_matches(":meta").to_string()).collect()
+}
+
+#[tokio::test]
+async fn with_an_encryption_key_redis_holds_no_credential_scope_or_per_user_data() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    api.add_user("alice");
+    api.add_user_task("alice", "alice's secret diary");
+    let yaml = cluster_config(upstream, &redis.url(), "2s", MINE)
+        .replace("  prefix: t\n", &format!("  prefix: t\n{ENCRYPTION_KEY}"));
+    let gws = replicas(2, &yaml).await;
+    let mut streams = Vec::new();
+    for gw in &gws {
+        let mut s = gw.subscribe("/me/tasks/event-stream", &[("authorization", "Bearer alice")]).await;
+        assert_eq!(s.status, 200, "{}", s.body);
+        assert!(s.next_within(SOON).await.unwrap().data.contains("alice's secret diary"));
+        streams.push(s);
+    }
+    api.add_user_task("alice", "alice's second secret");
+    for s in &mut streams {
+        let change = s.until(SOON, |e| e.event != "snapshot").await;
+        assert!(change.last().unwrap().data.contains("alice's second secret"), "{change:?}");
+    }
+    let watches: Value = serde_json::from_str(&gws[0].admin_get("/admin/watches").await).unwrap();
+    let scope = watches["watches"][0]["scope"].as_str().unwrap().to_string();
+    assert_eq!(scope.len(), 16);
+
+    let all = everything(&redis);
+    assert_eq!(watch_tags(&redis).len(), 1, "{all}");
+    for secret in ["alice's", "diary", "Bearer", "alice", &scope] {
+        assert!(!all.contains(secret), "{secret:?} is in redis: {all}");
+    }
+    // Offline guessing: with any 32 bytes Redis holds as the scope key, a guessed credential
+    // hashes to something else than alice's scope.
+    for key in redis.cli(&["--scan"]).lines() {
+        if redis.cli(&["STRLEN", key]).trim() == "32" {
+            let bytes = redis_bytes(&redis, key);
+            let guess = herald_core::ScopeHasher::new(bytes.try_into().unwrap())
+                .scope([("authorization", Some(&b"Bearer alice"[..]))]);
+            assert_ne!(guess.to_string(), scope, "{key} holds the scope key in the clear");
+        }
+    }
+}
+
+/// The raw bytes of a string key.
+fn redis_bytes(redis: &RedisServer, key: &str) -> Vec<u8> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--no-raw", "GET", key])
+        .output()
+        .unwrap()
+        .stdout;
+    // `--no-raw` quotes the value with C-style escapes.
+    let text = String::from_utf8(out).unwrap();
+    let quoted = text.trim().trim_start_matches('"').trim_end_matches('"');
+    let mut bytes = Vec::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            bytes.extend(c.to_string().as_bytes());
+            continue;
+        }
+        match chars.next().unwrap() {
+            'x' => {
+                let hex: String = chars.by_ref().take(2).collect();
+                bytes.push(u8::from_str_radix(&hex, 16).unwrap());
+            }
+            'n' => bytes.push(b'\n'),
+            'r' => bytes.push(b'\r'),
+            't' => bytes.push(b'\t'),
+            'a' => bytes.push(7),
+            'b' => bytes.push(8),
+            other => bytes.push(other as u8),
+        }
+    }
+    bytes
+}
+
+#[tokio::test]
+async fn a_forged_log_entry_or_end_notice_reaches_no_frame_a_resuming_client_gets_a_snapshot() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    let gws = replicas(2, &cluster_config(upstream, &redis.url(), "2s", "")).await;
+    let mut live = Follower::connect(&gws[0], &[]).await;
+    api.add_task("before the forgery");
+    live.until(&api.board()).await;
+    let last_id = live.client.last_event_id.clone().unwrap();
+    let (epoch, seq) = last_id.rsplit_once('-').unwrap();
+    let seq: u64 = seq.parse().unwrap();
+
+    // Someone with write access to Redis appends an entry whose name carries new lines (one whose
+    // data does is refused the same way, see herald-store's watch_log tests), and announces it.
+    let tag = watch_tags(&redis).pop().expect("the board's state is in redis");
+    let redis_epoch = redis.cli(&["HGET", &format!("{tag}:meta"), "e"]).trim().to_string();
+    let forged = format!("{}-0", seq + 1);
+    let injected = format!("patch\nid: {epoch}-999\nevent: injected");
+    redis.cli(&["XADD", &format!("{tag}:log"), &forged, "k", "c", "n", &injected, "d", "[]"]);
+    redis.cli(&["HSET", &format!("{tag}:meta"), "s", &(seq + 1).to_string()]);
+    redis.cli(&["PUBLISH", &format!("{tag}:ch"), &format!("{redis_epoch}:{}", seq + 1)]);
+
+    // The live subscriber starts over from a snapshot; a client resuming from before the forged
+    // entry, on either replica, gets one too.
+    let resync = live.client.next_within(SOON).await.expect("a snapshot, the stream open");
+    assert_eq!(resync.event, "snapshot", "{resync:?}");
+    live.apply(&resync);
+    let mut seen = vec![resync];
+    for gw in &gws {
+        let mut resumed = gw.subscribe("/board/event-stream", &[("last-event-id", &last_id)]).await;
+        assert_eq!(resumed.status, 200);
+        let first = resumed.next_within(SOON).await.unwrap();
+        assert_eq!(first.event, "snapshot", "{first:?}");
+        seen.push(first);
+    }
+    // An end published for the (public) watch closes nothing: what follows still arrives.
+    redis.cli(&["PUBLISH", &format!("{tag}:ch"), "end:401"]);
+    api.add_task("after the forgery");
+    let want = api.board();
+    while live.doc != want {
+        let ev = live.client.next_within(SOON).await.expect("the next change");
+        assert_ne!(ev.event, "error", "a forged end closed the stream");
+        live.apply(&ev);
+        seen.push(ev);
+    }
+    for ev in &seen {
+        assert!(ev.event != "injected" && !ev.data.contains("injected"), "{ev:?}");
+        assert_ne!(ev.id.as_deref(), Some(format!("{epoch}-999").as_str()));
+    }
+}
+
+#[tokio::test]
+async fn with_an_encryption_key_a_forged_end_notice_closes_no_stream() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    api.add_user("alice");
+    let yaml = cluster_config(upstream, &redis.url(), "2s", MINE)
+        .replace("  prefix: t\n", &format!("  prefix: t\n{ENCRYPTION_KEY}"));
+    let gws = replicas(2, &yaml).await;
+    let mut streams = Vec::new();
+    for gw in &gws {
+        let mut s = gw.subscribe("/me/tasks/event-stream", &[("authorization", "Bearer alice")]).await;
+        assert_eq!(s.status, 200, "{}", s.body);
+        assert_eq!(s.next_within(SOON).await.unwrap().event, "snapshot");
+        streams.push(s);
+    }
+    let tag = watch_tags(&redis).pop().expect("alice's state is in redis");
+    let epoch = redis.cli(&["HGET", &format!("{tag}:meta"), "e"]).trim().to_string();
+    for forged in ["end:401".to_string(), format!("end:401:{epoch}"), format!("end:403:{epoch} {}", "0".repeat(32))] {
+        redis.cli(&["PUBLISH", &format!("{tag}:ch"), &forged]);
+    }
+    // What follows the forged notices on the channel still reaches every stream: none closed.
+    api.add_user_task("alice", "still here");
+    for s in &mut streams {
+        let events = s.until(SOON, |e| e.data.contains("still here") || e.event == "error").await;
+        let last = events.last().expect("the change");
+        assert!(last.data.contains("still here"), "{events:?}");
+    }
+    // A genuine end still ends them.
+    api.revoke("alice");
+    for s in &mut streams {
+        let end = s.until(SOON, |e| e.event == "error").await;
+        assert_eq!(end.last().map(|e| (e.event.as_str(), e.data.as_str())), Some(("error", "{\"status\":401}")));
+    }
+}
+
+/// The Redis user docs/operations.md and deploy/compose.yaml give herald, for `storage.prefix: t`:
+/// its own keys and channels, and the commands it uses.
+const ACL: &str = "herald on >herald-test-password resetkeys resetchannels ~t:* ~{t:wh}:* &t:* -@all \
+    +ping +select +multi +exec +evalsha +eval +script|load +subscribe +unsubscribe \
+    +publish +get +set +incr +del +exists +pexpire +hget +hset +hmget +hgetall +hkeys +hdel +hexists \
+    +zadd +zrem +zrange +zrevrange +zrangebyscore +zcard +xadd +xrange +xrevrange";
+
+#[tokio::test]
+async fn replicas_need_no_more_than_the_documented_redis_acl() {
+    let Some(redis) =
+        RedisServer::with_args(&[&["--user"], &ACL.split_whitespace().collect::<Vec<_>>()[..]].concat()).await
+    else {
+        return;
+    };
+    let url = format!("redis://herald:herald-test-password@127.0.0.1:{}", redis.port);
+    let (api, upstream) = start_api().await;
+    api.add_user("alice");
+    let yaml =
+        cluster_config(upstream, &url, "2s", MINE).replace("  prefix: t\n", &format!("  prefix: t\n{ENCRYPTION_KEY}"));
+    let gws = replicas(2, &yaml).await;
+    let mut board = Follower::connect(&gws[0], &[]).await;
+    let mut mine = gws[1].subscribe("/me/tasks/event-stream", &[("authorization", "Bearer alice")]).await;
+    assert_eq!(mine.status, 200, "{}", mine.body);
+    api.add_task("one");
+    api.add_user_task("alice", "alice's");
+    board.until(&api.board()).await;
+    assert!(mine.until(SOON, |e| e.data.contains("alice's")).await.last().is_some_and(|e| e.data.contains("alice's")));
+    let written = reqwest::Client::new()
+        .post(gws[1].url("/tasks"))
+        .body(serde_json::json!({"title": "through the other replica"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(written.status().is_success() || written.status() == 404, "{}", written.status());
+    for gw in &gws {
+        for op in ["append", "lease", "ping", "publish", "queue", "read", "secret"] {
+            let sample = format!("herald_redis_errors_total{{op=\"{op}\"}}");
+            assert_eq!(gw.metric(&sample).await, 0.0, "{op}: {}", gw.logs());
+        }
+    }
+    // And nothing outside the prefix: another program's key is out of reach.
+    let other = redis.cli(&["--user", "herald", "--pass", "herald-test-password", "--no-auth-warning", "GET", "other"]);
+    assert!(other.contains("NOPERM"), "{other}");
+}

@@ -46,8 +46,8 @@ fn msg(sub: &str, created: u64) -> Message {
 }
 
 async fn store(server: &RedisServer, key: Option<&[u8; 32]>, claim: Duration) -> Result<RedisStore, StoreError> {
-    let redis = Redis::connect(&server.url(), "t", Duration::from_secs(2), &prometheus::Registry::new()).await?;
-    RedisStore::open(redis, key, claim).await
+    let redis = Redis::connect(&server.url(), "t", Duration::from_secs(2), key, &prometheus::Registry::new()).await?;
+    RedisStore::open(redis, claim).await
 }
 
 #[tokio::test]
@@ -143,4 +143,77 @@ async fn prune_keeps_pending_and_recent() {
     assert_eq!(s.prune(15, 0, 1).await.unwrap(), 2);
     let left: Vec<u64> = s.messages("s".into(), None, 10).await.unwrap().iter().map(|m| m.created_at).collect();
     assert_eq!(left, [30, 5]);
+}
+
+/// Every key and value in the server, as `redis-cli` prints them (strings, hashes, streams, sets).
+fn everything(server: &RedisServer) -> String {
+    let mut out = String::new();
+    for key in server.cli(&["--scan"]).lines() {
+        out.push_str(key);
+        out.push('\n');
+        let dump = match server.cli(&["TYPE", key]).trim() {
+            "string" => server.cli(&["GET", key]),
+            "hash" => server.cli(&["HGETALL", key]),
+            "stream" => server.cli(&["XRANGE", key, "-", "+"]),
+            "zset" => server.cli(&["ZRANGE", key, "0", "-1"]),
+            other => panic!("{key} is a {other}"),
+        };
+        out.push_str(&dump);
+    }
+    out
+}
+
+#[tokio::test]
+async fn with_a_key_per_user_state_and_messages_are_sealed_and_forged_messages_never_delivered() {
+    let Some(server) = RedisServer::start().await else { return };
+    let a = store(&server, Some(&[7; 32]), Duration::from_secs(60)).await.unwrap();
+    a.put_subscription(sub("s1")).await.unwrap();
+    // A webhook watch's name holds its credential scope's hash.
+    let watch = "mine\u{0}/me/tasks\u{0}5ca1ab1e5ca1ab1e".to_string();
+    let mut m = msg("s1", 100);
+    m.payload = r#"{"data":"alice's diary"}"#.into();
+    assert!(a.record_change(watch.clone(), None, br#"["alice's diary"]"#.to_vec(), vec![m.clone()]).await.unwrap());
+    let all = everything(&server);
+    for secret in ["5ca1ab1e", "alice's diary", "whsec_secret", "Bearer"] {
+        assert!(!all.contains(secret), "{secret} is in redis: {all}");
+    }
+    // Still one state to compare against, whoever records the next change.
+    let b = store(&server, Some(&[7; 32]), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(b.watch_state(watch.clone()).await.unwrap().as_deref(), Some(&br#"["alice's diary"]"#[..]));
+    let expected = Some(br#"["alice's diary"]"#.to_vec());
+    assert!(b.record_change(watch.clone(), expected.clone(), b"[]".to_vec(), vec![]).await.unwrap());
+    assert!(!a.record_change(watch, expected, b"[2]".to_vec(), vec![]).await.unwrap(), "diffed from an old state");
+    // The scope key is sealed too: whoever reads redis cannot hash a guessed credential.
+    let scope_key = a.scope_key().await.unwrap();
+    assert_eq!(b.scope_key().await.unwrap(), scope_key);
+    assert!(!everything(&server).contains(&String::from_utf8_lossy(&scope_key).into_owned()));
+    assert!(server.cli(&["--scan"]).lines().all(|k| server.cli(&["STRLEN", k]).trim() != "32"), "no bare key");
+
+    // A message written into redis by someone else would be signed with s1's secret: it is not.
+    let mut forged = msg("s1", 10);
+    forged.payload = r#"{"data":"forged"}"#.into();
+    let record = serde_json::to_string(&serde_json::json!({
+        "id": forged.id, "subscription": "s1", "event_type": "task.created", "payload": forged.payload,
+        "created_at": 10, "status": "pending", "attempts": 0, "next_attempt": 10,
+        "last_attempt": null, "last_status": null, "last_error": null,
+    }))
+    .unwrap();
+    server.cli(&["HSET", "{t:wh}:msgs", &forged.id, &record]);
+    server.cli(&["ZADD", "{t:wh}:queue", "10", &forged.id]);
+    let due = a.due(1000, 10, vec![]).await.unwrap();
+    assert_eq!(due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [m.id.as_str()], "only herald's own");
+    assert_eq!(due[0].payload, m.payload);
+    assert_eq!(server.cli(&["ZSCORE", "{t:wh}:queue", &forged.id]).trim(), "", "the forged one is dropped");
+}
+
+#[tokio::test]
+async fn a_scope_key_stored_before_the_encryption_key_was_set_is_kept_and_sealed() {
+    let Some(server) = RedisServer::start().await else { return };
+    let plain = store(&server, None, Duration::from_secs(60)).await.unwrap();
+    let scope_key = plain.scope_key().await.unwrap();
+    assert_eq!(server.cli(&["STRLEN", "t:scope-key"]).trim(), "32");
+    let sealed = store(&server, Some(&[7; 32]), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(sealed.scope_key().await.unwrap(), scope_key, "the same credential, the same scope");
+    assert_ne!(server.cli(&["STRLEN", "t:scope-key"]).trim(), "32");
+    assert!(matches!(plain.scope_key().await, Err(StoreError::KeyNeeded)));
 }

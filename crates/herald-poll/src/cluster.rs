@@ -13,6 +13,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use herald_config::Access;
 use herald_core::{EventKind, Representation};
 use herald_store::redis::{Acquired, Appended, Bus, Entry, Meta, Note, Redis, Update, WatchLog};
 use herald_store::StoreError;
@@ -294,10 +295,11 @@ impl Replica {
                 }
                 note = following.notes.recv() => match note {
                     None => return,
-                    Some(Note::Ended(status)) => {
+                    Some(Note::Ended { status, epoch }) if self.ends(epoch) => {
                         self.hub.revoke(&self.watch, status);
                         return;
                     }
+                    Some(Note::Ended { .. }) => warn!(route = %self.route(), "an end notice not for this watch, ignored"),
                     Some(Note::Appended { epoch, seq }) => self.catch_up(Why::Notice { epoch, seq }).await,
                     Some(Note::Reconnected) => self.catch_up(Why::Reconnected).await,
                     Some(Note::Refresh(_)) => {}
@@ -315,6 +317,13 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// Whether an end announced for this watch's channel ends it: only a per-subscriber watch
+    /// is ended by a refused credential, and only in the epoch it was refused in.
+    fn ends(&self, epoch: Option<u64>) -> bool {
+        self.watch.route.cfg.access == Access::PerSubscriber
+            && epoch.is_none_or(|e| e == self.watch.state.lock().unwrap().epoch)
     }
 
     fn history(&self) -> usize {
@@ -424,7 +433,8 @@ impl Replica {
                 return false;
             }
             Polled::Revoked(status) => {
-                let _ = self.log.end(&value, status).await;
+                let epoch = self.watch.state.lock().unwrap().epoch;
+                let _ = self.log.end(&value, epoch, status).await;
                 self.hub.revoke(&self.watch, status);
                 return false;
             }
@@ -525,7 +535,9 @@ impl Replica {
             Ok(None) | Err(_) => return,
         };
         let (meta, entries) = read;
-        if meta.epoch != epoch || entries.first().is_some_and(|e| e.seq != seq + 1) || meta.seq < seq {
+        // The entries read end at the state's sequence; fewer than it is ahead by: some were
+        // lost (trimmed, or not genuine), and the subscribers start over from a snapshot.
+        if meta.epoch != epoch || meta.seq != seq + entries.len() as u64 {
             return self.reload().await;
         }
         if entries.is_empty() {

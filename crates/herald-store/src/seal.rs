@@ -3,7 +3,10 @@
 //!
 //! ChaCha20-Poly1305 from ring (the TLS stack's own crypto provider, so no second one): a random
 //! 96-bit nonce per record, and the record's key as associated data, so a sealed record cannot
-//! be moved to another key unnoticed.
+//! be moved to another key unnoticed. Where a stored value must be compared byte for byte (a
+//! webhook watch's state, checked by a Redis script before it is replaced), the nonce is derived
+//! from the record instead ([`Sealer::seal_fixed`]): the same record seals to the same bytes, and
+//! nothing else is revealed but that two records are equal.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 
@@ -12,18 +15,37 @@ const MAGIC: &[u8] = b"hse1";
 
 pub(crate) struct Sealer {
     key: LessSafeKey,
+    /// Derives the nonces of [`Sealer::seal_fixed`] (a keyed hash of the record).
+    nonces: [u8; 32],
 }
 
 impl Sealer {
     pub(crate) fn new(key: &[u8; 32]) -> Self {
+        let nonces = blake3::derive_key("herald seal fixed nonce v1", key);
         let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key fits ChaCha20-Poly1305");
-        Sealer { key: LessSafeKey::new(key) }
+        Sealer { key: LessSafeKey::new(key), nonces }
     }
 
     /// `MAGIC`, the nonce, then the ciphertext with its tag.
     pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random source works");
+        self.seal_with(nonce, aad, plain)
+    }
+
+    /// Seals deterministically: the nonce is a keyed hash of `aad` and `plain`, so equal records
+    /// seal to equal bytes (distinct ones still get distinct nonces). Opened by [`Sealer::open`].
+    pub(crate) fn seal_fixed(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut h = blake3::Hasher::new_keyed(&self.nonces);
+        h.update(&(aad.len() as u64).to_le_bytes());
+        h.update(aad);
+        h.update(plain);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&h.finalize().as_bytes()[..NONCE_LEN]);
+        self.seal_with(nonce, aad, plain)
+    }
+
+    fn seal_with(&self, nonce: [u8; NONCE_LEN], aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + plain.len() + CHACHA20_POLY1305.tag_len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&nonce);
@@ -71,5 +93,17 @@ mod tests {
         assert_eq!(sealer.open(b"ep_1", &changed), None);
         assert_ne!(sealer.seal(b"ep_1", plain), sealed, "a fresh nonce each time");
         assert!(!is_sealed(plain));
+    }
+
+    #[test]
+    fn fixed_seals_are_equal_for_equal_records_only() {
+        let sealer = Sealer::new(&[1; 32]);
+        let sealed = sealer.seal_fixed(b"w", b"[1,2]");
+        assert_eq!(sealer.seal_fixed(b"w", b"[1,2]"), sealed, "the same bytes each time");
+        assert_ne!(sealer.seal_fixed(b"w", b"[1,3]"), sealed);
+        assert_ne!(sealer.seal_fixed(b"v", b"[1,2]"), sealed);
+        assert_ne!(Sealer::new(&[2; 32]).seal_fixed(b"w", b"[1,2]"), sealed);
+        assert_eq!(sealer.open(b"w", &sealed).as_deref(), Some(&b"[1,2]"[..]));
+        assert_eq!(sealer.open(b"v", &sealed), None);
     }
 }

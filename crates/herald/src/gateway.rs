@@ -44,7 +44,8 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
     let (store, cluster): (Arc<dyn Store>, _) = match config.storage.kind {
         StorageKind::Redis => {
             let s = &config.storage;
-            let redis = Redis::connect(&s.url, &s.prefix, Duration::from_secs(2).min(s.lease / 2), &registry)
+            let timeout = Duration::from_secs(2).min(s.lease / 2);
+            let redis = Redis::connect(&s.url, &s.prefix, timeout, s.encryption_key.as_ref(), &registry)
                 .await
                 .context("cannot reach redis (storage.url)")?;
             let replica = replica_name();
@@ -52,9 +53,8 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
             // A message taken by a replica that dies comes due again after this: longer than an
             // attempt can take, so a slow attempt is never repeated while it runs.
             let claim = config.webhooks.timeout + Duration::from_secs(10);
-            let store = RedisStore::open(redis.clone(), s.encryption_key.as_ref(), claim)
-                .await
-                .context("cannot open the webhook store in redis")?;
+            let store =
+                RedisStore::open(redis.clone(), claim).await.context("cannot open the webhook store in redis")?;
             (Arc::new(store), Some(Cluster::new(redis, replica, s.lease, &registry, shutdown.child_token())?))
         }
         StorageKind::Embedded | StorageKind::Memory => (open_store(&config.storage)?, None),

@@ -2,6 +2,10 @@
 //! Pub/sub delivers at most once (a notice is lost when the connection drops), so a notice is
 //! only a wake-up: the follower reads what it missed from the watch's log, and after a
 //! reconnect every follower is told to check.
+//!
+//! A notice of an append is only a wake-up (what is read is checked), but the messages a replica
+//! acts on are checked here: `end:` carries 401 or 403 and, with a key, every `end:` and
+//! `refresh:` must be signed for its channel (see [`super::trust`]); anything else is ignored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,8 +14,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::trust::Keys;
 use super::Redis;
 use crate::StoreError;
 
@@ -20,8 +25,9 @@ use crate::StoreError;
 pub enum Note {
     /// Events up to `seq` of `epoch` were appended (or the state was written anew).
     Appended { epoch: u64, seq: u64 },
-    /// The watch ended for everybody: its credential was refused with this status.
-    Ended(u16),
+    /// The watch ended for everybody: its credential was refused with `status` (401 or 403) in
+    /// `epoch` (`None`: said by a replica of a version that did not tell).
+    Ended { status: u16, epoch: Option<u64> },
     /// The connection was lost and is back: notices may have been missed.
     Reconnected,
     /// A write through some replica (or a change hint) may have changed the watches of this
@@ -170,7 +176,10 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
                     };
                     let channel = message.get_channel_name();
                     let Some(notes) = followers.get(channel) else { continue };
-                    let Some(note) = parse(message.get_payload_bytes()) else { continue };
+                    let Some(note) = parse(redis.keys.as_ref(), channel, message.get_payload_bytes()) else {
+                        debug!(channel, "a pub/sub message herald did not send, ignored");
+                        continue;
+                    };
                     // A full queue drops the notice: the follower reads the log up to date anyway.
                     if let Err(mpsc::error::TrySendError::Closed(_)) = notes.try_send(note) {
                         let channel = channel.to_string();
@@ -185,12 +194,51 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
     }
 }
 
-/// `<epoch>:<seq>`, `end:<status>` or `refresh:<path>`.
-fn parse(payload: &[u8]) -> Option<Note> {
-    let (a, b) = std::str::from_utf8(payload).ok()?.split_once(':')?;
+/// `<epoch>:<seq>`, `end:<status>[:<epoch>]` or `refresh:<path>`, the last two signed for
+/// `channel` when there are `keys`.
+fn parse(keys: Option<&Keys>, channel: &str, payload: &[u8]) -> Option<Note> {
+    let payload = std::str::from_utf8(payload).ok()?;
+    let message = match (payload.split_once(':')?.0, keys) {
+        ("end" | "refresh", Some(keys)) => keys.verify(channel, payload)?,
+        _ => payload,
+    };
+    let (a, b) = message.split_once(':')?;
     Some(match a {
-        "end" => Note::Ended(b.parse().ok()?),
+        "end" => {
+            let (status, epoch) = match b.split_once(':') {
+                Some((status, epoch)) => (status, Some(epoch.parse().ok()?)),
+                None => (b, None),
+            };
+            Note::Ended { status: status.parse().ok().filter(|s| matches!(s, 401 | 403))?, epoch }
+        }
         "refresh" => Note::Refresh(b.to_string()),
         _ => Note::Appended { epoch: a.parse().ok()?, seq: b.parse().ok()? },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_herald_sends_is_heard() {
+        let ch = "t:{w}:ch";
+        assert_eq!(parse(None, ch, b"7:3"), Some(Note::Appended { epoch: 7, seq: 3 }));
+        assert_eq!(parse(None, ch, b"end:401:7"), Some(Note::Ended { status: 401, epoch: Some(7) }));
+        assert_eq!(parse(None, ch, b"end:403"), Some(Note::Ended { status: 403, epoch: None }));
+        for bad in [&b"end:200"[..], b"end:500:7", b"end:401:x", b"end:", b"7:x", b"nothing", b"\xff:1"] {
+            assert_eq!(parse(None, ch, bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse(None, ch, b"refresh:/tasks"), Some(Note::Refresh("/tasks".into())));
+
+        let keys = Keys::new(&[1; 32]);
+        let end = keys.sign(ch, "end:401:7");
+        assert_eq!(parse(Some(&keys), ch, end.as_bytes()), Some(Note::Ended { status: 401, epoch: Some(7) }));
+        assert_eq!(parse(Some(&keys), ch, b"end:401:7"), None, "unsigned");
+        assert_eq!(parse(Some(&keys), "t:{v}:ch", end.as_bytes()), None, "another watch's");
+        assert_eq!(parse(Some(&keys), ch, b"refresh:/tasks"), None);
+        let refresh = keys.sign(ch, "refresh:/a:b");
+        assert_eq!(parse(Some(&keys), ch, refresh.as_bytes()), Some(Note::Refresh("/a:b".into())));
+        assert_eq!(parse(Some(&keys), ch, b"7:3"), Some(Note::Appended { epoch: 7, seq: 3 }), "a wake-up only");
+    }
 }

@@ -1,10 +1,12 @@
 //! Cluster mode's Redis: one handle for the three deployments `storage.url` names (one server,
 //! Sentinel, Redis Cluster), with a timeout on every call, `herald_redis_errors_total{op}`, and a
 //! health flag that readiness and new subscriptions follow. Each watch's keys and scripts are in
-//! [`watch_log`]; pub/sub notifications in [`bus`].
+//! [`watch_log`]; pub/sub notifications in [`bus`]; what is sealed, signed and checked, because
+//! Redis is not trusted with credentials or with SSE frames, in [`trust`].
 
 mod bus;
 mod store;
+mod trust;
 mod watch_log;
 
 use std::future::Future;
@@ -24,6 +26,7 @@ pub use store::RedisStore;
 pub use watch_log::{Acquired, Appended, Entry, Meta, Update, WatchLog};
 
 use crate::StoreError;
+use trust::Keys;
 
 /// The `op` label values of `herald_redis_errors_total`: what a failed call was for.
 const OPS: [&str; 7] = ["append", "lease", "ping", "publish", "queue", "read", "secret"];
@@ -74,14 +77,19 @@ pub struct Redis {
     conn: tokio::sync::Mutex<Option<Conn>>,
     healthy: AtomicBool,
     errors: IntCounterVec,
+    /// From `storage.encryption_key`: seals, hashes names, signs pub/sub messages.
+    keys: Option<Keys>,
 }
 
 impl Redis {
     /// Connects to `url` (the first connection is made here, so a wrong address fails at start).
+    /// With `encryption_key`, what belongs to a subscriber is sealed, names derived from a
+    /// credential scope are keyed hashes, and pub/sub messages are signed (see [`trust`]).
     pub async fn connect(
         url: &str,
         prefix: &str,
         timeout: Duration,
+        encryption_key: Option<&[u8; 32]>,
         registry: &Registry,
     ) -> Result<Arc<Redis>, StoreError> {
         let url = RedisUrl::parse(url).map_err(|e| StoreError::Invalid(format!("storage.url: {e}")))?;
@@ -102,6 +110,7 @@ impl Redis {
             conn: tokio::sync::Mutex::new(None),
             healthy: AtomicBool::new(false),
             errors,
+            keys: encryption_key.map(Keys::new),
         });
         redis.ping().await?;
         Ok(redis)
@@ -111,12 +120,22 @@ impl Redis {
         self.call("ping", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await
     }
 
-    /// Publishes `payload` on `channel` (every replica that follows it hears it).
-    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+    /// Publishes `message` on `channel` (every replica that follows it hears it), signed when
+    /// there is a key.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        let payload = self.signed(channel, message);
         self.call("publish", |mut c| async move {
             redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<()>(&mut c).await
         })
         .await
+    }
+
+    /// `message` as published on `channel`: with its signature when there is a key.
+    fn signed(&self, channel: &str, message: &str) -> String {
+        match &self.keys {
+            Some(keys) => keys.sign(channel, message),
+            None => message.to_string(),
+        }
     }
 
     /// Whether the last call succeeded.
@@ -129,23 +148,54 @@ impl Redis {
         format!("{}:{name}", self.prefix)
     }
 
-    /// A 32-byte secret every replica shares (created by the first one that asks).
+    /// The name under which `id` (a hash of something a credential scope is part of) is kept:
+    /// with a key, a keyed hash of it, so that one who reads Redis but has not the key cannot
+    /// test guesses against it.
+    pub fn name(&self, id: &str) -> String {
+        match &self.keys {
+            Some(keys) => keys.name(id),
+            None => id.to_string(),
+        }
+    }
+
+    /// A 32-byte secret every replica shares (created by the first one that asks); sealed in
+    /// Redis when there is a key. One stored in the clear before the key was set is sealed now.
     pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
         let key = self.key(name);
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|e| StoreError::backend("random source", e))?;
+        let sealed = |secret: &[u8]| match &self.keys {
+            Some(keys) => keys.sealer.seal(key.as_bytes(), secret),
+            None => secret.to_vec(),
+        };
         let stored: Vec<u8> = self
             .call("secret", |mut c| {
-                let key = key.clone();
+                let (key, value) = (key.clone(), sealed(&fresh));
                 async move {
-                    redis::cmd("SET").arg(&key).arg(fresh.as_slice()).arg("NX").query_async::<()>(&mut c).await?;
+                    redis::cmd("SET").arg(&key).arg(value).arg("NX").query_async::<()>(&mut c).await?;
                     redis::cmd("GET").arg(&key).query_async(&mut c).await
                 }
             })
             .await?;
-        <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| {
-            StoreError::Invalid(format!("{key} does not hold 32 bytes (was it written by another program?)"))
-        })
+        if let Ok(secret) = <[u8; 32]>::try_from(stored.as_slice()) {
+            if self.keys.is_some() {
+                let value = sealed(&secret);
+                self.call("secret", |mut c| {
+                    let key = key.clone();
+                    async move { redis::cmd("SET").arg(&key).arg(value).arg("XX").query_async::<()>(&mut c).await }
+                })
+                .await?;
+            }
+            return Ok(secret);
+        }
+        if !crate::seal::is_sealed(&stored) {
+            return Err(StoreError::Invalid(format!(
+                "{key} does not hold 32 bytes (was it written by another program?)"
+            )));
+        }
+        let keys = self.keys.as_ref().ok_or(StoreError::KeyNeeded)?;
+        let secret = keys.sealer.open(key.as_bytes(), &stored).ok_or(StoreError::WrongKey)?;
+        <[u8; 32]>::try_from(secret.as_slice()).map_err(|_| StoreError::Sealed { key })
     }
 
     /// Runs `f` on a connection, within the timeout; counts and reports failures.

@@ -8,6 +8,13 @@
 //! in flight leaves them claimed, and they come due again after `claim`, which is longer than
 //! `webhooks.timeout` so that a slow attempt is never repeated while it runs: at least once,
 //! the same `webhook-id`.
+//!
+//! With `storage.encryption_key` (given to [`Redis::connect`]), subscriptions, messages (their
+//! payloads are a subscriber's events) and each webhook watch's last representation are sealed,
+//! and a webhook watch's state is kept under a keyed hash of its name (which holds the
+//! credential scope's hash) rather than the name itself. A message that is not sealed with the
+//! key is not one herald wrote: it is never delivered (it would be signed with the
+//! subscription's secret).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -23,12 +30,11 @@ pub struct RedisStore {
     redis: Arc<Redis>,
     /// `{<prefix>:wh}`: every key starts with it.
     tag: String,
-    sealer: Option<Sealer>,
     /// How long a taken message stays away from the other replicas.
     claim: Duration,
 }
 
-/// KEYS: queue, msgs. ARGV: now, limit, claimed until. Takes due messages: their records.
+/// KEYS: queue, msgs. ARGV: now, limit, claimed until. Takes due messages: their ids and records.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -38,6 +44,7 @@ for _, id in ipairs(ids) do
   local record = redis.call('HGET', KEYS[2], id)
   if record then
     redis.call('ZADD', KEYS[1], ARGV[3], id)
+    out[#out + 1] = id
     out[#out + 1] = record
   else
     redis.call('ZREM', KEYS[1], id)
@@ -120,14 +127,11 @@ return #ARGV
 });
 
 impl RedisStore {
-    /// The store of the gateway `redis` serves; `claim` must be longer than `webhooks.timeout`.
-    pub async fn open(
-        redis: Arc<Redis>,
-        encryption_key: Option<&[u8; 32]>,
-        claim: Duration,
-    ) -> Result<RedisStore, StoreError> {
+    /// The store of the gateway `redis` serves (sealed with the key it was connected with);
+    /// `claim` must be longer than `webhooks.timeout`.
+    pub async fn open(redis: Arc<Redis>, claim: Duration) -> Result<RedisStore, StoreError> {
         let tag = format!("{{{}:wh}}", redis.prefix);
-        let store = RedisStore { redis, tag, sealer: encryption_key.map(Sealer::new), claim };
+        let store = RedisStore { redis, tag, claim };
         store.check_key().await?;
         Ok(store)
     }
@@ -136,13 +140,43 @@ impl RedisStore {
         format!("{}:{name}", self.tag)
     }
 
+    fn sealer(&self) -> Option<&Sealer> {
+        self.redis.keys.as_ref().map(|k| &k.sealer)
+    }
+
+    /// A webhook watch's state as stored: sealed when there is a key, with a deterministic nonce
+    /// so that the script recording a change can compare it with the one expected.
+    fn state_value(&self, field: &str, data: &[u8]) -> Vec<u8> {
+        match self.sealer() {
+            Some(sealer) => sealer.seal_fixed(field.as_bytes(), data),
+            None => data.to_vec(),
+        }
+    }
+
+    /// A message's record as stored: sealed (bound to its id) when there is a key.
+    fn record(&self, m: &Message) -> Vec<u8> {
+        match self.sealer() {
+            Some(sealer) => sealer.seal(format!("msg/{}", m.id).as_bytes(), &encode(m)),
+            None => encode(m),
+        }
+    }
+
+    /// The message of a record; with a key, only a record sealed for `id` is one.
+    fn message(&self, id: &str, record: &[u8]) -> Result<Message, StoreError> {
+        let Some(sealer) = self.sealer() else { return decode(id, record) };
+        let plain = sealer
+            .open(format!("msg/{id}").as_bytes(), record)
+            .ok_or_else(|| StoreError::Sealed { key: format!("{}/{id}", self.key("msgs")) })?;
+        decode(id, &plain)
+    }
+
     /// Subscriptions are sealed with the key every replica has: a replica started with another
     /// key (or none, on sealed data) fails at start instead of misreading them.
     async fn check_key(&self) -> Result<(), StoreError> {
         const PLAIN: &[u8] = b"herald key check";
         let key = self.key("key-check");
         let stored: Option<Vec<u8>> = self.cmd("secret", redis::cmd("GET").arg(&key)).await?;
-        match (stored, &self.sealer) {
+        match (stored, self.sealer()) {
             (None, Some(sealer)) => {
                 self.cmd::<()>("secret", redis::cmd("SET").arg(&key).arg(sealer.seal(b"key-check", PLAIN)).arg("NX"))
                     .await
@@ -167,7 +201,9 @@ impl RedisStore {
         script.key(self.key("msgs")).key(self.key("queue")).key(self.key("states")).key(self.key("bysub:"));
         match state {
             Some(StateChange { key, expected, data }) => {
-                script.arg(key).arg(expected.unwrap_or_default()).arg(data);
+                let field = self.redis.name(key);
+                let expected = expected.map(|e| self.state_value(&field, e)).unwrap_or_default();
+                script.arg(&field).arg(expected).arg(self.state_value(&field, data));
             }
             None => {
                 script.arg("").arg("~").arg("");
@@ -175,7 +211,7 @@ impl RedisStore {
         }
         for m in messages {
             let due = if m.status == MessageStatus::Pending { m.next_attempt.to_string() } else { String::new() };
-            script.arg(&m.id).arg(&m.subscription).arg(m.created_at).arg(due).arg(encode(m));
+            script.arg(&m.id).arg(&m.subscription).arg(m.created_at).arg(due).arg(self.record(m));
         }
         let added: i64 = self.redis.call("append", |mut c| async move { script.invoke_async(&mut c).await }).await?;
         Ok(added == 1)
@@ -195,7 +231,7 @@ impl RedisStore {
             .iter()
             .zip(records)
             .filter_map(|(id, r)| {
-                Some(decode::<Message>(id, &r?).unwrap_or_else(|e| unreadable_record(subscription, id, &e, 0)))
+                Some(self.message(id, &r?).unwrap_or_else(|e| unreadable_record(subscription, id, &e, 0)))
             })
             .collect())
     }
@@ -220,7 +256,7 @@ impl Store for RedisStore {
                 .cmd("HSET")
                 .arg(self.key("subs"))
                 .arg(&sub.id)
-                .arg(seal_subscription(self.sealer.as_ref(), &sub))
+                .arg(seal_subscription(self.sealer(), &sub))
                 .ignore()
                 .cmd("INCR")
                 .arg(self.key("gen"))
@@ -232,14 +268,14 @@ impl Store for RedisStore {
     fn subscription(&self, id: String) -> StoreFuture<'_, Option<Subscription>> {
         Box::pin(async move {
             let bytes: Option<Vec<u8>> = self.cmd("read", redis::cmd("HGET").arg(self.key("subs")).arg(&id)).await?;
-            bytes.map(|b| open_subscription(self.sealer.as_ref(), &id, &b)).transpose()
+            bytes.map(|b| open_subscription(self.sealer(), &id, &b)).transpose()
         })
     }
 
     fn subscriptions(&self) -> StoreFuture<'_, Vec<Subscription>> {
         Box::pin(async move {
             let all: Vec<(String, Vec<u8>)> = self.cmd("read", redis::cmd("HGETALL").arg(self.key("subs"))).await?;
-            all.iter().map(|(id, b)| open_subscription(self.sealer.as_ref(), id, b)).collect()
+            all.iter().map(|(id, b)| open_subscription(self.sealer(), id, b)).collect()
         })
     }
 
@@ -265,7 +301,18 @@ impl Store for RedisStore {
     }
 
     fn watch_state(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>> {
-        Box::pin(async move { self.cmd("read", redis::cmd("HGET").arg(self.key("states")).arg(&key)).await })
+        Box::pin(async move {
+            let field = self.redis.name(&key);
+            let stored: Option<Vec<u8>> =
+                self.cmd("read", redis::cmd("HGET").arg(self.key("states")).arg(&field)).await?;
+            match (stored, self.sealer()) {
+                (Some(sealed), Some(sealer)) => sealer
+                    .open(field.as_bytes(), &sealed)
+                    .map(Some)
+                    .ok_or_else(|| StoreError::Sealed { key: format!("{}/{field}", self.key("states")) }),
+                (stored, _) => Ok(stored),
+            }
+        })
     }
 
     fn record_change(
@@ -289,7 +336,7 @@ impl Store for RedisStore {
     fn due(&self, now: u64, limit: usize, _skip: Vec<String>) -> StoreFuture<'_, Vec<Message>> {
         Box::pin(async move {
             let until = now + self.claim.as_millis() as u64;
-            let records: Vec<Vec<u8>> = self
+            let records: Vec<(String, Vec<u8>)> = self
                 .redis
                 .call("queue", |mut c| async move {
                     TAKE.key(self.key("queue"))
@@ -303,20 +350,34 @@ impl Store for RedisStore {
                 .await?;
             let mut out = Vec::new();
             let mut dead = Vec::new();
-            for record in records {
-                match decode::<Message>("queued message", &record) {
+            let mut forged = Vec::new();
+            for (id, record) in records {
+                match self.message(&id, &record) {
                     Ok(m) => out.push(m),
                     // Set aside as dead, with the reason: never in the way of the others.
                     Err(e) => {
-                        let id = serde_json::from_slice::<serde_json::Value>(&record).ok().and_then(|v| {
-                            Some((v["id"].as_str()?.to_string(), v["subscription"].as_str()?.to_string()))
-                        });
-                        if let Some((id, sub)) = id {
-                            tracing::error!(message = %id, reason = %e, "unreadable queued message set aside as dead");
-                            dead.push(Attempted { message: unreadable_record(&sub, &id, &e, 0), taken_due: 0 });
+                        let sub = serde_json::from_slice::<serde_json::Value>(&record)
+                            .ok()
+                            .and_then(|v| Some(v["subscription"].as_str()?.to_string()));
+                        match sub {
+                            Some(sub) if self.sealer().is_none() => {
+                                tracing::error!(message = %id, reason = %e, "unreadable queued message set aside as dead");
+                                dead.push(Attempted { message: unreadable_record(&sub, &id, &e, 0), taken_due: 0 });
+                            }
+                            // Not sealed with the key: not herald's, and never delivered.
+                            _ => {
+                                tracing::error!(message = %id, reason = %e, "a queued message herald did not write (not sealed with storage.encryption_key) dropped");
+                                forged.push(id);
+                            }
                         }
                     }
                 }
+            }
+            if !forged.is_empty() {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZREM").arg(self.key("queue")).arg(&forged).ignore();
+                pipe.cmd("HDEL").arg(self.key("msgs")).arg(&forged).ignore();
+                self.redis.call("queue", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
             }
             if !dead.is_empty() {
                 self.complete(dead).await?;
@@ -343,7 +404,7 @@ impl Store for RedisStore {
             for a in &attempts {
                 let m = &a.message;
                 let due = if m.status == MessageStatus::Pending { m.next_attempt.to_string() } else { String::new() };
-                script.arg(&m.id).arg(&m.subscription).arg(due).arg(encode(m));
+                script.arg(&m.id).arg(&m.subscription).arg(due).arg(self.record(m));
             }
             self.redis.call("queue", |mut c| async move { script.invoke_async::<i64>(&mut c).await.map(drop) }).await
         })

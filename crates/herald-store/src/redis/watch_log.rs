@@ -6,6 +6,12 @@
 //! The lease is `SET NX PX` with a value `<replica>/<token>`, the token from a counter. Writing a
 //! poll's result ([`WatchLog::append`]) is one script that first checks the lease still holds
 //! that exact value: a holder that was paused past its lease, or cut off, can never write.
+//!
+//! What is read back is checked before it reaches a frame (see [`super::trust`]): an entry that
+//! is malformed, forged, or not sealed with the key (when there is one) is treated as lost, like
+//! a trimmed one, and so is everything before it: a subscriber resuming from before it gets a
+//! snapshot. With a key, every watch's representation, validators, failing status and events
+//! are sealed, whatever its access: the entry's author is then known, not only its secrecy.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -13,8 +19,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::Script;
 
-use super::Redis;
+use super::{trust, Redis};
+use crate::seal::Sealer;
 use crate::StoreError;
+use tracing::warn;
 
 /// The keys of one watch.
 pub struct WatchLog {
@@ -164,13 +172,13 @@ return {1, e, first, s}
     )
 });
 
-/// KEYS: lease, meta, log. ARGV: lease value, channel, status. Ends the watch for every replica.
+/// KEYS: lease, meta, log. ARGV: lease value, channel, message. Ends the watch for every replica.
 static END: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('PUBLISH', ARGV[2], 'end:' .. ARGV[3])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ",
     )
@@ -194,9 +202,10 @@ return {redis.call('HGETALL', KEYS[1]), log}
 });
 
 impl Redis {
-    /// The keys of the watch `id` (a hash of its route, target and scope: never a credential).
+    /// The keys of the watch `id` (a hash of its route, target and scope: never a credential;
+    /// with a key, they are named by a keyed hash of it).
     pub fn watch_log(self: &Arc<Self>, id: &str, ttl: Duration) -> WatchLog {
-        let tag = format!("{}:{{{id}}}", self.prefix);
+        let tag = format!("{}:{{{}}}", self.prefix, self.name(id));
         WatchLog {
             redis: self.clone(),
             lease: format!("{tag}:lease"),
@@ -295,6 +304,23 @@ impl WatchLog {
         if let Some(t) = update.last_change {
             fields.push(("lc", t.to_string().into_bytes()));
         }
+        let mut events: Vec<(u8, &str, Vec<u8>)> =
+            update.events.iter().map(|e| (e.kind, e.name.as_str(), e.data.to_vec())).collect();
+        if let Some(sealer) = self.sealer() {
+            for (name, value) in &mut fields {
+                if SEALED.contains(name) {
+                    *value = sealer.seal(&self.field_aad(name), value);
+                }
+            }
+            for (kind, name, data) in &mut events {
+                let mut plain = vec![*kind];
+                plain.extend_from_slice(name.as_bytes());
+                plain.push(b'\n');
+                plain.extend_from_slice(data);
+                *data = sealer.seal(self.log.as_bytes(), &plain);
+                (*kind, *name) = (SEALED_KIND, "");
+            }
+        }
         let reply: Vec<redis::Value> = self
             .redis
             .call("append", |mut c| {
@@ -312,9 +338,9 @@ impl WatchLog {
                 for (name, value) in &fields {
                     script.arg(*name).arg(value.as_slice());
                 }
-                script.arg(update.events.len());
-                for e in &update.events {
-                    script.arg(&[e.kind][..]).arg(&e.name).arg(e.data.as_ref());
+                script.arg(events.len());
+                for (kind, name, data) in &events {
+                    script.arg(&[*kind][..]).arg(*name).arg(data.as_slice());
                 }
                 async move { script.invoke_async(&mut c).await }
             })
@@ -331,8 +357,10 @@ impl WatchLog {
         })
     }
 
-    /// Ends the watch on every replica (its credential was revoked), if the lease is `value`.
-    pub async fn end(&self, value: &str, status: u16) -> Result<bool, StoreError> {
+    /// Ends the watch in `epoch` on every replica (its credential was revoked), if the lease is
+    /// `value`. The notice is signed when there is a key.
+    pub async fn end(&self, value: &str, epoch: u64, status: u16) -> Result<bool, StoreError> {
+        let message = self.redis.signed(&self.channel, &format!("end:{status}:{epoch}"));
         self.redis
             .call("append", |mut c| async move {
                 END.key(&self.lease)
@@ -340,7 +368,7 @@ impl WatchLog {
                     .key(&self.log)
                     .arg(value)
                     .arg(&self.channel)
-                    .arg(status)
+                    .arg(message)
                     .invoke_async(&mut c)
                     .await
             })
@@ -364,49 +392,215 @@ impl WatchLog {
         if meta.is_empty() {
             return Ok(None);
         }
-        let mut entries: Vec<Entry> = log.into_iter().filter_map(entry).collect();
+        let meta = parse_meta(self.sealer(), &self.meta, meta)?;
+        let mut entries: Vec<Option<Entry>> = log.into_iter().map(|e| entry(self.sealer(), &self.log, e)).collect();
         if after.is_none() {
             entries.reverse();
         }
-        Ok(Some((parse_meta(meta), entries)))
+        if entries.iter().any(Option::is_none) {
+            warn!(key = %self.log, "a malformed or forged entry in a watch's log in redis: treated as lost");
+        }
+        let seq = meta.seq;
+        Ok(Some((meta, genuine_tail(entries, seq))))
+    }
+
+    fn sealer(&self) -> Option<&Sealer> {
+        self.redis.keys.as_ref().map(|k| &k.sealer)
+    }
+
+    /// What a sealed field of the state is bound to: its key and its name.
+    fn field_aad(&self, name: &str) -> Vec<u8> {
+        field_aad(&self.meta, name)
     }
 }
 
-/// A hash's or a stream entry's field/value pairs, as Redis returns them.
-type Fields = Vec<(String, Vec<u8>)>;
+/// What a sealed field of the state is bound to: its key and its name.
+fn field_aad(meta: &str, name: &str) -> Vec<u8> {
+    format!("{meta}\0{name}").into_bytes()
+}
 
-fn entry((id, fields): (String, Fields)) -> Option<Entry> {
-    let seq = id.split('-').next()?.parse().ok()?;
-    let mut e = Entry { seq, kind: b'c', name: String::new(), data: Bytes::new() };
-    for (name, value) in fields {
-        match name.as_str() {
-            "k" => e.kind = value.first().copied().unwrap_or(b'c'),
-            "n" => e.name = String::from_utf8(value).ok()?,
-            "d" => e.data = Bytes::from(value),
-            _ => {}
+/// A stream entry as herald wrote it; `None` when it is not one (its id, kind, name or data
+/// could not have come from herald, or it is not sealed with the key when there is one).
+fn entry(sealer: Option<&Sealer>, log: &str, (id, fields): (String, Fields)) -> Option<Entry> {
+    let seq = id.strip_suffix("-0")?.parse().ok()?;
+    let (mut kind, mut name, mut data) = (None, None, None);
+    for (field, value) in fields {
+        match field.as_str() {
+            "k" => kind = Some(value),
+            "n" => name = Some(value),
+            "d" => data = Some(value),
+            _ => return None,
         }
     }
-    Some(e)
+    let (mut kind, mut name, mut data) = (kind?, name?, data?);
+    match sealer {
+        Some(sealer) => {
+            if kind != [SEALED_KIND] || !name.is_empty() {
+                return None;
+            }
+            let plain = sealer.open(log.as_bytes(), &data)?;
+            let (&k, rest) = plain.split_first()?;
+            let at = rest.iter().position(|&b| b == b'\n')?;
+            (kind, name, data) = (vec![k], rest[..at].to_vec(), rest[at + 1..].to_vec());
+        }
+        None if kind == [SEALED_KIND] => return None,
+        None => {}
+    }
+    let kind = match kind[..] {
+        [k @ (b'c' | b's')] => k,
+        _ => return None,
+    };
+    let name = String::from_utf8(name).ok().filter(|n| trust::event_name(n))?;
+    trust::one_line(&data).then_some(Entry { seq, kind, name, data: Bytes::from(data) })
 }
 
-fn parse_meta(fields: Fields) -> Meta {
+/// The state as herald wrote it; an error when a field could not have come from herald.
+fn parse_meta(sealer: Option<&Sealer>, meta: &str, fields: Fields) -> Result<Meta, StoreError> {
     let mut m = Meta::default();
-    let text = |v: Vec<u8>| Some(String::from_utf8(v).ok()?).filter(|s| !s.is_empty());
-    let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
+    let malformed = |name: &str| StoreError::Invalid(format!("{meta}: field {name} is malformed or forged"));
     for (name, value) in fields {
+        let value = match sealer {
+            Some(sealer) if SEALED.contains(&name.as_str()) => {
+                sealer.open(&field_aad(meta, &name), &value).ok_or_else(|| malformed(&name))?
+            }
+            _ => value,
+        };
+        let text = |v: Vec<u8>| -> Result<Option<String>, StoreError> {
+            match String::from_utf8(v) {
+                Ok(s) if trust::header_value(&s) => Ok(Some(s).filter(|s| !s.is_empty())),
+                _ => Err(malformed(&name)),
+            }
+        };
+        let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
         match name.as_str() {
             "e" => m.epoch = number(&value).unwrap_or_default(),
             "s" => m.seq = number(&value).unwrap_or_default(),
             "body" => m.body = Bytes::from(value),
-            "ct" => m.content_type = text(value),
-            "etag" => m.etag = text(value),
-            "lm" => m.last_modified = text(value),
-            "failing" => m.failing = Some(Bytes::from(value)).filter(|v| !v.is_empty()),
+            "ct" => m.content_type = text(value)?,
+            "etag" => m.etag = text(value)?,
+            "lm" => m.last_modified = text(value)?,
+            "failing" if trust::one_line(&value) => m.failing = Some(Bytes::from(value)).filter(|v| !v.is_empty()),
+            "failing" => return Err(malformed(&name)),
             "invalid" => m.invalid = value == b"1",
             "lp" => m.last_poll = number(&value),
             "lc" => m.last_change = number(&value),
             _ => {}
         }
     }
-    m
+    Ok(m)
+}
+
+/// The fields of the state that are sealed when there is a key (the others are numbers the
+/// scripts read).
+const SEALED: [&str; 5] = ["body", "ct", "etag", "lm", "failing"];
+
+/// The kind of a sealed entry (its real kind is inside).
+const SEALED_KIND: u8 = b'x';
+
+/// A hash's or a stream entry's field/value pairs, as Redis returns them.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// The entries a subscriber can be given, oldest first: the newest run of genuine, consecutive
+/// entries that ends at the state's sequence `seq`. An entry that is not genuine (`None`) is
+/// lost, and with it everything before it, as if trimmed: a client resuming from before it gets
+/// a snapshot, never a gap.
+fn genuine_tail(entries: Vec<Option<Entry>>, seq: u64) -> Vec<Entry> {
+    let mut tail = Vec::new();
+    let mut next = seq;
+    for e in entries.into_iter().rev() {
+        match e {
+            Some(e) if e.seq == next && next > 0 => {
+                tail.push(e);
+                next -= 1;
+            }
+            _ => break,
+        }
+    }
+    tail.reverse();
+    tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(seq: u64, kind: &str, name: &str, data: &[u8]) -> (String, Fields) {
+        let fields = vec![("k".into(), kind.into()), ("n".into(), name.into()), ("d".into(), data.to_vec())];
+        (format!("{seq}-0"), fields)
+    }
+
+    fn genuine(seq: u64) -> Entry {
+        Entry { seq, kind: b'c', name: "patch".into(), data: Bytes::from_static(b"[]") }
+    }
+
+    #[test]
+    fn entries_that_could_not_have_come_from_herald_are_refused() {
+        let read = |e| entry(None, "t:{w}:log", e);
+        assert_eq!(read(raw(3, "c", "patch", b"[]")), Some(genuine(3)));
+        assert_eq!(read(raw(3, "s", "upstream-status", b"{}")).map(|e| e.kind), Some(b's'));
+        let forged = [
+            raw(3, "c", "change\nid: 1-99\nevent: x", b"{}"),
+            raw(3, "c", "change\r", b"{}"),
+            raw(3, "c", "", b"{}"),
+            raw(3, "c", "change", b"{}\n\nevent: x\ndata: {}"),
+            raw(3, "c", "change", b"{}\rid: 1-99"),
+            raw(3, "q", "change", b"{}"),
+            raw(3, "x", "", b"{}"),
+            ("3".into(), raw(3, "c", "change", b"{}").1),
+            ("x-0".into(), raw(3, "c", "change", b"{}").1),
+            ("3-1".into(), raw(3, "c", "change", b"{}").1),
+            (raw(3, "c", "change", b"{}").0, vec![("n".into(), b"change".to_vec()), ("d".into(), b"{}".to_vec())]),
+        ];
+        for e in forged {
+            assert_eq!(read(e.clone()), None, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn with_a_key_only_sealed_entries_of_this_log_are_read() {
+        let sealer = Sealer::new(&[1; 32]);
+        let seal = |log: &str, plain: &[u8]| sealer.seal(log.as_bytes(), plain);
+        let read = |e| entry(Some(&sealer), "t:{w}:log", e);
+        assert_eq!(read(raw(3, "x", "", &seal("t:{w}:log", b"cpatch\n[]"))), Some(genuine(3)));
+        assert_eq!(read(raw(3, "c", "patch", b"[]")), None, "not sealed");
+        assert_eq!(read(raw(3, "x", "", &seal("t:{v}:log", b"cpatch\n[]"))), None, "another watch's");
+        assert_eq!(read(raw(3, "x", "", &Sealer::new(&[2; 32]).seal(b"t:{w}:log", b"cpatch\n[]"))), None);
+        assert_eq!(read(raw(3, "x", "", &seal("t:{w}:log", b"cpatch"))), None, "no name/data separator");
+        assert_eq!(read(raw(3, "x", "", &seal("t:{w}:log", b"cpatch\n[]\nid: 1"))), None, "sealed, still checked");
+        assert_eq!(entry(None, "t:{w}:log", raw(3, "x", "", &seal("t:{w}:log", b"cpatch\n[]"))), None, "no key");
+    }
+
+    #[test]
+    fn the_tail_stops_at_what_is_not_genuine_and_ends_at_the_state() {
+        let seqs = |t: Vec<Entry>| t.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let all = || (3..=6).map(|s| Some(genuine(s))).collect::<Vec<_>>();
+        assert_eq!(seqs(genuine_tail(all(), 6)), [3, 4, 5, 6]);
+        let mut holed = all();
+        holed[1] = None;
+        assert_eq!(seqs(genuine_tail(holed, 6)), [5, 6], "what is before a forged entry is lost with it");
+        let mut last = all();
+        last[3] = None;
+        assert!(genuine_tail(last, 6).is_empty());
+        assert!(genuine_tail(all(), 7).is_empty(), "the state says more than the log holds");
+        let gap = vec![Some(genuine(3)), Some(genuine(5)), Some(genuine(6))];
+        assert_eq!(seqs(genuine_tail(gap, 6)), [5, 6]);
+    }
+
+    #[test]
+    fn state_fields_are_checked_and_opened() {
+        let meta = "t:{w}:meta";
+        let field = |n: &str, v: &[u8]| (n.to_string(), v.to_vec());
+        let plain = vec![field("e", b"7"), field("s", b"3"), field("body", b"[1]"), field("etag", b"\"a\"")];
+        let m = parse_meta(None, meta, plain.clone()).unwrap();
+        assert_eq!((m.epoch, m.seq, &m.body[..], m.etag.as_deref()), (7, 3, &b"[1]"[..], Some("\"a\"")));
+        for bad in [field("etag", b"\"a\"\r\nx: y"), field("ct", b"a\nb"), field("failing", b"{}\ndata: x")] {
+            assert!(parse_meta(None, meta, vec![bad.clone()]).is_err(), "{bad:?}");
+        }
+        let sealer = Sealer::new(&[1; 32]);
+        assert!(parse_meta(Some(&sealer), meta, plain).is_err(), "with a key, a plain body is forged");
+        let sealed = vec![field("s", b"3"), field("body", &sealer.seal(&field_aad(meta, "body"), b"[1]"))];
+        assert_eq!(&parse_meta(Some(&sealer), meta, sealed).unwrap().body[..], b"[1]");
+        let moved = vec![field("ct", &sealer.seal(&field_aad(meta, "body"), b"[1]"))];
+        assert!(parse_meta(Some(&sealer), meta, moved).is_err(), "sealed for another field");
+    }
 }

@@ -95,7 +95,7 @@ impl App {
         });
         App {
             routing: Routing::new(config, slots),
-            cache: Cache::new(config, slots, hub.clone(), &metrics.cache_requests),
+            cache: Cache::new(config, slots, hub.clone(), sessions.clone(), &metrics.cache_requests),
             streams: Streams { hub, sessions },
             cors: Cors::new(config.sse.cors_origins.clone()),
             proxy: Proxy::new(upstream, client_tls, &metrics.proxy_requests, on_write, shutdown),

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use herald_config::{Access, Config};
 use herald_poll::{Credentials, Current, Hub, Watch, WatchKey};
+use herald_sse::Sessions;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use prometheus::{IntCounter, IntCounterVec};
@@ -15,10 +16,13 @@ use tokio::sync::broadcast;
 
 use crate::dispatch::Watched;
 use crate::response::{full, header_items, refused};
+use crate::stream::no_place;
 use crate::Body;
 
 pub(crate) struct Cache {
     hub: Arc<Hub>,
+    /// The `sse.max_subscribers` budget: a held long poll takes a place in it, as a stream does.
+    sessions: Sessions,
     /// `herald_cache_requests_total` per route, resolved once.
     /// By the hub's route slot.
     counters: HashMap<usize, Counters>,
@@ -38,7 +42,13 @@ pub(crate) enum Cached {
 }
 
 impl Cache {
-    pub(crate) fn new(config: &Config, slots: &[usize], hub: Arc<Hub>, requests: &IntCounterVec) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        slots: &[usize],
+        hub: Arc<Hub>,
+        sessions: Sessions,
+        requests: &IntCounterVec,
+    ) -> Self {
         let counters = config
             .routes
             .iter()
@@ -48,7 +58,7 @@ impl Cache {
                 (slot, Counters { hit: counter("hit"), miss: counter("miss"), bypass: counter("bypass") })
             })
             .collect();
-        Cache { hub, counters }
+        Cache { hub, sessions, counters }
     }
 
     pub(crate) async fn answer<B>(&self, req: &Request<B>, watched: Watched) -> Cached {
@@ -81,10 +91,17 @@ impl Cache {
         // Long polling (section 8): the poller has what is current and will wait for what is next.
         let wait = prefer_wait(req.headers()).filter(|_| not_modified && req.method() == Method::GET);
         let (current, not_modified) = match wait {
-            Some(wait) => match self.held(key, credentials, &etag, wait).await {
-                Some(next) => (next, false),
-                None => (current, true),
-            },
+            Some(wait) => {
+                // A held request is a subscriber (section 8): it takes a place under
+                // `sse.max_subscribers` until it is answered or its client goes away.
+                let Some(_slot) = self.sessions.reserve() else {
+                    return Cached::Answer(no_place(&self.sessions));
+                };
+                match self.held(key, credentials, &etag, wait).await {
+                    Some(next) => (next, false),
+                    None => (current, true),
+                }
+            }
             None => (current, not_modified),
         };
         let mut resp = self.respond(req, route, &current, result, not_modified);

@@ -132,9 +132,9 @@ impl App {
             Dispatch::Stream(watched) => Box::pin(self.stream(&req, watched)).await,
             Dispatch::Cache(watched) => {
                 let link = watched.stream_link();
-                let resp = match Box::pin(self.cache.answer(&req, watched)).await {
+                let resp = match Box::pin(self.cache.answer(req, watched)).await {
                     Cached::Answer(resp) => resp,
-                    Cached::PassThrough => self.proxy.forward(req, peer).await,
+                    Cached::PassThrough(req) => self.proxy.forward(req, peer).await,
                 };
                 with_link(resp, link)
             }

@@ -219,3 +219,133 @@ where
     let echoed = tokio::time::timeout(SOON, ws.next()).await.expect("echoed in time").unwrap().unwrap();
     assert_eq!(echoed, Message::text(text));
 }
+
+/// Subscribers of the watches on `path` (whatever their query), as /admin/watches counts them:
+/// streams and held long polls.
+async fn subscribers(gw: &Gateway, path: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&gw.admin_get("/admin/watches").await).unwrap();
+    let on_path = |w: &&serde_json::Value| w["path"].as_str().unwrap().split('?').next() == Some(path);
+    v["watches"].as_array().unwrap().iter().filter(on_path).map(|w| w["subscribers"].as_u64().unwrap()).sum()
+}
+
+/// Waits until the watches on `path` count `n` subscribers.
+async fn subscribers_reach(gw: &Gateway, path: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let now = subscribers(gw, path).await;
+        if now == n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now} subscribers of {path}, expected {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The answer to a long poll (section 8): status, `retry-after`, `etag`.
+type Polled = (u16, Option<String>, Option<String>);
+
+/// Starts a long poll of `url` (`If-None-Match: etag`, `Prefer: wait=100`) as a task; its answer
+/// is sent on `answers`.
+fn long_poll(
+    client: &reqwest::Client,
+    url: String,
+    etag: &str,
+    headers: &[(&str, &str)],
+    answers: &tokio::sync::mpsc::UnboundedSender<Polled>,
+) -> tokio::task::JoinHandle<()> {
+    let mut req = client.get(url).header("if-none-match", etag).header("prefer", "wait=100");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let answers = answers.clone();
+    tokio::spawn(async move {
+        let resp = req.send().await.unwrap();
+        let header =
+            |name| resp.headers().get(name).map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_string());
+        let _ = answers.send((resp.status().as_u16(), header("retry-after"), header("etag")));
+    })
+}
+
+/// The next `n` long poll answers, each within [`SOON`].
+async fn answers(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Polled>, n: usize) -> Vec<Polled> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match tokio::time::timeout(SOON, rx.recv()).await {
+            Ok(Some(answer)) => got.push(answer),
+            _ => panic!("{} of {n} long polls answered: {got:?}", got.len()),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn held_long_polls_and_streams_share_max_subscribers() {
+    let (api, upstream) = start_api().await;
+    let routes = "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    poll: {interval: 200ms, min_interval: 200ms, adaptive: false}\n";
+    let gw = Gateway::start(&(config(upstream, routes) + "sse:\n  max_subscribers: 3\n  retry: 2s\n")).await;
+    let client = reqwest::Client::new();
+    let first = client.get(gw.url("/tasks")).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+
+    // 40 long polls of what the pollers already have: three are held, the others refused at once.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let polls: Vec<_> = (0..40).map(|_| long_poll(&client, gw.url("/tasks"), &etag, &[], &tx)).collect();
+    let refused = answers(&mut rx, 37).await;
+    for (status, retry_after, _) in &refused {
+        assert_eq!((*status, retry_after.as_deref()), (503, Some("2")), "over sse.max_subscribers");
+    }
+    subscribers_reach(&gw, "/tasks", 3).await;
+    // A stream finds no place either: the same answer.
+    let stream = gw.subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!((stream.status, &stream.headers["retry-after"]), (503, &"2".parse().unwrap()));
+
+    // A change answers the three held polls, and frees their places.
+    api.add_task("wake them");
+    let woken = answers(&mut rx, 3).await;
+    assert!(woken.iter().all(|(status, _, new)| *status == 200 && new.as_deref() != Some(etag.as_str())), "{woken:?}");
+    futures_util::future::join_all(polls).await;
+    let etag = woken[0].2.clone().unwrap();
+    let held = long_poll(&client, gw.url("/tasks"), &etag, &[], &tx);
+    subscribers_reach(&gw, "/tasks", 1).await;
+    let _a = gw.subscribe("/tasks/event-stream", &[]).await;
+    let _b = gw.subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!((_a.status, _b.status), (200, 200), "a held poll and two streams fit");
+    long_poll(&client, gw.url("/tasks"), &etag, &[], &tx);
+    assert_eq!(answers(&mut rx, 1).await[0].0, 503, "a fourth subscriber of either kind is refused");
+
+    // A poller that goes away frees its place at once.
+    held.abort();
+    subscribers_reach(&gw, "/tasks", 2).await;
+    assert_eq!(gw.subscribe("/tasks/event-stream", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn long_polls_on_made_up_queries_are_bounded_per_credential() {
+    let (_api, upstream) = start_api().await;
+    let yaml = config(upstream, "limits:\n  max_watches_per_scope: 3\n")
+        + "routes:\n  - name: mine\n    path: /me/tasks\n    vary: [authorization]\n";
+    let gw = Gateway::start(&yaml).await;
+    let client = reqwest::Client::new();
+    let alice = [("authorization", "Bearer alice")];
+    let first = client.get(gw.url("/me/tasks?q=0")).header("authorization", "Bearer alice").send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+
+    // Every made-up query is a watch of its own, held open by its poll: two more fit alice's three.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let polls: Vec<_> =
+        (1..=20).map(|q| long_poll(&client, gw.url(&format!("/me/tasks?q={q}")), &etag, &alice, &tx)).collect();
+    let refused = answers(&mut rx, 18).await;
+    for (status, retry_after, _) in &refused {
+        assert_eq!(*status, 429, "over limits.max_watches_per_scope");
+        assert!(retry_after.as_deref().unwrap().parse::<u64>().unwrap() >= 1);
+    }
+    subscribers_reach(&gw, "/me/tasks", 2).await;
+    // As for a stream on one more query.
+    let stream = gw.subscribe("/me/tasks/event-stream?q=21", &alice).await;
+    assert_eq!(stream.status, 429);
+    let bob = client.get(gw.url("/me/tasks?q=1")).header("authorization", "Bearer bob").send().await.unwrap();
+    assert_eq!(bob.status(), 200, "bob has his own allowance");
+    for poll in polls {
+        poll.abort();
+    }
+}

@@ -455,7 +455,7 @@ pub struct Sse {
     pub heartbeat: Duration,
     /// Sent as `retry:` when a stream opens.
     pub retry: Duration,
-    /// Streams open at once over all watches; over it: 503 + Retry-After.
+    /// Streams open and long polls held at once over all watches; over it: 503 + Retry-After.
     pub max_subscribers: usize,
     /// Events buffered for one slow subscriber before it is resynced with a snapshot.
     pub queue: usize,

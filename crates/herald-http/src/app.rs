@@ -95,7 +95,7 @@ impl App {
         });
         App {
             routing: Routing::new(config, slots),
-            cache: Cache::new(config, slots, hub.clone(), &metrics.cache_requests),
+            cache: Cache::new(config, slots, hub.clone(), sessions.clone(), &metrics.cache_requests),
             streams: Streams { hub, sessions },
             cors: Cors::new(config.sse.cors_origins.clone()),
             proxy: Proxy::new(upstream, client_tls, &metrics.proxy_requests, on_write, shutdown),
@@ -132,9 +132,9 @@ impl App {
             Dispatch::Stream(watched) => Box::pin(self.stream(&req, watched)).await,
             Dispatch::Cache(watched) => {
                 let link = watched.stream_link();
-                let resp = match Box::pin(self.cache.answer(&req, watched)).await {
+                let resp = match Box::pin(self.cache.answer(req, watched)).await {
                     Cached::Answer(resp) => resp,
-                    Cached::PassThrough => self.proxy.forward(req, peer).await,
+                    Cached::PassThrough(req) => self.proxy.forward(req, peer).await,
                 };
                 with_link(resp, link)
             }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use herald_config::{Access, Config};
 use herald_poll::{Credentials, Current, Hub, Watch, WatchKey};
+use herald_sse::Sessions;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use prometheus::{IntCounter, IntCounterVec};
@@ -15,10 +16,13 @@ use tokio::sync::broadcast;
 
 use crate::dispatch::Watched;
 use crate::response::{full, header_items, refused};
+use crate::stream::no_place;
 use crate::Body;
 
 pub(crate) struct Cache {
     hub: Arc<Hub>,
+    /// The `sse.max_subscribers` budget: a held long poll takes a place in it, as a stream does.
+    sessions: Sessions,
     /// `herald_cache_requests_total` per route, resolved once.
     /// By the hub's route slot.
     counters: HashMap<usize, Counters>,
@@ -31,14 +35,20 @@ struct Counters {
 }
 
 /// How a cache request is answered.
-pub(crate) enum Cached {
+pub(crate) enum Cached<B> {
     Answer(Response<Body>),
     /// The upstream is failing: its answer, not a stale copy, is what a poller should see.
-    PassThrough,
+    PassThrough(Request<B>),
 }
 
 impl Cache {
-    pub(crate) fn new(config: &Config, slots: &[usize], hub: Arc<Hub>, requests: &IntCounterVec) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        slots: &[usize],
+        hub: Arc<Hub>,
+        sessions: Sessions,
+        requests: &IntCounterVec,
+    ) -> Self {
         let counters = config
             .routes
             .iter()
@@ -48,24 +58,30 @@ impl Cache {
                 (slot, Counters { hit: counter("hit"), miss: counter("miss"), bypass: counter("bypass") })
             })
             .collect();
-        Cache { hub, counters }
+        Cache { hub, sessions, counters }
     }
 
-    pub(crate) async fn answer<B>(&self, req: &Request<B>, watched: Watched) -> Cached {
+    /// Answers a plain GET or HEAD from its watch, holding it first when it is a long poll.
+    ///
+    /// The hub's calls are boxed: this future lives as long as a long poll is held, and would
+    /// otherwise be as large as the largest of them (an admission check, a first poll), each
+    /// done before the wait begins. It takes the request, and drops it before a long poll is
+    /// held: nothing in it is needed for the answer, and it would be kept for as long as the wait.
+    pub(crate) async fn answer<B>(&self, req: Request<B>, watched: Watched) -> Cached<B> {
         let counters = &self.counters[&watched.route];
         let route = watched.route;
-        let (key, credentials) = match self.hub.watch_key(route, watched.target, req.headers()).await {
+        let (key, credentials) = match Box::pin(self.hub.watch_key(route, watched.target, req.headers())).await {
             Ok(found) => found,
             Err(refusal) => {
                 counters.miss.inc();
                 return Cached::Answer(refused(refusal));
             }
         };
-        let current = match self.hub.current(key.clone(), credentials.clone()).await {
+        let current = match Box::pin(self.hub.current(key.clone(), credentials.clone())).await {
             Ok(Some(current)) => current,
             Ok(None) => {
                 counters.bypass.inc();
-                return Cached::PassThrough;
+                return Cached::PassThrough(req);
             }
             Err(refusal) => {
                 counters.miss.inc();
@@ -80,14 +96,23 @@ impl Cache {
             .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag.as_str()));
         // Long polling (section 8): the poller has what is current and will wait for what is next.
         let wait = prefer_wait(req.headers()).filter(|_| not_modified && req.method() == Method::GET);
+        let head = req.method() == Method::HEAD;
+        drop(req);
         let (current, not_modified) = match wait {
-            Some(wait) => match self.held(key, credentials, &etag, wait).await {
-                Some(next) => (next, false),
-                None => (current, true),
-            },
+            Some(wait) => {
+                // A held request is a subscriber (section 8): it takes a place under
+                // `sse.max_subscribers` until it is answered or its client goes away.
+                let Some(_slot) = self.sessions.reserve() else {
+                    return Cached::Answer(no_place(&self.sessions));
+                };
+                match self.held(key, credentials, &etag, wait).await {
+                    Some(next) => (next, false),
+                    None => (current, true),
+                }
+            }
             None => (current, not_modified),
         };
-        let mut resp = self.respond(req, route, &current, result, not_modified);
+        let mut resp = self.respond(head, route, &current, result, not_modified);
         if let Some(wait) = wait {
             let applied = HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("digits");
             resp.headers_mut().insert("preference-applied", applied);
@@ -101,7 +126,9 @@ impl Cache {
     async fn held(&self, key: WatchKey, credentials: Credentials, etag: &str, wait: Duration) -> Option<Current> {
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline);
-        let mut joined = self.hub.subscribe(key, credentials, None).await.ok()?;
+        let mut joined = Box::pin(self.hub.subscribe(key, credentials, None)).await.ok()?;
+        // A held request answers with the representation, never with these frames.
+        drop(std::mem::take(&mut joined.initial));
         // Read from the watch joined: a change between the first read and joining counts too.
         let changed = |watch: &Watch| watch.latest().filter(|next| next.repr.strong_etag() != etag);
         loop {
@@ -119,15 +146,8 @@ impl Cache {
         }
     }
 
-    /// The answer from `current`: 304 when the poller has it, else its body.
-    fn respond<B>(
-        &self,
-        req: &Request<B>,
-        route: usize,
-        current: &Current,
-        result: &str,
-        not_modified: bool,
-    ) -> Response<Body> {
+    /// The answer from `current`: 304 when the poller has it, else its body (none to a `HEAD`).
+    fn respond(&self, head: bool, route: usize, current: &Current, result: &str, not_modified: bool) -> Response<Body> {
         let repr = &current.repr;
         let etag = repr.strong_etag();
         let age = current.last_poll.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
@@ -153,7 +173,7 @@ impl Cache {
                 HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
             )
             .header(header::CONTENT_LENGTH, repr.body.len());
-        let body = if req.method() == Method::HEAD { full("") } else { full(repr.body.clone()) };
+        let body = if head { full("") } else { full(repr.body.clone()) };
         resp.body(body).expect("valid parts")
     }
 }

@@ -26,10 +26,7 @@ impl Streams {
             headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string).or(watched.last_event_id);
 
         let Some(slot) = self.sessions.reserve() else {
-            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "too many subscribers, try again later");
-            let secs = self.sessions.retry().as_secs().max(1);
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return resp;
+            return no_place(&self.sessions);
         };
 
         let (key, credentials) = match self.hub.watch_key(watched.route, watched.target, headers).await {
@@ -50,4 +47,13 @@ impl Streams {
             Err(refusal) => refused(refusal),
         }
     }
+}
+
+/// The answer when `sse.max_subscribers` places are taken, to a stream or a long poll that would
+/// be held (section 8): `503` with the `Retry-After` of `sse.retry`.
+pub(crate) fn no_place(sessions: &Sessions) -> Response<Body> {
+    let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "too many subscribers, try again later");
+    let secs = sessions.retry().as_secs().max(1);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }

@@ -91,7 +91,8 @@ pub struct Sessions {
     open: Arc<AtomicUsize>,
 }
 
-/// A place under `max_subscribers`, held for the life of a stream.
+/// A place under `max_subscribers`, held for the life of a stream, or while a long poll is held
+/// (a legacy poller waiting on the watch is a subscriber too, spec section 8).
 pub struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
@@ -109,7 +110,7 @@ impl Sessions {
         self.cfg.retry
     }
 
-    /// Takes a place for a new stream; `None` when `max_subscribers` are open.
+    /// Takes a place for a new stream or a held long poll; `None` when `max_subscribers` are taken.
     pub fn reserve(&self) -> Option<Slot> {
         let max = self.cfg.max_subscribers;
         self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;

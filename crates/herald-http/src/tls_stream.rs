@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
 use rustls::ServerConfig;
@@ -218,14 +218,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
         invalid(e)
     }
 
-    /// Reads from the socket into `incoming`; 0 at its end. An empty buffer is given back while
-    /// the socket has nothing.
+    /// Reads from the socket into `incoming`, never past `MAX_INCOMING`; 0 at its end. An empty
+    /// buffer is given back while the socket has nothing.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.incoming.len() >= MAX_INCOMING {
+        let room = MAX_INCOMING.saturating_sub(self.incoming.len());
+        if room == 0 {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS input too large")));
         }
-        self.incoming.reserve(READ_SIZE);
-        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.incoming);
+        let want = room.min(READ_SIZE);
+        self.incoming.reserve(want);
+        // Limited: `reserve` may leave more room than asked, and a read fills all it is given.
+        let mut limited = BufMut::limit(&mut self.incoming, want);
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut limited);
         if read.is_pending() && self.incoming.is_empty() {
             self.incoming = BytesMut::new();
         }

@@ -74,6 +74,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     /// then move and keep a pointer, not rustls's state (1.2 KiB), which a future would hold in
     /// each of its states that has had it.
     pub(crate) async fn accept(io: IO, config: Arc<ServerConfig>) -> io::Result<Box<Self>> {
+        Self::accept_watched(io, config, |_| {}).await
+    }
+
+    /// [`TlsStream::accept`], `watch` shown the connection after each step of the handshake (the
+    /// fuzz target, `crate::fuzz`, checks there that the buffers stay within their bounds).
+    pub(crate) async fn accept_watched(
+        io: IO,
+        config: Arc<ServerConfig>,
+        mut watch: impl FnMut(&Self),
+    ) -> io::Result<Box<Self>> {
         let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
         let mut tls = Box::new(TlsStream {
             io,
@@ -87,8 +97,37 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             write_done: false,
             failed: false,
         });
-        std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
+        std::future::poll_fn(|cx| {
+            let step = tls.poll_handshake(cx);
+            watch(&tls);
+            step
+        })
+        .await?;
         Ok(tls)
+    }
+
+    /// Panics unless the buffers are within their bounds, whatever the peer sent: input held
+    /// unprocessed at most `MAX_INCOMING`, decrypted data as much (it is decrypted from that),
+    /// and what waits for the socket one handshake flight or one record and an alert.
+    pub(crate) fn assert_bounded(&self) {
+        assert!(self.incoming.len() <= MAX_INCOMING, "{} bytes held unprocessed", self.incoming.len());
+        // `reserve` may allocate up to twice what it holds (a `Vec`'s doubling), and keeps a
+        // discarded front until it reclaims it.
+        assert!(
+            self.incoming.capacity() <= 4 * (MAX_INCOMING + READ_SIZE),
+            "{} bytes allocated",
+            self.incoming.capacity()
+        );
+        assert!(
+            self.taken <= self.plain.len() && self.plain.len() <= MAX_INCOMING,
+            "{} bytes decrypted",
+            self.plain.len()
+        );
+        assert!(
+            self.sent <= self.outgoing.len() && self.outgoing.len() <= 32 * 1024,
+            "{} bytes to send",
+            self.outgoing.len()
+        );
     }
 
     /// The protocol agreed by ALPN.
@@ -749,5 +788,24 @@ mod tests {
             let accepted = accept_bytes(bytes).await;
             assert_eq!(accepted.map_err(|e| e.kind()), Err(io::ErrorKind::InvalidData), "case {i}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_handshake_message_that_never_ends_is_refused_at_the_cap_not_past_it() {
+        // A ClientHello of rustls's largest size, one byte per record: rustls keeps every
+        // record until the message is whole, so the cap is what stops it.
+        let mut bytes = vec![0x16, 3, 1, 0, 4, 1, 0, 0xff, 0xff];
+        for _ in 0..30_000 {
+            bytes.extend_from_slice(&[0x16, 3, 1, 0, 1, 7]);
+        }
+        let (server_io, mut client_io) = tokio::io::duplex(256 * 1024);
+        client_io.write_all(&bytes).await.unwrap();
+        let mut held = 0;
+        let accepted = TlsStream::accept_watched(server_io, server_config(&[&rustls::version::TLS13]), |tls| {
+            held = held.max(tls.incoming.len());
+        })
+        .await;
+        assert_eq!(accepted.err().map(|e| e.to_string()), Some("TLS input too large".to_string()));
+        assert_eq!(held, MAX_INCOMING);
     }
 }

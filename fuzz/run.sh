@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(relay_request_head relay_answer_head relay_chunked_body config diff last_event_id)
+[ ${#targets[@]} -gt 0 ] || targets=(relay_request_head relay_answer_head relay_chunked_body config diff last_event_id tls_stream)
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     echo "== fuzz $t for ${seconds}s"

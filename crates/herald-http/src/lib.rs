@@ -21,6 +21,9 @@ pub mod describe;
 mod direct;
 mod dispatch;
 mod front;
+/// herald's TLS connection against any client bytes, for the fuzz target in `fuzz/`.
+#[doc(hidden)]
+pub mod fuzz;
 mod io;
 mod listener;
 mod response;

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
 use rustls::ServerConfig;
@@ -47,6 +47,8 @@ pub(crate) struct TlsStream<IO> {
     read_done: bool,
     /// close_notify is queued: nothing more to write.
     write_done: bool,
+    /// rustls or this code failed: rustls is not called again (see [`TlsStream::process`]).
+    failed: bool,
 }
 
 /// What to do when rustls may send application data.
@@ -72,6 +74,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     /// then move and keep a pointer, not rustls's state (1.2 KiB), which a future would hold in
     /// each of its states that has had it.
     pub(crate) async fn accept(io: IO, config: Arc<ServerConfig>) -> io::Result<Box<Self>> {
+        Self::accept_watched(io, config, |_| {}).await
+    }
+
+    /// [`TlsStream::accept`], `watch` shown the connection after each step of the handshake (the
+    /// fuzz target, `crate::fuzz`, checks there that the buffers stay within their bounds).
+    pub(crate) async fn accept_watched(
+        io: IO,
+        config: Arc<ServerConfig>,
+        mut watch: impl FnMut(&Self),
+    ) -> io::Result<Box<Self>> {
         let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
         let mut tls = Box::new(TlsStream {
             io,
@@ -83,9 +95,39 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             taken: 0,
             read_done: false,
             write_done: false,
+            failed: false,
         });
-        std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
+        std::future::poll_fn(|cx| {
+            let step = tls.poll_handshake(cx);
+            watch(&tls);
+            step
+        })
+        .await?;
         Ok(tls)
+    }
+
+    /// Panics unless the buffers are within their bounds, whatever the peer sent: input held
+    /// unprocessed at most `MAX_INCOMING`, decrypted data as much (it is decrypted from that),
+    /// and what waits for the socket one handshake flight or one record and an alert.
+    pub(crate) fn assert_bounded(&self) {
+        assert!(self.incoming.len() <= MAX_INCOMING, "{} bytes held unprocessed", self.incoming.len());
+        // `reserve` may allocate up to twice what it holds (a `Vec`'s doubling), and keeps a
+        // discarded front until it reclaims it.
+        assert!(
+            self.incoming.capacity() <= 4 * (MAX_INCOMING + READ_SIZE),
+            "{} bytes allocated",
+            self.incoming.capacity()
+        );
+        assert!(
+            self.taken <= self.plain.len() && self.plain.len() <= MAX_INCOMING,
+            "{} bytes decrypted",
+            self.plain.len()
+        );
+        assert!(
+            self.sent <= self.outgoing.len() && self.outgoing.len() <= 32 * 1024,
+            "{} bytes to send",
+            self.outgoing.len()
+        );
     }
 
     /// The protocol agreed by ALPN.
@@ -122,83 +164,111 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     /// answers are queued in `outgoing`, decrypted data in `plain`, and `action` is done once
     /// application data may be sent. Returns where rustls stands and how much of an
     /// `Action::Encrypt` was encrypted (0 when it could not be).
+    ///
+    /// rustls's unbuffered API keeps no input of its own: a handshake message that spans records
+    /// stays in `incoming`, and rustls remembers it by offsets into that buffer. So rustls is
+    /// only ever given `incoming`, whose front is discarded by exactly what rustls reports on
+    /// every way out of a step, errors included; after an error it is not called again (its
+    /// offsets may point past what is left). A call with any other buffer, as an empty one to
+    /// fetch an alert once was, indexes out of it: a panic a peer could cause at will.
     fn process(&mut self, action: Action<'_>) -> io::Result<(Stand, usize)> {
+        if self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS connection failed earlier"));
+        }
         let mut action = Some(action);
         loop {
             let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut self.incoming);
-            let mut stand = None;
             let mut encrypted = 0;
-            let state = match state {
-                Ok(state) => state,
-                Err(e) => {
-                    self.incoming.advance(discard);
-                    self.queue_alert();
-                    return Err(invalid(e));
-                }
-            };
-            match state {
-                ConnectionState::ReadTraffic(mut traffic) => {
-                    while let Some(record) = traffic.next_record() {
-                        let record = record.map_err(invalid)?;
-                        discard += record.discard;
-                        self.plain.extend_from_slice(record.payload);
+            let step = match state {
+                Err(e) => Err(Failure::Tls(e)),
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => loop {
+                    match traffic.next_record() {
+                        Some(Ok(record)) => {
+                            discard += record.discard;
+                            self.plain.extend_from_slice(record.payload);
+                        }
+                        Some(Err(e)) => break Err(Failure::Tls(e)),
+                        None => break Ok(None),
                     }
-                }
-                ConnectionState::EncodeTlsData(mut data) => {
-                    grow_into(&mut self.outgoing, 512, |out| data.encode(out).map_err(Short::from))?;
+                },
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    grow_into(&mut self.outgoing, 512, |out| data.encode(out).map_err(Short::from))
+                        .map(|()| None)
+                        .map_err(Failure::Io)
                 }
                 // Queued in `outgoing`, which goes out before anything written later.
-                ConnectionState::TransmitTlsData(data) => data.done(),
-                ConnectionState::WriteTraffic(mut traffic) => {
-                    match action.take() {
-                        Some(Action::Encrypt(data)) => {
-                            grow_into(&mut self.outgoing, data.len() + RECORD_OVERHEAD, |out| {
-                                traffic.encrypt(data, out).map_err(Short::from)
-                            })?;
-                            encrypted = data.len();
-                        }
-                        Some(Action::CloseNotify) => {
-                            grow_into(&mut self.outgoing, RECORD_OVERHEAD, |out| {
-                                traffic.queue_close_notify(out).map_err(Short::from)
-                            })?;
-                        }
-                        Some(Action::Nothing) | None => {}
-                    }
-                    stand = Some(Stand::Open);
+                Ok(ConnectionState::TransmitTlsData(data)) => {
+                    data.done();
+                    Ok(None)
                 }
-                ConnectionState::PeerClosed => self.read_done = true,
-                ConnectionState::Closed => {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => match action.take() {
+                    Some(Action::Encrypt(data)) => grow_into(&mut self.outgoing, data.len() + RECORD_OVERHEAD, |out| {
+                        traffic.encrypt(data, out).map_err(Short::from)
+                    })
+                    .map(|()| encrypted = data.len()),
+                    Some(Action::CloseNotify) => grow_into(&mut self.outgoing, RECORD_OVERHEAD, |out| {
+                        traffic.queue_close_notify(out).map_err(Short::from)
+                    }),
+                    Some(Action::Nothing) | None => Ok(()),
+                }
+                .map(|()| Some(Stand::Open))
+                .map_err(Failure::Io),
+                Ok(ConnectionState::PeerClosed) => {
                     self.read_done = true;
-                    stand = Some(Stand::Closed);
+                    Ok(None)
                 }
-                ConnectionState::BlockedHandshake => stand = Some(Stand::Handshaking),
+                Ok(ConnectionState::Closed) => {
+                    self.read_done = true;
+                    Ok(Some(Stand::Closed))
+                }
+                Ok(ConnectionState::BlockedHandshake) => Ok(Some(Stand::Handshaking)),
                 // Early data is not enabled; later states are unknown to this code.
-                _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected TLS state")),
-            }
+                Ok(_) => Err(Failure::Io(io::Error::new(io::ErrorKind::InvalidData, "unexpected TLS state"))),
+            };
             self.incoming.advance(discard);
-            if let Some(stand) = stand {
-                return Ok((stand, encrypted));
+            match step {
+                Ok(Some(stand)) => return Ok((stand, encrypted)),
+                Ok(None) => {}
+                Err(failure) => return Err(self.fail(failure)),
             }
         }
     }
 
-    /// After an error, the alert rustls queued for the peer (a handshake failure, a bad record)
-    /// goes in `outgoing`, so that a client is told why, not only cut off.
-    fn queue_alert(&mut self) {
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+    /// Ends the connection's use of rustls after `failure`. The alert rustls queued for the peer
+    /// (a handshake failure, a bad record) goes in `outgoing` first, so that a client is told
+    /// why, not only cut off; what was received is then given back, rustls never seeing it again.
+    fn fail(&mut self, failure: Failure) -> io::Error {
+        self.failed = true;
+        let e = match failure {
+            Failure::Tls(e) => e,
+            Failure::Io(e) => {
+                self.incoming = BytesMut::new();
+                return e;
+            }
+        };
+        // rustls hands out what it queued before it reads input again (the alert is one record).
+        // Once only: with nothing queued, rustls would read the same input again and fail again.
+        // What it discards does not matter: `incoming` is given back whole after.
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
             let _ = grow_into(&mut self.outgoing, 64, |out| data.encode(out).map_err(Short::from));
         }
+        self.incoming = BytesMut::new();
+        invalid(e)
     }
 
-    /// Reads from the socket into `incoming`; 0 at its end. An empty buffer is given back while
-    /// the socket has nothing.
+    /// Reads from the socket into `incoming`, never past `MAX_INCOMING`; 0 at its end. An empty
+    /// buffer is given back while the socket has nothing.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.incoming.len() >= MAX_INCOMING {
+        let room = MAX_INCOMING.saturating_sub(self.incoming.len());
+        if room == 0 {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS input too large")));
         }
-        self.incoming.reserve(READ_SIZE);
-        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.incoming);
+        let want = room.min(READ_SIZE);
+        self.incoming.reserve(want);
+        // Limited: `reserve` may leave more room than asked, and a read fills all it is given.
+        let mut limited = BufMut::limit(&mut self.incoming, want);
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut limited);
         if read.is_pending() && self.incoming.is_empty() {
             self.incoming = BytesMut::new();
         }
@@ -248,6 +318,14 @@ fn grow_into(
             }
         }
     }
+}
+
+/// Why a step of [`TlsStream::process`] failed.
+enum Failure {
+    /// rustls's: the connection is over, and rustls may have an alert queued.
+    Tls(rustls::Error),
+    /// This code's, with rustls's state intact.
+    Io(io::Error),
 }
 
 /// Why rustls did not write into a buffer.
@@ -670,5 +748,64 @@ mod tests {
         drop(client_io);
         let accepted = TlsStream::accept(server_io, server_config(&[&rustls::version::TLS13])).await;
         assert_eq!(accepted.err().map(|e| e.kind()), Some(io::ErrorKind::UnexpectedEof));
+    }
+
+    /// What a server makes of `bytes` sent by a client that then stops writing.
+    async fn accept_bytes(bytes: &[u8]) -> io::Result<()> {
+        let (server_io, mut client_io) = tokio::io::duplex(64 * 1024);
+        client_io.write_all(bytes).await.unwrap();
+        client_io.shutdown().await.unwrap();
+        TlsStream::accept(server_io, server_config(&[&rustls::version::TLS13, &rustls::version::TLS12])).await.map(drop)
+    }
+
+    /// A handshake record holding the first `len` bytes of a ClientHello that claims 256.
+    fn partial_client_hello(len: usize) -> Vec<u8> {
+        let mut record = vec![0x16, 3, 1];
+        record.extend_from_slice(&u16::try_from(4 + len).unwrap().to_be_bytes());
+        record.extend_from_slice(&[1, 0, 1, 0]);
+        record.extend_from_slice(&pattern(len, 5)[..]);
+        record
+    }
+
+    #[tokio::test]
+    async fn a_record_after_part_of_a_client_hello_is_an_error_not_a_panic() {
+        // rustls holds the partial hello in our buffer by its offset; the error after it must
+        // not send rustls back to a buffer without those bytes (issue 24: 109 bytes did that).
+        let alert = [0x15, 3, 3, 0, 2, 2, 40];
+        let mut cases = vec![[partial_client_hello(93), alert.to_vec()].concat()];
+        assert_eq!(cases[0].len(), 109);
+        // Other records that may not come between a handshake message's fragments.
+        cases.push([partial_client_hello(10), vec![0x17, 3, 3, 0, 3, 1, 2, 3]].concat());
+        cases.push([partial_client_hello(10), vec![0x14, 3, 3, 0, 1, 1]].concat());
+        // A fragment that makes the message larger than rustls takes.
+        cases.push([vec![0x16, 3, 1, 0, 2, 1, 0xff], vec![0x16, 3, 1, 0, 2, 0xff, 0xff]].concat());
+        let mut huge = vec![0x16, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff];
+        huge.extend_from_slice(&alert);
+        cases.push(huge);
+        // Bytes that are not a record at all.
+        cases.push([partial_client_hello(10), b"GET / HTTP/1.1\r\n\r\n".to_vec()].concat());
+        for (i, bytes) in cases.iter().enumerate() {
+            let accepted = accept_bytes(bytes).await;
+            assert_eq!(accepted.map_err(|e| e.kind()), Err(io::ErrorKind::InvalidData), "case {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handshake_message_that_never_ends_is_refused_at_the_cap_not_past_it() {
+        // A ClientHello of rustls's largest size, one byte per record: rustls keeps every
+        // record until the message is whole, so the cap is what stops it.
+        let mut bytes = vec![0x16, 3, 1, 0, 4, 1, 0, 0xff, 0xff];
+        for _ in 0..30_000 {
+            bytes.extend_from_slice(&[0x16, 3, 1, 0, 1, 7]);
+        }
+        let (server_io, mut client_io) = tokio::io::duplex(256 * 1024);
+        client_io.write_all(&bytes).await.unwrap();
+        let mut held = 0;
+        let accepted = TlsStream::accept_watched(server_io, server_config(&[&rustls::version::TLS13]), |tls| {
+            held = held.max(tls.incoming.len());
+        })
+        .await;
+        assert_eq!(accepted.err().map(|e| e.to_string()), Some("TLS input too large".to_string()));
+        assert_eq!(held, MAX_INCOMING);
     }
 }

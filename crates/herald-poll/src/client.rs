@@ -217,6 +217,66 @@ fn retry_after(v: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// review: an upstream on a local port answering one request with `response` as is.
+    async fn serve_once(response: Vec<u8>) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(&response).await.unwrap();
+            sock.shutdown().await.ok();
+        });
+        addr
+    }
+
+    async fn link_of(response: &[u8]) -> Option<String> {
+        let addr = serve_once(response.to_vec()).await;
+        let cfg = herald_config::Upstream {
+            url: herald_config::UpstreamUrl::parse(&format!("http://{addr}")).unwrap(),
+            ..Default::default()
+        };
+        let client = UpstreamClient::new(&cfg).unwrap();
+        match client.fetch(Request { target: "/t", ..Request::default() }).await.unwrap() {
+            Answer::Ok { link, .. } | Answer::NotModified { link, .. } => link,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // review: RFC 8288 / RFC 9110 section 5.3: a Link field may come as several field lines,
+    // one link each (common: `first`, `prev`, `next`, `last` on lines of their own). Only the
+    // first line is read, so the `rel="next"` on the second is never seen and the paginated
+    // collection is cut after page 1 without an error.
+    #[tokio::test]
+    async fn review_every_link_field_line_is_read() {
+        let response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+            link: </t?page=1>; rel=\"first\"\r\n\
+            link: </t?page=2>; rel=\"next\"\r\n\
+            content-length: 2\r\nconnection: close\r\n\r\n[]";
+        let link = link_of(response).await;
+        assert!(link.as_deref().is_some_and(|l| l.contains("page=2")), "the next page is lost: {link:?}");
+    }
+
+    // review: a Link field with a non-ASCII byte anywhere (a `title` in UTF-8, obs-text in RFC
+    // 9110) is dropped whole by `to_str`, and with it the next page: the collection is cut.
+    #[tokio::test]
+    async fn review_a_link_field_with_a_utf8_title_keeps_its_next_page() {
+        let mut response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n".to_vec();
+        response.extend_from_slice("link: </t?page=2>; rel=\"next\"; title=\"Aufgaben \u{fc}berblick\"\r\n".as_bytes());
+        response.extend_from_slice(b"content-length: 2\r\nconnection: close\r\n\r\n[]");
+        let link = link_of(&response).await;
+        assert!(link.as_deref().is_some_and(|l| l.contains("page=2")), "the next page is lost: {link:?}");
+    }
+
     #[test]
     fn cache_control_and_retry_after() {
         assert_eq!(max_age("public, max-age=30"), Some(Duration::from_secs(30)));

@@ -372,6 +372,36 @@ mod tests {
         assert_eq!(next_link(r#"</a>; rel="prev""#), None);
     }
 
+    // review: a comma is legal inside a URI (RFC 3986 sub-delims), e.g. a cursor or id list.
+    // Splitting the field value on every ',' loses the next page: the list is silently cut
+    // after this page, which the module promises never to do (it would look like deletions).
+    #[test]
+    fn review_a_next_link_with_a_comma_in_its_url_is_found() {
+        assert_eq!(next_link(r#"</tasks?ids=1,2&page=2>; rel="next""#).as_deref(), Some("/tasks?ids=1,2&page=2"));
+        assert_eq!(
+            next_link(r#"</tasks?page=1>; rel="prev", </tasks?after=a,b>; rel="next""#).as_deref(),
+            Some("/tasks?after=a,b")
+        );
+    }
+
+    // review: RFC 8288 section 3, `link-param = token BWS [ "=" BWS ( token / quoted-string ) ]`:
+    // whitespace around '=' is allowed, and parameter names are case-insensitive.
+    #[test]
+    fn review_a_next_link_with_whitespace_around_the_equals_sign_is_found() {
+        assert_eq!(next_link(r#"</tasks?page=2>; rel = "next""#).as_deref(), Some("/tasks?page=2"));
+        assert_eq!(next_link(r#"</tasks?page=2>; REL="next""#).as_deref(), Some("/tasks?page=2"));
+    }
+
+    // review: the consequence end to end in `fetch`: a next page whose URL holds a comma is not
+    // followed, and the poll answers page 1 alone as the whole collection (no error).
+    #[tokio::test]
+    async fn review_a_collection_is_never_cut_short_by_a_comma_in_its_next_link() {
+        let (pager, cache) = (Pager::default(), PageCache::default());
+        pager.then("/t", page("[1]", "\"1\"", Some("/t?after=a,b")));
+        pager.then("/t?after=a,b", page("[2]", "\"2\"", None));
+        assert_eq!(items(poll(&pager, &cache, "/t").await), "[1,2]", "asked: {:?}", pager.asked.lock().unwrap());
+    }
+
     #[test]
     fn a_cursor_replaces_its_parameter_and_keeps_the_others() {
         assert_eq!(with_param("/tasks?state=open&cursor=a", "cursor", "b c/d"), "/tasks?state=open&cursor=b%20c%2Fd");

@@ -123,3 +123,42 @@ async fn upstream_errors_are_passed_on_not_cached() {
     assert!(!r.headers().contains_key("x-herald-cache"));
     assert_eq!(r.headers()["via"], "1.1 herald");
 }
+
+// review: a long poll held on a per-subscriber watch whose credential the upstream then refuses
+// (401): the watch is revoked (its streams get `event: error` and close, spec section 5), but
+// the held request keeps waiting on the ended watch (`Watch::latest` is `None` once it is
+// terminal, and nothing more is broadcast) until its deadline, and is then answered 304: the
+// revoked credential is told its copy is still current, and its `sse.max_subscribers` place
+// is held for up to 120 s after the revocation.
+#[tokio::test]
+async fn review_a_held_long_poll_of_a_revoked_credential_is_not_answered_304() {
+    let (api, upstream) = start_api().await;
+    let gw = Gateway::start(&config(upstream, &routes(""))).await;
+    let client = reqwest::Client::new();
+    let alice = "Bearer alice";
+    let first = client.get(gw.url("/me/tasks")).header("authorization", alice).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    let held = tokio::spawn(
+        client
+            .get(gw.url("/me/tasks"))
+            .header("authorization", alice)
+            .header("if-none-match", &etag)
+            .header("prefer", "wait=20")
+            .send(),
+    );
+    // Held: the watch counts it as a subscriber.
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let v: serde_json::Value = serde_json::from_str(&gw.admin_get("/admin/watches").await).unwrap();
+        if v["watches"].as_array().unwrap().iter().any(|w| w["subscribers"] == 1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the long poll is never held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    api.revoke("alice");
+    let answer = held.await.unwrap().unwrap();
+    assert_ne!(answer.status(), 304, "a revoked credential is told its copy is still current");
+}

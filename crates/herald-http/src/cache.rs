@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use herald_config::{Access, Config};
+use herald_core::EventKind;
 use herald_poll::{Credentials, Current, Hub, Watch, WatchKey};
 use herald_sse::Sessions;
 use http::header::{self, HeaderValue};
@@ -15,7 +16,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use tokio::sync::broadcast;
 
 use crate::dispatch::Watched;
-use crate::response::{full, header_items, refused};
+use crate::response::{full, header_items, refused, text};
 use crate::stream::no_place;
 use crate::Body;
 
@@ -32,6 +33,16 @@ struct Counters {
     hit: IntCounter,
     miss: IntCounter,
     bypass: IntCounter,
+}
+
+/// How a held long poll ended.
+enum Held {
+    /// The representation is no longer the poller's: the new one.
+    Changed(Current),
+    /// `wait` passed without a change.
+    Unchanged,
+    /// The watch ended (revoked, retired, shut down) while the request was held.
+    Ended,
 }
 
 /// How a cache request is answered.
@@ -105,9 +116,25 @@ impl Cache {
                 let Some(_slot) = self.sessions.reserve() else {
                     return Cached::Answer(no_place(&self.sessions));
                 };
-                match self.held(key, credentials, &etag, wait).await {
-                    Some(next) => (next, false),
-                    None => (current, true),
+                match self.held(key.clone(), credentials.clone(), &etag, wait).await {
+                    Held::Changed(next) => (next, false),
+                    Held::Unchanged => (current, true),
+                    // Revoked (401/403), retired by a reload, or shut down: what is true now is
+                    // asked afresh (the upstream's own refusal for a revoked credential), never
+                    // a 304 that says the poller's copy is current.
+                    Held::Ended => match Box::pin(self.hub.current(key, credentials)).await {
+                        Ok(Some(now)) => {
+                            let unchanged = now.repr.strong_etag() == etag;
+                            (now, unchanged)
+                        }
+                        Ok(None) => {
+                            let mut resp =
+                                text(StatusCode::SERVICE_UNAVAILABLE, "the upstream is failing, try again later");
+                            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+                            return Cached::Answer(resp);
+                        }
+                        Err(refusal) => return Cached::Answer(refused(refusal)),
+                    },
                 }
             }
             None => (current, not_modified),
@@ -120,28 +147,28 @@ impl Cache {
         Cached::Answer(resp)
     }
 
-    /// Holds a long poll until the watch's representation is no longer `etag` (its new one) or
-    /// `wait` passes (`None`). It joins the watch's broadcast like a stream: no request of its
-    /// own reaches the upstream, and the watch stays alive while it waits.
-    async fn held(&self, key: WatchKey, credentials: Credentials, etag: &str, wait: Duration) -> Option<Current> {
+    /// Holds a long poll until the watch's representation is no longer `etag`, `wait` passes,
+    /// or the watch ends. It joins the watch's broadcast like a stream: no request of its own
+    /// reaches the upstream, and the watch stays alive while it waits.
+    async fn held(&self, key: WatchKey, credentials: Credentials, etag: &str, wait: Duration) -> Held {
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline);
-        let mut joined = Box::pin(self.hub.subscribe(key, credentials, None)).await.ok()?;
+        let Ok(mut joined) = Box::pin(self.hub.subscribe(key, credentials, None)).await else { return Held::Ended };
         // A held request answers with the representation, never with these frames.
         drop(std::mem::take(&mut joined.initial));
         // Read from the watch joined: a change between the first read and joining counts too.
         let changed = |watch: &Watch| watch.latest().filter(|next| next.repr.strong_etag() != etag);
         loop {
             if let Some(next) = changed(&joined.watch) {
-                return Some(next);
+                return Held::Changed(next);
             }
             tokio::select! {
-                event = joined.rx.recv() => {
-                    if let Err(broadcast::error::RecvError::Closed) = event {
-                        return None;
-                    }
-                }
-                () = &mut deadline => return None,
+                event = joined.rx.recv() => match event {
+                    Ok(event) if event.kind == EventKind::Terminal => return Held::Ended,
+                    Err(broadcast::error::RecvError::Closed) => return Held::Ended,
+                    _ => {}
+                },
+                () = &mut deadline => return Held::Unchanged,
             }
         }
     }

@@ -38,7 +38,7 @@ struct Counters {
 /// How a held long poll ended.
 enum Held {
     /// The representation is no longer the poller's: the new one.
-    Changed(Current),
+    Changed(Box<Current>),
     /// `wait` passed without a change.
     Unchanged,
     /// The watch ended (revoked, retired, shut down) while the request was held.
@@ -117,7 +117,7 @@ impl Cache {
                     return Cached::Answer(no_place(&self.sessions));
                 };
                 match self.held(key.clone(), credentials.clone(), &etag, wait).await {
-                    Held::Changed(next) => (next, false),
+                    Held::Changed(next) => (*next, false),
                     Held::Unchanged => (current, true),
                     // Revoked (401/403), retired by a reload, or shut down: what is true now is
                     // asked afresh (the upstream's own refusal for a revoked credential), never
@@ -160,7 +160,7 @@ impl Cache {
         let changed = |watch: &Watch| watch.latest().filter(|next| next.repr.strong_etag() != etag);
         loop {
             if let Some(next) = changed(&joined.watch) {
-                return Held::Changed(next);
+                return Held::Changed(Box::new(next));
             }
             tokio::select! {
                 event = joined.rx.recv() => match event {

@@ -351,6 +351,8 @@ impl Replica {
                 self.cluster.metrics.leases.with_label_values(&[self.route()]).inc();
                 self.cluster.metrics.lease_changes.with_label_values(&[self.route()]).inc();
                 self.holding = Some(Holding { value, until: Instant::now() + lease });
+                // Writes heard while following were answered by the holder's polls then.
+                self.watch.refresh.take();
                 self.watch.state.lock().unwrap().holder = Some(self.cluster.replica.clone());
                 self.sync().await;
             }

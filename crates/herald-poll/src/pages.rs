@@ -478,6 +478,10 @@ mod tests {
         assert_eq!(ok("http://h:1/v1", "/tasks?page=1", "http://h:1/v1/tasks?page=2"), "/tasks?page=2");
         assert_eq!(ok("http://h:1/v1", "/tasks/all?page=1", "more?page=2"), "/tasks/more?page=2");
         assert_eq!(ok("https://api.example/v1", "/tasks", "https://API.example:443/v1/tasks?c=x"), "/tasks?c=x");
+        assert_eq!(ok("http://[::1]:8081", "/tasks", "http://[0:0:0:0:0:0:0:1]:8081/tasks?page=2"), "/tasks?page=2");
+        assert!(resolve("http://[::1]:8081", "/tasks", "http://[::2]:8081/tasks").is_err());
+        assert!(resolve("http://h", "/tasks", "http://h:8080/tasks").is_err());
+        assert_eq!(ok("http://h", "/tasks", "http://h:80/tasks?page=2"), "/tasks?page=2");
         // Relative references stay relative: `@host` is a path segment on the upstream.
         assert_eq!(ok("http://h:1", "/paged/tasks", "@evil.example:80/x"), "/paged/@evil.example:80/x");
         for named in [

@@ -106,7 +106,9 @@ impl UpstreamClient {
         match (&cfg.client_cert, &cfg.client_key) {
             (Some(cert), Some(key)) => builder = builder.identity(identity(cert, key)?),
             (None, None) => {}
-            _ => return Err(PollError::Setup("upstream.client_cert needs upstream.client_key (both or neither)".into())),
+            _ => {
+                return Err(PollError::Setup("upstream.client_cert needs upstream.client_key (both or neither)".into()))
+            }
         }
         let http = builder
             .timeout(cfg.timeout)

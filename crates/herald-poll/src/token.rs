@@ -92,8 +92,9 @@ impl<I: Issue> Tokens<I> {
                 return Err(PollError::Token(e.to_string().replacen("upstream", "token endpoint", 1)));
             }
         };
-        let mut header = HeaderValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| PollError::Token("token endpoint answered an access_token that is not a header value".into()))?;
+        let mut header = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            PollError::Token("token endpoint answered an access_token that is not a header value".into())
+        })?;
         header.set_sensitive(true);
         let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME);
         let renew_at = Instant::now() + lifetime - renew_margin(lifetime);
@@ -128,8 +129,11 @@ impl Issue for Endpoint {
             }
         }
         // RFC 6749 section 2.3.1: id and secret are form-encoded, then joined by ':'.
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", form_encode(&a.client_id), form_encode(&a.client_secret)));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            form_encode(&a.client_id),
+            form_encode(&a.client_secret)
+        ));
         let mut authorization = HeaderValue::try_from(format!("Basic {basic}")).expect("base64 is a header value");
         authorization.set_sensitive(true);
         let resp = self

@@ -1,0 +1,169 @@
+//! The service credential obtained by OAuth 2.0 client credentials (`upstream.auth`): polls carry
+//! a token herald renews before it expires, a 401 is answered with one retry on a fresh token, a
+//! refused token endpoint is a poll error like any other, the token is withheld from a
+//! subscriber's own polls like `upstream.headers`, and neither secret nor token is ever shown.
+
+use std::time::{Duration, Instant};
+
+use herald_tests::*;
+use serde_json::json;
+
+const SECRET: &str = "s3cr3t-hunter2-oauth";
+
+/// herald with `upstream.auth` pointing at the API's token endpoint, and `routes`.
+async fn with_token_endpoint(lifetime: Duration, routes: &str) -> (LegacyApi, Gateway) {
+    let (api, upstream) = start_api().await;
+    api.issue_tokens("herald", SECRET, lifetime);
+    api.add_user_task("service", "the service account's own task");
+    let auth = format!(
+        "  timeout: 2s\n  auth:\n    kind: oauth2_client_credentials\n    token_url: http://{upstream}/oauth/token\n    \
+         client_id: herald\n    client_secret: {SECRET}\n    scope: tasks.read\n"
+    );
+    let yaml = config(upstream, &format!("routes:\n{routes}")).replace("  timeout: 2s\n", &auth);
+    (api, Gateway::start(&yaml).await)
+}
+
+/// A public route on `/service/tasks` (which requires a valid token), polled every 200 ms.
+const SERVICE_ROUTE: &str = "  - name: service\n    path: /service/tasks\n    access: public\n    poll:\n      \
+     interval: 200ms\n      min_interval: 200ms\n      max_interval: 2s\n      adaptive: false\n      jitter: 0\n";
+
+/// Neither the secret nor any token issued shows in herald's logs, metrics or watch list.
+async fn nothing_secret_shows(api: &LegacyApi, gw: &Gateway) {
+    let shown = [gw.logs(), gw.admin_get("/metrics").await, gw.admin_get("/admin/watches").await].join("\n");
+    assert!(!shown.contains(SECRET), "the client secret was shown");
+    for token in api.issued_tokens() {
+        assert!(!shown.contains(&token), "a token was shown: {token}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_whose_upstream_needs_the_token_keeps_flowing_across_renewals() {
+    let lifetime = Duration::from_secs(2);
+    let (api, gw) = with_token_endpoint(lifetime, SERVICE_ROUTE).await;
+    let started = Instant::now();
+    let mut c = gw.subscribe("/service/tasks/event-stream", &[]).await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(c.next_within(SOON).await.unwrap().json().as_array().unwrap().len(), 3);
+
+    // Several lifetimes, with a change now and then: every change arrives, no error does.
+    let mut events = Vec::new();
+    for i in 0..4 {
+        let title = format!("change {i}");
+        api.add_task(&title);
+        events.extend(c.until(SOON, |ev| ev.data.contains(&title)).await);
+        tokio::time::sleep(lifetime).await;
+    }
+    api.add_task("last change");
+    events.extend(c.until(SOON, |ev| ev.data.contains("last change")).await);
+    assert!(events.last().unwrap().data.contains("last change"), "{events:?}");
+    let errors: Vec<_> = events.iter().filter(|ev| ev.event == "upstream-status").collect();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // Renewed half-way through each 2 s lifetime (the margin is at most half of it): more than
+    // one token per lifetime run is never needed, and fewer than one per lifetime cannot serve.
+    let run = started.elapsed().as_secs_f64();
+    let asked = api.token_requests() as f64;
+    assert!(asked >= (run / 2.0).floor().min(4.0), "{asked} token requests in {run:.1}s");
+    assert!(asked <= run / 1.0 + 2.0, "{asked} token requests in {run:.1}s");
+    // Renewed ahead of time, not on the 401 of an expired token: only a poll delayed for a whole
+    // second on its way could still arrive late (relying on the retry would be one per lifetime).
+    assert!(api.rejected_tokens() <= 1, "{} polls sent with an expired token", api.rejected_tokens());
+    // What the endpoint was sent: the grant and the scope.
+    assert_eq!(api.token_forms()[0], "grant_type=client_credentials&scope=tasks.read");
+    assert!(gw.metric("herald_upstream_token_refreshes_total{outcome=\"ok\"}").await >= 2.0);
+    nothing_secret_shows(&api, &gw).await;
+}
+
+#[tokio::test]
+async fn a_token_refused_early_is_replaced_and_the_poll_retried_once() {
+    let (api, gw) = with_token_endpoint(Duration::from_secs(3600), SERVICE_ROUTE).await;
+    let mut c = gw.subscribe("/service/tasks/event-stream", &[]).await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    c.next_within(SOON).await.unwrap();
+    assert_eq!(api.token_requests(), 1);
+
+    // The API ends the token long before its hour: the next poll is answered 401, herald asks
+    // for a new token and polls again; the subscriber sees the change and nothing else.
+    api.invalidate_tokens();
+    api.add_task("after the rotation");
+    let next = c.next_within(SOON).await.unwrap();
+    assert_ne!(next.event, "upstream-status", "{}", next.data);
+    assert!(next.data.contains("after the rotation"), "{}", next.data);
+    assert_eq!(api.token_requests(), 2);
+    assert_eq!(api.rejected_tokens(), 1, "one poll was answered 401, then retried with the new token");
+    let refused: Vec<_> = api.seen("/service/tasks").into_iter().filter_map(|r| r.authorization).collect();
+    let tokens = api.issued_tokens();
+    assert!(refused.iter().all(|a| tokens.iter().any(|t| *a == format!("Bearer {t}"))), "{refused:?}");
+    nothing_secret_shows(&api, &gw).await;
+}
+
+#[tokio::test]
+async fn a_refused_token_endpoint_is_a_poll_error_that_is_backed_off_and_recovered_from() {
+    let (api, gw) = with_token_endpoint(Duration::from_secs(3600), SERVICE_ROUTE).await;
+    // A first subscriber gets the status of a failed poll.
+    api.refuse_tokens(true);
+    let first = gw.subscribe("/service/tasks/event-stream", &[]).await;
+    assert_eq!(first.status, 502, "{}", first.body);
+    assert!(first.body.contains("token endpoint answered 401: invalid_client"), "{}", first.body);
+    assert!(!api.seen("/service/tasks").iter().any(|r| r.authorization.is_some()), "polled without a token");
+
+    // An open stream is told, with the reason.
+    api.refuse_tokens(false);
+    let mut c = gw.subscribe("/service/tasks/event-stream", &[]).await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    c.next_within(SOON).await.unwrap();
+    api.refuse_tokens(true);
+    api.invalidate_tokens();
+    let down = c.next_within(SOON).await.unwrap();
+    assert_eq!(down.event, "upstream-status");
+    assert_eq!(down.json()["ok"], false);
+    assert_eq!(down.json()["error"], "token endpoint answered 401: invalid_client", "{}", down.data);
+
+    // Backed off: at 200 ms a poll, 3 s would be 15 token requests; backing off to 2 s, fewer.
+    let before = api.token_requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = api.token_requests() - before;
+    assert!(during < 10, "{during} token requests in 3 s while refused");
+
+    api.refuse_tokens(false);
+    let up = c.until(SOON, |ev| ev.event == "upstream-status").await.pop().unwrap();
+    assert_eq!(up.json(), json!({"ok": true}));
+    for outcome in ["ok", "refused"] {
+        let sample = format!("herald_upstream_token_refreshes_total{{outcome=\"{outcome}\"}}");
+        assert!(gw.metric(&sample).await >= 1.0, "{sample}");
+    }
+    let metrics = gw.admin_get("/metrics").await;
+    assert!(metrics.contains("herald_upstream_token_refreshes_total{outcome=\"error\"} 0"), "{metrics}");
+    nothing_secret_shows(&api, &gw).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_without_a_credential_is_never_polled_with_the_service_token() {
+    let mine = "  - name: mine\n    path: /me/tasks\n    access: per-subscriber\n    vary: [authorization]\n    \
+        poll:\n      interval: 5s\n";
+    let shared = "  - name: task\n    path: /me/tasks/{id}\n    access: shared\n    vary: [authorization]\n    \
+        poll:\n      interval: 5s\n";
+    let (api, gw) = with_token_endpoint(Duration::from_secs(3600), &format!("{SERVICE_ROUTE}{mine}{shared}")).await;
+    // The service token is in use on the route that needs it.
+    let mut service = gw.subscribe("/service/tasks/event-stream", &[]).await;
+    assert_eq!(service.status, 200, "{}", service.body);
+    service.next_within(SOON).await.unwrap();
+    let saw_token = |path: &str| {
+        api.seen(path).iter().any(|r| r.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer tok")))
+    };
+
+    let anonymous = gw.subscribe("/me/tasks/event-stream", &[]).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    assert_eq!(reqwest::get(gw.url("/me/tasks")).await.unwrap().status(), 401);
+    // The admission check of a shared route is asked without it too.
+    assert_eq!(gw.subscribe("/me/tasks/b1/event-stream", &[]).await.status, 401);
+    assert!(!saw_token("/me/tasks"), "a per-subscriber poll carried the service token");
+    assert!(!saw_token("/me/tasks/b1"), "an admission check carried the service token");
+
+    // Bob's own credential is what his watch is polled with.
+    let mut bob = gw.subscribe("/me/tasks/event-stream", &[("authorization", "Bearer bob")]).await;
+    assert_eq!(bob.next_within(SOON).await.unwrap().json()[0]["owner"], "bob");
+    assert!(!saw_token("/me/tasks"));
+    assert_eq!(api.token_requests(), 1);
+    nothing_secret_shows(&api, &gw).await;
+}

@@ -167,3 +167,42 @@ async fn a_subscriber_without_a_credential_is_never_polled_with_the_service_toke
     assert_eq!(api.token_requests(), 1);
     nothing_secret_shows(&api, &gw).await;
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_requires_a_client_certificate_is_polled_with_client_cert() {
+    let api = LegacyApi::new();
+    let upstream = api
+        .serve_mtls(
+            "127.0.0.1:0".parse().unwrap(),
+            &fixture("tls-a.pem"),
+            &fixture("tls-a.key"),
+            &fixture("tls-client.pem"),
+        )
+        .await
+        .unwrap();
+    let routes = "routes:\n  - name: tasks\n    path: /tasks\n    access: public\n";
+    let yaml = config(upstream, routes)
+        .replace("url: http://", "url: https://")
+        .replace("  timeout: 2s\n", &format!("  timeout: 2s\n  ca_file: {}\n", fixture("tls-a.pem").display()));
+    let with_cert = yaml.replace(
+        "  timeout: 2s\n",
+        &format!(
+            "  timeout: 2s\n  client_cert: {}\n  client_key: {}\n",
+            fixture("tls-client.pem").display(),
+            fixture("tls-client.key").display()
+        ),
+    );
+
+    let gw = Gateway::start(&with_cert).await;
+    let mut stream = gw.subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!(stream.status, 200, "{}\n{}", stream.body, gw.logs());
+    assert_eq!(stream.next_within(SOON).await.unwrap().json(), api.tasks(), "polls over mutual TLS");
+
+    // Without the certificate the upstream refuses the handshake: a poll error.
+    let without = Gateway::start(&yaml).await;
+    assert_eq!(without.subscribe("/tasks/event-stream", &[]).await.status, 502);
+}

@@ -343,6 +343,26 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_and_its_key_make_the_clients_identity() {
+        let fixture = |name: &str| format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let cfg = |cert: &str, key: &str| herald_config::Upstream {
+            url: herald_config::UpstreamUrl::parse("https://127.0.0.1:9").unwrap(),
+            client_cert: Some(fixture(cert)),
+            client_key: Some(fixture(key)),
+            ..Default::default()
+        };
+        assert!(UpstreamClient::new(&cfg("tls-client.pem", "tls-client.key")).is_ok());
+        let Err(PollError::Setup(e)) = UpstreamClient::new(&cfg("tls-client.pem", "README.md")) else {
+            panic!("a key file without a key was taken")
+        };
+        assert!(e.starts_with("upstream.client_cert "), "{e}");
+        let Err(PollError::Setup(e)) = UpstreamClient::new(&cfg("tls-client.pem", "missing.key")) else {
+            panic!("a missing key file was taken")
+        };
+        assert!(e.starts_with("upstream.client_key ") && e.contains("missing.key"), "{e}");
+    }
+
+    #[test]
     fn cache_control_and_retry_after() {
         assert_eq!(max_age("public, max-age=30"), Some(Duration::from_secs(30)));
         assert_eq!(max_age("max-age=30, no-cache"), None);

@@ -142,16 +142,53 @@ impl LegacyApi {
 
     /// Like [`LegacyApi::serve`], over HTTPS with the given PEM certificate and key.
     pub async fn serve_tls(&self, addr: SocketAddr, cert: &Path, key: &Path) -> std::io::Result<SocketAddr> {
+        self.serve_tls_with(addr, cert, key, None).await
+    }
+
+    /// Like [`LegacyApi::serve_tls`], accepting only clients that present a certificate issued
+    /// by (or being) one in the PEM file `client_ca` (mutual TLS).
+    pub async fn serve_mtls(
+        &self,
+        addr: SocketAddr,
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> std::io::Result<SocketAddr> {
+        self.serve_tls_with(addr, cert, key, Some(client_ca)).await
+    }
+
+    async fn serve_tls_with(
+        &self,
+        addr: SocketAddr,
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> std::io::Result<SocketAddr> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let invalid = |e: rustls::pki_types::pem::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let other = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let certs =
             CertificateDer::pem_file_iter(cert).map_err(invalid)?.collect::<Result<Vec<_>, _>>().map_err(invalid)?;
         let key = PrivateKeyDer::from_pem_file(key).map_err(invalid)?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            .map_err(|e| other(e.to_string()))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(ca).map_err(invalid)? {
+                    roots.add(cert.map_err(invalid)?).map_err(|e| other(e.to_string()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| other(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_single_cert(certs, key).map_err(|e| other(e.to_string()))?;
         self.serve_maybe_tls(addr, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
     }
 

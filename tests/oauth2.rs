@@ -206,3 +206,18 @@ async fn an_upstream_that_requires_a_client_certificate_is_polled_with_client_ce
     let without = Gateway::start(&yaml).await;
     assert_eq!(without.subscribe("/tasks/event-stream", &[]).await.status, 502);
 }
+
+#[test]
+fn an_unreadable_client_certificate_is_a_configuration_error_where_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.yaml");
+    let yaml = "upstream:\n  url: https://127.0.0.1:1\n  client_cert: missing.pem\n  client_key: missing.key\n\
+                routes:\n  - name: t\n    path: /t\n";
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(herald_bin()).args(["run", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Relative to the configuration file, and placed where the key was written.
+    assert!(stderr.contains("g.yaml:3:16: upstream.client_cert: cannot use"), "{stderr}");
+    assert!(stderr.contains(&dir.path().join("missing.pem").display().to_string()), "{stderr}");
+}

@@ -352,6 +352,7 @@ mod tests {
             ..Default::default()
         };
         assert!(UpstreamClient::new(&cfg("tls-client.pem", "tls-client.key")).is_ok());
+        assert!(UpstreamClient::new(&cfg("tls-client.pem", "tls-a.key")).is_err(), "a key of another certificate");
         let Err(PollError::Setup(e)) = UpstreamClient::new(&cfg("tls-client.pem", "README.md")) else {
             panic!("a key file without a key was taken")
         };

@@ -167,7 +167,9 @@ impl Issue for Endpoint {
         if !json["token_type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")) {
             return Err(Refused::Answer("token endpoint answered a token_type other than Bearer".into()));
         }
-        let lifetime = json["expires_in"].as_u64().map(Duration::from_secs);
+        // A number, as RFC 6749 says, or (as some servers send it) a string of one.
+        let expires_in = json["expires_in"].as_u64().or_else(|| json["expires_in"].as_str()?.trim().parse().ok());
+        let lifetime = expires_in.map(Duration::from_secs);
         Ok((token.to_string(), lifetime))
     }
 }
@@ -273,6 +275,99 @@ mod tests {
         tokens.reject(&t1);
         assert_eq!(tokens.header().await.unwrap(), "Bearer t2");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A token endpoint on a local port answering one request with `status` and `body`; the
+    /// request it was sent.
+    async fn endpoint(status: u16, body: &str) -> (Endpoint, tokio::sync::oneshot::Receiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The head and the form (short enough to come with it or right after).
+            while !String::from_utf8_lossy(&request).contains("grant_type") {
+                let n = sock.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            tx.send(String::from_utf8_lossy(&request).into_owned()).ok();
+            sock.write_all(response.as_bytes()).await.unwrap();
+            sock.shutdown().await.ok();
+        });
+        let auth = herald_config::UpstreamAuth {
+            token_url: format!("http://{addr}/oauth/token"),
+            client_id: "herald app".into(),
+            client_secret: "p@ss:word".into(),
+            scope: Some("tasks.read tasks.write".into()),
+            audience: Some("https://api.example".into()),
+        };
+        (Endpoint { http: reqwest::Client::new(), auth }, rx)
+    }
+
+    #[tokio::test]
+    async fn a_token_request_is_a_form_post_with_client_secret_basic() {
+        let (endpoint, request) =
+            endpoint(200, r#"{"access_token":"abc","token_type":"BEARER","expires_in":"120"}"#).await;
+        let (token, lifetime) = endpoint.issue().await.unwrap();
+        assert_eq!((token.as_str(), lifetime), ("abc", Some(Duration::from_secs(120))));
+        let request = request.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("post /oauth/token "), "{request}");
+        assert!(request.contains("content-type: application/x-www-form-urlencoded"), "{request}");
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode("herald+app:p%40ss%3Aword").to_ascii_lowercase();
+        assert!(request.contains(&format!("authorization: basic {basic}")), "{request}");
+        assert!(
+            request.ends_with(
+                "grant_type=client_credentials&scope=tasks.read+tasks.write&audience=https%3a%2f%2fapi.example"
+            ),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_the_status_and_error_code_and_nothing_it_was_sent() {
+        let why = |r: Result<(String, Option<Duration>), Refused>| match r {
+            Err(Refused::Answer(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let (e, _) = endpoint(401, r#"{"error":"invalid_client","error_description":"bad secret p@ss:word"}"#).await;
+        assert_eq!(why(e.issue().await), "token endpoint answered 401: invalid_client");
+        let (e, _) = endpoint(500, "<html>oops</html>").await;
+        assert_eq!(why(e.issue().await), "token endpoint answered 500");
+        let (e, _) = endpoint(200, "not json").await;
+        assert_eq!(why(e.issue().await), "token endpoint answered with no JSON");
+        let (e, _) = endpoint(200, r#"{"access_token":"abc","token_type":"mac"}"#).await;
+        assert_eq!(why(e.issue().await), "token endpoint answered a token_type other than Bearer");
+        let (e, _) = endpoint(200, r#"{"token_type":"bearer"}"#).await;
+        assert_eq!(why(e.issue().await), "token endpoint answered without an access_token");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_token_endpoint_is_a_poll_error_counted_as_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let auth = herald_config::UpstreamAuth {
+            token_url: format!("http://127.0.0.1:{port}/token"),
+            client_id: "herald".into(),
+            client_secret: "hunter2".into(),
+            scope: None,
+            audience: None,
+        };
+        let counter = IntCounterVec::new(prometheus::Opts::new("t", "t"), &["outcome"]).unwrap();
+        let tokens = Tokens::new(Endpoint { http: reqwest::Client::new(), auth }, counter.clone());
+        let e = tokens.header().await.unwrap_err().to_string();
+        assert!(e.starts_with("token endpoint unreachable") && !e.contains("hunter2"), "{e}");
+        assert_eq!(counter.with_label_values(&["error"]).get(), 1);
+        assert_eq!(counter.with_label_values(&["ok"]).get(), 0);
     }
 
     #[test]

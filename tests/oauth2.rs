@@ -67,9 +67,12 @@ async fn a_stream_whose_upstream_needs_the_token_keeps_flowing_across_renewals()
     let rejected = api.rejected_tokens() as f64;
     assert!(asked >= 4.0, "{asked} token requests in {run:.1}s");
     assert!(asked <= run + 2.0 + rejected, "{asked} token requests in {run:.1}s");
-    // Renewed ahead of time, not on the 401 of an expired token: only a poll stalled for a whole
-    // second on its way can still arrive late. Relying on the retry instead would cost a 401 for
-    // every token after the first.
+    // Renewed ahead of time: a new token is asked for while the one before it is still valid
+    // (after half its lifetime). Only a poll stalled for a whole second misses that, so most do;
+    // renewing at expiry (or on the 401 of an expired token) would make none do.
+    let issued = api.token_issue_times();
+    let ahead = issued.windows(2).filter(|w| w[1] < w[0] + lifetime).count();
+    assert!(ahead * 2 >= issued.len() - 1, "{ahead} of {} renewals ahead of expiry", issued.len() - 1);
     assert!(rejected * 2.0 < asked, "{rejected} polls sent with an expired token, {asked} tokens");
     // What the endpoint was sent: the grant and the scope.
     assert_eq!(api.token_forms()[0], "grant_type=client_credentials&scope=tasks.read");

@@ -106,6 +106,8 @@ struct OAuth {
     client: Option<(String, String, Duration)>,
     /// Every token issued, with when it expires (`None`: invalidated).
     tokens: Vec<(String, Option<std::time::Instant>)>,
+    /// When each token was issued.
+    issued_at: Vec<std::time::Instant>,
     requests: u64,
     /// `/service/tasks` requests answered 401 (no token, an unknown or expired one).
     rejected: u64,
@@ -427,6 +429,11 @@ impl LegacyApi {
         self.state.lock().unwrap().oauth.tokens.iter().map(|(t, _)| t.clone()).collect()
     }
 
+    /// When each token was issued, oldest first.
+    pub fn token_issue_times(&self) -> Vec<std::time::Instant> {
+        self.state.lock().unwrap().oauth.issued_at.clone()
+    }
+
     /// The form bodies the token endpoint was sent.
     pub fn token_forms(&self) -> Vec<String> {
         self.state.lock().unwrap().oauth.forms.clone()
@@ -465,7 +472,9 @@ impl LegacyApi {
             return reply(StatusCode::BAD_REQUEST, json!({"error": "unsupported_grant_type"}));
         }
         let token = format!("tok{}x{:016x}", oauth.tokens.len() + 1, fastrand::u64(..));
-        oauth.tokens.push((token.clone(), Some(std::time::Instant::now() + lifetime)));
+        let now = std::time::Instant::now();
+        oauth.tokens.push((token.clone(), Some(now + lifetime)));
+        oauth.issued_at.push(now);
         reply(StatusCode::OK, json!({"access_token": token, "token_type": "bearer", "expires_in": lifetime.as_secs()}))
     }
 

@@ -168,6 +168,41 @@ pub struct Upstream {
     /// PEM file with extra trust roots for an https upstream (relative to the configuration
     /// file; the binary resolves it).
     pub ca_file: Option<String>,
+    /// PEM certificate (chain) herald presents to the upstream (mTLS), with `client_key`; both
+    /// or neither. Relative to the configuration file, like `ca_file`.
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<String>,
+    /// How herald obtains the service credential itself (`upstream.auth`), instead of a fixed
+    /// `authorization` in `upstream.headers`.
+    pub auth: Option<UpstreamAuth>,
+}
+
+/// `upstream.auth: {kind: oauth2_client_credentials, …}`: an OAuth 2.0 client credentials grant
+/// (RFC 6749 section 4.4) whose access token is the service credential (spec section 5).
+#[derive(Clone, PartialEq)]
+pub struct UpstreamAuth {
+    /// The authorization server's token endpoint (http or https).
+    pub token_url: String,
+    pub client_id: String,
+    /// A secret: never logged, never printed by `Debug`.
+    pub client_secret: String,
+    /// `scope` sent with the token request, when set.
+    pub scope: Option<String>,
+    /// `audience` sent with the token request, when set (an extension some servers require).
+    pub audience: Option<String>,
+}
+
+impl fmt::Debug for UpstreamAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamAuth")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scope", &self.scope)
+            .field("audience", &self.audience)
+            .finish()
+    }
 }
 
 /// `upstream.url`, checked and split once: `http[s]://authority[/base-path]`, no query, no
@@ -241,6 +276,9 @@ impl Default for Upstream {
             max_body: 8 << 20,
             headers: Vec::new(),
             ca_file: None,
+            client_cert: None,
+            client_key: None,
+            auth: None,
         }
     }
 }

@@ -357,7 +357,21 @@ impl<'a> Cx<'a> {
         m.field(self, "max_body", &mut u.max_body, Cx::size);
         m.field(self, "ca_file", &mut u.ca_file, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "headers", &mut u.headers, Cx::headers);
+        m.field(self, "client_cert", &mut u.client_cert, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "client_key", &mut u.client_key, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "auth", &mut u.auth, |cx, n, p| cx.upstream_auth(n, p).map(Some));
         m.finish(self);
+        if u.client_cert.is_some() != u.client_key.is_some() {
+            let (set, missing) =
+                if u.client_cert.is_some() { ("client_cert", "client_key") } else { ("client_key", "client_cert") };
+            self.problem_at(&format!("upstream.{set}"), format!("needs upstream.{missing} too (both or neither)"));
+        }
+        if u.auth.is_some() && (basic.is_some() || u.headers.iter().any(|(name, _)| name == "authorization")) {
+            self.problem_at(
+                "upstream.auth",
+                "the token is the authorization header: remove it from upstream.headers (and any user:password from upstream.url)",
+            );
+        }
         // `user:password@` in the URL is a service credential like upstream.headers (and sent
         // as one, unless an authorization header is configured); the URL itself keeps none, so
         // it can be logged and is never forwarded on pass-through.
@@ -365,6 +379,59 @@ impl<'a> Cx<'a> {
             u.headers.push(("authorization".into(), credentials));
         }
         u
+    }
+
+    /// `upstream.auth`: the one kind herald knows, `oauth2_client_credentials`.
+    fn upstream_auth(&mut self, node: &Node, path: &str) -> Option<UpstreamAuth> {
+        let mut m = self.map(node, path)?;
+        let mut ok = true;
+        match m.take("kind") {
+            Some(n) => {
+                self.positions.insert(m.child("kind"), n.pos);
+                match self.string(n, &m.child("kind")).as_deref() {
+                    Some("oauth2_client_credentials") => {}
+                    Some(other) => {
+                        self.problem(
+                            n.pos,
+                            &m.child("kind"),
+                            format!("invalid value {other:?} (expected oauth2_client_credentials)"),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+            None => {
+                self.problem(node.pos, &m.child("kind"), "is required (oauth2_client_credentials)");
+                ok = false;
+            }
+        }
+        let mut required = |cx: &mut Cx<'a>, m: &mut MapReader, key: &str| -> String {
+            let mut value = None;
+            m.field(cx, key, &mut value, |cx, n, p| cx.string(n, p).map(Some));
+            match value {
+                Some(v) => v,
+                None => {
+                    cx.problem(node.pos, &m.child(key), "is required");
+                    ok = false;
+                    String::new()
+                }
+            }
+        };
+        let token_url = required(self, &mut m, "token_url");
+        let client_id = required(self, &mut m, "client_id");
+        let client_secret = required(self, &mut m, "client_secret");
+        let mut auth = UpstreamAuth { token_url, client_id, client_secret, scope: None, audience: None };
+        m.field(self, "scope", &mut auth.scope, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "audience", &mut auth.audience, |cx, n, p| cx.string(n, p).map(Some));
+        m.finish(self);
+        if !auth.token_url.is_empty() && crate::UpstreamUrl::parse(&auth.token_url).is_err() {
+            self.problem_at(
+                &format!("{path}.token_url"),
+                format!("invalid URL {:?} (expected http:// or https://)", auth.token_url),
+            );
+        }
+        ok.then_some(auth)
     }
 
     /// A mapping of header names to values; names lower-cased.
@@ -972,6 +1039,55 @@ mod tests {
     }
 
     const MINIMAL: &str = "upstream:\n  url: http://127.0.0.1:8081\nroutes:\n  - name: tasks\n    path: /tasks\n";
+
+    #[test]
+    fn oauth2_client_credentials_are_read_with_the_secret_from_the_environment_and_never_printed() {
+        let c = ok(&MINIMAL.replace(
+            "url: http://127.0.0.1:8081",
+            "url: http://127.0.0.1:8081\n  auth:\n    kind: oauth2_client_credentials\n    \
+             token_url: https://idp.example/oauth/token\n    client_id: herald\n    \
+             client_secret: ${TOKEN}\n    scope: tasks.read",
+        ));
+        let auth = c.upstream.auth.as_ref().unwrap();
+        assert_eq!(auth.client_secret, "s3cret");
+        assert_eq!(auth.scope.as_deref(), Some("tasks.read"));
+        assert_eq!(auth.audience, None);
+        let printed = format!("{c:?}");
+        assert!(printed.contains("herald") && !printed.contains("s3cret"), "{printed}");
+    }
+
+    #[test]
+    fn oauth2_settings_are_checked_where_they_are_written() {
+        let got = problems(&MINIMAL.replace(
+            "url: http://127.0.0.1:8081",
+            "url: http://127.0.0.1:8081\n  headers: {authorization: Bearer x}\n  \
+             auth: {kind: saml, token_url: 'ftp://x', client_id: a}",
+        ));
+        let text = got.join("\n");
+        assert!(text.contains("g.yaml:4:16: upstream.auth.kind: invalid value \"saml\""), "{text}");
+        assert!(text.contains("upstream.auth.client_secret: is required"), "{text}");
+        assert!(text.contains("upstream.auth.token_url: invalid URL"), "{text}");
+        let both = problems(&MINIMAL.replace(
+            "url: http://127.0.0.1:8081",
+            "url: http://127.0.0.1:8081\n  headers: {authorization: Bearer x}\n  \
+             auth: {kind: oauth2_client_credentials, token_url: 'http://x/t', client_id: a, client_secret: b}",
+        ));
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert!(both[0].contains("upstream.auth: the token is the authorization header"), "{both:?}");
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let got = problems(&MINIMAL.replace("url: http://127.0.0.1:8081", "url: https://h\n  client_cert: c.pem"));
+        assert_eq!(got, ["g.yaml:3:16: upstream.client_cert: needs upstream.client_key too (both or neither)"]);
+        let c =
+            ok(&MINIMAL
+                .replace("url: http://127.0.0.1:8081", "url: https://h\n  client_cert: c.pem\n  client_key: k.pem"));
+        assert_eq!(
+            (c.upstream.client_cert.as_deref(), c.upstream.client_key.as_deref()),
+            (Some("c.pem"), Some("k.pem"))
+        );
+    }
 
     #[test]
     fn defaults_fill_a_minimal_file() {

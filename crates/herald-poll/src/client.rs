@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use herald_core::trace::{TraceParent, TRACEPARENT};
 use tracing::{debug, info};
 
+use crate::token::{Endpoint, Tokens};
 use crate::PollError;
 
 /// One request to the upstream.
@@ -72,6 +73,10 @@ pub struct UpstreamClient {
     base: String,
     headers: HeaderMap,
     max_body: u64,
+    /// The service token (`upstream.auth`): an `authorization` header added where `headers` are.
+    tokens: Option<Tokens<Endpoint>>,
+    /// `herald_upstream_token_refreshes_total{outcome}`, registered by [`UpstreamClient::register`].
+    token_refreshes: prometheus::IntCounterVec,
 }
 
 impl UpstreamClient {
@@ -98,6 +103,13 @@ impl UpstreamClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        match (&cfg.client_cert, &cfg.client_key) {
+            (Some(cert), Some(key)) => builder = builder.identity(identity(cert, key)?),
+            (None, None) => {}
+            _ => {
+                return Err(PollError::Setup("upstream.client_cert needs upstream.client_key (both or neither)".into()))
+            }
+        }
         let http = builder
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
@@ -105,7 +117,26 @@ impl UpstreamClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| PollError::Setup(e.to_string()))?;
-        Ok(UpstreamClient { http, base: cfg.url.to_string(), headers, max_body: cfg.max_body })
+        let token_refreshes = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "herald_upstream_token_refreshes_total",
+                "Service tokens asked of upstream.auth.token_url, by outcome (ok, refused: answered without a token, error: no answer).",
+            ),
+            &["outcome"],
+        )
+        .map_err(|e| PollError::Setup(e.to_string()))?;
+        let tokens = cfg.auth.as_ref().map(|auth| {
+            for outcome in ["ok", "refused", "error"] {
+                token_refreshes.with_label_values(&[outcome]);
+            }
+            Tokens::new(Endpoint { http: http.clone(), auth: auth.clone() }, token_refreshes.clone())
+        });
+        Ok(UpstreamClient { http, base: cfg.url.to_string(), headers, max_body: cfg.max_body, tokens, token_refreshes })
+    }
+
+    /// Registers the client's own metric family on the binary's registry.
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.token_refreshes.clone()))
     }
 
     /// One poll or admission check, with a `traceparent` of its own: its trace id is logged (at
@@ -126,22 +157,49 @@ impl UpstreamClient {
     }
 
     async fn send(&self, req: Request<'_>, trace: &TraceParent) -> Result<Answer, PollError> {
-        let mut headers = self.headers.clone();
-        for name in req.withhold {
-            headers.remove(name.as_str());
-        }
-        for (name, value) in req.credentials {
-            headers.insert(name, value.clone());
-        }
-        let mut rb =
-            self.http.get(format!("{}{}", self.base, req.target)).headers(headers).header(TRACEPARENT, trace.header());
-        if let Some(etag) = req.etag {
-            rb = rb.header(header::IF_NONE_MATCH, etag);
-        }
-        if let Some(lm) = req.last_modified {
-            rb = rb.header(header::IF_MODIFIED_SINCE, lm);
-        }
-        let mut resp = rb.send().await.map_err(PollError::from_reqwest)?;
+        let mut retried = false;
+        let mut resp = loop {
+            let mut headers = self.headers.clone();
+            let mut token = None;
+            // The service token is one of the service's headers: added here, withheld below
+            // by name like the others (spec section 5).
+            if let Some(tokens) = &self.tokens {
+                let withheld = req.withhold.iter().any(|n| n.as_str() == header::AUTHORIZATION.as_str());
+                let own = req.credentials.iter().any(|(n, _)| n == header::AUTHORIZATION);
+                if !withheld && !own {
+                    let value = tokens.header().await?;
+                    headers.insert(header::AUTHORIZATION, value.clone());
+                    token = Some(value);
+                }
+            }
+            for name in req.withhold {
+                headers.remove(name.as_str());
+            }
+            for (name, value) in req.credentials {
+                headers.insert(name, value.clone());
+            }
+            let mut rb = self
+                .http
+                .get(format!("{}{}", self.base, req.target))
+                .headers(headers)
+                .header(TRACEPARENT, trace.header());
+            if let Some(etag) = req.etag {
+                rb = rb.header(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = req.last_modified {
+                rb = rb.header(header::IF_MODIFIED_SINCE, lm);
+            }
+            let resp = rb.send().await.map_err(PollError::from_reqwest)?;
+            // A 401 to the service token (expired early, revoked): once more with a new one.
+            match (&self.tokens, token) {
+                (Some(tokens), Some(token)) if resp.status() == http::StatusCode::UNAUTHORIZED && !retried => {
+                    debug!("upstream refused the service token; asking for a new one");
+                    tokens.reject(&token);
+                    retried = true;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status();
         let h = resp.headers();
         let text = |name: HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -187,6 +245,15 @@ impl Fetch for UpstreamClient {
     fn max_body(&self) -> u64 {
         self.max_body
     }
+}
+
+/// The client certificate and key for mTLS (`upstream.client_cert`, `upstream.client_key`).
+fn identity(cert: &str, key: &str) -> Result<reqwest::Identity, PollError> {
+    let mut pem = std::fs::read(cert).map_err(|e| PollError::Setup(format!("upstream.client_cert {cert}: {e}")))?;
+    pem.push(b'\n');
+    pem.extend(std::fs::read(key).map_err(|e| PollError::Setup(format!("upstream.client_key {key}: {e}")))?);
+    reqwest::Identity::from_pem(&pem)
+        .map_err(|e| PollError::Setup(format!("upstream.client_cert {cert}: {}", crate::cause(&e))))
 }
 
 /// `max-age` from a Cache-Control value (ignored when `no-cache`/`no-store` say otherwise).
@@ -273,6 +340,27 @@ mod tests {
         response.extend_from_slice(b"content-length: 2\r\nconnection: close\r\n\r\n[]");
         let link = link_of(&response).await;
         assert!(link.as_deref().is_some_and(|l| l.contains("page=2")), "the next page is lost: {link:?}");
+    }
+
+    #[test]
+    fn a_client_certificate_and_its_key_make_the_clients_identity() {
+        let fixture = |name: &str| format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let cfg = |cert: &str, key: &str| herald_config::Upstream {
+            url: herald_config::UpstreamUrl::parse("https://127.0.0.1:9").unwrap(),
+            client_cert: Some(fixture(cert)),
+            client_key: Some(fixture(key)),
+            ..Default::default()
+        };
+        assert!(UpstreamClient::new(&cfg("tls-client.pem", "tls-client.key")).is_ok());
+        assert!(UpstreamClient::new(&cfg("tls-client.pem", "tls-a.key")).is_err(), "a key of another certificate");
+        let Err(PollError::Setup(e)) = UpstreamClient::new(&cfg("tls-client.pem", "README.md")) else {
+            panic!("a key file without a key was taken")
+        };
+        assert!(e.starts_with("upstream.client_cert "), "{e}");
+        let Err(PollError::Setup(e)) = UpstreamClient::new(&cfg("tls-client.pem", "missing.key")) else {
+            panic!("a missing key file was taken")
+        };
+        assert!(e.starts_with("upstream.client_key ") && e.contains("missing.key"), "{e}");
     }
 
     #[test]

@@ -718,7 +718,9 @@ impl Hub {
                 // On a shared or public watch, a 401 or 403 refuses herald's own credential.
                 let error = match (cfg.access, status) {
                     (Access::Shared | Access::Public, 401 | 403) => {
-                        format!("upstream answered {status} to the service credential (upstream.headers)")
+                        format!(
+                            "upstream answered {status} to the service credential (upstream.headers, upstream.auth)"
+                        )
                     }
                     _ => format!("upstream answered {status}"),
                 };

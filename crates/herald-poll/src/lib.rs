@@ -10,6 +10,7 @@ mod limit;
 mod metrics;
 mod pages;
 mod schedule;
+mod token;
 mod watch;
 
 use std::sync::Arc;
@@ -28,7 +29,7 @@ fn cause(e: &reqwest::Error) -> String {
 }
 
 /// Why a poll failed without an HTTP answer (every one comes from the upstream, except
-/// `Setup`, from the configuration).
+/// `Setup`, from the configuration, and `Token`, from the token endpoint).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PollError {
     #[error("upstream timed out")]
@@ -48,6 +49,10 @@ pub enum PollError {
     /// `path` without its query: a page's query may carry a cursor or a token.
     #[error("upstream page {path}: {why}")]
     InvalidPage { path: String, why: String },
+    /// No service token (`upstream.auth`): what the token endpoint answered, e.g. `token
+    /// endpoint answered 401: invalid_client`. Never the secret or a token.
+    #[error("{0}")]
+    Token(String),
 }
 
 impl PollError {

@@ -1,5 +1,7 @@
 //! The legacy API: `/tasks`, `/tasks/{id}`, a per-user `/me/tasks` (`Authorization: Bearer
-//! alice|bob`) and `/echo`, answering conditional requests with 304. Tests drive it with
+//! alice|bob`) and `/echo`, answering conditional requests with 304. An OAuth 2.0 token endpoint
+//! (`POST /oauth/token`, client credentials) issues short-lived tokens that `/service/tasks`
+//! requires. Tests drive it with
 //! mutations and injected faults; `herald demo` lets it change by itself.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -94,6 +96,24 @@ struct State {
     /// last versions, newest last.
     version: u64,
     versions: VecDeque<(u64, Vec<Value>)>,
+    oauth: OAuth,
+}
+
+/// The token endpoint's client and the tokens it issued.
+#[derive(Default)]
+struct OAuth {
+    /// The one client it knows: id, secret, and the lifetime of the tokens it issues.
+    client: Option<(String, String, Duration)>,
+    /// Every token issued, with when it expires (`None`: invalidated).
+    tokens: Vec<(String, Option<std::time::Instant>)>,
+    /// When each token was issued.
+    issued_at: Vec<std::time::Instant>,
+    requests: u64,
+    /// `/service/tasks` requests answered 401 (no token, an unknown or expired one).
+    rejected: u64,
+    refuse: bool,
+    /// The form bodies of the token requests, in order.
+    forms: Vec<String>,
 }
 
 impl LegacyApi {
@@ -124,16 +144,53 @@ impl LegacyApi {
 
     /// Like [`LegacyApi::serve`], over HTTPS with the given PEM certificate and key.
     pub async fn serve_tls(&self, addr: SocketAddr, cert: &Path, key: &Path) -> std::io::Result<SocketAddr> {
+        self.serve_tls_with(addr, cert, key, None).await
+    }
+
+    /// Like [`LegacyApi::serve_tls`], accepting only clients that present a certificate issued
+    /// by (or being) one in the PEM file `client_ca` (mutual TLS).
+    pub async fn serve_mtls(
+        &self,
+        addr: SocketAddr,
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> std::io::Result<SocketAddr> {
+        self.serve_tls_with(addr, cert, key, Some(client_ca)).await
+    }
+
+    async fn serve_tls_with(
+        &self,
+        addr: SocketAddr,
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> std::io::Result<SocketAddr> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let invalid = |e: rustls::pki_types::pem::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let other = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let certs =
             CertificateDer::pem_file_iter(cert).map_err(invalid)?.collect::<Result<Vec<_>, _>>().map_err(invalid)?;
         let key = PrivateKeyDer::from_pem_file(key).map_err(invalid)?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            .map_err(|e| other(e.to_string()))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(ca).map_err(invalid)? {
+                    roots.add(cert.map_err(invalid)?).map_err(|e| other(e.to_string()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| other(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_single_cert(certs, key).map_err(|e| other(e.to_string()))?;
         self.serve_maybe_tls(addr, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
     }
 
@@ -338,6 +395,89 @@ impl LegacyApi {
         st.seen.iter().filter(|s| s.target.split('?').next() == Some(path)).cloned().collect()
     }
 
+    /// Makes `POST /oauth/token` issue tokens living `lifetime` to `client_id` authenticated
+    /// with `secret` (HTTP Basic, RFC 6749 section 2.3.1); `/service/tasks` answers the task
+    /// list to a valid, unexpired one and 401 otherwise.
+    pub fn issue_tokens(&self, client_id: &str, secret: &str, lifetime: Duration) {
+        self.state.lock().unwrap().oauth.client = Some((client_id.into(), secret.into(), lifetime));
+    }
+
+    /// Makes the token endpoint answer `401 {"error": "invalid_client"}` (or issue again).
+    pub fn refuse_tokens(&self, refuse: bool) {
+        self.state.lock().unwrap().oauth.refuse = refuse;
+    }
+
+    /// Ends every token issued so far before its time (a revocation, a key rotation).
+    pub fn invalidate_tokens(&self) {
+        for (_, expires) in &mut self.state.lock().unwrap().oauth.tokens {
+            *expires = None;
+        }
+    }
+
+    /// Requests to the token endpoint so far.
+    pub fn token_requests(&self) -> u64 {
+        self.state.lock().unwrap().oauth.requests
+    }
+
+    /// `/service/tasks` requests refused for their token (none, unknown, expired, invalidated).
+    pub fn rejected_tokens(&self) -> u64 {
+        self.state.lock().unwrap().oauth.rejected
+    }
+
+    /// Every token issued so far, oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().oauth.tokens.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// When each token was issued, oldest first.
+    pub fn token_issue_times(&self) -> Vec<std::time::Instant> {
+        self.state.lock().unwrap().oauth.issued_at.clone()
+    }
+
+    /// The form bodies the token endpoint was sent.
+    pub fn token_forms(&self) -> Vec<String> {
+        self.state.lock().unwrap().oauth.forms.clone()
+    }
+
+    /// `POST /oauth/token`: `grant_type=client_credentials`, the client in HTTP Basic.
+    async fn token(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        use base64::Engine;
+        let basic = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let form_type =
+            req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/x-www-form-urlencoded");
+        let form = match req.into_body().collect().await {
+            Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+            Err(_) => return reply(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"})),
+        };
+        let mut st = self.state.lock().unwrap();
+        let oauth = &mut st.oauth;
+        oauth.requests += 1;
+        oauth.forms.push(form.clone());
+        let Some((id, secret, lifetime)) = oauth.client.clone() else {
+            return reply(StatusCode::NOT_FOUND, json!({"error": "not found"}));
+        };
+        if oauth.refuse || basic.as_deref() != Some(&format!("{id}:{secret}")) {
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "invalid_client", "error_description": "bad client"}),
+            );
+        }
+        if !form_type || !form.split('&').any(|p| p == "grant_type=client_credentials") {
+            return reply(StatusCode::BAD_REQUEST, json!({"error": "unsupported_grant_type"}));
+        }
+        let token = format!("tok{}x{:016x}", oauth.tokens.len() + 1, fastrand::u64(..));
+        let now = std::time::Instant::now();
+        oauth.tokens.push((token.clone(), Some(now + lifetime)));
+        oauth.issued_at.push(now);
+        reply(StatusCode::OK, json!({"access_token": token, "token_type": "bearer", "expires_in": lifetime.as_secs()}))
+    }
+
     /// Every request seen (the last 200,000), oldest first.
     pub fn seen_all(&self) -> Vec<Requested> {
         self.state.lock().unwrap().seen.iter().cloned().collect()
@@ -393,14 +533,22 @@ impl LegacyApi {
         if path == "/echo" || path.starts_with("/echo/") {
             return echo(req).await;
         }
+        if path == "/oauth/token" && req.method() == Method::POST {
+            return self.token(req).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return self.write(req, &path).await;
         }
         let (body, resource, link) = {
-            let st = self.state.lock().unwrap();
+            let mut st = self.state.lock().unwrap();
             match self.resolve(&st, &req, &path) {
                 Ok(found) => found,
-                Err((status, body)) => return reply(status, body),
+                Err((status, body)) => {
+                    if path == "/service/tasks" {
+                        st.oauth.rejected += 1;
+                    }
+                    return reply(status, body);
+                }
             }
         };
         let body = Bytes::from(body.to_string());
@@ -539,6 +687,20 @@ impl LegacyApi {
         }
         if path == "/board" {
             return Ok((st.board_body(), "/tasks".into()));
+        }
+        if path == "/service/tasks" {
+            let bearer = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let now = std::time::Instant::now();
+            let valid = bearer
+                .is_some_and(|b| st.oauth.tokens.iter().any(|(t, expires)| t == b && expires.is_some_and(|e| now < e)));
+            return match valid {
+                true => Ok((st.tasks_body(), "/tasks".into())),
+                false => Err((StatusCode::UNAUTHORIZED, json!({"error": "invalid_token"}))),
+            };
         }
         if let Some(id) = path.strip_prefix("/tasks/") {
             return match st.tasks.iter().find(|t| t["id"] == id) {

@@ -60,7 +60,9 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
         StorageKind::Embedded | StorageKind::Memory => (open_store(&config.storage)?, None),
     };
     let scope_key = store.scope_key().await?;
-    let fetch = Arc::new(UpstreamClient::new(&config.upstream)?);
+    let fetch = UpstreamClient::new(&config.upstream)?;
+    fetch.register(&registry)?;
+    let fetch = Arc::new(fetch);
     let hub = Hub::new(
         HubConfig {
             routes: config.routes.clone(),

@@ -118,7 +118,7 @@ fn main() -> ExitCode {
 }
 
 /// What `herald run` checks after reading the configuration and before binding: the files it
-/// names (upstream.ca_file, server.tls) can be read and hold what they should. Relative paths
+/// names (upstream.ca_file, upstream.client_cert/client_key, server.tls) can be read and hold what they should. Relative paths
 /// are resolved against the configuration file's folder.
 fn prepare(
     mut config: herald_config::Config,
@@ -126,13 +126,18 @@ fn prepare(
 ) -> (herald_config::Config, Option<std::sync::Arc<herald_http::Tls>>, Vec<herald_config::Problem>) {
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
     let mut problems = Vec::new();
-    if let Some(ca) = &mut config.upstream.ca_file {
-        *ca = dir.join(&*ca).display().to_string();
+    let u = &mut config.upstream;
+    for file in [&mut u.ca_file, &mut u.client_cert, &mut u.client_key].into_iter().flatten() {
+        *file = dir.join(&*file).display().to_string();
     }
-    // Building the upstream client reads and parses ca_file.
+    // Building the upstream client reads and parses ca_file, client_cert and client_key.
     if let Err(herald_poll::PollError::Setup(e)) = herald_poll::UpstreamClient::new(&config.upstream) {
-        let e = e.strip_prefix("upstream.ca_file ").unwrap_or(&e);
-        problems.push(config.positions.problem("upstream.ca_file", format!("cannot use {e}")));
+        let key = ["upstream.ca_file", "upstream.client_cert", "upstream.client_key"]
+            .into_iter()
+            .find(|key| e.starts_with(&format!("{key} ")))
+            .unwrap_or("upstream");
+        let e = e.strip_prefix(&format!("{key} ")).unwrap_or(&e);
+        problems.push(config.positions.problem(key, format!("cannot use {e}")));
     }
     config.storage.path = dir.join(&config.storage.path).display().to_string();
     let tls = match &config.server.tls {

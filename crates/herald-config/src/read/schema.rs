@@ -34,7 +34,9 @@ const EVERY_SECTION: &str = "\
 server:
   tls: {cert: cert.pem, key: key.pem}
 limits: {}
-upstream: {url: 'http://127.0.0.1:9'}
+upstream:
+  url: 'http://127.0.0.1:9'
+  auth: {kind: oauth2_client_credentials, token_url: 'http://127.0.0.1:9/token', client_id: a, client_secret: b}
 routes:
   - name: tasks
     path: /tasks

@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use herald_core::trace::{TraceParent, TRACEPARENT};
 use tracing::{debug, info};
 
+use crate::quota::{BudgetKey, Quota, RateLimit};
 use crate::token::{Endpoint, Tokens};
 use crate::PollError;
 
@@ -77,6 +78,12 @@ pub struct UpstreamClient {
     tokens: Option<Tokens<Endpoint>>,
     /// `herald_upstream_token_refreshes_total{outcome}`, registered by [`UpstreamClient::register`].
     token_refreshes: prometheus::IntCounterVec,
+    /// The upstream's quota as its answers announce it: every request draws from it.
+    quota: Quota,
+    /// `herald_upstream_rate_limit_remaining`: what is left of the service credential's quota.
+    quota_remaining: prometheus::IntGauge,
+    /// `herald_upstream_requests_deferred_total`: requests held back to spare the quota.
+    quota_deferred: prometheus::IntCounter,
 }
 
 impl UpstreamClient {
@@ -131,12 +138,35 @@ impl UpstreamClient {
             }
             Tokens::new(Endpoint { http: http.clone(), auth: auth.clone() }, token_refreshes.clone())
         });
-        Ok(UpstreamClient { http, base: cfg.url.to_string(), headers, max_body: cfg.max_body, tokens, token_refreshes })
+        let quota_remaining = prometheus::IntGauge::new(
+            "herald_upstream_rate_limit_remaining",
+            "Requests left in the upstream's quota for the service credential, as its last answer said (-1: no reading).",
+        )
+        .map_err(|e| PollError::Setup(e.to_string()))?;
+        quota_remaining.set(-1);
+        let quota_deferred = prometheus::IntCounter::new(
+            "herald_upstream_requests_deferred_total",
+            "Upstream requests held back because the upstream's quota (RateLimit, X-RateLimit-*) ran low.",
+        )
+        .map_err(|e| PollError::Setup(e.to_string()))?;
+        Ok(UpstreamClient {
+            http,
+            base: cfg.url.to_string(),
+            headers,
+            max_body: cfg.max_body,
+            tokens,
+            token_refreshes,
+            quota: Quota::new(None),
+            quota_remaining,
+            quota_deferred,
+        })
     }
 
     /// Registers the client's own metric family on the binary's registry.
     pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
-        registry.register(Box::new(self.token_refreshes.clone()))
+        registry.register(Box::new(self.token_refreshes.clone()))?;
+        registry.register(Box::new(self.quota_remaining.clone()))?;
+        registry.register(Box::new(self.quota_deferred.clone()))
     }
 
     /// One poll or admission check, with a `traceparent` of its own: its trace id is logged (at
@@ -158,7 +188,13 @@ impl UpstreamClient {
 
     async fn send(&self, req: Request<'_>, trace: &TraceParent) -> Result<Answer, PollError> {
         let mut retried = false;
+        let budget = BudgetKey::of(req.credentials);
         let mut resp = loop {
+            // Held back while the upstream's quota runs low (the limiter's slot stays held: a
+            // poll that waits here is one the upstream could not take now anyway).
+            if self.quota.admit(budget).await {
+                self.quota_deferred.inc();
+            }
             let mut headers = self.headers.clone();
             let mut token = None;
             // The service token is one of the service's headers: added here, withheld below
@@ -190,6 +226,13 @@ impl UpstreamClient {
                 rb = rb.header(header::IF_MODIFIED_SINCE, lm);
             }
             let resp = rb.send().await.map_err(PollError::from_reqwest)?;
+            // Every answer may carry the quota, a 304 or a 429 as well as a 200.
+            if let Some(reading) = RateLimit::from_headers(resp.headers(), std::time::SystemTime::now()) {
+                self.quota.update(budget, reading);
+                if budget == BudgetKey::Service {
+                    self.quota_remaining.set(i64::try_from(reading.remaining).unwrap_or(i64::MAX));
+                }
+            }
             // A 401 to the service token (expired early, revoked): once more with a new one.
             match (&self.tokens, token) {
                 (Some(tokens), Some(token)) if resp.status() == http::StatusCode::UNAUTHORIZED && !retried => {

@@ -9,6 +9,7 @@ mod hub;
 mod limit;
 mod metrics;
 mod pages;
+mod quota;
 mod schedule;
 mod token;
 mod watch;
@@ -20,6 +21,7 @@ pub use cluster::{watch_id, Cluster, HeldLease};
 pub use hub::{Credentials, Hub, HubConfig, Refusal, RouteCtx};
 pub use limit::{Limiter, Permit, Priority};
 pub use metrics::PollMetrics;
+pub use quota::{BudgetKey, Quota, RateLimit};
 pub use schedule::{jittered, Schedule};
 pub use watch::{Current, Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
 

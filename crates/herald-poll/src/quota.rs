@@ -1,0 +1,366 @@
+//! The upstream's own quota, as its answers announce it (`RateLimit`/`RateLimit-Policy` of the
+//! IETF httpapi draft, the older draft's `RateLimit-*` fields, `X-RateLimit-*`): when the
+//! remaining requests fall under a reserve, the polls drawing from that quota are spread so
+//! that they last until its reset, instead of being spent at once and answered 429.
+//!
+//! One budget per credential: the service credential (and polls without one) is one budget,
+//! each subscriber credential its own (its quota is likely per user). Every request the
+//! upstream client sends — polls, pages, admission checks — draws from its budget.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::HeaderMap;
+use tokio::time::Instant;
+
+/// A reset this far away is taken for garbage and capped: one reading never stops polling for
+/// longer than this.
+const MAX_RESET: Duration = Duration::from_secs(3600);
+/// `X-RateLimit-Reset` values above this are a Unix time (GitHub), below it delta-seconds.
+const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+/// When the upstream names no limit, pacing starts this many requests before the end.
+const DEFAULT_RESERVE: u64 = 10;
+/// Subscriber budgets remembered at most; beyond it, expired readings go first, then any.
+const MAX_BUDGETS: usize = 10_000;
+
+/// One reading of the upstream's quota, from one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests left in the current window.
+    pub remaining: u64,
+    /// Until the window resets (from the answer's arrival).
+    pub reset: Duration,
+    /// The window's quota, when the answer names it.
+    pub limit: Option<u64>,
+}
+
+impl RateLimit {
+    /// Reads the first form present, in this order: the IETF draft's structured `RateLimit`
+    /// (`"default";r=50;t=30`, with `q` from `RateLimit-Policy`), the older draft's
+    /// `RateLimit: limit=100, remaining=50, reset=30`, its separate `RateLimit-Remaining` /
+    /// `RateLimit-Reset` / `RateLimit-Limit`, and `X-RateLimit-Remaining` / `X-RateLimit-Reset`
+    /// / `X-RateLimit-Limit`. Anything unreadable is ignored, never an error.
+    pub fn from_headers(h: &HeaderMap, now: SystemTime) -> Option<RateLimit> {
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let int = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
+        if let Some(v) = text("ratelimit") {
+            if let Some(r) = structured(v, text("ratelimit-policy")).or_else(|| dictionary(v)) {
+                return Some(r);
+            }
+        }
+        for prefix in ["ratelimit", "x-ratelimit"] {
+            let (Some(remaining), Some(reset)) = (int(&format!("{prefix}-remaining")), int(&format!("{prefix}-reset")))
+            else {
+                continue;
+            };
+            let reset = if prefix == "x-ratelimit" && reset > EPOCH_THRESHOLD {
+                let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                reset.saturating_sub(now)
+            } else {
+                reset
+            };
+            return Some(RateLimit::new(remaining, reset, int(&format!("{prefix}-limit"))));
+        }
+        None
+    }
+
+    fn new(remaining: u64, reset_secs: u64, limit: Option<u64>) -> Self {
+        RateLimit { remaining, reset: Duration::from_secs(reset_secs).min(MAX_RESET), limit }
+    }
+}
+
+/// `RateLimit: "default";r=50;t=30` (a list: the most constrained item counts) with
+/// `RateLimit-Policy: "default";q=100;w=60` for the limit of the policy of the same name.
+fn structured(v: &str, policy: Option<&str>) -> Option<RateLimit> {
+    let list: sfv::List = sfv::Parser::new(v).parse().ok()?;
+    let policies: sfv::List = policy.and_then(|p| sfv::Parser::new(p).parse().ok()).unwrap_or_default();
+    let name = |item: &sfv::Item| match &item.bare_item {
+        sfv::BareItem::String(s) => Some(s.as_str().to_string()),
+        sfv::BareItem::Token(t) => Some(t.as_str().to_string()),
+        _ => None,
+    };
+    let param = |item: &sfv::Item, key: &str| {
+        item.params.iter().find(|(k, _)| k.as_str() == key).and_then(|(_, v)| v.as_integer()).map(i64::from)
+    };
+    let mut best: Option<RateLimit> = None;
+    for entry in &list {
+        let sfv::ListEntry::Item(item) = entry else { continue };
+        let (Some(r), Some(t)) = (param(item, "r"), param(item, "t")) else { continue };
+        let (Ok(r), Ok(t)) = (u64::try_from(r), u64::try_from(t)) else { continue };
+        let limit = policies.iter().find_map(|p| match p {
+            sfv::ListEntry::Item(p) if name(p).is_some() && name(p) == name(item) => {
+                param(p, "q").and_then(|q| u64::try_from(q).ok())
+            }
+            _ => None,
+        });
+        let reading = RateLimit::new(r, t, limit);
+        if best.is_none_or(|b| reading.remaining < b.remaining) {
+            best = Some(reading);
+        }
+    }
+    best
+}
+
+/// The older draft's `RateLimit: limit=100, remaining=50, reset=30` (a dictionary).
+fn dictionary(v: &str) -> Option<RateLimit> {
+    let dict: sfv::Dictionary = sfv::Parser::new(v).parse().ok()?;
+    let int = |key: &str| match dict.iter().find(|(k, _)| k.as_str() == key)?.1 {
+        sfv::ListEntry::Item(item) => item.bare_item.as_integer().and_then(|i| u64::try_from(i64::from(i)).ok()),
+        sfv::ListEntry::InnerList(_) => None,
+    };
+    Some(RateLimit::new(int("remaining")?, int("reset")?, int("limit")))
+}
+
+/// Whose quota a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BudgetKey {
+    /// The service credential, or none.
+    Service,
+    /// A subscriber's own credential, by a hash of it (never the credential itself).
+    Subscriber(u64),
+}
+
+impl BudgetKey {
+    pub fn of(credentials: &[(http::HeaderName, http::HeaderValue)]) -> Self {
+        if credentials.is_empty() {
+            return BudgetKey::Service;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (name, value) in credentials {
+            name.as_str().hash(&mut h);
+            value.as_bytes().hash(&mut h);
+        }
+        BudgetKey::Subscriber(h.finish())
+    }
+}
+
+/// The budgets, each with its latest reading.
+#[derive(Debug, Default)]
+pub struct Quota {
+    budgets: Mutex<HashMap<BudgetKey, Budget>>,
+    /// Requests left at which pacing starts; `None`: a tenth of the limit (at least 1), or
+    /// [`DEFAULT_RESERVE`] when the upstream names no limit.
+    reserve: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Budget {
+    /// Left in the window, as last read, less the requests granted since.
+    remaining: u64,
+    reserve: u64,
+    /// When the window resets: the reading expires then.
+    reset_at: Instant,
+    /// The last request granted while pacing.
+    last: Option<Instant>,
+}
+
+impl Quota {
+    pub fn new(reserve: Option<u64>) -> Self {
+        Quota { budgets: Mutex::default(), reserve }
+    }
+
+    /// Waits until a request may be drawn from `key`'s budget, and draws it. Returns whether
+    /// the request was held back.
+    pub async fn admit(&self, key: BudgetKey) -> bool {
+        let mut deferred = false;
+        loop {
+            let wait = self.try_admit(key, Instant::now());
+            match wait {
+                None => return deferred,
+                Some(until) => {
+                    deferred = true;
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+        }
+    }
+
+    /// `None`: drawn; `Some(t)`: not before `t`.
+    fn try_admit(&self, key: BudgetKey, now: Instant) -> Option<Instant> {
+        let mut budgets = self.budgets.lock().unwrap();
+        let b = budgets.get_mut(&key)?;
+        if now >= b.reset_at {
+            budgets.remove(&key);
+            return None;
+        }
+        if b.remaining == 0 {
+            return Some(b.reset_at);
+        }
+        if b.remaining <= b.reserve {
+            // What is left, spread evenly over what is left of the window.
+            let spacing = (b.reset_at - now) / u32::try_from(b.remaining).unwrap_or(u32::MAX);
+            if let Some(next) = b.last.map(|last| last + spacing).filter(|next| *next > now) {
+                return Some(next);
+            }
+            b.last = Some(now);
+        }
+        b.remaining -= 1;
+        None
+    }
+
+    /// Replaces `key`'s reading with the one an answer carried.
+    pub fn update(&self, key: BudgetKey, reading: RateLimit) {
+        let now = Instant::now();
+        let reserve = self
+            .reserve
+            .unwrap_or_else(|| reading.limit.map_or(DEFAULT_RESERVE, |limit| (limit / 10).max(1)));
+        let mut budgets = self.budgets.lock().unwrap();
+        if budgets.len() >= MAX_BUDGETS && !budgets.contains_key(&key) {
+            budgets.retain(|_, b| b.reset_at > now);
+            if budgets.len() >= MAX_BUDGETS {
+                let any = budgets.keys().find(|k| **k != BudgetKey::Service).copied();
+                if let Some(k) = any {
+                    budgets.remove(&k);
+                }
+            }
+        }
+        let last = budgets.get(&key).and_then(|b| b.last);
+        budgets.insert(key, Budget { remaining: reading.remaining, reserve, reset_at: now + reading.reset, last });
+    }
+
+    /// What is left of the service budget (for a gauge), while a reading holds.
+    pub fn service_remaining(&self) -> Option<u64> {
+        let budgets = self.budgets.lock().unwrap();
+        budgets.get(&BudgetKey::Service).filter(|b| b.reset_at > Instant::now()).map(|b| b.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn read(fields: &[(&'static str, &str)]) -> Option<RateLimit> {
+        let mut h = HeaderMap::new();
+        for (name, value) in fields {
+            h.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        RateLimit::from_headers(&h, UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+    }
+
+    fn rl(remaining: u64, reset: u64, limit: Option<u64>) -> Option<RateLimit> {
+        Some(RateLimit { remaining, reset: Duration::from_secs(reset), limit })
+    }
+
+    #[test]
+    fn the_current_draft_structured_form() {
+        assert_eq!(
+            read(&[("ratelimit", "\"default\";r=50;t=30"), ("ratelimit-policy", "\"default\";q=100;w=60")]),
+            rl(50, 30, Some(100))
+        );
+        assert_eq!(read(&[("ratelimit", "\"default\";r=50;t=30")]), rl(50, 30, None));
+        // Several policies: the most constrained one counts, with its own limit.
+        assert_eq!(
+            read(&[
+                ("ratelimit", "\"hour\";r=900;t=3000, \"minute\";r=3;t=20"),
+                ("ratelimit-policy", "\"hour\";q=1000;w=3600, \"minute\";q=60;w=60"),
+            ]),
+            rl(3, 20, Some(60))
+        );
+    }
+
+    #[test]
+    fn the_older_draft_forms() {
+        assert_eq!(read(&[("ratelimit", "limit=100, remaining=50, reset=30")]), rl(50, 30, Some(100)));
+        assert_eq!(
+            read(&[("ratelimit-remaining", "7"), ("ratelimit-reset", "12"), ("ratelimit-limit", "10")]),
+            rl(7, 12, Some(10))
+        );
+    }
+
+    #[test]
+    fn x_ratelimit_with_a_delta_or_a_unix_time() {
+        assert_eq!(read(&[("x-ratelimit-remaining", "4"), ("x-ratelimit-reset", "9")]), rl(4, 9, None));
+        assert_eq!(
+            read(&[("x-ratelimit-remaining", "4"), ("x-ratelimit-reset", "1700000042"), ("x-ratelimit-limit", "60")]),
+            rl(4, 42, Some(60))
+        );
+        // A reset in the past is now.
+        assert_eq!(read(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1600000000")]), rl(0, 0, None));
+        // A far reset is capped.
+        assert_eq!(read(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "999999999")]), rl(0, 3600, None));
+    }
+
+    #[test]
+    fn garbage_is_ignored() {
+        for fields in [
+            &[("ratelimit", "r=;;t")][..],
+            &[("ratelimit", "\"default\";r=-5;t=30")],
+            &[("ratelimit", "\"default\";r=5")],
+            &[("ratelimit", "\"default\";r=5.5;t=3")],
+            &[("ratelimit", "limit=ten, remaining=x")],
+            &[("x-ratelimit-remaining", "-1"), ("x-ratelimit-reset", "9")],
+            &[("x-ratelimit-remaining", "99999999999999999999999"), ("x-ratelimit-reset", "9")],
+            &[("x-ratelimit-remaining", "5")],
+            &[("x-ratelimit-reset", "5")],
+            &[],
+        ] {
+            assert_eq!(read(fields), None, "{fields:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_the_reserve_the_rest_is_spread_until_the_reset() {
+        let quota = Quota::new(Some(10));
+        quota.update(BudgetKey::Service, RateLimit { remaining: 5, reset: Duration::from_secs(10), limit: None });
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            quota.admit(BudgetKey::Service).await;
+            times.push(start.elapsed());
+        }
+        for pair in times.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_secs(2), "{times:?}");
+        }
+        // Other budgets are not held back.
+        let other = Instant::now();
+        assert!(!quota.admit(BudgetKey::Subscriber(1)).await);
+        assert_eq!(other.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn above_the_reserve_nothing_waits() {
+        let quota = Quota::new(Some(10));
+        quota.update(BudgetKey::Service, RateLimit { remaining: 50, reset: Duration::from_secs(10), limit: None });
+        let start = Instant::now();
+        for _ in 0..40 {
+            assert!(!quota.admit(BudgetKey::Service).await);
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // The 41st is the reserve's first: still at once, the next one spaced.
+        quota.admit(BudgetKey::Service).await;
+        quota.admit(BudgetKey::Service).await;
+        assert!(start.elapsed() >= Duration::from_secs(1), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn none_left_means_none_until_the_reset_and_a_new_reading_replaces_the_old() {
+        let quota = Quota::new(None);
+        quota.update(BudgetKey::Service, RateLimit { remaining: 0, reset: Duration::from_secs(7), limit: Some(100) });
+        let start = Instant::now();
+        assert!(quota.admit(BudgetKey::Service).await);
+        assert!(start.elapsed() >= Duration::from_secs(7), "{:?}", start.elapsed());
+        // The reading expired at its reset: no pacing until the next one.
+        let again = Instant::now();
+        assert!(!quota.admit(BudgetKey::Service).await);
+        assert_eq!(again.elapsed(), Duration::ZERO);
+
+        quota.update(BudgetKey::Service, RateLimit { remaining: 0, reset: Duration::from_secs(30), limit: Some(100) });
+        quota.update(BudgetKey::Service, RateLimit { remaining: 90, reset: Duration::from_secs(30), limit: Some(100) });
+        let replaced = Instant::now();
+        assert!(!quota.admit(BudgetKey::Service).await);
+        assert_eq!(replaced.elapsed(), Duration::ZERO);
+        assert_eq!(quota.service_remaining(), Some(89));
+    }
+
+    #[test]
+    fn credentials_pick_the_budget() {
+        use http::HeaderName;
+        let cred = |v: &'static str| vec![(HeaderName::from_static("authorization"), HeaderValue::from_static(v))];
+        assert_eq!(BudgetKey::of(&[]), BudgetKey::Service);
+        assert_eq!(BudgetKey::of(&cred("Bearer a")), BudgetKey::of(&cred("Bearer a")));
+        assert_ne!(BudgetKey::of(&cred("Bearer a")), BudgetKey::of(&cred("Bearer b")));
+    }
+}

@@ -192,7 +192,8 @@ impl UpstreamClient {
         let mut resp = loop {
             // Held back while the upstream's quota runs low (the limiter's slot stays held: a
             // poll that waits here is one the upstream could not take now anyway).
-            if self.quota.admit(budget).await {
+            let draw = self.quota.admit(budget).await;
+            if draw.deferred {
                 self.quota_deferred.inc();
             }
             let mut headers = self.headers.clone();
@@ -227,11 +228,10 @@ impl UpstreamClient {
             }
             let resp = rb.send().await.map_err(PollError::from_reqwest)?;
             // Every answer may carry the quota, a 304 or a 429 as well as a 200.
-            if let Some(reading) = RateLimit::from_headers(resp.headers(), std::time::SystemTime::now()) {
-                self.quota.update(budget, reading);
-                if budget == BudgetKey::Service {
-                    self.quota_remaining.set(i64::try_from(reading.remaining).unwrap_or(i64::MAX));
-                }
+            draw.answered(RateLimit::from_headers(resp.headers(), std::time::SystemTime::now()));
+            if budget == BudgetKey::Service {
+                self.quota_remaining
+                    .set(self.quota.service_remaining().map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX)));
             }
             // A 401 to the service token (expired early, revoked): once more with a new one.
             match (&self.tokens, token) {

@@ -136,7 +136,7 @@ impl BudgetKey {
     }
 }
 
-/// The budgets, each with its latest reading.
+/// The budgets, each with its latest reading and the requests drawn from it still in flight.
 #[derive(Debug, Default)]
 pub struct Quota {
     budgets: Mutex<HashMap<BudgetKey, Budget>>,
@@ -145,15 +145,32 @@ pub struct Quota {
     reserve: Option<u64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Budget {
-    /// Left in the window, as last read, less the requests granted since.
+    reading: Option<Reading>,
+    /// Requests drawn and not yet answered: a reading counts none of them for sure, so each
+    /// one is taken off what it says is left.
+    in_flight: u64,
+    /// The last request drawn while pacing.
+    last: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Reading {
+    /// Left in the window, as last read, less the requests drawn since.
     remaining: u64,
     reserve: u64,
     /// When the window resets: the reading expires then.
     reset_at: Instant,
-    /// The last request granted while pacing.
-    last: Option<Instant>,
+}
+
+/// A request drawn from a budget: give it the reading its answer carried, if any, or drop it.
+#[must_use]
+pub struct Draw<'a> {
+    quota: &'a Quota,
+    key: BudgetKey,
+    /// Whether the request was held back to spare the quota.
+    pub deferred: bool,
 }
 
 impl Quota {
@@ -161,69 +178,93 @@ impl Quota {
         Quota { budgets: Mutex::default(), reserve }
     }
 
-    /// Waits until a request may be drawn from `key`'s budget, and draws it. Returns whether
-    /// the request was held back.
-    pub async fn admit(&self, key: BudgetKey) -> bool {
+    /// Waits until a request may be drawn from `key`'s budget, and draws it.
+    pub async fn admit(&self, key: BudgetKey) -> Draw<'_> {
         let mut deferred = false;
-        loop {
-            let wait = self.try_admit(key, Instant::now());
-            match wait {
-                None => return deferred,
-                Some(until) => {
-                    deferred = true;
-                    tokio::time::sleep_until(until).await;
-                }
-            }
+        while let Some(until) = self.try_admit(key, Instant::now()) {
+            deferred = true;
+            tokio::time::sleep_until(until).await;
         }
+        Draw { quota: self, key, deferred }
     }
 
     /// `None`: drawn; `Some(t)`: not before `t`.
     fn try_admit(&self, key: BudgetKey, now: Instant) -> Option<Instant> {
         let mut budgets = self.budgets.lock().unwrap();
-        let b = budgets.get_mut(&key)?;
-        if now >= b.reset_at {
-            budgets.remove(&key);
-            return None;
-        }
-        if b.remaining == 0 {
-            return Some(b.reset_at);
-        }
-        if b.remaining <= b.reserve {
-            // What is left, spread evenly over what is left of the window.
-            let spacing = (b.reset_at - now) / u32::try_from(b.remaining).unwrap_or(u32::MAX);
-            if let Some(next) = b.last.map(|last| last + spacing).filter(|next| *next > now) {
-                return Some(next);
+        if budgets.len() >= MAX_BUDGETS && !budgets.contains_key(&key) {
+            budgets.retain(|_, b| b.in_flight > 0 || b.reading.as_ref().is_some_and(|r| r.reset_at > now));
+            if budgets.len() >= MAX_BUDGETS {
+                // Too many credentials at once to remember each: this one is not paced.
+                return None;
             }
-            b.last = Some(now);
         }
-        b.remaining -= 1;
+        let b = budgets.entry(key).or_default();
+        if b.reading.as_ref().is_some_and(|r| now >= r.reset_at) {
+            b.reading = None;
+            b.last = None;
+        }
+        if let Some(r) = &mut b.reading {
+            if r.remaining == 0 {
+                return Some(r.reset_at);
+            }
+            if r.remaining <= r.reserve {
+                // What is left, spread evenly over what is left of the window.
+                let spacing = (r.reset_at - now) / u32::try_from(r.remaining).unwrap_or(u32::MAX);
+                if let Some(next) = b.last.map(|last| last + spacing).filter(|next| *next > now) {
+                    return Some(next);
+                }
+                b.last = Some(now);
+            }
+            r.remaining -= 1;
+        }
+        b.in_flight += 1;
         None
     }
 
-    /// Replaces `key`'s reading with the one an answer carried.
-    pub fn update(&self, key: BudgetKey, reading: RateLimit) {
-        let now = Instant::now();
-        let reserve = self
-            .reserve
-            .unwrap_or_else(|| reading.limit.map_or(DEFAULT_RESERVE, |limit| (limit / 10).max(1)));
+    /// Replaces `key`'s reading with the one the answer to one of its requests carried.
+    fn update(&self, key: BudgetKey, reading: RateLimit) {
+        let reserve =
+            self.reserve.unwrap_or_else(|| reading.limit.map_or(DEFAULT_RESERVE, |limit| (limit / 10).max(1)));
         let mut budgets = self.budgets.lock().unwrap();
         if budgets.len() >= MAX_BUDGETS && !budgets.contains_key(&key) {
-            budgets.retain(|_, b| b.reset_at > now);
-            if budgets.len() >= MAX_BUDGETS {
-                let any = budgets.keys().find(|k| **k != BudgetKey::Service).copied();
-                if let Some(k) = any {
-                    budgets.remove(&k);
-                }
-            }
+            return;
         }
-        let last = budgets.get(&key).and_then(|b| b.last);
-        budgets.insert(key, Budget { remaining: reading.remaining, reserve, reset_at: now + reading.reset, last });
+        let b = budgets.entry(key).or_default();
+        // The other requests in flight may have reached the upstream after this one.
+        let others = b.in_flight.saturating_sub(1);
+        b.reading = Some(Reading {
+            remaining: reading.remaining.saturating_sub(others),
+            reserve,
+            reset_at: Instant::now() + reading.reset,
+        });
     }
 
     /// What is left of the service budget (for a gauge), while a reading holds.
     pub fn service_remaining(&self) -> Option<u64> {
         let budgets = self.budgets.lock().unwrap();
-        budgets.get(&BudgetKey::Service).filter(|b| b.reset_at > Instant::now()).map(|b| b.remaining)
+        let reading = budgets.get(&BudgetKey::Service)?.reading.as_ref()?;
+        (reading.reset_at > Instant::now()).then_some(reading.remaining)
+    }
+}
+
+impl Draw<'_> {
+    /// The answer came with `reading` (or none): it replaces the budget's.
+    pub fn answered(self, reading: Option<RateLimit>) {
+        if let Some(reading) = reading {
+            self.quota.update(self.key, reading);
+        }
+    }
+}
+
+impl Drop for Draw<'_> {
+    fn drop(&mut self) {
+        let mut budgets = self.quota.budgets.lock().unwrap();
+        if let Some(b) = budgets.get_mut(&self.key) {
+            b.in_flight = b.in_flight.saturating_sub(1);
+            if b.in_flight == 0 && b.reading.is_none() {
+                budgets.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -308,7 +349,7 @@ mod tests {
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..5 {
-            quota.admit(BudgetKey::Service).await;
+            drop(quota.admit(BudgetKey::Service).await);
             times.push(start.elapsed());
         }
         for pair in times.windows(2) {
@@ -316,7 +357,7 @@ mod tests {
         }
         // Other budgets are not held back.
         let other = Instant::now();
-        assert!(!quota.admit(BudgetKey::Subscriber(1)).await);
+        assert!(!quota.admit(BudgetKey::Subscriber(1)).await.deferred);
         assert_eq!(other.elapsed(), Duration::ZERO);
     }
 
@@ -326,12 +367,12 @@ mod tests {
         quota.update(BudgetKey::Service, RateLimit { remaining: 50, reset: Duration::from_secs(10), limit: None });
         let start = Instant::now();
         for _ in 0..40 {
-            assert!(!quota.admit(BudgetKey::Service).await);
+            assert!(!quota.admit(BudgetKey::Service).await.deferred);
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
         // The 41st is the reserve's first: still at once, the next one spaced.
-        quota.admit(BudgetKey::Service).await;
-        quota.admit(BudgetKey::Service).await;
+        drop(quota.admit(BudgetKey::Service).await);
+        drop(quota.admit(BudgetKey::Service).await);
         assert!(start.elapsed() >= Duration::from_secs(1), "{:?}", start.elapsed());
     }
 
@@ -340,19 +381,40 @@ mod tests {
         let quota = Quota::new(None);
         quota.update(BudgetKey::Service, RateLimit { remaining: 0, reset: Duration::from_secs(7), limit: Some(100) });
         let start = Instant::now();
-        assert!(quota.admit(BudgetKey::Service).await);
+        assert!(quota.admit(BudgetKey::Service).await.deferred);
         assert!(start.elapsed() >= Duration::from_secs(7), "{:?}", start.elapsed());
         // The reading expired at its reset: no pacing until the next one.
         let again = Instant::now();
-        assert!(!quota.admit(BudgetKey::Service).await);
+        assert!(!quota.admit(BudgetKey::Service).await.deferred);
         assert_eq!(again.elapsed(), Duration::ZERO);
 
         quota.update(BudgetKey::Service, RateLimit { remaining: 0, reset: Duration::from_secs(30), limit: Some(100) });
         quota.update(BudgetKey::Service, RateLimit { remaining: 90, reset: Duration::from_secs(30), limit: Some(100) });
         let replaced = Instant::now();
-        assert!(!quota.admit(BudgetKey::Service).await);
+        assert!(!quota.admit(BudgetKey::Service).await.deferred);
         assert_eq!(replaced.elapsed(), Duration::ZERO);
         assert_eq!(quota.service_remaining(), Some(89));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reading_takes_off_the_other_requests_in_flight() {
+        let quota = Quota::new(Some(1));
+        let draws: Vec<_> = draw_n(&quota, 4).await;
+        let mut draws = draws.into_iter();
+        // The first answer says 5 are left: the other three in flight may not be counted yet.
+        draws.next().unwrap().answered(Some(RateLimit { remaining: 5, reset: Duration::from_secs(10), limit: None }));
+        assert_eq!(quota.service_remaining(), Some(2));
+        drop(draws);
+        let budgets = quota.budgets.lock().unwrap();
+        assert_eq!(budgets[&BudgetKey::Service].in_flight, 0, "a dropped draw is no longer in flight");
+    }
+
+    async fn draw_n(quota: &Quota, n: usize) -> Vec<Draw<'_>> {
+        let mut draws = Vec::new();
+        for _ in 0..n {
+            draws.push(quota.admit(BudgetKey::Service).await);
+        }
+        draws
     }
 
     #[test]

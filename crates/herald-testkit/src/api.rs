@@ -97,6 +97,30 @@ struct State {
     version: u64,
     versions: VecDeque<(u64, Vec<Value>)>,
     oauth: OAuth,
+    quota: Option<Quota>,
+}
+
+/// Which rate-limit fields [`LegacyApi::enforce_quota`] answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaForm {
+    /// The IETF httpapi draft: `RateLimit: "default";r=…;t=…` and `RateLimit-Policy:
+    /// "default";q=…;w=…` (structured fields).
+    Ietf,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, and `X-RateLimit-Reset` as a Unix time
+    /// (GitHub's form).
+    XRateLimit,
+}
+
+/// A fixed-window quota over every request.
+struct Quota {
+    limit: u64,
+    window: Duration,
+    form: QuotaForm,
+    /// The current window's start.
+    start: std::time::Instant,
+    used: u64,
+    /// Requests answered 429 because the quota was spent.
+    refused: u64,
 }
 
 /// The token endpoint's client and the tokens it issued.
@@ -135,6 +159,19 @@ impl LegacyApi {
             st.touch("/me/tasks#bob");
         }
         api
+    }
+
+    /// From now on, at most `limit` requests (to any path) per `window` (fixed windows from
+    /// now); every answer carries the quota's fields in `form`, and a request over it is
+    /// answered 429 with `Retry-After` (until the window ends).
+    pub fn enforce_quota(&self, limit: u64, window: Duration, form: QuotaForm) {
+        self.state.lock().unwrap().quota =
+            Some(Quota { limit, window, form, start: std::time::Instant::now(), used: 0, refused: 0 });
+    }
+
+    /// Requests answered 429 because the quota of [`LegacyApi::enforce_quota`] was spent.
+    pub fn quota_refusals(&self) -> u64 {
+        self.state.lock().unwrap().quota.as_ref().map_or(0, |q| q.refused)
     }
 
     /// Binds `addr` (port 0 for any) and serves until the runtime ends.
@@ -483,7 +520,48 @@ impl LegacyApi {
         self.state.lock().unwrap().seen.iter().cloned().collect()
     }
 
+    /// Counts the request against the quota, if one is enforced: over it, a 429; within it,
+    /// the answer with the quota's fields.
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let fields = {
+            let mut st = self.state.lock().unwrap();
+            match st.quota.as_mut() {
+                None => None,
+                Some(q) => {
+                    let now = std::time::Instant::now();
+                    while now >= q.start + q.window {
+                        q.start += q.window;
+                        q.used = 0;
+                    }
+                    let over = q.used >= q.limit;
+                    if over {
+                        q.refused += 1;
+                    } else {
+                        q.used += 1;
+                    }
+                    // Rounded up: a client that waits the seconds it is told finds a new window.
+                    let left = (q.start + q.window) - now;
+                    let reset = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                    let remaining = q.limit - q.used.min(q.limit);
+                    let fields = quota_fields(q, remaining, reset, left);
+                    if over {
+                        let mut resp = reply(StatusCode::TOO_MANY_REQUESTS, json!({"error": "quota exceeded"}));
+                        resp.headers_mut().insert(header::RETRY_AFTER, reset.into());
+                        resp.headers_mut().extend(fields);
+                        return resp;
+                    }
+                    Some(fields)
+                }
+            }
+        };
+        let mut resp = self.answer(req).await;
+        if let Some(fields) = fields {
+            resp.headers_mut().extend(fields);
+        }
+        resp
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let fault = {
             let mut st = self.state.lock().unwrap();
@@ -845,6 +923,29 @@ fn etag_of(body: &[u8]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     body.hash(&mut h);
     format!("\"{:016x}\"", h.finish())
+}
+
+/// The quota's fields as `q.form` spells them.
+fn quota_fields(q: &Quota, remaining: u64, reset: u64, left: Duration) -> header::HeaderMap {
+    let mut h = header::HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        h.insert(header::HeaderName::from_static(name), value.parse().unwrap());
+    };
+    match q.form {
+        QuotaForm::Ietf => {
+            set("ratelimit", format!("\"default\";r={remaining};t={reset}"));
+            set("ratelimit-policy", format!("\"default\";q={};w={}", q.limit, q.window.as_secs().max(1)));
+        }
+        QuotaForm::XRateLimit => {
+            // The window's end as a Unix time, rounded up like the delta.
+            let end = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap() + left;
+            let end = end.as_secs() + u64::from(end.subsec_nanos() > 0);
+            set("x-ratelimit-limit", q.limit.to_string());
+            set("x-ratelimit-remaining", remaining.to_string());
+            set("x-ratelimit-reset", end.to_string());
+        }
+    }
+    h
 }
 
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {

@@ -176,6 +176,10 @@ pub struct Upstream {
     /// How herald obtains the service credential itself (`upstream.auth`), instead of a fixed
     /// `authorization` in `upstream.headers`.
     pub auth: Option<UpstreamAuth>,
+    /// Requests left in the upstream's announced quota (`RateLimit`, `X-RateLimit-*`) at which
+    /// herald starts spreading the rest until the reset. `None`: a tenth of the announced limit
+    /// (at least 1), or 10 when the upstream announces none.
+    pub rate_limit_reserve: Option<u64>,
 }
 
 /// `upstream.auth: {kind: oauth2_client_credentials, …}`: an OAuth 2.0 client credentials grant
@@ -279,6 +283,7 @@ impl Default for Upstream {
             client_cert: None,
             client_key: None,
             auth: None,
+            rate_limit_reserve: None,
         }
     }
 }

@@ -360,6 +360,9 @@ impl<'a> Cx<'a> {
         m.field(self, "client_cert", &mut u.client_cert, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "client_key", &mut u.client_key, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "auth", &mut u.auth, |cx, n, p| cx.upstream_auth(n, p).map(Some));
+        m.field(self, "rate_limit_reserve", &mut u.rate_limit_reserve, |cx, n, p| {
+            cx.number(n, p, "a whole number of requests").map(Some)
+        });
         m.finish(self);
         if u.client_cert.is_some() != u.client_key.is_some() {
             let (set, missing) =
@@ -1074,6 +1077,16 @@ mod tests {
         ));
         assert_eq!(both.len(), 1, "{both:?}");
         assert!(both[0].contains("upstream.auth: the token is the authorization header"), "{both:?}");
+    }
+
+    #[test]
+    fn the_rate_limit_reserve_is_a_whole_number() {
+        assert_eq!(ok(MINIMAL).upstream.rate_limit_reserve, None);
+        let c = ok(&MINIMAL.replace("url: http://127.0.0.1:8081", "url: http://h\n  rate_limit_reserve: 5"));
+        assert_eq!(c.upstream.rate_limit_reserve, Some(5));
+        let got = problems(&MINIMAL.replace("url: http://127.0.0.1:8081", "url: http://h\n  rate_limit_reserve: -1"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("upstream.rate_limit_reserve: invalid value \"-1\""), "{got:?}");
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl UpstreamClient {
             max_body: cfg.max_body,
             tokens,
             token_refreshes,
-            quota: Quota::new(None),
+            quota: Quota::new(cfg.rate_limit_reserve),
             quota_remaining,
             quota_deferred,
         })

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod fanout;
 pub mod freshness;
 pub mod handshakes;
+pub mod quota;
 pub mod savings;
 pub mod subscribers;
 pub mod webhooks;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{cluster, fanout, freshness, handshakes, savings, subscribers, webhooks};
+use herald_bench::{cluster, fanout, freshness, handshakes, quota, savings, subscribers, webhooks};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -28,6 +28,9 @@ enum Scenario {
     Savings(savings::Args),
     /// Write → event latency through herald with write-through refresh, and without it.
     Freshness(freshness::Args),
+    /// An upstream announcing a quota well under what the intervals would spend: 429s and
+    /// change → event delays.
+    Quota(quota::Args),
     /// Memory per idle subscriber at several sizes.
     Idle(fanout::IdleArgs),
     /// Full TLS handshakes per second (each with one small request), herald or `--addr`.
@@ -80,6 +83,10 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Freshness(args) => {
             freshness::print(&runtime.block_on(freshness::run(args))?);
+            Ok(())
+        }
+        Scenario::Quota(args) => {
+            quota::print(&runtime.block_on(quota::run(args))?);
             Ok(())
         }
         Scenario::Idle(args) => {

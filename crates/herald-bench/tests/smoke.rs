@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_bench::{cluster, fanout, freshness, savings, webhooks};
+use herald_bench::{cluster, fanout, freshness, quota, savings, webhooks};
 use herald_tests::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,6 +105,23 @@ async fn savings_runs() {
     assert!(through > 0 && baseline > through, "{r}");
     assert!(r["poller_answers"].as_u64().unwrap() > 0, "{r}");
     assert!(r["events_received"].as_u64().unwrap() > 0, "subscribers got the changes: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_runs() {
+    let r = quota::run(quota::Args {
+        limit: 20,
+        window: Duration::from_secs(2),
+        watches: 4,
+        interval: Duration::from_millis(100),
+        change_every: Duration::from_secs(1),
+        duration: Duration::from_secs(3),
+        form: "ietf".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(r["deliveries"], r["deliveries_expected"], "{r}");
+    assert!(r["changes"].as_u64().unwrap() > 0 && r["upstream_requests"].as_u64().unwrap() > 0, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_testkit::{LegacyApi, QuotaForm};
+use herald_testkit::{LegacyApi, QuotaForm, SseClient};
 use herald_tests::Gateway;
 use serde_json::{json, Value};
 
@@ -56,17 +56,24 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let arrivals: Arc<Mutex<Vec<(String, usize, Instant)>>> = Arc::default();
     let mut subscribers = Vec::new();
     for w in 0..args.watches {
-        let mut stream = gw.subscribe(&format!("/tasks/event-stream?w={w}"), &[]).await;
+        let url = gw.url(&format!("/tasks/event-stream?w={w}"));
+        let mut stream = SseClient::connect(&url, &[]).await;
         let arrivals = arrivals.clone();
         subscribers.push(tokio::spawn(async move {
             let mut seen = std::collections::HashSet::new();
-            while let Some(ev) = stream.next().await {
-                for (at, _) in ev.data.match_indices("mark") {
-                    let marker = ev.data[at..].chars().take(10).collect::<String>();
-                    if seen.insert(marker.clone()) {
-                        arrivals.lock().unwrap().push((marker, w, Instant::now()));
+            loop {
+                while let Some(ev) = stream.next().await {
+                    for (at, _) in ev.data.match_indices("mark") {
+                        let marker = ev.data[at..].chars().take(10).collect::<String>();
+                        if seen.insert(marker.clone()) {
+                            arrivals.lock().unwrap().push((marker, w, Instant::now()));
+                        }
                     }
                 }
+                // The test client gives up on a stream after 5 minutes: a new one (its snapshot
+                // has every task, so no change is missed).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                stream = SseClient::connect(&url, &[]).await;
             }
         }));
     }
@@ -87,10 +94,14 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     }
     let arrivals = arrivals.lock().unwrap().clone();
     let mut delays = Vec::new();
+    // How many watches each change reached.
+    let mut per_change = Vec::new();
     for (marker, made) in &changes {
+        let before = delays.len();
         for (_, _, at) in arrivals.iter().filter(|(m, ..)| m == marker) {
             delays.push(at.duration_since(*made).as_secs_f64());
         }
+        per_change.push(delays.len() - before);
     }
     delays.sort_by(f64::total_cmp);
     let quantile = |q: f64| delays.get(((delays.len() as f64 * q) as usize).min(delays.len().saturating_sub(1)));
@@ -108,6 +119,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         "changes": changes.len(),
         "deliveries": delays.len(),
         "deliveries_expected": changes.len() * args.watches,
+        "deliveries_per_change": per_change,
         "delay_p50_seconds": quantile(0.5),
         "delay_max_seconds": delays.last(),
     }))

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod delta;
 pub mod fanout;
 pub mod freshness;
 pub mod handshakes;

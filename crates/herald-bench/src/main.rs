@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{cluster, fanout, freshness, handshakes, quota, savings, subscribers, webhooks};
+use herald_bench::{cluster, delta, fanout, freshness, handshakes, quota, savings, subscribers, webhooks};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -31,6 +31,9 @@ enum Scenario {
     /// An upstream announcing a quota well under what the intervals would spend: 429s and
     /// change → event delays.
     Quota(quota::Args),
+    /// A big collection with a few changes per poll: upstream bytes and CPU per poll, full
+    /// polling against delta polling.
+    Delta(delta::Args),
     /// Memory per idle subscriber at several sizes.
     Idle(fanout::IdleArgs),
     /// Full TLS handshakes per second (each with one small request), herald or `--addr`.
@@ -87,6 +90,10 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Quota(args) => {
             quota::print(&runtime.block_on(quota::run(args))?);
+            Ok(())
+        }
+        Scenario::Delta(args) => {
+            delta::print(&runtime.block_on(delta::run(args))?);
             Ok(())
         }
         Scenario::Idle(args) => {

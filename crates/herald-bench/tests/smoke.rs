@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_bench::{cluster, fanout, freshness, quota, savings, webhooks};
+use herald_bench::{cluster, delta, fanout, freshness, quota, savings, webhooks};
 use herald_tests::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,6 +122,23 @@ async fn quota_runs() {
     .unwrap();
     assert_eq!(r["deliveries"], r["deliveries_expected"], "{r}");
     assert!(r["changes"].as_u64().unwrap() > 0 && r["upstream_requests"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_runs() {
+    let r = delta::run(delta::Args {
+        items: 300,
+        item_bytes: 200,
+        changes: 3,
+        polls: 3,
+        interval: Duration::from_millis(200),
+    })
+    .await
+    .unwrap();
+    for mode in ["full", "delta"] {
+        assert_eq!(r[mode]["events"], 9, "{r}");
+    }
+    assert!(r["bytes_ratio"].as_f64().unwrap() > 10.0, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -373,6 +373,8 @@ pub struct Poll {
     pub linger: Duration,
     /// A paginated collection, followed page by page and merged into one representation.
     pub pages: Option<Pages>,
+    /// A collection whose API lists what changed since a value: only that is polled.
+    pub delta: Option<Delta>,
 }
 
 /// `poll.pages`: how a paginated collection is followed (spec section 3).
@@ -386,6 +388,42 @@ pub struct Pages {
     pub items: String,
     /// More pages than this is a poll error, never a truncated representation.
     pub max_pages: usize,
+}
+
+/// `poll.delta`: a collection polled for what changed since the previous poll, its items
+/// upserted and removed by id in the collection the watch holds (spec section 3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    /// The query parameter that carries the value taken from the previous answer.
+    pub param: String,
+    /// Where that value is taken from.
+    pub from: DeltaFrom,
+    /// How an answer says an item was removed.
+    pub deleted: Deleted,
+    /// The whole collection is read again this often, its differences emitted (drift repair).
+    pub full_every: Duration,
+}
+
+/// `poll.delta.from`: where the next delta's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeltaFrom {
+    /// `max:<pointer>`: the greatest value of this field among the items seen.
+    Max(String),
+    /// `body:<pointer>`: this value in the answer's body (a cursor).
+    Body(String),
+    /// `header:<name>`: this field of the answer (lower case).
+    Header(String),
+}
+
+/// `poll.delta.deleted`: how removals reach herald.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deleted {
+    /// Only the periodic full read finds removed items.
+    None,
+    /// A JSON Pointer to a tombstone flag in an item: `true` means removed.
+    Flag(String),
+    /// `feed:<suffix>`: `<watched path><suffix>?<param>=<value>` lists the items removed since.
+    Feed(String),
 }
 
 /// Where a page names the next one.
@@ -407,6 +445,7 @@ impl Default for Poll {
             jitter: 0.1,
             linger: Duration::from_secs(60),
             pages: None,
+            delta: None,
         }
     }
 }

@@ -668,8 +668,75 @@ impl<'a> Cx<'a> {
         m.field(self, "jitter", &mut p.jitter, |cx, n, path| cx.number(n, path, "a fraction between 0 and 1"));
         m.field(self, "linger", &mut p.linger, Cx::duration);
         m.field(self, "pages", &mut p.pages, |cx, n, path| Some(Some(cx.pages(n, path))));
+        m.field(self, "delta", &mut p.delta, |cx, n, path| {
+            if matches!(n.kind, Kind::Null) {
+                Some(None)
+            } else {
+                cx.delta(n, path).map(Some)
+            }
+        });
         m.finish(self);
         p
+    }
+
+    fn delta(&mut self, node: &Node, path: &str) -> Option<Delta> {
+        let mut m = self.map(node, path)?;
+        let mut d = Delta {
+            param: "updated_since".into(),
+            from: DeltaFrom::Max("/updated_at".into()),
+            deleted: Deleted::None,
+            full_every: Duration::from_secs(3600),
+        };
+        m.field(self, "param", &mut d.param, |cx, n, p| {
+            let param = cx.string(n, p)?;
+            if param.is_empty() || param.contains(['&', '=', '#', '?', ' ', '%', '+']) {
+                cx.problem(n.pos, p, format!("invalid query parameter name {param:?}"));
+                return None;
+            }
+            Some(param)
+        });
+        m.field(self, "from", &mut d.from, |cx, n, p| {
+            let from = cx.string(n, p)?;
+            let parsed = match from.split_once(':') {
+                Some(("max", ptr)) if ptr.starts_with('/') => Some(DeltaFrom::Max(ptr.into())),
+                Some(("body", ptr)) if ptr.starts_with('/') => Some(DeltaFrom::Body(ptr.into())),
+                Some(("header", name)) if valid_header_name(name) => Some(DeltaFrom::Header(name.to_ascii_lowercase())),
+                _ => None,
+            };
+            if parsed.is_none() {
+                cx.problem(
+                    n.pos,
+                    p,
+                    format!(
+                        "invalid value {from:?} (expected max:<JSON Pointer>, body:<JSON Pointer> or header:<name>)"
+                    ),
+                );
+            }
+            parsed
+        });
+        m.field(self, "deleted", &mut d.deleted, |cx, n, p| {
+            if matches!(n.kind, Kind::Null) {
+                return Some(Deleted::None);
+            }
+            let deleted = cx.string(n, p)?;
+            match deleted.strip_prefix("feed:") {
+                Some(suffix) if suffix.starts_with('/') && !suffix.contains(['?', '#']) && !suffix.split('/').any(|s| s == "..") => {
+                    Some(Deleted::Feed(suffix.into()))
+                }
+                None if deleted.starts_with('/') => Some(Deleted::Flag(deleted)),
+                _ => {
+                    cx.problem(
+                        n.pos,
+                        p,
+                        format!("invalid value {deleted:?} (expected a JSON Pointer to a tombstone flag such as /deleted, or feed:/<path suffix>)"),
+                    );
+                    None
+                }
+            }
+        });
+        m.field(self, "full_every", &mut d.full_every, Cx::duration);
+        m.finish(self);
+        Some(d)
     }
 
     fn pages(&mut self, node: &Node, path: &str) -> Pages {
@@ -885,6 +952,28 @@ impl<'a> Cx<'a> {
                 self.problem_at(&at("poll.jitter"), format!("must be at least 0 and below 1, found {}", p.jitter));
             }
             let ev = &r.events;
+            if let Some(delta) = &p.delta {
+                let by_id = match ev.format {
+                    Format::Collection => true,
+                    Format::JsonPatch => ev.array_id.is_some(),
+                    _ => false,
+                };
+                if !by_id {
+                    self.problem_at(
+                        &at("poll.delta"),
+                        "delta polling needs events.format collection, or json-patch with events.array_id (items are upserted by id)",
+                    );
+                }
+                if p.pages.is_some() && !matches!(delta.from, DeltaFrom::Max(_)) {
+                    self.problem_at(
+                        &at("poll.delta.from"),
+                        "with poll.pages, the value must come from max:<JSON Pointer>",
+                    );
+                }
+                if delta.full_every.is_zero() {
+                    self.problem_at(&at("poll.delta.full_every"), "must be longer than 0");
+                }
+            }
             match (ev.format, &ev.collection) {
                 (Format::Collection, None) => {
                     self.problem_at(&at("events.format"), "format collection needs events.collection (items, id)")
@@ -1266,6 +1355,54 @@ sse:
         let got = problems(&format!("{MINIMAL}    events: {{ format: snapshot, array_id: /id, collection: {{}} }}\n"));
         assert!(got.iter().any(|p| p.contains("events.array_id: only applies to format json-patch")), "{got:?}");
         assert!(got.iter().any(|p| p.contains("events.collection: only applies to format collection")), "{got:?}");
+    }
+
+    #[test]
+    fn delta_polling_is_read_and_checked_against_the_format() {
+        let collection = "    events: { format: collection, collection: { items: /data } }\n";
+        let c = ok(&format!(
+            "{MINIMAL}    poll: {{ delta: {{ param: since, from: 'body:/cursor', deleted: 'feed:/deleted', full_every: 10m }} }}\n{collection}"
+        ));
+        let delta = c.routes[0].poll.delta.clone().unwrap();
+        assert_eq!(delta.param, "since");
+        assert_eq!(delta.from, DeltaFrom::Body("/cursor".into()));
+        assert_eq!(delta.deleted, Deleted::Feed("/deleted".into()));
+        assert_eq!(delta.full_every, Duration::from_secs(600));
+        let c =
+            ok(&format!("{MINIMAL}    poll: {{ delta: {{ from: 'header:X-Cursor', deleted: /gone }} }}\n{collection}"));
+        let delta = c.routes[0].poll.delta.clone().unwrap();
+        assert_eq!(
+            (delta.param.as_str(), delta.from, delta.deleted),
+            ("updated_since", DeltaFrom::Header("x-cursor".into()), Deleted::Flag("/gone".into()))
+        );
+        assert_eq!(delta.full_every, Duration::from_secs(3600));
+        let c =
+            ok(&format!("{MINIMAL}    poll: {{ delta: {{}} }}\n    events: {{ format: json-patch, array_id: /id }}\n"));
+        assert_eq!(c.routes[0].poll.delta.as_ref().unwrap().from, DeltaFrom::Max("/updated_at".into()));
+
+        let got = problems(&format!("{MINIMAL}    poll: {{ delta: {{}} }}\n    events: {{ format: json-patch }}\n"));
+        assert!(
+            got.iter().any(|p| p.contains("routes[0].poll.delta: delta polling needs events.format collection")),
+            "{got:?}"
+        );
+        let got = problems(&format!(
+            "{MINIMAL}    poll: {{ delta: {{ param: 'a&b', from: 'max:updated', deleted: 'feed:../x', full_every: 0s }} }}\n{collection}"
+        ));
+        for expected in [
+            "g.yaml:6:29: routes[0].poll.delta.param: invalid query parameter name \"a&b\"",
+            "routes[0].poll.delta.from: invalid value \"max:updated\"",
+            "routes[0].poll.delta.deleted: invalid value \"feed:../x\"",
+            "routes[0].poll.delta.full_every: must be longer than 0",
+        ] {
+            assert!(got.iter().any(|p| p.contains(expected)), "{expected}: {got:?}");
+        }
+        let got = problems(&format!(
+            "{MINIMAL}    poll: {{ pages: {{ next: link }}, delta: {{ from: 'header:x-cursor' }} }}\n{collection}"
+        ));
+        assert!(
+            got.iter().any(|p| p.contains("poll.delta.from: with poll.pages, the value must come from max:")),
+            "{got:?}"
+        );
     }
 
     #[test]

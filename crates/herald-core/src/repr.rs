@@ -51,6 +51,25 @@ impl Representation {
         }
     }
 
+    /// A representation herald assembled itself (a collection merged from a delta): `value`
+    /// is normalized like an upstream body, and the body legacy pollers get is its encoding.
+    pub fn from_value(mut value: serde_json::Value, ignore: &[String]) -> Representation {
+        for ptr in ignore {
+            remove_pointer(&mut value, ptr);
+        }
+        let data = Bytes::from(serde_json::to_vec(&value).expect("a JSON value always serializes"));
+        Representation {
+            value: Arc::new(value),
+            hash: blake3::hash(&data),
+            body: data.clone(),
+            data,
+            etag: None,
+            last_modified: None,
+            content_type: Some("application/json".into()),
+            prints: Arc::default(),
+        }
+    }
+
     /// herald's own strong ETag for this representation.
     pub fn strong_etag(&self) -> String {
         format!("\"{}\"", &self.hash.to_hex()[..32])

@@ -28,6 +28,8 @@ pub struct Request<'a> {
     pub withhold: &'a [String],
     pub etag: Option<&'a str>,
     pub last_modified: Option<&'a str>,
+    /// A field of a 2xx answer the caller wants (lower case; a delta cursor, `poll.delta`).
+    pub capture: Option<&'a str>,
 }
 
 /// What the upstream answered.
@@ -44,6 +46,8 @@ pub enum Answer {
         max_age: Option<Duration>,
         /// The answer's `Link` field (paginated collections name the next page there).
         link: Option<String>,
+        /// The field the request asked to [capture](Request::capture), when present.
+        captured: Option<String>,
     },
     /// Any other status: passed on to a first subscriber as is.
     Status { status: u16, content_type: Option<String>, body: Bytes, retry_after: Option<Duration> },
@@ -256,6 +260,7 @@ impl UpstreamClient {
             return Ok(Answer::NotModified { max_age, etag, last_modified, link });
         }
         let content_type = text(header::CONTENT_TYPE);
+        let captured = req.capture.and_then(|name| h.get(name)).and_then(|v| v.to_str().ok()).map(str::to_string);
         let retry_after = h.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
         if resp.content_length().is_some_and(|n| n > self.max_body) {
             return Err(PollError::BodyTooLarge { limit: self.max_body });
@@ -269,7 +274,7 @@ impl UpstreamClient {
         }
         let body = body.freeze();
         Ok(if status.is_success() {
-            Answer::Ok { body, content_type, etag, last_modified, max_age, link }
+            Answer::Ok { body, content_type, etag, last_modified, max_age, link, captured }
         } else {
             Answer::Status { status: status.as_u16(), content_type, body, retry_after }
         })

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::client::{Answer, Fetch, Request};
 use crate::schedule::{jittered, Schedule};
+use crate::strategy::{self, Budget, Got};
 use crate::watch::{Current, Joined, Ready, Step, SubscriberGuard, Watch, WatchInfo, WatchKey};
 use crate::{Cluster, Limiter, PollError, PollMetrics, Priority};
 
@@ -639,30 +640,27 @@ impl Hub {
             Access::PerSubscriber => &cfg.vary,
             Access::Shared | Access::Public => &[],
         };
-        let request =
-            Request { target: &watch.key.target, credentials: &watch.credentials, withhold, etag, last_modified };
+        let request = Request {
+            target: &watch.key.target,
+            credentials: &watch.credentials,
+            withhold,
+            etag,
+            last_modified,
+            ..Request::default()
+        };
         let permit = self.limiter.acquire(priority).await;
         // A refresh asked until now is answered by this poll.
         watch.refresh.take();
         let started = tokio::time::Instant::now();
-        let answer = match &cfg.poll.pages {
-            None => {
-                let answer = self.fetch.fetch(request).await;
-                drop(permit);
-                answer
-            }
-            Some(pages) => {
-                let budget = crate::pages::Budget { limiter: &self.limiter, priority, first: permit };
-                crate::pages::fetch(&*self.fetch, pages, &watch.pages, request, budget).await
-            }
-        };
+        let budget = Budget { limiter: &self.limiter, priority, first: Some(permit) };
+        let got = strategy::fetch(&*self.fetch, watch, request, prev.as_ref(), budget).await;
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
         let mut step = Step::new(std::time::Instant::now());
         step.polled = Some(SystemTime::now());
 
-        let failure = match answer {
-            Ok(Answer::NotModified { max_age, etag, last_modified, .. }) if !first => {
+        let failure = match got {
+            Ok(Got::NotModified { max_age, etag, last_modified }) if !first => {
                 route.metrics.not_modified.inc();
                 recovered(watch, &mut step, failing);
                 // Validators a 304 carries replace the stored ones (RFC 9111 section 4.3.4).
@@ -675,12 +673,8 @@ impl Hub {
                 }
                 return Polled::Step(step, schedule.unchanged(max_age));
             }
-            Ok(Answer::Ok { body, content_type, etag, last_modified, max_age, .. }) => {
-                route.metrics.bytes.inc_by(body.len() as u64);
-                let mut repr = Representation::from_body(body, &cfg.ignore);
-                repr.content_type = content_type;
-                repr.etag = etag;
-                repr.last_modified = last_modified;
+            Ok(Got::Fresh { mut repr, max_age, bytes }) => {
+                route.metrics.bytes.inc_by(bytes);
                 if first {
                     route.metrics.changed.inc();
                     step.current = Some(repr);
@@ -704,13 +698,13 @@ impl Hub {
                 step.last_change = step.polled;
                 return Polled::Step(step, schedule.changed(max_age));
             }
-            Ok(Answer::NotModified { .. }) => Failure {
+            Ok(Got::NotModified { .. }) => Failure {
                 status: Some(304),
                 refusal: Refusal::unexpected_304(),
                 retry_after: None,
                 error: "unexpected 304 without a validator".into(),
             },
-            Ok(Answer::Status { status, content_type, body, retry_after }) => {
+            Ok(Got::Status { status, content_type, body, retry_after }) => {
                 if !first && cfg.access == Access::PerSubscriber && matches!(status, 401 | 403) {
                     route.metrics.error.inc();
                     return Polled::Revoked(status);
@@ -938,6 +932,7 @@ mod tests {
             last_modified: None,
             max_age: None,
             link: None,
+            captured: None,
         })
     }
 
@@ -968,6 +963,7 @@ mod tests {
                 jitter: 0.0,
                 linger: Duration::from_secs(30),
                 pages: None,
+                delta: None,
             };
         }
         routes[0].access = access;

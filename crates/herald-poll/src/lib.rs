@@ -5,12 +5,14 @@
 
 mod client;
 mod cluster;
+mod delta;
 mod hub;
 mod limit;
 mod metrics;
 mod pages;
 mod quota;
 mod schedule;
+mod strategy;
 mod token;
 mod watch;
 

@@ -12,7 +12,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::client::{Answer, Fetch, Request};
-use crate::limit::{Limiter, Permit, Priority};
+use crate::strategy::Budget;
 use crate::PollError;
 
 /// One page as last fetched: where it was, its validators, its items and where it pointed.
@@ -27,14 +27,6 @@ pub(crate) struct Page {
     next: Option<String>,
 }
 
-/// A permit of the limiter's `priority` share for each page request: the first page's in hand,
-/// the others' asked for in turn (so a collection of many pages costs as many polls).
-pub(crate) struct Budget<'a> {
-    pub limiter: &'a Limiter,
-    pub priority: Priority,
-    pub first: Permit,
-}
-
 /// The pages of a watch's last whole poll.
 #[derive(Default)]
 pub(crate) struct PageCache(Mutex<Vec<Page>>);
@@ -46,7 +38,7 @@ pub(crate) async fn fetch(
     cfg: &Pages,
     cache: &PageCache,
     first: Request<'_>,
-    budget: Budget<'_>,
+    budget: &mut Budget<'_>,
 ) -> Result<Answer, PollError> {
     // Taken, not copied: a page answering 304 moves its items into this poll's list. After a
     // failed poll the next one asks every page afresh.
@@ -55,7 +47,6 @@ pub(crate) async fn fetch(
     let mut pages: Vec<Page> = Vec::new();
     let (mut unchanged, mut max_age, mut bytes) = (true, None, 0);
     let mut target = first.target.to_string();
-    let mut first_permit = Some(budget.first);
     loop {
         if pages.len() == cfg.max_pages {
             return Err(PollError::TooManyPages { max: cfg.max_pages });
@@ -63,10 +54,7 @@ pub(crate) async fn fetch(
         let before = known.iter().position(|p| p.target == target);
         let validators = before.map(|i| &known[i]);
         // The previous page's permit is back before this one's is asked for.
-        let permit = match first_permit.take() {
-            Some(permit) => permit,
-            None => budget.limiter.acquire(budget.priority).await,
-        };
+        let permit = budget.permit().await;
         let answer = fetch
             .fetch(Request {
                 target: &target,
@@ -74,6 +62,7 @@ pub(crate) async fn fetch(
                 withhold: first.withhold,
                 etag: validators.and_then(|p| p.etag.as_deref()),
                 last_modified: validators.and_then(|p| p.last_modified.as_deref()),
+                capture: None,
             })
             .await?;
         drop(permit);
@@ -134,6 +123,7 @@ pub(crate) async fn fetch(
         last_modified: None,
         max_age,
         link: None,
+        captured: None,
     })
 }
 
@@ -258,12 +248,12 @@ fn resolve(base: &str, current: &str, named: &str) -> Result<String, String> {
 }
 
 /// A target's path, without the query (which may carry what is not ours to show).
-fn path_of(target: &str) -> &str {
+pub(crate) fn path_of(target: &str) -> &str {
     target.split('?').next().unwrap_or(target)
 }
 
 /// `target` with the query parameter `param` set to `value` (percent-encoded).
-fn with_param(target: &str, param: &str, value: &str) -> String {
+pub(crate) fn with_param(target: &str, param: &str, value: &str) -> String {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut pairs: Vec<String> =
         query.split('&').filter(|p| !p.is_empty() && p.split('=').next() != Some(param)).map(str::to_string).collect();
@@ -282,6 +272,7 @@ fn with_param(target: &str, param: &str, value: &str) -> String {
 mod tests {
     use super::*;
     use crate::client::FetchFuture;
+    use crate::limit::{Limiter, Priority};
     use std::collections::{HashMap, VecDeque};
 
     /// Answers each target from a queue of its own (404 when it has none left) and records the
@@ -325,6 +316,7 @@ mod tests {
             last_modified: None,
             max_age: None,
             link: next.map(|n| format!("<{n}>; rel=\"next\"")),
+            captured: None,
         }
     }
 
@@ -340,7 +332,7 @@ mod tests {
             &by_link(),
             cache,
             Request { target, ..Request::default() },
-            Budget { limiter: &limiter, priority: Priority::Subscribed, first },
+            &mut Budget { limiter: &limiter, priority: Priority::Subscribed, first: Some(first) },
         )
         .await
     }
@@ -397,8 +389,9 @@ mod tests {
         let limiter = Limiter::new(1.0, 1);
         let first = limiter.acquire(Priority::Subscribed).await;
         let start = tokio::time::Instant::now();
-        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, first };
-        let merged = fetch(&pager, &by_link(), &cache, Request { target: "/t", ..Request::default() }, budget).await;
+        let mut budget = Budget { limiter: &limiter, priority: Priority::Subscribed, first: Some(first) };
+        let merged =
+            fetch(&pager, &by_link(), &cache, Request { target: "/t", ..Request::default() }, &mut budget).await;
         assert_eq!(items(merged), "[1,2,3]");
         assert_eq!(start.elapsed().as_secs(), 2);
     }

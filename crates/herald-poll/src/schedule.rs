@@ -92,6 +92,7 @@ mod tests {
             jitter: 0.1,
             linger: Duration::from_secs(60),
             pages: None,
+            delta: None,
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Watch {
     pub(crate) refresh: Refresh,
     /// A paginated collection's pages as last polled (`poll.pages`).
     pub(crate) pages: crate::pages::PageCache,
+    /// Where delta polling stands (`poll.delta`).
+    pub(crate) delta: crate::delta::DeltaState,
 }
 
 /// Write-through refreshes asked of a watch, coalesced: one waits at most, and a poll that
@@ -246,6 +248,7 @@ impl Watch {
             state: Mutex::new(state),
             refresh: Refresh::default(),
             pages: crate::pages::PageCache::default(),
+            delta: crate::delta::DeltaState::default(),
         }
     }
 

@@ -251,6 +251,7 @@ mod tests {
                         last_modified: None,
                         max_age: None,
                         link: None,
+                        captured: None,
                     },
                     None => Answer::NotModified { max_age: None, etag: None, last_modified: None, link: None },
                 })

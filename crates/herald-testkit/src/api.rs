@@ -98,6 +98,41 @@ struct State {
     versions: VecDeque<(u64, Vec<Value>)>,
     oauth: OAuth,
     quota: Option<Quota>,
+    /// What `/changes/…` has told: each list's items with the revision they last changed at.
+    changes: HashMap<String, Changes>,
+    /// The last revision given out, across lists.
+    revision: u64,
+    delta_form: DeltaForm,
+}
+
+/// How `/changes/<list>` (a list that can say what changed since a revision) answers: the
+/// list's items, each with `"rev"`, the revision it last changed at; with `?since=N` only
+/// those changed at `N` or later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeltaForm {
+    pub cursor: DeltaCursor,
+    /// Removed items as tombstones (`{"id", "rev", "deleted": true}`) among the changes;
+    /// otherwise only `/changes/<list>/deleted?since=N` lists them (`{"id", "rev"}`).
+    pub tombstones: bool,
+}
+
+/// Where `/changes/<list>` names the revision to ask from next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeltaCursor {
+    /// Nowhere: the client takes the greatest `rev` it saw.
+    #[default]
+    Max,
+    /// The body is `{"items": […], "next": "<revision>"}`.
+    Body,
+    /// The `x-next-since` field.
+    Header,
+}
+
+/// One list's items as `/changes/…` last saw them, and its removals.
+#[derive(Default)]
+struct Changes {
+    items: HashMap<String, (u64, Value)>,
+    removed: Vec<(u64, String)>,
 }
 
 /// Which rate-limit fields [`LegacyApi::enforce_quota`] answers with.
@@ -346,6 +381,33 @@ impl LegacyApi {
         let mut st = self.state.lock().unwrap();
         if let Some(t) = st.tasks.iter_mut().find(|t| t["id"] == id) {
             t["title"] = json!(title);
+        }
+        st.touch("/tasks");
+    }
+
+    /// How `/changes/…` answers from now on.
+    pub fn set_delta_form(&self, form: DeltaForm) {
+        self.state.lock().unwrap().delta_form = form;
+    }
+
+    /// Changes the task list in one step (no request sees half of it); `new_task` makes a task
+    /// with a fresh id.
+    pub fn edit<R>(&self, f: impl FnOnce(&mut Vec<Value>, &mut dyn FnMut(&str) -> Value) -> R) -> R {
+        let mut st = self.state.lock().unwrap();
+        let mut tasks = std::mem::take(&mut st.tasks);
+        let r = f(&mut tasks, &mut |title| st.new_task(title));
+        st.tasks = tasks;
+        st.touch("/tasks");
+        r
+    }
+
+    /// Adds `n` tasks at the end of the list at once (titled `Task <id>`).
+    pub fn add_tasks(&self, n: usize) {
+        let mut st = self.state.lock().unwrap();
+        for _ in 0..n {
+            let id = st.next_id + 1;
+            let task = st.new_task(&format!("Task {id}"));
+            st.tasks.push(task);
         }
         st.touch("/tasks");
     }
@@ -617,9 +679,9 @@ impl LegacyApi {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return self.write(req, &path).await;
         }
-        let (body, resource, link) = {
+        let (body, resource, link, field) = {
             let mut st = self.state.lock().unwrap();
-            match self.resolve(&st, &req, &path) {
+            match self.resolve(&mut st, &req, &path) {
                 Ok(found) => found,
                 Err((status, body)) => {
                     if path == "/service/tasks" {
@@ -664,6 +726,9 @@ impl LegacyApi {
             .header(header::LAST_MODIFIED, last_modified);
         if let Some(link) = link {
             resp = resp.header(header::LINK, link);
+        }
+        if let Some((name, value)) = field {
+            resp = resp.header(name, value);
         }
         resp.body(Full::new(body)).unwrap()
     }
@@ -747,11 +812,78 @@ impl LegacyApi {
 
     /// The body for a GET, the resource key whose modification time it carries, and the next
     /// page it names in `Link`.
-    fn resolve(&self, st: &State, req: &Request<Incoming>, path: &str) -> Result<Resolved, (StatusCode, Value)> {
+    fn resolve(&self, st: &mut State, req: &Request<Incoming>, path: &str) -> Result<Resolved, (StatusCode, Value)> {
         if path == "/paged/tasks" {
             return paged(st, req.uri().query().unwrap_or_default());
         }
-        self.resolve_body(st, req, path).map(|(body, resource)| (body, resource, None))
+        if let Some(list) = path.strip_prefix("/changes") {
+            return self.changes(st, req, list);
+        }
+        self.resolve_body(st, req, path).map(|(body, resource)| (body, resource, None, None))
+    }
+
+    /// `/changes/<list>[/deleted][?since=N]` (see [`DeltaForm`]).
+    fn changes(&self, st: &mut State, req: &Request<Incoming>, list: &str) -> Result<Resolved, (StatusCode, Value)> {
+        let (feed, list) = match list.strip_suffix("/deleted") {
+            Some(list) => (true, list),
+            None => (false, list),
+        };
+        let (items, resource) = self.resolve_body(st, req, list)?;
+        let Value::Array(items) = items else { return Err((StatusCode::NOT_FOUND, json!({"error": "not a list"}))) };
+        let since = req.uri().query().unwrap_or_default().split('&').find_map(|p| p.strip_prefix("since="));
+        let since = match since.map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return Err((StatusCode::BAD_REQUEST, json!({"error": "since: not a revision"}))),
+        };
+        let form = st.delta_form;
+        let revision = st.revision;
+        let changes = st.changes.entry(resource.clone()).or_default();
+        let mut next = revision;
+        // What changed since the last look gets the next revisions.
+        let mut listed = HashSet::new();
+        for item in &items {
+            let id = item["id"].as_str().unwrap_or_default().to_string();
+            listed.insert(id.clone());
+            if changes.items.get(&id).is_none_or(|(_, seen)| seen != item) {
+                next += 1;
+                changes.items.insert(id, (next, item.clone()));
+            }
+        }
+        let gone: Vec<String> = changes.items.keys().filter(|id| !listed.contains(*id)).cloned().collect();
+        for id in gone {
+            changes.items.remove(&id);
+            next += 1;
+            changes.removed.push((next, id));
+        }
+        let from = since.unwrap_or(0);
+        let removed = changes.removed.iter().filter(|(rev, _)| *rev >= from && since.is_some());
+        let body: Vec<Value> = if feed {
+            removed.map(|(rev, id)| json!({"id": id, "rev": rev})).collect()
+        } else {
+            let mut body: Vec<Value> = items
+                .iter()
+                .filter_map(|item| {
+                    let (rev, _) = changes.items[item["id"].as_str().unwrap_or_default()];
+                    (rev >= from).then(|| {
+                        let mut item = item.clone();
+                        item["rev"] = json!(rev);
+                        item
+                    })
+                })
+                .collect();
+            if form.tombstones {
+                body.extend(removed.map(|(rev, id)| json!({"id": id, "rev": rev, "deleted": true})));
+            }
+            body
+        };
+        st.revision = next;
+        let after = (next + 1).to_string();
+        Ok(match form.cursor {
+            DeltaCursor::Max => (Value::Array(body), resource, None, None),
+            DeltaCursor::Body => (json!({"items": body, "next": after}), resource, None, None),
+            DeltaCursor::Header => (Value::Array(body), resource, None, Some(("x-next-since", after))),
+        })
     }
 
     fn resolve_body(
@@ -837,21 +969,22 @@ fn paged(st: &State, query: &str) -> Result<Resolved, (StatusCode, Value)> {
             let next = more.then(|| format!("/paged/tasks?page={}", page + 1));
             // The same next page as a cursor, for `cursor_param: page`.
             let cursor = more.then_some(page + 1);
-            (json!({"items": items, "next": next, "cursor": cursor}), resource, next)
+            (json!({"items": items, "next": next, "cursor": cursor}), resource, next, None)
         }
         PageLinks::Versioned => {
             let next = more.then(|| format!("/paged/tasks?page={}&v={version}", page + 1));
-            (json!({"items": items}), resource, next)
+            (json!({"items": items}), resource, next, None)
         }
         PageLinks::Fixed(next) => {
             let next = (page == 1).then(|| next.clone());
-            (json!({"items": items, "next": next}), resource, next)
+            (json!({"items": items, "next": next}), resource, next, None)
         }
     })
 }
 
 /// A GET's body, the resource whose modification time it carries, and the next page it names.
-type Resolved = (Value, String, Option<String>);
+/// A body, the resource it shows (for validators), its next page, and one more field.
+type Resolved = (Value, String, Option<String>, Option<(&'static str, String)>);
 
 impl State {
     fn new_task(&mut self, title: &str) -> Value {

@@ -8,6 +8,6 @@ mod api;
 mod receiver;
 mod sse;
 
-pub use api::{Fault, LegacyApi, PageLinks, PathStats, QuotaForm, Requested};
+pub use api::{DeltaCursor, DeltaForm, Fault, LegacyApi, PageLinks, PathStats, QuotaForm, Requested};
 pub use receiver::{Behaviour, Delivery, Receiver, Seen};
 pub use sse::{SseClient, SseEvent};

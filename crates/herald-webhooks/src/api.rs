@@ -645,6 +645,7 @@ mod tests {
                         last_modified: None,
                         max_age: None,
                         link: None,
+                        captured: None,
                     }
                 } else {
                     Answer::Status { status: 404, content_type: None, body: Bytes::new(), retry_after: None }

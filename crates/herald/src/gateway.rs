@@ -323,6 +323,8 @@ async fn start_demo_api(config: &Config) -> anyhow::Result<()> {
     let api = herald_testkit::LegacyApi::new();
     api.serve(addr).await.with_context(|| format!("cannot start the demo API on {addr} (upstream.url)"))?;
     api.mutate_every(Duration::from_secs(2));
+    // `/changes/tasks` (the `changes` route) marks removed tasks with tombstones.
+    api.set_delta_form(herald_testkit::DeltaForm { cursor: herald_testkit::DeltaCursor::Max, tombstones: true });
     info!(%addr, "demo legacy API started");
     Ok(())
 }

@@ -40,7 +40,7 @@ upstream:
 routes:
   - name: tasks
     path: /tasks
-    poll: {interval: 5s, pages: {next: /next}}
+    poll: {interval: 5s, pages: {next: /next}, delta: {param: since, from: max:/rev, deleted: /gone, full_every: 30m}}
     events: {format: collection, collection: {items: ''}}
 sse: {}
 log: {}

@@ -109,7 +109,7 @@ pub fn items<'v>(c: &Collection, doc: &'v Value) -> Result<Vec<(Cow<'v, str>, &'
 }
 
 /// Strings as they are, numbers in their JSON form; other values are not ids.
-fn id_string(v: &Value) -> Option<Cow<'_, str>> {
+pub fn id_string(v: &Value) -> Option<Cow<'_, str>> {
     match v {
         Value::String(s) => Some(Cow::Borrowed(s)),
         Value::Number(n) => Some(Cow::Owned(n.to_string())),

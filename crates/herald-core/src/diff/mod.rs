@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::Representation;
 
-pub use collection::{collection_events, items as collection_items, Collection, CollectionError, ItemEvent, Payload};
+pub use collection::{
+    collection_events, id_string as item_id, items as collection_items, Collection, CollectionError, ItemEvent, Payload,
+};
 pub use json_patch::{diff as json_patch, diff_with as json_patch_with, Prints};
 pub use merge_patch::diff as merge_patch;
 

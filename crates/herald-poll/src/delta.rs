@@ -1,0 +1,500 @@
+//! Delta polling (`poll.delta`, spec section 3), for a collection whose API can list what
+//! changed since a value (`?updated_since=…`, `?since=<cursor>`). The watch reads the whole
+//! collection once; from then on each poll asks only `?<param>=<value>`, with the value taken
+//! from the previous answer, and upserts the items it gets by id into the collection it holds
+//! (removing those marked deleted, or listed by a deleted feed). The merged collection then goes
+//! through change detection like a whole one, so subscribers get the very events a full poll
+//! would have sent. The whole collection is read again every `full_every` (and whenever the
+//! held collection is not the one the value was taken with: a poll a cluster replica could not
+//! commit, a lease taken over), which repairs any drift with only its differences as events.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use herald_config::{Deleted, Delta, DeltaFrom, Route};
+use herald_core::diff::item_id;
+use herald_core::Representation;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::client::{Answer, Fetch, Request};
+use crate::pages::{path_of, with_param, PageCache};
+use crate::strategy::{whole, Budget, Got};
+use crate::PollError;
+
+/// Where a watch's delta polling stands; empty until its first whole read gave a value.
+#[derive(Default)]
+pub(crate) struct DeltaState(Mutex<Option<Position>>);
+
+#[derive(Clone)]
+struct Position {
+    /// What the next delta asks from (a string or a number).
+    value: Value,
+    /// The hash of the collection `value` was taken with: deltas apply to that one only.
+    basis: blake3::Hash,
+    /// When the collection was last read whole.
+    full_at: Instant,
+    /// The positions of `basis`'s items by id, once a delta needed them.
+    index: Option<Arc<HashMap<String, usize>>>,
+}
+
+/// Where the items and their ids are in every answer: the route's collection, or with
+/// `json-patch` the answer itself, its elements identified by `array_id`.
+struct Shape<'a> {
+    items: &'a str,
+    id: &'a str,
+}
+
+impl<'a> Shape<'a> {
+    fn of(route: &'a Route) -> Self {
+        match &route.events.collection {
+            Some(c) => Shape { items: &c.items, id: &c.id },
+            None => Shape { items: "", id: route.events.array_id.as_deref().unwrap_or("/id") },
+        }
+    }
+
+    fn items<'v>(&self, doc: &'v Value) -> Option<&'v Vec<Value>> {
+        doc.pointer(self.items).and_then(Value::as_array)
+    }
+
+    fn id(&self, item: &Value) -> Option<String> {
+        item.pointer(self.id).and_then(item_id).map(|id| id.into_owned())
+    }
+}
+
+/// Polls the collection `request` names: only what changed since the held collection was
+/// taken, or the whole of it when it is time to (see the module's description).
+pub(crate) async fn fetch(
+    fetch: &dyn Fetch,
+    route: &Route,
+    delta: &Delta,
+    state: &DeltaState,
+    request: Request<'_>,
+    held: Option<&Representation>,
+    mut budget: Budget<'_>,
+) -> Result<Got, PollError> {
+    let shape = Shape::of(route);
+    let position = state.0.lock().unwrap().clone();
+    let current = |p: &Position, held: &Representation| {
+        p.basis == held.hash && p.full_at.elapsed() < delta.full_every && shape.items(&held.value).is_some()
+    };
+    let (Some(position), Some(held)) = (position, held) else {
+        return whole_read(fetch, route, delta, state, request, &mut budget).await;
+    };
+    if !current(&position, held) {
+        return whole_read(fetch, route, delta, state, request, &mut budget).await;
+    }
+
+    let value = text(&position.value);
+    let target = with_param(request.target, &delta.param, &value);
+    let capture = match &delta.from {
+        DeltaFrom::Header(name) => Some(name.as_str()),
+        _ => None,
+    };
+    let ask = |target| Request {
+        target,
+        credentials: request.credentials,
+        withhold: request.withhold,
+        capture,
+        ..Request::default()
+    };
+    let answer = whole(fetch, route, &PageCache::default(), ask(&target), &mut budget).await?;
+    let (body, max_age, captured) = match answer {
+        Answer::Ok { body, max_age, captured, .. } => (body, max_age, captured),
+        other => return Ok(Got::from_answer(other, &route.ignore)),
+    };
+    let mut bytes = body.len() as u64;
+    let doc = parse(&body, &target)?;
+    let items = shape.items(&doc).ok_or_else(|| no_array(&target, &shape))?;
+    let mut removed = Vec::new();
+    if let Deleted::Feed(suffix) = &delta.deleted {
+        let (path, query) = request.target.split_once('?').map_or((request.target, None), |(p, q)| (p, Some(q)));
+        let feed = match query {
+            Some(query) => format!("{path}{suffix}?{query}"),
+            None => format!("{path}{suffix}"),
+        };
+        let feed = with_param(&feed, &delta.param, &value);
+        let body = match whole(fetch, route, &PageCache::default(), ask(&feed), &mut budget).await? {
+            Answer::Ok { body, .. } => body,
+            other => return Ok(Got::from_answer(other, &route.ignore)),
+        };
+        bytes += body.len() as u64;
+        let gone = parse(&body, &feed)?;
+        let gone = shape.items(&gone).ok_or_else(|| no_array(&feed, &shape))?;
+        for item in gone {
+            // A feed may list the removed items, or only their ids.
+            let id = shape.id(item).or_else(|| item_id(item).map(|id| id.into_owned()));
+            removed.push(id.ok_or_else(|| invalid(&feed, format!("a removed item without an id at {}", shape.id)))?);
+        }
+    }
+
+    let next = next_value(&delta.from, position.value.clone(), items, &doc, captured);
+    let index = match &position.index {
+        Some(index) => index.clone(),
+        None => Arc::new(index_of(&held.value, &shape)),
+    };
+    let flag = match &delta.deleted {
+        Deleted::Flag(pointer) => Some(pointer.as_str()),
+        _ => None,
+    };
+    let merged = merge(&held.value, &shape, &index, items, flag, &removed).map_err(|why| invalid(&target, why))?;
+    let got = match merged {
+        None => {
+            *state.0.lock().unwrap() = Some(Position { value: next, index: Some(index), ..position });
+            Got::NotModified { max_age, etag: None, last_modified: None }
+        }
+        Some(doc) => {
+            let repr = Representation::from_value(doc, &route.ignore);
+            *state.0.lock().unwrap() = Some(Position { value: next, basis: repr.hash, index: None, ..position });
+            Got::Fresh { repr, max_age, bytes }
+        }
+    };
+    Ok(got)
+}
+
+/// Reads the whole collection (unconditionally: its answer gives the value deltas start from).
+async fn whole_read(
+    fetch: &dyn Fetch,
+    route: &Route,
+    delta: &Delta,
+    state: &DeltaState,
+    request: Request<'_>,
+    budget: &mut Budget<'_>,
+) -> Result<Got, PollError> {
+    let capture = match &delta.from {
+        DeltaFrom::Header(name) => Some(name.as_str()),
+        _ => None,
+    };
+    let request = Request { etag: None, last_modified: None, capture, ..request };
+    let answer = whole(fetch, route, &PageCache::default(), request, budget).await?;
+    let captured = match &answer {
+        Answer::Ok { captured, .. } => captured.clone(),
+        _ => None,
+    };
+    let got = Got::from_answer(answer, &route.ignore);
+    if let Got::Fresh { repr, .. } = &got {
+        let items = Shape::of(route).items(&repr.value).map_or(&[][..], Vec::as_slice);
+        let value = next_value(&delta.from, Value::Null, items, &repr.value, captured);
+        // Without a value (an empty collection read by `max:`, an answer without its cursor),
+        // the next poll reads the whole collection again.
+        let position =
+            (!value.is_null()).then(|| Position { value, basis: repr.hash, full_at: Instant::now(), index: None });
+        *state.0.lock().unwrap() = position;
+    }
+    Ok(got)
+}
+
+/// The value the next delta asks from: the greatest `max:` field seen (`previous` included),
+/// or the answer's `body:` value or `header:` field; `previous` when the answer has none.
+fn next_value(from: &DeltaFrom, previous: Value, items: &[Value], doc: &Value, captured: Option<String>) -> Value {
+    let found = match from {
+        DeltaFrom::Max(pointer) => {
+            return items.iter().filter_map(|item| item.pointer(pointer)).fold(previous, greater);
+        }
+        DeltaFrom::Body(pointer) => doc.pointer(pointer).filter(|v| v.is_string() || v.is_number()).cloned(),
+        DeltaFrom::Header(_) => captured.map(Value::String),
+    };
+    found.unwrap_or(previous)
+}
+
+/// The greater of two values of one kind (numbers as numbers, strings as strings); a value of
+/// another kind than the first one seen is passed over.
+fn greater(max: Value, v: &Value) -> Value {
+    let wins = match (&max, v) {
+        (Value::Null, Value::String(_) | Value::Number(_)) => true,
+        (Value::String(a), Value::String(b)) => b > a,
+        (Value::Number(a), Value::Number(b)) => match (a.as_u64(), b.as_u64(), a.as_i64(), b.as_i64()) {
+            (Some(a), Some(b), ..) => b > a,
+            (.., Some(a), Some(b)) => b > a,
+            _ => b.as_f64() > a.as_f64(),
+        },
+        _ => false,
+    };
+    if wins {
+        v.clone()
+    } else {
+        max
+    }
+}
+
+/// A value as a query parameter carries it: a string's text, a number's JSON form.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The held collection's item positions by id (items without one are left out: a delta
+/// naming no id cannot reach them).
+fn index_of(held: &Value, shape: &Shape) -> HashMap<String, usize> {
+    let items = shape.items(held).map_or(&[][..], Vec::as_slice);
+    items.iter().enumerate().filter_map(|(i, item)| Some((shape.id(item)?, i))).collect()
+}
+
+/// `held` with `items` upserted by id in order (a known item replaced where it is, a new one
+/// appended; an item whose `flag` is `true` removed) and the `removed` ids taken out; `None`
+/// when that changes nothing. `index` holds the positions of `held`'s items.
+fn merge(
+    held: &Value,
+    shape: &Shape,
+    index: &HashMap<String, usize>,
+    items: &[Value],
+    flag: Option<&str>,
+    removed: &[String],
+) -> Result<Option<Value>, String> {
+    let before = shape.items(held).ok_or("the held collection has no array")?;
+    // Copied on the first change only: most deltas bring nothing new.
+    let mut after: Option<Vec<Value>> = None;
+    let mut appended: HashMap<String, usize> = HashMap::new();
+    let mut gone: HashSet<usize> = HashSet::new();
+    let at = |id: &str, appended: &HashMap<String, usize>| index.get(id).or_else(|| appended.get(id)).copied();
+    for item in items {
+        let id = shape.id(item).ok_or_else(|| format!("an item without an id at {}", shape.id))?;
+        let tombstone = flag.is_some_and(|f| item.pointer(f) == Some(&Value::Bool(true)));
+        match (at(&id, &appended), tombstone) {
+            (Some(i), true) => {
+                gone.insert(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => {
+                let was_gone = gone.remove(&i);
+                let now = after.as_ref().map_or(&before[i], |a| &a[i]);
+                if was_gone || now != item {
+                    after.get_or_insert_with(|| before.clone())[i] = item.clone();
+                }
+            }
+            (None, false) => {
+                let after = after.get_or_insert_with(|| before.clone());
+                appended.insert(id, after.len());
+                after.push(item.clone());
+            }
+        }
+    }
+    for id in removed {
+        if let Some(i) = at(id, &appended) {
+            gone.insert(i);
+        }
+    }
+    if after.is_none() && gone.is_empty() {
+        return Ok(None);
+    }
+    let mut list = after.unwrap_or_else(|| before.clone());
+    if !gone.is_empty() {
+        let mut i = 0;
+        list.retain(|_| {
+            i += 1;
+            !gone.contains(&(i - 1))
+        });
+    }
+    let list = Value::Array(list);
+    if shape.items.is_empty() {
+        return Ok(Some(list));
+    }
+    let mut doc = held.clone();
+    *doc.pointer_mut(shape.items).expect("found above") = list;
+    Ok(Some(doc))
+}
+
+fn parse(body: &[u8], target: &str) -> Result<Value, PollError> {
+    serde_json::from_slice(body).map_err(|e| invalid(target, format!("not JSON: {e}")))
+}
+
+fn no_array(target: &str, shape: &Shape) -> PollError {
+    invalid(target, format!("no array at {:?}", shape.items))
+}
+
+fn invalid(target: &str, why: String) -> PollError {
+    PollError::InvalidPage { path: path_of(target).into(), why }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::FetchFuture;
+    use crate::limit::{Limiter, Priority};
+    use bytes::Bytes;
+    use serde_json::json;
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    const SHAPE: Shape<'static> = Shape { items: "", id: "/id" };
+
+    fn merged(held: Value, items: Value, flag: Option<&str>, removed: &[&str]) -> Option<Value> {
+        let index = index_of(&held, &SHAPE);
+        let removed: Vec<String> = removed.iter().map(|s| s.to_string()).collect();
+        merge(&held, &SHAPE, &index, items.as_array().unwrap(), flag, &removed).unwrap()
+    }
+
+    #[test]
+    fn items_are_upserted_in_place_appended_and_removed_by_id() {
+        let held = json!([{"id": 1, "t": "a"}, {"id": 2, "t": "b"}, {"id": 3, "t": "c"}]);
+        // The same items again: nothing changed, nothing copied.
+        assert_eq!(merged(held.clone(), json!([{"id": 2, "t": "b"}]), None, &[]), None);
+        let items = json!([{"id": 2, "t": "B"}, {"id": 4, "t": "d"}, {"id": 1, "gone": true}, {"id": 9, "gone": true}]);
+        assert_eq!(
+            merged(held.clone(), items, Some("/gone"), &[]),
+            Some(json!([{"id": 2, "t": "B"}, {"id": 3, "t": "c"}, {"id": 4, "t": "d"}]))
+        );
+        // A deleted feed; an item removed and created again in one delta comes back where it was.
+        let items = json!([{"id": 5, "t": "e"}, {"id": 2, "gone": true}, {"id": 2, "t": "b2"}]);
+        assert_eq!(
+            merged(held.clone(), items, Some("/gone"), &["3", "5"]),
+            Some(json!([{"id": 1, "t": "a"}, {"id": 2, "t": "b2"}]))
+        );
+        // Ids as numbers and strings are one identity, as in collection events.
+        assert_eq!(
+            merged(held, json!([{"id": "1", "t": "A"}]), None, &[]),
+            Some(json!([{"id": "1", "t": "A"}, {"id": 2, "t": "b"}, {"id": 3, "t": "c"}]))
+        );
+    }
+
+    #[test]
+    fn an_item_without_an_id_is_an_error_and_the_collection_can_sit_under_a_pointer() {
+        let held = json!({"data": [{"id": 1}], "total": 1});
+        let shape = Shape { items: "/data", id: "/id" };
+        let index = index_of(&held, &shape);
+        let got = merge(&held, &shape, &index, &[json!({"id": 2})], None, &[]).unwrap();
+        assert_eq!(got, Some(json!({"data": [{"id": 1}, {"id": 2}], "total": 1})));
+        let err = merge(&held, &shape, &index, &[json!({"name": "x"})], None, &[]).unwrap_err();
+        assert_eq!(err, "an item without an id at /id");
+    }
+
+    #[test]
+    fn the_next_value_is_the_greatest_seen_or_the_answers_own() {
+        let items = [json!({"u": "2026-01-02T00:00:00Z"}), json!({"u": "2026-01-03T00:00:00Z"}), json!({"u": 7})];
+        let max = DeltaFrom::Max("/u".into());
+        assert_eq!(next_value(&max, Value::Null, &items, &Value::Null, None), json!("2026-01-03T00:00:00Z"));
+        assert_eq!(next_value(&max, json!("2027"), &items, &Value::Null, None), json!("2027"));
+        let numbers = [json!({"u": 9}), json!({"u": 10}), json!({"u": 2})];
+        assert_eq!(next_value(&max, json!(3), &numbers, &Value::Null, None), json!(10));
+        assert_eq!(next_value(&max, json!(u64::MAX), &numbers, &Value::Null, None), json!(u64::MAX));
+        let body = DeltaFrom::Body("/next".into());
+        assert_eq!(next_value(&body, json!("c1"), &[], &json!({"next": "c2"}), None), json!("c2"));
+        assert_eq!(next_value(&body, json!("c1"), &[], &json!({"next": null}), None), json!("c1"));
+        let header = DeltaFrom::Header("x-cursor".into());
+        assert_eq!(next_value(&header, json!("c1"), &[], &Value::Null, Some("c3".into())), json!("c3"));
+        assert_eq!(next_value(&header, json!("c1"), &[], &Value::Null, None), json!("c1"));
+        assert_eq!(text(&json!(10)), "10");
+    }
+
+    /// Answers each target from a queue of its own and records the targets asked.
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<HashMap<String, VecDeque<Value>>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Script {
+        fn then(&self, target: &str, body: Value) -> &Self {
+            self.answers.lock().unwrap().entry(target.into()).or_default().push_back(body);
+            self
+        }
+
+        fn asked(&self) -> Vec<String> {
+            std::mem::take(&mut self.asked.lock().unwrap())
+        }
+    }
+
+    impl Fetch for Script {
+        fn fetch<'a>(&'a self, req: Request<'a>) -> FetchFuture<'a> {
+            self.asked.lock().unwrap().push(req.target.to_string());
+            let body = self.answers.lock().unwrap().get_mut(req.target).and_then(VecDeque::pop_front);
+            let answer = match body {
+                Some(body) => Answer::Ok {
+                    body: Bytes::from(body.to_string()),
+                    content_type: None,
+                    etag: None,
+                    last_modified: None,
+                    max_age: None,
+                    link: None,
+                    captured: None,
+                },
+                None => Answer::Status { status: 404, content_type: None, body: Bytes::new(), retry_after: None },
+            };
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    fn route(delta: &str) -> (Route, Delta) {
+        let yaml = format!(
+            "upstream: {{url: 'http://upstream.test'}}\nroutes:\n  - name: tasks\n    path: /tasks\n    \
+             poll: {{ delta: {delta} }}\n    events: {{ format: collection, collection: {{ items: '' }} }}\n"
+        );
+        let route = herald_config::load("t.yaml", &yaml, &|_| None).unwrap().routes.remove(0);
+        let delta = route.poll.delta.clone().unwrap();
+        (route, delta)
+    }
+
+    async fn poll(
+        script: &Script,
+        (route, delta): &(Route, Delta),
+        state: &DeltaState,
+        held: &mut Option<Representation>,
+    ) -> Got {
+        let limiter = Limiter::new(1000.0, 4);
+        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, first: None };
+        let request = Request { target: "/tasks?q=1", ..Request::default() };
+        let got = fetch(script, route, delta, state, request, held.as_ref(), budget).await.unwrap();
+        if let Got::Fresh { repr, .. } = &got {
+            *held = Some(repr.clone());
+        }
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_whole_then_only_deltas_until_full_every_or_until_the_held_collection_is_another() {
+        let script = Script::default();
+        let route = route("{ param: since, from: 'max:/u', deleted: 'feed:/deleted', full_every: 1h }");
+        let state = DeltaState::default();
+        let mut held = None;
+        script.then("/tasks?q=1", json!([{"id": 1, "u": 5}, {"id": 2, "u": 8}]));
+        assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::Fresh { .. }));
+        assert_eq!(script.asked(), ["/tasks?q=1"]);
+
+        // Nothing new (the API lists what changed at the value too): nothing changed.
+        script.then("/tasks?q=1&since=8", json!([{"id": 2, "u": 8}])).then("/tasks/deleted?q=1&since=8", json!([]));
+        assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::NotModified { .. }));
+        assert_eq!(script.asked(), ["/tasks?q=1&since=8", "/tasks/deleted?q=1&since=8"]);
+
+        script
+            .then("/tasks?q=1&since=8", json!([{"id": 3, "u": 9}]))
+            .then("/tasks/deleted?q=1&since=8", json!([{"id": 1}]));
+        let Got::Fresh { repr, bytes, .. } = poll(&script, &route, &state, &mut held).await else { panic!() };
+        assert_eq!(repr.value.as_ref(), &json!([{"id": 2, "u": 8}, {"id": 3, "u": 9}]));
+        assert_eq!(bytes, 16 + 10, "the delta's bytes and the feed's");
+        script.asked();
+
+        // A collection that is not the one the value was taken with (a replica's poll that
+        // could not be committed): the whole collection again.
+        held = Some(Representation::from_body(Bytes::from_static(b"[{\"id\": 2, \"u\": 8}]"), &[]));
+        script.then("/tasks?q=1", json!([{"id": 2, "u": 8}, {"id": 3, "u": 9}]));
+        assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::Fresh { .. }));
+        assert_eq!(script.asked(), ["/tasks?q=1"]);
+
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        script.then("/tasks?q=1&since=9", json!([])).then("/tasks/deleted?q=1&since=9", json!([]));
+        assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::NotModified { .. }));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        script.then("/tasks?q=1", json!([{"id": 3, "u": 9}]));
+        let Got::Fresh { repr, .. } = poll(&script, &route, &state, &mut held).await else { panic!() };
+        assert_eq!(repr.value.as_ref(), &json!([{"id": 3, "u": 9}]));
+        assert_eq!(script.asked(), ["/tasks?q=1&since=9", "/tasks/deleted?q=1&since=9", "/tasks?q=1"]);
+    }
+
+    #[tokio::test]
+    async fn a_delta_that_is_not_a_list_of_items_is_a_poll_error_naming_the_path_only() {
+        let script = Script::default();
+        let route = route("{ param: since, from: 'max:/u' }");
+        let state = DeltaState::default();
+        let mut held = None;
+        script.then("/tasks?q=1", json!([{"id": 1, "u": 5}])).then("/tasks?q=1&since=5", json!({"items": []}));
+        poll(&script, &route, &state, &mut held).await;
+        let limiter = Limiter::new(1000.0, 4);
+        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, first: None };
+        let request = Request { target: "/tasks?q=1", ..Request::default() };
+        let (r, d) = &route;
+        let err = fetch(&script, r, d, &state, request, held.as_ref(), budget).await.err().unwrap();
+        assert_eq!(err.to_string(), "upstream page /tasks: no array at \"\"");
+    }
+}

@@ -829,3 +829,47 @@ async fn replicas_need_no_more_than_the_documented_redis_acl() {
     let other = redis.cli(&["--user", "herald", "--pass", "herald-test-password", "--no-auth-warning", "GET", "other"]);
     assert!(other.contains("NOPERM"), "{other}");
 }
+
+#[tokio::test]
+async fn a_delta_polled_collection_survives_a_takeover_with_one_whole_read_and_no_gap() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    api.set_delta_form(herald_testkit::DeltaForm { cursor: herald_testkit::DeltaCursor::Max, tombstones: true });
+    let changes = "  - name: changes\n    path: /changes/tasks\n    access: public\n    \
+                   poll: {interval: 500ms, min_interval: 500ms, adaptive: false, jitter: 0, \
+                   delta: {param: since, from: 'max:/rev', deleted: /deleted}}\n    \
+                   events: {format: collection, type: task, collection: {id: /id}}\n";
+    let mut gws = replicas(2, &cluster_config(upstream, &redis.url(), "1s", changes)).await;
+    let mut streams = Vec::new();
+    for gw in &gws {
+        let mut stream = gw.subscribe("/changes/tasks/event-stream", &[]).await;
+        assert_eq!(stream.next_within(SOON).await.expect("snapshot").event, "snapshot");
+        streams.push(stream);
+    }
+    let created = |ev: Option<SseEvent>| {
+        let ev = ev.expect("an event");
+        assert_eq!(ev.event, "task.created", "{}", ev.data);
+        ev.json()["resourceId"].as_str().unwrap().to_string()
+    };
+    let before = api.add_task("before the kill");
+    for stream in &mut streams {
+        assert_eq!(created(stream.next_within(SOON).await), before);
+    }
+    let deltas = || api.seen_all().into_iter().filter(|r| r.target.starts_with("/changes/tasks?since=")).count();
+    eventually("the holder polls by delta", || deltas() > 0).await;
+
+    let h = holder(&gws).await;
+    let mut survivor = streams.remove(1 - h);
+    let killed = Instant::now();
+    gws[h].signal("KILL");
+    assert!(gws[h].wait(SOON).await.is_some());
+    for i in 0..3 {
+        let id = api.add_task(&format!("after the kill {i}"));
+        assert_eq!(created(survivor.next_within(SOON).await), id, "each change once, in order");
+    }
+    let after: Vec<_> =
+        api.seen_all().into_iter().filter(|r| r.at > killed && r.target.starts_with("/changes/")).collect();
+    let whole = after.iter().filter(|r| r.target == "/changes/tasks").count();
+    assert_eq!(whole, 1, "the new holder reads the whole collection once: {after:?}");
+    assert!(after.iter().any(|r| r.target.contains("since=")), "then deltas again");
+}

@@ -8,8 +8,8 @@
 //! held collection is not the one the value was taken with: a poll a cluster replica could not
 //! commit, a lease taken over), which repairs any drift with only its differences as events.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use herald_config::{Deleted, Delta, DeltaFrom, Route};
 use herald_core::diff::item_id;
@@ -19,14 +19,17 @@ use tokio::time::Instant;
 
 use crate::client::{Answer, Fetch, Request};
 use crate::pages::{path_of, with_param, PageCache};
-use crate::strategy::{whole, Budget, Got};
+use crate::strategy::{whole, Budget, Changed, Got};
 use crate::PollError;
+
+/// The longest value herald puts in a query (an upstream's cursor is usually tens of bytes;
+/// a URL of many kilobytes is refused by most servers anyway).
+const MAX_VALUE: usize = 2048;
 
 /// Where a watch's delta polling stands; empty until its first whole read gave a value.
 #[derive(Default)]
 pub(crate) struct DeltaState(Mutex<Option<Position>>);
 
-#[derive(Clone)]
 struct Position {
     /// What the next delta asks from (a string or a number).
     value: Value,
@@ -35,7 +38,7 @@ struct Position {
     /// When the collection was last read whole.
     full_at: Instant,
     /// The positions of `basis`'s items by id, once a delta needed them.
-    index: Option<Arc<HashMap<String, usize>>>,
+    index: Option<HashMap<String, usize>>,
 }
 
 /// Where the items and their ids are in every answer: the route's collection, or with
@@ -74,18 +77,40 @@ pub(crate) async fn fetch(
     mut budget: Budget<'_>,
 ) -> Result<Got, PollError> {
     let shape = Shape::of(route);
-    let position = state.0.lock().unwrap().clone();
-    let current = |p: &Position, held: &Representation| {
-        p.basis == held.hash && p.full_at.elapsed() < delta.full_every && shape.items(&held.value).is_some()
-    };
-    let (Some(position), Some(held)) = (position, held) else {
-        return whole_read(fetch, route, delta, state, request, &mut budget).await;
-    };
-    if !current(&position, held) {
-        return whole_read(fetch, route, delta, state, request, &mut budget).await;
+    // Taken for the poll (its index is kept up to date in place) and put back after it; a
+    // watch polls once at a time.
+    let position = state.0.lock().unwrap().take();
+    match (position, held) {
+        (Some(mut position), Some(held))
+            if position.basis == held.hash
+                && position.full_at.elapsed() < delta.full_every
+                && shape.items(&held.value).is_some() =>
+        {
+            let got = delta_read(fetch, route, delta, &shape, &mut position, request, held, &mut budget).await;
+            *state.0.lock().unwrap() = Some(position);
+            got
+        }
+        _ => whole_read(fetch, route, delta, state, request, &mut budget).await,
     }
+}
 
+/// Asks for what changed since `position`'s value and merges it into `held`; `position`
+/// moves on when that succeeds, and stays as it was when it fails.
+#[allow(clippy::too_many_arguments)]
+async fn delta_read(
+    fetch: &dyn Fetch,
+    route: &Route,
+    delta: &Delta,
+    shape: &Shape<'_>,
+    position: &mut Position,
+    request: Request<'_>,
+    held: &Representation,
+    budget: &mut Budget<'_>,
+) -> Result<Got, PollError> {
     let value = text(&position.value);
+    if value.len() > MAX_VALUE {
+        return Err(invalid(request.target, format!("the delta value is longer than {MAX_VALUE} bytes")));
+    }
     let target = with_param(request.target, &delta.param, &value);
     let capture = match &delta.from {
         DeltaFrom::Header(name) => Some(name.as_str()),
@@ -98,14 +123,14 @@ pub(crate) async fn fetch(
         capture,
         ..Request::default()
     };
-    let answer = whole(fetch, route, &PageCache::default(), ask(&target), &mut budget).await?;
+    let answer = whole(fetch, route, &PageCache::default(), ask(&target), budget).await?;
     let (body, max_age, captured) = match answer {
         Answer::Ok { body, max_age, captured, .. } => (body, max_age, captured),
         other => return Ok(Got::from_answer(other, &route.ignore)),
     };
     let mut bytes = body.len() as u64;
     let doc = parse(&body, &target)?;
-    let items = shape.items(&doc).ok_or_else(|| no_array(&target, &shape))?;
+    let items = shape.items(&doc).ok_or_else(|| no_array(&target, shape))?;
     let mut removed = Vec::new();
     if let Deleted::Feed(suffix) = &delta.deleted {
         let (path, query) = request.target.split_once('?').map_or((request.target, None), |(p, q)| (p, Some(q)));
@@ -114,13 +139,13 @@ pub(crate) async fn fetch(
             None => format!("{path}{suffix}"),
         };
         let feed = with_param(&feed, &delta.param, &value);
-        let body = match whole(fetch, route, &PageCache::default(), ask(&feed), &mut budget).await? {
+        let body = match whole(fetch, route, &PageCache::default(), ask(&feed), budget).await? {
             Answer::Ok { body, .. } => body,
             other => return Ok(Got::from_answer(other, &route.ignore)),
         };
         bytes += body.len() as u64;
         let gone = parse(&body, &feed)?;
-        let gone = shape.items(&gone).ok_or_else(|| no_array(&feed, &shape))?;
+        let gone = shape.items(&gone).ok_or_else(|| no_array(&feed, shape))?;
         for item in gone {
             // A feed may list the removed items, or only their ids.
             let id = shape.id(item).or_else(|| item_id(item).map(|id| id.into_owned()));
@@ -129,27 +154,25 @@ pub(crate) async fn fetch(
     }
 
     let next = next_value(&delta.from, position.value.clone(), items, &doc, captured);
-    let index = match &position.index {
-        Some(index) => index.clone(),
-        None => Arc::new(index_of(&held.value, &shape)),
-    };
     let flag = match &delta.deleted {
         Deleted::Flag(pointer) => Some(pointer.as_str()),
         _ => None,
     };
-    let merged = merge(&held.value, &shape, &index, items, flag, &removed).map_err(|why| invalid(&target, why))?;
-    let got = match merged {
-        None => {
-            *state.0.lock().unwrap() = Some(Position { value: next, index: Some(index), ..position });
-            Got::NotModified { max_age, etag: None, last_modified: None }
-        }
-        Some(doc) => {
-            let repr = Representation::from_value(doc, &route.ignore);
-            *state.0.lock().unwrap() = Some(Position { value: next, basis: repr.hash, index: None, ..position });
-            Got::Fresh { repr, max_age, bytes }
-        }
+    let index = position.index.get_or_insert_with(|| index_of(&held.value, shape));
+    let merged = merge(&held.value, shape, index, items, flag, &removed).map_err(|why| invalid(&target, why))?;
+    position.value = next;
+    let Some(merged) = merged else {
+        return Ok(Got::NotModified { max_age, etag: None, last_modified: None });
     };
-    Ok(got)
+    // Only when every held item has an id of its own does the index name them all, and only
+    // then are the items the delta touched the only ones a diff could report.
+    let whole_index = index.len() == shape.items(&held.value).map_or(0, Vec::len);
+    merged.update(index);
+    let repr = Representation::from_value(merged.doc, &route.ignore);
+    position.basis = repr.hash;
+    let changed =
+        whole_index.then_some(Changed { before: Value::Array(merged.before), after: Value::Array(merged.after) });
+    Ok(Got::Fresh { repr, max_age, bytes, changed })
 }
 
 /// Reads the whole collection (unconditionally: its answer gives the value deltas start from).
@@ -232,6 +255,35 @@ fn index_of(held: &Value, shape: &Shape) -> HashMap<String, usize> {
     items.iter().enumerate().filter_map(|(i, item)| Some((shape.id(item)?, i))).collect()
 }
 
+/// A delta merged into the held collection.
+struct Merged {
+    doc: Value,
+    /// The held items that changed or went, in the held order; what replaced them and the new
+    /// items, in the new order: the only items a diff of the two collections reports.
+    before: Vec<Value>,
+    after: Vec<Value>,
+    /// Positions (in the held list) and ids of the items that went, in order.
+    gone: BTreeMap<usize, String>,
+    /// Ids and positions of the items added at the end (before those that went are taken out).
+    appended: HashMap<String, usize>,
+}
+
+impl Merged {
+    /// `index` (of the held collection) made the index of the merged one.
+    fn update(&self, index: &mut HashMap<String, usize>) {
+        for id in self.gone.values() {
+            index.remove(id);
+        }
+        index.extend(self.appended.iter().map(|(id, &at)| (id.clone(), at)));
+        if !self.gone.is_empty() {
+            let gone: Vec<usize> = self.gone.keys().copied().collect();
+            for at in index.values_mut() {
+                *at -= gone.partition_point(|&g| g < *at);
+            }
+        }
+    }
+}
+
 /// `held` with `items` upserted by id in order (a known item replaced where it is, a new one
 /// appended; an item whose `flag` is `true` removed) and the `removed` ids taken out; `None`
 /// when that changes nothing. `index` holds the positions of `held`'s items.
@@ -242,58 +294,68 @@ fn merge(
     items: &[Value],
     flag: Option<&str>,
     removed: &[String],
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Merged>, String> {
     let before = shape.items(held).ok_or("the held collection has no array")?;
     // Copied on the first change only: most deltas bring nothing new.
     let mut after: Option<Vec<Value>> = None;
     let mut appended: HashMap<String, usize> = HashMap::new();
-    let mut gone: HashSet<usize> = HashSet::new();
+    let mut touched: BTreeSet<usize> = BTreeSet::new();
+    let mut gone: BTreeMap<usize, String> = BTreeMap::new();
     let at = |id: &str, appended: &HashMap<String, usize>| index.get(id).or_else(|| appended.get(id)).copied();
     for item in items {
         let id = shape.id(item).ok_or_else(|| format!("an item without an id at {}", shape.id))?;
         let tombstone = flag.is_some_and(|f| item.pointer(f) == Some(&Value::Bool(true)));
         match (at(&id, &appended), tombstone) {
             (Some(i), true) => {
-                gone.insert(i);
+                gone.insert(i, id);
             }
             (None, true) => {}
             (Some(i), false) => {
-                let was_gone = gone.remove(&i);
-                let now = after.as_ref().map_or(&before[i], |a| &a[i]);
+                let was_gone = gone.remove(&i).is_some();
+                let now = after.as_ref().map_or_else(|| &before[i], |a| &a[i]);
                 if was_gone || now != item {
                     after.get_or_insert_with(|| before.clone())[i] = item.clone();
+                    touched.insert(i);
                 }
             }
             (None, false) => {
                 let after = after.get_or_insert_with(|| before.clone());
                 appended.insert(id, after.len());
+                touched.insert(after.len());
                 after.push(item.clone());
             }
         }
     }
     for id in removed {
         if let Some(i) = at(id, &appended) {
-            gone.insert(i);
+            gone.insert(i, id.clone());
         }
     }
     if after.is_none() && gone.is_empty() {
         return Ok(None);
     }
+    appended.retain(|_, at| !gone.contains_key(at));
     let mut list = after.unwrap_or_else(|| before.clone());
+    let held_touched: BTreeSet<usize> =
+        touched.iter().chain(gone.keys()).copied().filter(|&i| i < before.len()).collect();
+    let was = held_touched.into_iter().map(|i| before[i].clone()).collect();
+    let is = touched.iter().filter(|i| !gone.contains_key(i)).map(|&i| list[i].clone()).collect();
     if !gone.is_empty() {
         let mut i = 0;
         list.retain(|_| {
             i += 1;
-            !gone.contains(&(i - 1))
+            !gone.contains_key(&(i - 1))
         });
     }
     let list = Value::Array(list);
-    if shape.items.is_empty() {
-        return Ok(Some(list));
-    }
-    let mut doc = held.clone();
-    *doc.pointer_mut(shape.items).expect("found above") = list;
-    Ok(Some(doc))
+    let doc = if shape.items.is_empty() {
+        list
+    } else {
+        let mut doc = held.clone();
+        *doc.pointer_mut(shape.items).expect("found above") = list;
+        doc
+    };
+    Ok(Some(Merged { doc, before: was, after: is, gone, appended }))
 }
 
 fn parse(body: &[u8], target: &str) -> Result<Value, PollError> {
@@ -320,10 +382,33 @@ mod tests {
 
     const SHAPE: Shape<'static> = Shape { items: "", id: "/id" };
 
+    /// The merged collection; checks on the way that the index kept up to date is the merged
+    /// collection's, and that the touched items' events are the whole diff's.
     fn merged(held: Value, items: Value, flag: Option<&str>, removed: &[&str]) -> Option<Value> {
-        let index = index_of(&held, &SHAPE);
+        let mut index = index_of(&held, &SHAPE);
         let removed: Vec<String> = removed.iter().map(|s| s.to_string()).collect();
-        merge(&held, &SHAPE, &index, items.as_array().unwrap(), flag, &removed).unwrap()
+        let merged = merge(&held, &SHAPE, &index, items.as_array().unwrap(), flag, &removed).unwrap()?;
+        merged.update(&mut index);
+        assert_eq!(index, index_of(&merged.doc, &SHAPE), "the index follows");
+        let collection = herald_core::diff::Collection {
+            items: String::new(),
+            id: "/id".into(),
+            payload: herald_core::diff::Payload::Rich,
+            type_name: "t".into(),
+        };
+        let all = herald_core::diff::collection_events(&collection, &held, &merged.doc, "/t").unwrap();
+        let touched = herald_core::diff::collection_events(
+            &collection,
+            &Value::Array(merged.before.clone()),
+            &Value::Array(merged.after.clone()),
+            "/t",
+        )
+        .unwrap();
+        let names = |events: Vec<herald_core::diff::ItemEvent>| -> Vec<(String, Vec<u8>)> {
+            events.into_iter().map(|e| (e.name, e.data)).collect()
+        };
+        assert_eq!(names(touched), names(all), "the touched items' events are the whole diff's");
+        Some(merged.doc)
     }
 
     #[test]
@@ -350,13 +435,51 @@ mod tests {
     }
 
     #[test]
+    fn random_deltas_keep_every_item_s_last_word_and_the_untouched_in_order() {
+        for round in 0..500 {
+            let mut rng = fastrand::Rng::with_seed(round);
+            let n = rng.usize(0..12);
+            let held: Vec<Value> = (0..n).map(|id| json!({"id": id, "v": 0})).collect();
+            let ops: Vec<Value> = (0..rng.usize(0..10))
+                .map(|k| match rng.bool() {
+                    true => json!({"id": rng.usize(0..n + 4), "gone": true}),
+                    false => json!({"id": rng.usize(0..n + 4), "v": k + 1}),
+                })
+                .collect();
+            let removed: Vec<String> = (0..rng.usize(0..3)).map(|_| rng.usize(0..n + 4).to_string()).collect();
+            let removed: Vec<&str> = removed.iter().map(String::as_str).collect();
+            let got = merged(Value::Array(held.clone()), Value::Array(ops.clone()), Some("/gone"), &removed);
+            let got = got.unwrap_or_else(|| Value::Array(held.clone()));
+            let ids: Vec<u64> = got.as_array().unwrap().iter().map(|i| i["id"].as_u64().unwrap()).collect();
+            let case = format!("round {round}: {ops:?} removed {removed:?} -> {got}");
+            for id in 0..(n + 4) as u64 {
+                let last = ops.iter().rev().find(|op| op["id"] == id);
+                let present = match last {
+                    _ if removed.contains(&id.to_string().as_str()) => false,
+                    Some(op) => op.get("gone").is_none(),
+                    None => id < n as u64,
+                };
+                assert_eq!(ids.iter().filter(|&&i| i == id).count(), usize::from(present), "{id}: {case}");
+                if let (true, Some(op)) = (present, last) {
+                    let item = got.as_array().unwrap().iter().find(|i| i["id"] == id).unwrap();
+                    assert_eq!(item["v"], op["v"], "{case}");
+                }
+            }
+            let untouched: Vec<u64> =
+                (0..n as u64).filter(|id| !ops.iter().any(|op| op["id"] == *id) && ids.contains(id)).collect();
+            let kept: Vec<u64> = ids.iter().copied().filter(|id| untouched.contains(id)).collect();
+            assert_eq!(kept, untouched, "{case}");
+        }
+    }
+
+    #[test]
     fn an_item_without_an_id_is_an_error_and_the_collection_can_sit_under_a_pointer() {
         let held = json!({"data": [{"id": 1}], "total": 1});
         let shape = Shape { items: "/data", id: "/id" };
         let index = index_of(&held, &shape);
-        let got = merge(&held, &shape, &index, &[json!({"id": 2})], None, &[]).unwrap();
+        let got = merge(&held, &shape, &index, &[json!({"id": 2})], None, &[]).unwrap().map(|m| m.doc);
         assert_eq!(got, Some(json!({"data": [{"id": 1}, {"id": 2}], "total": 1})));
-        let err = merge(&held, &shape, &index, &[json!({"name": "x"})], None, &[]).unwrap_err();
+        let err = merge(&held, &shape, &index, &[json!({"name": "x"})], None, &[]).err().unwrap();
         assert_eq!(err, "an item without an id at /id");
     }
 

@@ -673,7 +673,7 @@ impl Hub {
                 }
                 return Polled::Step(step, schedule.unchanged(max_age));
             }
-            Ok(Got::Fresh { mut repr, max_age, bytes }) => {
+            Ok(Got::Fresh { mut repr, max_age, bytes, changed }) => {
                 route.metrics.bytes.inc_by(bytes);
                 if first {
                     route.metrics.changed.inc();
@@ -690,8 +690,16 @@ impl Hub {
                     return Polled::Step(step, schedule.unchanged(max_age));
                 };
                 let list = watch.key.target.split('?').next().unwrap_or_default();
-                let (encoded, prints) = route.encoding.encode(&old, &repr, list);
-                repr.prints = Arc::new(prints);
+                // A delta says which items it touched: their events are the change's.
+                let touched = changed.and_then(|c| route.encoding.encode_items(&c.before, &c.after, list));
+                let encoded = match touched {
+                    Some(encoded) => encoded,
+                    None => {
+                        let (encoded, prints) = route.encoding.encode(&old, &repr, list);
+                        repr.prints = Arc::new(prints);
+                        encoded
+                    }
+                };
                 route.metrics.changed.inc();
                 change_events(route, &mut step, invalid, encoded, &repr);
                 step.current = Some(repr);

@@ -19,8 +19,8 @@ pub(crate) enum Got {
     /// carries replace the stored ones (RFC 9111 section 4.3.4); `None` keeps what is stored.
     NotModified { max_age: Option<Duration>, etag: Option<String>, last_modified: Option<String> },
     /// A representation, changed or not (the caller compares hashes); `bytes` came from the
-    /// upstream for it.
-    Fresh { repr: Representation, max_age: Option<Duration>, bytes: u64 },
+    /// upstream for it; `changed`, when known, the only items that can differ.
+    Fresh { repr: Representation, max_age: Option<Duration>, bytes: u64, changed: Option<Changed> },
     /// Any other status: passed on to a first subscriber as is.
     Status { status: u16, content_type: Option<String>, body: Bytes, retry_after: Option<Duration> },
 }
@@ -38,13 +38,21 @@ impl Got {
                 repr.content_type = content_type;
                 repr.etag = etag;
                 repr.last_modified = last_modified;
-                Got::Fresh { repr, max_age, bytes }
+                Got::Fresh { repr, max_age, bytes, changed: None }
             }
             Answer::Status { status, content_type, body, retry_after } => {
                 Got::Status { status, content_type, body, retry_after }
             }
         }
     }
+}
+
+/// The items of a collection a delta touched: those held (that changed or went) and what is
+/// there now (changed or new), each a JSON array in collection order. A diff of the two is the
+/// diff of the whole collections.
+pub(crate) struct Changed {
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
 }
 
 /// A permit of the limiter's `priority` share for each request of one poll: the first one in

@@ -68,6 +68,20 @@ impl Encoding {
     }
 }
 
+impl Encoding {
+    /// Encodes a change known to touch only these items (`before`: the old versions of those
+    /// that changed or went, `after`: the new versions and the new items, each an array in
+    /// collection order) when the format allows: collection events name items, so the events of
+    /// those items are the events of the whole change. `None` for other formats (a JSON Patch
+    /// names positions in the whole document).
+    pub fn encode_items(&self, before: &Value, after: &Value, list: &str) -> Option<Encoded> {
+        let Encoding::Collection(c) = self else { return None };
+        let items = Collection { items: String::new(), ..c.clone() };
+        let events = collection_events(&items, before, after, list).ok()?;
+        Some(Encoded::Events(events.into_iter().map(|e| (e.name, e.data)).collect()))
+    }
+}
+
 /// A 128-bit content fingerprint of a JSON value, for aligning arrays by content: comparing two
 /// fingerprints is one instruction, comparing two values walks both. Two different elements
 /// share a fingerprint with probability about 2^-128; the diff would then miss that change.

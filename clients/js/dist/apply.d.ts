@@ -1,0 +1,41 @@
+/**
+ * How each of herald's event formats changes a live copy (docs/sse.md, "Formats").
+ */
+import jsonpatch from 'fast-json-patch';
+export type Json = null | boolean | number | string | Json[] | {
+    [key: string]: Json;
+};
+/** A collection item event's data: `<type>.created`, `.updated` or `.deleted`. */
+export interface ItemEvent {
+    eventType: string;
+    resourceType: string;
+    resourceId: string;
+    resourceDetails?: Json;
+    _links?: {
+        href: string;
+        rel: string;
+    }[];
+}
+/** RFC 6902: applies `ops` to `doc` in place where it can, and returns the new document. */
+export declare function applyJsonPatch(doc: Json, ops: jsonpatch.Operation[]): Json;
+/** RFC 7396: the merge of `patch` into `target` (`target` is changed in place when it is an object). */
+export declare function applyMergePatch(target: Json | undefined, patch: Json): Json;
+/** The value `pointer` (RFC 6901) names in `doc`, or `undefined`. */
+export declare function lookup(doc: Json | undefined, pointer: string): Json | undefined;
+/** An id as herald spells it in `resourceId`: strings as they are, other values as JSON. */
+export declare function idString(id: Json | undefined): string | undefined;
+/**
+ * A collection's items kept in the upstream's order, found by id: updates stay in place, new
+ * items go to the end, deletions close the gap.
+ */
+export declare class Items {
+    private readonly itemsPointer;
+    private readonly idPointer;
+    private index;
+    constructor(itemsPointer: string, idPointer: string);
+    /** The state was replaced: its positions are unknown. */
+    reset(): void;
+    /** Applies one item event to `state` (in place) and returns the state. */
+    apply(state: Json | undefined, kind: 'created' | 'updated' | 'deleted', id: string, item: Json | undefined): Json;
+    private positions;
+}

@@ -658,10 +658,14 @@ impl LegacyApi {
             }
             None => {}
         }
-        if path == "/" {
+        if let Some((content_type, body)) = match path.as_str() {
+            "/" => Some(("text/html; charset=utf-8", DEMO_PAGE)),
+            "/herald-client.js" => Some(("text/javascript; charset=utf-8", CLIENT_JS)),
+            _ => None,
+        } {
             return Response::builder()
-                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                .body(Full::new(Bytes::from_static(DEMO_PAGE.as_bytes())))
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
                 .unwrap();
         }
         if path == "/ws" {
@@ -1025,32 +1029,30 @@ impl State {
     }
 }
 
-/// The demo's browser page: it subscribes to `/tasks/event-stream` through herald.
+/// The demo's browser page: it keeps a live copy of `/tasks` through herald with the JS client
+/// (clients/js), which the API serves at `/herald-client.js`.
 const DEMO_PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8"><title>herald demo</title>
 <style>body{font:15px system-ui;margin:2em}li.done{text-decoration:line-through}#log{color:#666;font:12px monospace}</style>
 <h1>Tasks, pushed by herald</h1>
-<p>This page never polls: it holds one <code>EventSource</code> on <code>/tasks/event-stream</code>
-and applies <code>task.created</code>, <code>task.updated</code> and <code>task.deleted</code> events.</p>
+<p>This page never polls: herald's client (<code>/herald-client.js</code>) holds one stream on
+<code>/tasks</code> and applies its <code>task.created</code>, <code>task.updated</code> and
+<code>task.deleted</code> events to a live copy of the list.</p>
 <ul id="tasks"></ul><pre id="log"></pre>
-<script>
-let tasks = new Map();
+<script type="module">
+import { watch } from '/herald-client.js';
 const esc = s => String(s).replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
-const render = () => document.getElementById('tasks').innerHTML = [...tasks.values()]
-  .map(t => `<li class="${t.done ? 'done' : ''}">${esc(t.title)}</li>`).join('');
 const log = line => { const el = document.getElementById('log'); el.textContent = line + '\n' + el.textContent.slice(0, 2000); };
-const es = new EventSource('/tasks/event-stream');
-es.addEventListener('snapshot', e => {
-  tasks = new Map(JSON.parse(e.data).map(t => [String(t.id), t]));
-  render(); log(`snapshot id=${e.lastEventId}`);
+watch('/tasks', {
+  onState: tasks => document.getElementById('tasks').innerHTML = tasks
+    .map(t => `<li class="${t.done ? 'done' : ''}">${esc(t.title)}</li>`).join(''),
+  onEvent: e => log(e.type === 'snapshot' ? `snapshot id=${e.id}` : `${e.type} ${e.data.resourceId ?? JSON.stringify(e.data)}`),
 });
-for (const type of ['task.created', 'task.updated']) {
-  es.addEventListener(type, e => { const d = JSON.parse(e.data); tasks.set(d.resourceId, d.resourceDetails); render(); log(`${type} ${d.resourceId}`); });
-}
-es.addEventListener('task.deleted', e => { const d = JSON.parse(e.data); tasks.delete(d.resourceId); render(); log(`task.deleted ${d.resourceId}`); });
-es.addEventListener('upstream-status', e => log('upstream-status ' + e.data));
 </script>
 "#;
+
+/// The JS client's browser bundle (`npm run build` in clients/js makes it).
+const CLIENT_JS: &str = include_str!("../../../clients/js/dist/herald-client.browser.js");
 
 fn etag_of(body: &[u8]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();

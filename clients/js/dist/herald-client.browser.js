@@ -833,21 +833,22 @@ var LiveCopy = class {
     while (!this.closed) {
       let wait;
       try {
-        const progressed = this.transport === "stream" ? await this.stream() : await this.longPoll();
-        failures = progressed ? 0 : failures + 1;
-        if (failures === 0) continue;
+        const outcome = this.transport === "stream" ? await this.stream() : await this.longPoll();
+        if (outcome === "again") {
+          failures = 0;
+          continue;
+        }
+        failures = outcome === "events" ? 1 : failures + 1;
       } catch (e) {
         if (this.closed) return;
         if (e instanceof Refused) return this.end(e.end);
         failures++;
         if (e instanceof Retry) wait = e.after;
       }
-      if (this.options.transport === void 0 || this.options.transport === "auto") {
-        if (this.transport === "stream" && !this.everStreamed && this.silentStreams >= 2) {
-          this.transport = "long-poll";
-          failures = 0;
-          continue;
-        }
+      const auto = this.options.transport === void 0 || this.options.transport === "auto";
+      if (auto && this.transport === "stream" && !this.everStreamed && this.silentStreams >= 2) {
+        this.transport = "long-poll";
+        continue;
       }
       await sleep(wait ?? this.backoff(failures));
     }
@@ -859,12 +860,16 @@ var LiveCopy = class {
     const ceiling = Math.min(max, min * 2 ** Math.min(failures - 1, 16));
     return ceiling / 2 + Math.random() * (ceiling / 2);
   }
-  /** One stream, read to its end. True if it gave at least one event. */
+  /** One stream, read to its end. */
   async stream() {
     const headers = { ...this.options.headers, accept: "text/event-stream" };
     if (this.lastEventId !== void 0) headers["last-event-id"] = this.lastEventId;
     const connection = this.connect();
     let timer = setTimeout(() => connection.abort(), this.options.openTimeout ?? 10 * SECOND);
+    const idle = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
+    };
     let events = 0;
     try {
       const res = await this.fetch(this.streamUrl, { headers, signal: connection.signal, cache: "no-store" });
@@ -877,33 +882,30 @@ var LiveCopy = class {
       for (; ; ) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (events > 0) {
-          clearTimeout(timer);
-          timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
-        }
+        if (events > 0) idle();
         for (const frame of parser.push(value)) {
-          if (this.closed) return true;
+          if (this.closed) return "again";
           if (parser.retry !== void 0) this.retry = parser.retry;
-          events++;
-          if (events === 1) {
-            clearTimeout(timer);
-            timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
+          if (events++ === 0) {
+            idle();
             this.everStreamed = true;
             this.silentStreams = 0;
           }
-          if (!await this.handle(frame)) return true;
+          if (!await this.handle(frame)) return "again";
         }
       }
-      return events > 0;
     } catch (e) {
-      if (e instanceof Refused) throw e;
-      if (events === 0 && !this.everStreamed) this.silentStreams++;
-      if (events > 0) return true;
-      throw e;
+      if (e instanceof Refused || events === 0) {
+        if (!this.everStreamed) this.silentStreams++;
+        throw e;
+      }
     } finally {
       clearTimeout(timer);
       connection.abort();
     }
+    if (events > 0) return "events";
+    if (!this.everStreamed) this.silentStreams++;
+    return "nothing";
   }
   /**
    * Applies one frame. False when the stream should be reopened now (herald is shutting down
@@ -981,7 +983,7 @@ var LiveCopy = class {
     await refusal(res);
     return await res.json();
   }
-  /** One long poll. True when herald answered (a change, or "not modified" after holding it). */
+  /** One long poll: `again` when herald answered (a change, or "not modified" after holding it). */
   async longPoll() {
     const wait = Math.min(this.options.wait ?? 60, 120);
     const headers = { ...this.options.headers, accept: "application/json" };
@@ -1013,8 +1015,7 @@ var LiveCopy = class {
         this.options.onEvent?.(event);
         this.options.onState?.(this.state, event);
       }
-      if (!held && this.etag !== void 0 && headers.prefer !== void 0) throw new Retry("not held", this.backoff(4));
-      return true;
+      return held || headers.prefer === void 0 ? "again" : "nothing";
     } finally {
       clearTimeout(timer);
       connection.abort();

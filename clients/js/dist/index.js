@@ -71,10 +71,13 @@ class LiveCopy {
         while (!this.closed) {
             let wait;
             try {
-                const progressed = this.transport === 'stream' ? await this.stream() : await this.longPoll();
-                failures = progressed ? 0 : failures + 1;
-                if (failures === 0)
+                const outcome = this.transport === 'stream' ? await this.stream() : await this.longPoll();
+                if (outcome === 'again') {
+                    failures = 0;
                     continue;
+                }
+                // A stream that gave events starts the back-off again (at the server's `retry:`).
+                failures = outcome === 'events' ? 1 : failures + 1;
             }
             catch (e) {
                 if (this.closed)
@@ -85,12 +88,10 @@ class LiveCopy {
                 if (e instanceof Retry)
                     wait = e.after;
             }
-            if (this.options.transport === undefined || this.options.transport === 'auto') {
-                if (this.transport === 'stream' && !this.everStreamed && this.silentStreams >= 2) {
-                    this.transport = 'long-poll';
-                    failures = 0;
-                    continue;
-                }
+            const auto = this.options.transport === undefined || this.options.transport === 'auto';
+            if (auto && this.transport === 'stream' && !this.everStreamed && this.silentStreams >= 2) {
+                this.transport = 'long-poll';
+                continue;
             }
             await sleep(wait ?? this.backoff(failures));
         }
@@ -102,13 +103,18 @@ class LiveCopy {
         const ceiling = Math.min(max, min * 2 ** Math.min(failures - 1, 16));
         return ceiling / 2 + Math.random() * (ceiling / 2);
     }
-    /** One stream, read to its end. True if it gave at least one event. */
+    /** One stream, read to its end. */
     async stream() {
         const headers = { ...this.options.headers, accept: 'text/event-stream' };
         if (this.lastEventId !== undefined)
             headers['last-event-id'] = this.lastEventId;
         const connection = this.connect();
+        // Until the first event: `openTimeout`; then `idleTimeout` from each chunk.
         let timer = setTimeout(() => connection.abort(), this.options.openTimeout ?? 10 * SECOND);
+        const idle = () => {
+            clearTimeout(timer);
+            timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
+        };
         let events = 0;
         try {
             const res = await this.fetch(this.streamUrl, { headers, signal: connection.signal, cache: 'no-store' });
@@ -122,41 +128,39 @@ class LiveCopy {
                 const { done, value } = await reader.read();
                 if (done)
                     break;
-                if (events > 0) {
-                    clearTimeout(timer);
-                    timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
-                }
+                if (events > 0)
+                    idle();
                 for (const frame of parser.push(value)) {
                     if (this.closed)
-                        return true;
+                        return 'again';
                     if (parser.retry !== undefined)
                         this.retry = parser.retry;
-                    events++;
-                    if (events === 1) {
-                        clearTimeout(timer);
-                        timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
+                    if (events++ === 0) {
+                        idle();
                         this.everStreamed = true;
                         this.silentStreams = 0;
                     }
                     if (!(await this.handle(frame)))
-                        return true;
+                        return 'again';
                 }
             }
-            return events > 0;
         }
         catch (e) {
-            if (e instanceof Refused)
+            if (e instanceof Refused || events === 0) {
+                if (!this.everStreamed)
+                    this.silentStreams++;
                 throw e;
-            if (events === 0 && !this.everStreamed)
-                this.silentStreams++;
-            if (events > 0)
-                return true;
-            throw e;
+            }
         }
         finally {
             clearTimeout(timer);
             connection.abort();
         }
+        if (events > 0)
+            return 'events';
+        if (!this.everStreamed)
+            this.silentStreams++;
+        return 'nothing';
     }
     /**
      * Applies one frame. False when the stream should be reopened now (herald is shutting down
@@ -246,7 +250,7 @@ class LiveCopy {
         await refusal(res);
         return (await res.json());
     }
-    /** One long poll. True when herald answered (a change, or "not modified" after holding it). */
+    /** One long poll: `again` when herald answered (a change, or "not modified" after holding it). */
     async longPoll() {
         const wait = Math.min(this.options.wait ?? 60, 120);
         const headers = { ...this.options.headers, accept: 'application/json' };
@@ -283,9 +287,7 @@ class LiveCopy {
             }
             // An answer herald did not hold (a route without `cache: true` passes the request
             // through): poll at the back-off's pace instead of in a tight loop.
-            if (!held && this.etag !== undefined && headers.prefer !== undefined)
-                throw new Retry('not held', this.backoff(4));
-            return true;
+            return held || headers.prefer === undefined ? 'again' : 'nothing';
         }
         finally {
             clearTimeout(timer);

@@ -689,7 +689,9 @@ impl<'a> Cx<'a> {
         };
         m.field(self, "param", &mut d.param, |cx, n, p| {
             let param = cx.string(n, p)?;
-            if param.is_empty() || param.contains(['&', '=', '#', '?', ' ', '%', '+']) {
+            // RFC 3986's unreserved characters, and the brackets of `filter[updated_at]`.
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~[]".contains(c);
+            if param.is_empty() || !param.chars().all(allowed) {
                 cx.problem(n.pos, p, format!("invalid query parameter name {param:?}"));
                 return None;
             }
@@ -720,7 +722,13 @@ impl<'a> Cx<'a> {
             }
             let deleted = cx.string(n, p)?;
             match deleted.strip_prefix("feed:") {
-                Some(suffix) if suffix.starts_with('/') && !suffix.contains(['?', '#']) && !suffix.split('/').any(|s| s == "..") => {
+                // `/deleted`, `/removed/ids`: path segments, none empty, `.` or `..`.
+                Some(suffix)
+                    if suffix.starts_with('/')
+                        && suffix[1..].split('/').all(|s| {
+                            !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_graphic() && !"?#%".contains(c))
+                        }) =>
+                {
                     Some(Deleted::Feed(suffix.into()))
                 }
                 None if deleted.starts_with('/') => Some(Deleted::Flag(deleted)),
@@ -1396,6 +1404,17 @@ sse:
         ] {
             assert!(got.iter().any(|p| p.contains(expected)), "{expected}: {got:?}");
         }
+        for (param, deleted) in [("up;dated", "feed:/"), ("été", "feed:/x//y"), ("a/b", "feed:/./x")] {
+            let got = problems(&format!(
+                "{MINIMAL}    poll: {{ delta: {{ param: '{param}', deleted: '{deleted}' }} }}\n{collection}"
+            ));
+            assert!(got.iter().any(|p| p.contains("delta.param: invalid query parameter name")), "{got:?}");
+            assert!(got.iter().any(|p| p.contains("delta.deleted: invalid value")), "{got:?}");
+        }
+        let c = ok(&format!(
+            "{MINIMAL}    poll: {{ delta: {{ param: 'filter[updated_at]', deleted: 'feed:/removed/ids' }} }}\n{collection}"
+        ));
+        assert_eq!(c.routes[0].poll.delta.as_ref().unwrap().param, "filter[updated_at]");
         let got = problems(&format!(
             "{MINIMAL}    poll: {{ pages: {{ next: link }}, delta: {{ from: 'header:x-cursor' }} }}\n{collection}"
         ));

@@ -16,7 +16,7 @@ use crate::token::{Endpoint, Tokens};
 use crate::PollError;
 
 /// One request to the upstream.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Request<'a> {
     /// Path and query, e.g. `/tasks?state=open`.
     pub target: &'a str,

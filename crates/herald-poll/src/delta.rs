@@ -9,6 +9,7 @@
 //! commit, a lease taken over), which repairs any drift with only its differences as events.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use herald_config::{Deleted, Delta, DeltaFrom, Route};
@@ -16,6 +17,7 @@ use herald_core::diff::item_id;
 use herald_core::Representation;
 use serde_json::Value;
 use tokio::time::Instant;
+use tracing::warn;
 
 use crate::client::{Answer, Fetch, Request};
 use crate::pages::{path_of, with_param, PageCache};
@@ -26,9 +28,22 @@ use crate::PollError;
 /// a URL of many kilobytes is refused by most servers anyway).
 const MAX_VALUE: usize = 2048;
 
-/// Where a watch's delta polling stands; empty until its first whole read gave a value.
+/// Where a watch's delta polling stands; no position until a whole read gave a value.
 #[derive(Default)]
-pub(crate) struct DeltaState(Mutex<Option<Position>>);
+pub(crate) struct DeltaState {
+    position: Mutex<Option<Position>>,
+    /// Whether the operator was told that this watch's deltas cannot be used.
+    warned: AtomicBool,
+}
+
+impl DeltaState {
+    /// Logs, once per watch, why its polls read the whole collection instead of deltas.
+    fn warn(&self, route: &Route, why: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            warn!(route = %route.name, why, "delta polling falls back to whole reads");
+        }
+    }
+}
 
 struct Position {
     /// What the next delta asks from (a string or a number).
@@ -79,19 +94,24 @@ pub(crate) async fn fetch(
     let shape = Shape::of(route);
     // Taken for the poll (its index is kept up to date in place) and put back after it; a
     // watch polls once at a time.
-    let position = state.0.lock().unwrap().take();
-    match (position, held) {
-        (Some(mut position), Some(held))
-            if position.basis == held.hash
-                && position.full_at.elapsed() < delta.full_every
-                && shape.items(&held.value).is_some() =>
+    let position = state.position.lock().unwrap().take();
+    if let (Some(mut position), Some(held)) = (position, held) {
+        if position.basis == held.hash
+            && position.full_at.elapsed() < delta.full_every
+            && shape.items(&held.value).is_some()
         {
-            let got = delta_read(fetch, route, delta, &shape, &mut position, request, held, &mut budget).await;
-            *state.0.lock().unwrap() = Some(position);
-            got
+            match delta_read(fetch, route, delta, &shape, &mut position, request, held, &mut budget).await {
+                // A delta herald cannot use (not JSON, no items, an item without an id, a merged
+                // collection over max_body): the whole collection instead, in this poll.
+                Err(PollError::InvalidPage { why, .. }) => state.warn(route, &why),
+                got => {
+                    *state.position.lock().unwrap() = Some(position);
+                    return got;
+                }
+            }
         }
-        _ => whole_read(fetch, route, delta, state, request, &mut budget).await,
     }
+    whole_read(fetch, route, delta, state, request, &mut budget).await
 }
 
 /// Asks for what changed since `position`'s value and merges it into `held`; `position`
@@ -109,6 +129,7 @@ async fn delta_read(
 ) -> Result<Got, PollError> {
     let value = text(&position.value);
     if value.len() > MAX_VALUE {
+        // Taken from a delta: the whole read in its place will not keep it.
         return Err(invalid(request.target, format!("the delta value is longer than {MAX_VALUE} bytes")));
     }
     let target = with_param(request.target, &delta.param, &value);
@@ -168,7 +189,13 @@ async fn delta_read(
     // then are the items the delta touched the only ones a diff could report.
     let whole_index = index.len() == shape.items(&held.value).map_or(0, Vec::len);
     merged.update(index);
-    let repr = Representation::from_value(merged.doc, &route.ignore);
+    let mut repr = Representation::from_value(merged.doc, &route.ignore);
+    if repr.data.len() as u64 > fetch.max_body() {
+        let why =
+            format!("the collection merged from deltas is larger than upstream.max_body ({} bytes)", fetch.max_body());
+        return Err(invalid(&target, why));
+    }
+    repr.content_type.clone_from(&held.content_type);
     position.basis = repr.hash;
     let changed =
         whole_index.then_some(Changed { before: Value::Array(merged.before), after: Value::Array(merged.after) });
@@ -194,17 +221,43 @@ async fn whole_read(
         Answer::Ok { captured, .. } => captured.clone(),
         _ => None,
     };
-    let got = Got::from_answer(answer, &route.ignore);
-    if let Got::Fresh { repr, .. } = &got {
-        let items = Shape::of(route).items(&repr.value).map_or(&[][..], Vec::as_slice);
+    let mut got = Got::from_answer(answer, &route.ignore);
+    if let Got::Fresh { repr, .. } = &mut got {
+        let shape = Shape::of(route);
+        let items = shape.items(&repr.value).map_or(&[][..], Vec::as_slice);
         let value = next_value(&delta.from, Value::Null, items, &repr.value, captured);
-        // Without a value (an empty collection read by `max:`, an answer without its cursor),
-        // the next poll reads the whole collection again.
-        let position =
-            (!value.is_null()).then(|| Position { value, basis: repr.hash, full_at: Instant::now(), index: None });
-        *state.0.lock().unwrap() = position;
+        if let Deleted::Flag(flag) = &delta.deleted {
+            without_tombstones(repr, &shape, flag, &route.ignore);
+        }
+        // Without a usable value (an empty collection read by `max:`, an answer without its
+        // cursor, a value too long for a query), the next poll reads the whole collection again.
+        let position = if value.is_null() {
+            None
+        } else if text(&value).len() > MAX_VALUE {
+            state.warn(route, &format!("the delta value is longer than {MAX_VALUE} bytes"));
+            None
+        } else {
+            Some(Position { value, basis: repr.hash, full_at: Instant::now(), index: None })
+        };
+        *state.position.lock().unwrap() = position;
     }
     Ok(got)
+}
+
+/// Takes the items marked deleted out of a whole read, as a delta takes them out: the watch
+/// never holds an item its tombstone removed (an API may list soft-deleted items in full).
+fn without_tombstones(repr: &mut Representation, shape: &Shape, flag: &str, ignore: &[String]) {
+    let dead = |item: &Value| item.pointer(flag) == Some(&Value::Bool(true));
+    if !shape.items(&repr.value).is_some_and(|items| items.iter().any(dead)) {
+        return;
+    }
+    let mut doc = (*repr.value).clone();
+    if let Some(Value::Array(items)) = doc.pointer_mut(shape.items) {
+        items.retain(|item| !dead(item));
+    }
+    let mut filtered = Representation::from_value(doc, ignore);
+    filtered.content_type = repr.content_type.take();
+    *repr = filtered;
 }
 
 /// The value the next delta asks from: the greatest `max:` field seen (`previous` included),
@@ -506,6 +559,8 @@ mod tests {
     struct Script {
         answers: Mutex<HashMap<String, VecDeque<Value>>>,
         asked: Mutex<Vec<String>>,
+        /// `upstream.max_body`; none when 0.
+        max_body: u64,
     }
 
     impl Script {
@@ -536,6 +591,14 @@ mod tests {
                 None => Answer::Status { status: 404, content_type: None, body: Bytes::new(), retry_after: None },
             };
             Box::pin(async move { Ok(answer) })
+        }
+
+        fn max_body(&self) -> u64 {
+            if self.max_body == 0 {
+                u64::MAX
+            } else {
+                self.max_body
+            }
         }
     }
 
@@ -606,18 +669,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_delta_that_is_not_a_list_of_items_is_a_poll_error_naming_the_path_only() {
+    async fn a_delta_herald_cannot_use_is_replaced_by_a_whole_read_in_the_same_poll() {
         let script = Script::default();
         let route = route("{ param: since, from: 'max:/u' }");
         let state = DeltaState::default();
         let mut held = None;
-        script.then("/tasks?q=1", json!([{"id": 1, "u": 5}])).then("/tasks?q=1&since=5", json!({"items": []}));
+        script.then("/tasks?q=1", json!([{"id": 1, "u": 5}]));
         poll(&script, &route, &state, &mut held).await;
-        let limiter = Limiter::new(1000.0, 4);
-        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, first: None };
-        let request = Request { target: "/tasks?q=1", ..Request::default() };
-        let (r, d) = &route;
-        let err = fetch(&script, r, d, &state, request, held.as_ref(), budget).await.err().unwrap();
-        assert_eq!(err.to_string(), "upstream page /tasks: no array at \"\"");
+        script.asked();
+        for unusable in [json!({"items": []}), json!([{"u": 6}]), json!("no")] {
+            script.then("/tasks?q=1&since=5", unusable).then("/tasks?q=1", json!([{"id": 1, "u": 5}]));
+            assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::Fresh { .. }));
+            assert_eq!(script.asked(), ["/tasks?q=1&since=5", "/tasks?q=1"]);
+        }
+        // And deltas again from that read.
+        script.then("/tasks?q=1&since=5", json!([{"id": 2, "u": 7}]));
+        let Got::Fresh { repr, .. } = poll(&script, &route, &state, &mut held).await else { panic!() };
+        assert_eq!(repr.value.as_ref(), &json!([{"id": 1, "u": 5}, {"id": 2, "u": 7}]));
+        assert_eq!(script.asked(), ["/tasks?q=1&since=5"]);
+    }
+
+    #[tokio::test]
+    async fn the_merged_collection_is_held_to_max_body() {
+        let script = Script { max_body: 64, ..Script::default() };
+        let route = route("{ param: since, from: 'max:/u' }");
+        let state = DeltaState::default();
+        let mut held = None;
+        script.then("/tasks?q=1", json!([{"id": 1, "u": 5}]));
+        poll(&script, &route, &state, &mut held).await;
+        script.asked();
+        // Each delta fits; together they do not: the whole collection is read instead (and
+        // refused by its own size, like full polling's).
+        script.then("/tasks?q=1&since=5", json!([{"id": 2, "u": 6, "t": "x".repeat(20)}]));
+        assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::Fresh { .. }));
+        script.then("/tasks?q=1&since=6", json!([{"id": 3, "u": 7, "t": "y".repeat(20)}]));
+        script.then("/tasks?q=1", json!([{"id": 1, "u": 5}]));
+        let Got::Fresh { repr, .. } = poll(&script, &route, &state, &mut held).await else { panic!() };
+        assert_eq!(repr.value.as_ref(), &json!([{"id": 1, "u": 5}]));
+        assert_eq!(script.asked(), ["/tasks?q=1&since=5", "/tasks?q=1&since=6", "/tasks?q=1"]);
+    }
+
+    #[tokio::test]
+    async fn whole_reads_leave_out_the_items_marked_deleted_as_deltas_do() {
+        let script = Script::default();
+        let route = route("{ param: since, from: 'max:/u', deleted: /gone }");
+        let state = DeltaState::default();
+        let mut held = None;
+        script.then("/tasks?q=1", json!([{"id": 1, "u": 5}, {"id": 2, "u": 9, "gone": true}]));
+        let Got::Fresh { repr, .. } = poll(&script, &route, &state, &mut held).await else { panic!() };
+        assert_eq!(repr.value.as_ref(), &json!([{"id": 1, "u": 5}]));
+        // The tombstone's value counts: the next delta asks from it.
+        script.then("/tasks?q=1&since=9", json!([]));
+        assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::NotModified { .. }));
+        assert_eq!(script.asked(), ["/tasks?q=1", "/tasks?q=1&since=9"]);
     }
 }

@@ -22,4 +22,4 @@ if [ ! -x python/.venv/bin/python ]; then
     python3 -m venv python/.venv
 fi
 python/.venv/bin/pip install --quiet --disable-pip-version-check -e 'python[test]'
-(cd python && .venv/bin/python -m pytest -q)
+(cd python && .venv/bin/python -m mypy --strict src && .venv/bin/python -m pytest -q)

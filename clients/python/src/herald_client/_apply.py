@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonpatch
+import jsonpatch  # type: ignore[import-untyped]
 
 
 def apply_json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:

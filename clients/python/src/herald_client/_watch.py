@@ -63,6 +63,9 @@ class _Refused(Exception):
 
 _ITEM_EVENT = re.compile(r"\.(created|updated|deleted)$")
 
+# How a connection ended: `again` to reconnect at once, else after a back-off.
+_Outcome = Literal["again", "events", "nothing"]
+
 
 class Watch:
     """Keeps a live copy of the resource at ``url`` (a route's resource, or its ``/event-stream``).
@@ -223,10 +226,10 @@ class Watch:
     def _delay(self, failures: int) -> float:
         """Full jitter over an exponential back-off from the server's ``retry:`` (or ``backoff[0]``)."""
         low, high = self._backoff or (self._retry or 1.0, 30.0)
-        ceiling = min(high, low * 2 ** min(failures - 1, 16))
+        ceiling: float = min(high, low * 2.0 ** min(failures - 1, 16))
         return ceiling / 2 + random.random() * ceiling / 2
 
-    async def _stream(self) -> str:
+    async def _stream(self) -> _Outcome:
         assert self._client is not None
         headers = {**self.headers, "accept": "text/event-stream"}
         if self.last_event_id is not None:
@@ -343,7 +346,7 @@ class Watch:
         await _refusal(res)
         return res.json()
 
-    async def _long_poll(self) -> str:
+    async def _long_poll(self) -> _Outcome:
         """One long poll: ``again`` when herald answered (a change, or "not modified" after
         holding it)."""
         assert self._client is not None

@@ -653,7 +653,7 @@ impl Hub {
         watch.refresh.take();
         let started = tokio::time::Instant::now();
         let budget = Budget { limiter: &self.limiter, priority, first: Some(permit) };
-        let got = strategy::fetch(&*self.fetch, watch, request, prev.as_ref(), budget).await;
+        let got = strategy::fetch(&*self.fetch, cfg, &watch.fetch_state, request, prev.as_ref(), budget).await;
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
         let mut step = Step::new(std::time::Instant::now());

@@ -5,11 +5,9 @@
 
 mod client;
 mod cluster;
-mod delta;
 mod hub;
 mod limit;
 mod metrics;
-mod pages;
 mod quota;
 mod schedule;
 mod strategy;

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::hub::RouteCtx;
+use crate::strategy::FetchState;
 use crate::Refusal;
 
 /// What identifies a watch: route, upstream path + query, credential scope.
@@ -47,10 +48,9 @@ pub struct Watch {
     pub(crate) state: Mutex<State>,
     /// Asks the poll loop to poll now (a write through herald, a change hint).
     pub(crate) refresh: Refresh,
-    /// A paginated collection's pages as last polled (`poll.pages`).
-    pub(crate) pages: crate::pages::PageCache,
-    /// Where delta polling stands (`poll.delta`).
-    pub(crate) delta: crate::delta::DeltaState,
+    /// What its polls remember from one to the next (a paginated collection's pages, where
+    /// delta polling stands).
+    pub(crate) fetch_state: FetchState,
 }
 
 /// Write-through refreshes asked of a watch, coalesced: one waits at most, and a poll that
@@ -247,8 +247,7 @@ impl Watch {
             subscribers: AtomicUsize::new(0),
             state: Mutex::new(state),
             refresh: Refresh::default(),
-            pages: crate::pages::PageCache::default(),
-            delta: crate::delta::DeltaState::default(),
+            fetch_state: FetchState::default(),
         }
     }
 

@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::hub::{priority, Hub, Polled, Refusal};
+use crate::hub::Hub;
+use crate::poll::{priority, Polled};
+use crate::refusal::Refusal;
 use crate::schedule::{jittered, Schedule};
 use crate::watch::{next_epoch, Pending, Ready, Step, Watch, WatchKey};
 
@@ -411,7 +413,7 @@ impl Replica {
         let priority = priority(&watch, first, self.refreshing.take());
         // The lease is renewed while the upstream takes its time.
         let polled = {
-            let polling = hub.poll(&watch, schedule, priority);
+            let polling = hub.poller.poll(&watch, schedule, priority);
             tokio::pin!(polling);
             loop {
                 tokio::select! {

@@ -8,7 +8,10 @@ mod cluster;
 mod hub;
 mod limit;
 mod metrics;
+mod poll;
 mod quota;
+mod refusal;
+mod route;
 mod schedule;
 mod strategy;
 mod token;
@@ -18,10 +21,12 @@ use std::sync::Arc;
 
 pub use client::{Answer, Fetch, FetchFuture, Request, UpstreamClient};
 pub use cluster::{watch_id, Cluster, HeldLease};
-pub use hub::{Credentials, Hub, HubConfig, Refusal, RouteCtx};
+pub use hub::{Credentials, Hub, HubConfig};
 pub use limit::{Limiter, Permit, Priority};
 pub use metrics::PollMetrics;
 pub use quota::{BudgetKey, Quota, RateLimit};
+pub use refusal::Refusal;
+pub use route::RouteCtx;
 pub use schedule::{jittered, Schedule};
 pub use watch::{Current, Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
 

@@ -14,9 +14,9 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::hub::RouteCtx;
+use crate::refusal::Refusal;
+use crate::route::RouteCtx;
 use crate::strategy::FetchState;
-use crate::Refusal;
 
 /// What identifies a watch: route, upstream path + query, credential scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Evidence that herald's request path is layered: no crate cycle, and no two modules of
-herald-http or herald-proxy that use each other, directly or around a loop.
+"""Evidence that herald's request path and its poller are layered: no crate cycle, and no two
+modules of herald-http, herald-proxy or herald-poll that use each other, directly or around a
+loop.
 
 A module uses another when its source names it: in a `use` (grouped ones included:
 `use crate::{a::X, b}`), or in a path anywhere else (`crate::a::f()`, `super::a`, `self::a`, a
@@ -20,7 +21,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CRATES = ["herald-http", "herald-proxy"]
+CRATES = ["herald-http", "herald-proxy", "herald-poll"]
 
 # Comments, string literals (raw and byte ones too) and character literals, so that nothing in
 # them reads as a path. A lifetime (`'a`) is no character literal: it has no closing quote.

@@ -1,5 +1,7 @@
-//! The hub: every watch by key, created by the first subscriber, dropped after `linger`; each
-//! with its poll loop. Also the admission checks of `shared` routes.
+//! The hub: the registry of watches. Every watch by key, created by the first subscriber (its
+//! loop started by the coordination), dropped `linger` after the last one left; the routes by
+//! slot (and their reloads); the keys subscribers are given (credential scopes, allowed query
+//! parameters), the limits on watches, and the admission checks of `shared` routes.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -10,15 +12,17 @@ use herald_config::{Access, Route};
 use herald_core::{encode_frame, Scope, ScopeHasher};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::client::{Answer, Fetch, Request};
-use crate::poll::{priority, Polled, Poller};
+use crate::cluster::Cluster;
+use crate::coordination::{Coordination, Registry};
+use crate::limit::{Limiter, Priority};
+use crate::metrics::PollMetrics;
+use crate::poll::Poller;
 use crate::refusal::Refusal;
 use crate::route::RouteCtx;
-use crate::schedule::{jittered, Schedule};
 use crate::watch::{Current, Joined, Ready, SubscriberGuard, Watch, WatchInfo, WatchKey};
-use crate::{Cluster, Limiter, PollMetrics, Priority};
 
 /// Who a subscriber is: its own `vary` headers (marked sensitive), presented on its admission
 /// checks and its per-subscriber watch's polls, and its credential scope, which the watches it
@@ -55,16 +59,16 @@ pub struct Hub {
     routes: RwLock<Vec<Arc<RouteCtx>>>,
     metrics: PollMetrics,
     /// Polls the upstream for every watch (and makes the admission checks).
-    pub(crate) poller: Poller,
+    poller: Poller,
     queue: usize,
     limits: herald_config::Limits,
     watches: Mutex<Watches>,
     /// Shared routes: admission checks that passed, for `authorize_ttl`.
     admitted: moka::sync::Cache<Admission, Duration>,
     scopes: ScopeHasher,
-    pub(crate) shutdown: CancellationToken,
-    /// Cluster mode: watches live in Redis; `None`: in this process only.
-    cluster: Option<Arc<Cluster>>,
+    shutdown: CancellationToken,
+    /// Who polls each watch and where its events go: this process, or the cluster in Redis.
+    coordination: Coordination,
 }
 
 /// Every live watch by key, and how many each credential scope created.
@@ -87,20 +91,18 @@ impl Hub {
             admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(AuthorizeTtl).build(),
             scopes: ScopeHasher::new(cfg.scope_key),
             shutdown: shutdown.clone(),
-            cluster: cfg.cluster,
+            coordination: Coordination::new(cfg.cluster),
         });
-        if let Some(cluster) = &hub.cluster {
-            for route in hub.routes.read().unwrap().iter() {
-                cluster.init_route(&route.cfg.name);
-            }
-            tokio::spawn(crate::cluster::follow_refreshes(Arc::downgrade(&hub), cluster.clone(), shutdown));
+        for route in hub.routes.read().unwrap().iter() {
+            hub.coordination.add_route(&route.cfg.name);
         }
+        hub.coordination.start(&hub, shutdown);
         hub
     }
 
     /// Cluster mode's handle, when herald runs in it.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.as_ref()
+        self.coordination.cluster()
     }
 
     /// The route in slot `index` (from dispatch, or a [`WatchKey`]).
@@ -122,9 +124,7 @@ impl Hub {
                 match table.iter().position(|r| live(r) && r.cfg == route) {
                     Some(slot) => slots.push(slot),
                     None => {
-                        if let Some(cluster) = &self.cluster {
-                            cluster.init_route(&route.name);
-                        }
+                        self.coordination.add_route(&route.name);
                         table.push(Arc::new(RouteCtx::new(route, &self.metrics)));
                         slots.push(table.len() - 1);
                     }
@@ -276,14 +276,8 @@ impl Hub {
         key: &WatchKey,
         credentials: &Credentials,
     ) -> Result<(Arc<Watch>, SubscriberGuard, bool), Refusal> {
-        if let Some(cluster) = &self.cluster {
-            if !cluster.healthy() && cluster.check().await.is_err() {
-                return Err(Refusal::herald(
-                    503,
-                    "storage unavailable, try again later\n",
-                    Some(Duration::from_secs(1)),
-                ));
-            }
+        if !self.coordination.available().await {
+            return Err(Refusal::herald(503, "storage unavailable, try again later\n", Some(Duration::from_secs(1))));
         }
         let (watch, guard, created) = {
             let mut watches = self.watches.lock().unwrap();
@@ -342,10 +336,7 @@ impl Hub {
         };
         let watch = Arc::new(Watch::new(key.clone(), route, owner, headers, self.queue));
         watches.map.insert(key.clone(), watch.clone());
-        match &self.cluster {
-            Some(cluster) => tokio::spawn(crate::cluster::run(self.clone(), watch.clone(), cluster.clone())),
-            None => tokio::spawn(self.clone().run(watch.clone())),
-        };
+        self.coordination.spawn(self.clone(), watch.clone());
         Ok(watch)
     }
 
@@ -385,17 +376,10 @@ impl Hub {
     /// In cluster mode the replica holding each watch's lease polls, wherever the write came in.
     /// Returns how many watches were asked here.
     pub async fn refresh(&self, path: &str) -> usize {
-        if let Some(cluster) = &self.cluster {
-            // Every replica hears it, this one too: asking here as well would poll twice.
-            if cluster.announce_refresh(path).await {
-                return self.matching(path, false);
-            }
+        // In cluster mode every replica hears it, this one too: asking here as well would poll twice.
+        if self.coordination.announce_refresh(path).await {
+            return self.matching(path, false);
         }
-        self.refresh_local(path)
-    }
-
-    /// [`Hub::refresh`] for this process's watches.
-    pub(crate) fn refresh_local(&self, path: &str) -> usize {
         self.matching(path, true)
     }
 
@@ -426,10 +410,20 @@ impl Hub {
     fn remove(&self, watch: &Arc<Watch>) {
         unmap(&mut self.watches.lock().unwrap(), watch);
     }
+}
+
+impl Registry for Hub {
+    fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
 
     /// Removes the watch when nobody has been subscribed for `linger`; `true` when it is out of
     /// the map (so its poll loop ends).
-    pub(crate) fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
+    fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
         // Under the map lock: a subscriber joins under it too, so none can slip in meanwhile.
         let mut watches = self.watches.lock().unwrap();
         if !watches.map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
@@ -445,63 +439,9 @@ impl Hub {
         idle
     }
 
-    /// The poll loop of one watch: polls at once, then on its schedule, until nobody has
-    /// listened for `linger`, the credential is revoked, or herald shuts down (which ends the
-    /// watch's streams).
-    async fn run(self: Arc<Self>, watch: Arc<Watch>) {
-        let cfg = &watch.route.cfg;
-        let mut schedule = Schedule::new(cfg.poll.clone());
-        let mut delay = Duration::ZERO;
-        loop {
-            let mut refreshed = None;
-            if !delay.is_zero() {
-                let due = tokio::time::Instant::now() + jittered(delay, cfg.poll.jitter, fastrand::f64());
-                // A write through herald polls now, not at the next interval; but while the
-                // watch backs off (errors, `Retry-After`), the upstream asked herald to wait, and
-                // the poll at the deadline answers the write.
-                let backing_off = schedule.errors() > 0;
-                tokio::select! {
-                    () = tokio::time::sleep_until(due) => {}
-                    () = watch.refresh.asked(), if !backing_off => refreshed = Some(due),
-                    _ = self.shutdown.cancelled() => break,
-                }
-                if self.lingered_out(&watch) {
-                    debug!(route = %cfg.name, scope = %watch.key.scope, "watch idle for linger, stopped");
-                    return;
-                }
-            }
-            let priority = priority(&watch, delay.is_zero(), refreshed);
-            let polled = tokio::select! {
-                polled = self.poller.poll(&watch, &mut schedule, priority) => polled,
-                _ = self.shutdown.cancelled() => break,
-            };
-            match polled {
-                Polled::Step(step, next) => {
-                    watch.apply(step);
-                    delay = next;
-                }
-                Polled::Opened(step, next) => {
-                    watch.apply(step);
-                    watch.ready.send_replace(Ready::Open);
-                    delay = next;
-                }
-                Polled::Refused(refusal) => {
-                    watch.ready.send_replace(Ready::Refused(refusal));
-                    break;
-                }
-                Polled::Revoked(status) => {
-                    self.revoke(&watch, status);
-                    return;
-                }
-            }
-            watch.state.lock().unwrap().interval = schedule.current();
-        }
-        self.end(&watch);
-    }
-
     /// Out of the map, and (on shutdown) every stream says goodbye and ends (its clients
     /// reconnect after `retry`).
-    pub(crate) fn end(&self, watch: &Arc<Watch>) {
+    fn end(&self, watch: &Arc<Watch>) {
         if self.shutdown.is_cancelled() {
             watch.terminate(encode_frame("error", None, br#"{"reason":"shutdown"}"#));
         }
@@ -509,11 +449,15 @@ impl Hub {
     }
 
     /// A per-subscriber watch whose credential the upstream refused: its streams end.
-    pub(crate) fn revoke(&self, watch: &Arc<Watch>, status: u16) {
+    fn revoke(&self, watch: &Arc<Watch>, status: u16) {
         info!(route = %watch.route.cfg.name, scope = %watch.key.scope, status, "credential refused by upstream, closing its streams");
         // Out of the map first, so a new subscriber starts a new watch instead of joining this one.
         self.remove(watch);
         watch.terminate(encode_frame("error", None, format!("{{\"status\":{status}}}").as_bytes()));
+    }
+
+    fn refresh_local(&self, path: &str) -> usize {
+        self.matching(path, true)
     }
 }
 

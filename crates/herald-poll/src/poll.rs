@@ -1,7 +1,7 @@
 //! One poll of a watch: a request conditional on what the watch holds, fetched the way its
 //! route says ([`crate::strategy`]) under the limiter's permits, and what the answer does to
 //! the watch, decided as a [`Step`] without touching it. Applying the step is the caller's: at
-//! once in one process, or once the watch's log in Redis took it ([`crate::cluster`]).
+//! once in one process, or once the watch's log in Redis took it ([`crate::coordination`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -1,8 +1,8 @@
 //! A watch: one upstream resource under one credential scope. It owns the current
 //! representation, the event history and the broadcast channel subscribers read from. Its state
 //! changes in one way only, a [`Step`] applied under the lock that joins take, so that the
-//! history and the broadcast always agree; the steps come from its poll loop (in
-//! [`crate::hub`]) or, in cluster mode, from the watch's log in Redis (in [`crate::cluster`]).
+//! history and the broadcast always agree; the steps come from its poll loop, in one process
+//! or, in cluster mode, from the watch's log in Redis (both in [`crate::coordination`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! pass-through to the upstream through herald-proxy) and the admin listener (/metrics,
 //! /healthz, /readyz, /admin/watches).
 //!
-//! Layers, each using only those below it (`docs/layers.sh` checks there is no cycle):
+//! Layers, each using only those below it (`docs/layers.py` checks there is no cycle):
 //! - [`listener`]: accept, TLS ([`tls`], [`tls_stream`]), connection limits, drain on shutdown;
 //! - [`front`]: a plain connection's way in (the fast lane, direct streams, or hyper);
 //! - [`app`]: a request's answer, by [`dispatch`] (the contract's section 4, a pure function);

@@ -1,58 +1,28 @@
-//! The hub: every watch by key, created by the first subscriber, dropped after `linger`; each
-//! with its poll loop. Also the admission checks of `shared` routes.
+//! The hub: the registry of watches. Every watch by key, created by the first subscriber (its
+//! loop started by the coordination), dropped `linger` after the last one left; the routes by
+//! slot (and their reloads); the keys subscribers are given (credential scopes, allowed query
+//! parameters), the limits on watches, and the admission checks of `shared` routes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::Bytes;
 use herald_config::{Access, Route};
-
-use herald_config::{Format, Payload};
-use herald_core::diff::{Collection, Encoded, Encoding};
-use herald_core::{encode_frame, EventKind, Representation, Scope, ScopeHasher};
+use herald_core::{encode_frame, Scope, ScopeHasher};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::client::{Answer, Fetch, Request};
-use crate::schedule::{jittered, Schedule};
-use crate::strategy::{self, Budget, Got};
-use crate::watch::{Current, Joined, Ready, Step, SubscriberGuard, Watch, WatchInfo, WatchKey};
-use crate::{Cluster, Limiter, PollError, PollMetrics, Priority};
-
-/// An answer given to a subscriber instead of a stream: the upstream's own, or herald's when
-/// a limit or shutdown stands in the way.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub status: u16,
-    pub content_type: Option<String>,
-    pub body: Bytes,
-    /// Sent as `Retry-After`. Set only on herald's own refusals that pass (a watch limit,
-    /// shutdown), never on the upstream's answers.
-    pub retry_after: Option<Duration>,
-}
-
-impl Refusal {
-    pub(crate) fn herald(status: u16, msg: impl Into<Bytes>, retry_after: Option<Duration>) -> Self {
-        Refusal { status, content_type: Some("text/plain; charset=utf-8".into()), body: msg.into(), retry_after }
-    }
-
-    fn upstream(status: u16, content_type: Option<String>, body: Bytes) -> Self {
-        Refusal { status, content_type, body, retry_after: None }
-    }
-
-    fn unexpected_304() -> Self {
-        Refusal::upstream(502, None, Bytes::from_static(b"unexpected 304 from upstream\n"))
-    }
-}
-
-impl From<&PollError> for Refusal {
-    fn from(e: &PollError) -> Self {
-        Refusal::upstream(e.status(), Some("text/plain; charset=utf-8".into()), Bytes::from(format!("{e}\n")))
-    }
-}
+use crate::cluster::Cluster;
+use crate::coordination::{Coordination, Registry};
+use crate::limit::{Limiter, Priority};
+use crate::metrics::PollMetrics;
+use crate::poll::Poller;
+use crate::refusal::Refusal;
+use crate::route::RouteCtx;
+use crate::watch::{Current, Joined, Ready, SubscriberGuard, Watch, WatchInfo, WatchKey};
 
 /// Who a subscriber is: its own `vary` headers (marked sensitive), presented on its admission
 /// checks and its per-subscriber watch's polls, and its credential scope, which the watches it
@@ -68,77 +38,6 @@ impl Default for Credentials {
     fn default() -> Self {
         Credentials { headers: Vec::new(), scope: Scope::Everybody }
     }
-}
-
-/// A route with what its watches need at hand: label handles resolved once. Reads as its
-/// [`Route`].
-pub struct RouteCtx {
-    pub(crate) cfg: Route,
-    pub(crate) encoding: Encoding,
-    pub(crate) metrics: RouteMetrics,
-    /// Removed or changed by a reload: it makes no new watch.
-    retired: AtomicBool,
-}
-
-impl std::ops::Deref for RouteCtx {
-    type Target = Route;
-
-    fn deref(&self) -> &Route {
-        &self.cfg
-    }
-}
-
-impl RouteCtx {
-    fn new(r: Route, metrics: &PollMetrics) -> Self {
-        let name = r.name.as_str();
-        let outcome = |o| metrics.polls.with_label_values(&[name, o]);
-        let metrics = RouteMetrics {
-            events: metrics.events.with_label_values(&[name]),
-            changed: outcome("changed"),
-            not_modified: outcome("not_modified"),
-            unchanged: outcome("unchanged"),
-            error: outcome("error"),
-            invalid: metrics.invalid.with_label_values(&[name]),
-            refused: metrics.refused.with_label_values(&[name]),
-            duration: metrics.poll_duration.with_label_values(&[name]),
-            bytes: metrics.bytes.with_label_values(&[name]),
-            watches: metrics.watches.with_label_values(&[name]),
-        };
-        RouteCtx { encoding: encoding(&r), cfg: r, metrics, retired: AtomicBool::new(false) }
-    }
-}
-
-fn encoding(r: &Route) -> Encoding {
-    match r.events.format {
-        Format::Snapshot => Encoding::Snapshot,
-        Format::JsonPatch => Encoding::JsonPatch { array_id: r.events.array_id.clone() },
-        Format::MergePatch => Encoding::MergePatch,
-        Format::Collection => {
-            let c = r.events.collection.clone().unwrap_or_default();
-            Encoding::Collection(Collection {
-                items: c.items,
-                id: c.id,
-                payload: match c.payload {
-                    Payload::Rich => herald_core::diff::Payload::Rich,
-                    Payload::Lean => herald_core::diff::Payload::Lean,
-                },
-                type_name: r.events.type_prefix.clone().unwrap_or_else(|| r.name.clone()),
-            })
-        }
-    }
-}
-
-pub(crate) struct RouteMetrics {
-    pub(crate) events: prometheus::IntCounter,
-    changed: prometheus::IntCounter,
-    not_modified: prometheus::IntCounter,
-    unchanged: prometheus::IntCounter,
-    error: prometheus::IntCounter,
-    invalid: prometheus::IntCounter,
-    refused: prometheus::IntCounter,
-    duration: prometheus::Histogram,
-    bytes: prometheus::IntCounter,
-    watches: prometheus::IntGauge,
 }
 
 pub struct HubConfig {
@@ -159,17 +58,17 @@ pub struct Hub {
     /// adds and retires those it changes or removes, so a slot never names another route.
     routes: RwLock<Vec<Arc<RouteCtx>>>,
     metrics: PollMetrics,
-    fetch: Arc<dyn Fetch>,
-    pub(crate) limiter: Limiter,
+    /// Polls the upstream for every watch (and makes the admission checks).
+    poller: Poller,
     queue: usize,
     limits: herald_config::Limits,
     watches: Mutex<Watches>,
     /// Shared routes: admission checks that passed, for `authorize_ttl`.
     admitted: moka::sync::Cache<Admission, Duration>,
     scopes: ScopeHasher,
-    pub(crate) shutdown: CancellationToken,
-    /// Cluster mode: watches live in Redis; `None`: in this process only.
-    cluster: Option<Arc<Cluster>>,
+    shutdown: CancellationToken,
+    /// Who polls each watch and where its events go: this process, or the cluster in Redis.
+    coordination: Coordination,
 }
 
 /// Every live watch by key, and how many each credential scope created.
@@ -185,28 +84,25 @@ impl Hub {
         let hub = Arc::new(Hub {
             routes: RwLock::new(routes),
             metrics: metrics.clone(),
-            fetch,
-            limiter: Limiter::new(cfg.max_polls_per_second, cfg.max_concurrency),
+            poller: Poller { fetch, limiter: Limiter::new(cfg.max_polls_per_second, cfg.max_concurrency) },
             queue: cfg.queue,
             limits: cfg.limits,
             watches: Mutex::new(Watches::default()),
             admitted: moka::sync::Cache::builder().max_capacity(100_000).expire_after(AuthorizeTtl).build(),
             scopes: ScopeHasher::new(cfg.scope_key),
             shutdown: shutdown.clone(),
-            cluster: cfg.cluster,
+            coordination: Coordination::new(cfg.cluster),
         });
-        if let Some(cluster) = &hub.cluster {
-            for route in hub.routes.read().unwrap().iter() {
-                cluster.init_route(&route.cfg.name);
-            }
-            tokio::spawn(crate::cluster::follow_refreshes(Arc::downgrade(&hub), cluster.clone(), shutdown));
+        for route in hub.routes.read().unwrap().iter() {
+            hub.coordination.add_route(&route.cfg.name);
         }
+        hub.coordination.start(&hub, shutdown);
         hub
     }
 
     /// Cluster mode's handle, when herald runs in it.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.as_ref()
+        self.coordination.cluster()
     }
 
     /// The route in slot `index` (from dispatch, or a [`WatchKey`]).
@@ -228,9 +124,7 @@ impl Hub {
                 match table.iter().position(|r| live(r) && r.cfg == route) {
                     Some(slot) => slots.push(slot),
                     None => {
-                        if let Some(cluster) = &self.cluster {
-                            cluster.init_route(&route.name);
-                        }
+                        self.coordination.add_route(&route.name);
                         table.push(Arc::new(RouteCtx::new(route, &self.metrics)));
                         slots.push(table.len() - 1);
                     }
@@ -382,14 +276,8 @@ impl Hub {
         key: &WatchKey,
         credentials: &Credentials,
     ) -> Result<(Arc<Watch>, SubscriberGuard, bool), Refusal> {
-        if let Some(cluster) = &self.cluster {
-            if !cluster.healthy() && cluster.check().await.is_err() {
-                return Err(Refusal::herald(
-                    503,
-                    "storage unavailable, try again later\n",
-                    Some(Duration::from_secs(1)),
-                ));
-            }
+        if !self.coordination.available().await {
+            return Err(Refusal::herald(503, "storage unavailable, try again later\n", Some(Duration::from_secs(1))));
         }
         let (watch, guard, created) = {
             let mut watches = self.watches.lock().unwrap();
@@ -448,10 +336,7 @@ impl Hub {
         };
         let watch = Arc::new(Watch::new(key.clone(), route, owner, headers, self.queue));
         watches.map.insert(key.clone(), watch.clone());
-        match &self.cluster {
-            Some(cluster) => tokio::spawn(crate::cluster::run(self.clone(), watch.clone(), cluster.clone())),
-            None => tokio::spawn(self.clone().run(watch.clone())),
-        };
+        self.coordination.spawn(self.clone(), watch.clone());
         Ok(watch)
     }
 
@@ -469,10 +354,10 @@ impl Hub {
         if self.admitted.contains_key(&admission) {
             return Ok(());
         }
-        let permit = self.limiter.acquire(Priority::Background).await;
+        let permit = self.poller.limiter.acquire(Priority::Background).await;
         let request =
             Request { target, credentials: &credentials.headers, withhold: &route.vary, ..Request::default() };
-        let answer = self.fetch.fetch(request).await;
+        let answer = self.poller.fetch.fetch(request).await;
         drop(permit);
         match answer {
             Ok(Answer::Ok { .. }) => {
@@ -491,17 +376,10 @@ impl Hub {
     /// In cluster mode the replica holding each watch's lease polls, wherever the write came in.
     /// Returns how many watches were asked here.
     pub async fn refresh(&self, path: &str) -> usize {
-        if let Some(cluster) = &self.cluster {
-            // Every replica hears it, this one too: asking here as well would poll twice.
-            if cluster.announce_refresh(path).await {
-                return self.matching(path, false);
-            }
+        // In cluster mode every replica hears it, this one too: asking here as well would poll twice.
+        if self.coordination.announce_refresh(path).await {
+            return self.matching(path, false);
         }
-        self.refresh_local(path)
-    }
-
-    /// [`Hub::refresh`] for this process's watches.
-    pub(crate) fn refresh_local(&self, path: &str) -> usize {
         self.matching(path, true)
     }
 
@@ -532,10 +410,20 @@ impl Hub {
     fn remove(&self, watch: &Arc<Watch>) {
         unmap(&mut self.watches.lock().unwrap(), watch);
     }
+}
+
+impl Registry for Hub {
+    fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
 
     /// Removes the watch when nobody has been subscribed for `linger`; `true` when it is out of
     /// the map (so its poll loop ends).
-    pub(crate) fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
+    fn lingered_out(&self, watch: &Arc<Watch>) -> bool {
         // Under the map lock: a subscriber joins under it too, so none can slip in meanwhile.
         let mut watches = self.watches.lock().unwrap();
         if !watches.map.get(&watch.key).is_some_and(|w| Arc::ptr_eq(w, watch)) {
@@ -551,63 +439,9 @@ impl Hub {
         idle
     }
 
-    /// The poll loop of one watch: polls at once, then on its schedule, until nobody has
-    /// listened for `linger`, the credential is revoked, or herald shuts down (which ends the
-    /// watch's streams).
-    async fn run(self: Arc<Self>, watch: Arc<Watch>) {
-        let cfg = &watch.route.cfg;
-        let mut schedule = Schedule::new(cfg.poll.clone());
-        let mut delay = Duration::ZERO;
-        loop {
-            let mut refreshed = None;
-            if !delay.is_zero() {
-                let due = tokio::time::Instant::now() + jittered(delay, cfg.poll.jitter, fastrand::f64());
-                // A write through herald polls now, not at the next interval; but while the
-                // watch backs off (errors, `Retry-After`), the upstream asked herald to wait, and
-                // the poll at the deadline answers the write.
-                let backing_off = schedule.errors() > 0;
-                tokio::select! {
-                    () = tokio::time::sleep_until(due) => {}
-                    () = watch.refresh.asked(), if !backing_off => refreshed = Some(due),
-                    _ = self.shutdown.cancelled() => break,
-                }
-                if self.lingered_out(&watch) {
-                    debug!(route = %cfg.name, scope = %watch.key.scope, "watch idle for linger, stopped");
-                    return;
-                }
-            }
-            let priority = priority(&watch, delay.is_zero(), refreshed);
-            let polled = tokio::select! {
-                polled = self.poll(&watch, &mut schedule, priority) => polled,
-                _ = self.shutdown.cancelled() => break,
-            };
-            match polled {
-                Polled::Step(step, next) => {
-                    watch.apply(step);
-                    delay = next;
-                }
-                Polled::Opened(step, next) => {
-                    watch.apply(step);
-                    watch.ready.send_replace(Ready::Open);
-                    delay = next;
-                }
-                Polled::Refused(refusal) => {
-                    watch.ready.send_replace(Ready::Refused(refusal));
-                    break;
-                }
-                Polled::Revoked(status) => {
-                    self.revoke(&watch, status);
-                    return;
-                }
-            }
-            watch.state.lock().unwrap().interval = schedule.current();
-        }
-        self.end(&watch);
-    }
-
     /// Out of the map, and (on shutdown) every stream says goodbye and ends (its clients
     /// reconnect after `retry`).
-    pub(crate) fn end(&self, watch: &Arc<Watch>) {
+    fn end(&self, watch: &Arc<Watch>) {
         if self.shutdown.is_cancelled() {
             watch.terminate(encode_frame("error", None, br#"{"reason":"shutdown"}"#));
         }
@@ -615,192 +449,15 @@ impl Hub {
     }
 
     /// A per-subscriber watch whose credential the upstream refused: its streams end.
-    pub(crate) fn revoke(&self, watch: &Arc<Watch>, status: u16) {
+    fn revoke(&self, watch: &Arc<Watch>, status: u16) {
         info!(route = %watch.route.cfg.name, scope = %watch.key.scope, status, "credential refused by upstream, closing its streams");
         // Out of the map first, so a new subscriber starts a new watch instead of joining this one.
         self.remove(watch);
         watch.terminate(encode_frame("error", None, format!("{{\"status\":{status}}}").as_bytes()));
     }
 
-    /// Polls the upstream once, each request with a permit of the limiter's `priority` share,
-    /// and decides what that does to the watch; applying it is the caller's (at once, or in
-    /// cluster mode once the watch's log in Redis took it).
-    pub(crate) async fn poll(&self, watch: &Arc<Watch>, schedule: &mut Schedule, priority: Priority) -> Polled {
-        let route = &watch.route;
-        let cfg = &route.cfg;
-        // Only the caller applies steps: what is read here stays true until it does.
-        let (prev, failing, invalid) = {
-            let st = watch.state.lock().unwrap();
-            (st.current.clone(), st.failing.is_some(), st.invalid)
-        };
-        let etag = prev.as_ref().and_then(|r| r.etag.as_deref());
-        let last_modified = prev.as_ref().and_then(|r| r.last_modified.as_deref());
-        // A per-subscriber watch is polled on its subscribers' credentials alone.
-        let withhold: &[String] = match cfg.access {
-            Access::PerSubscriber => &cfg.vary,
-            Access::Shared | Access::Public => &[],
-        };
-        let request = Request {
-            target: &watch.key.target,
-            credentials: &watch.credentials,
-            withhold,
-            etag,
-            last_modified,
-            ..Request::default()
-        };
-        let permit = self.limiter.acquire(priority).await;
-        // A refresh asked until now is answered by this poll.
-        watch.refresh.take();
-        let started = tokio::time::Instant::now();
-        let budget = Budget { limiter: &self.limiter, priority, first: Some(permit) };
-        let got = strategy::fetch(&*self.fetch, watch, request, prev.as_ref(), budget).await;
-        route.metrics.duration.observe(started.elapsed().as_secs_f64());
-        let first = matches!(*watch.ready.borrow(), Ready::Pending);
-        let mut step = Step::new(std::time::Instant::now());
-        step.polled = Some(SystemTime::now());
-
-        let failure = match got {
-            Ok(Got::NotModified { max_age, etag, last_modified }) if !first => {
-                route.metrics.not_modified.inc();
-                recovered(watch, &mut step, failing);
-                // Validators a 304 carries replace the stored ones (RFC 9111 section 4.3.4).
-                if etag.is_some() || last_modified.is_some() {
-                    let prev = prev.as_ref();
-                    step.validators = Some((
-                        etag.or_else(|| prev.and_then(|r| r.etag.clone())),
-                        last_modified.or_else(|| prev.and_then(|r| r.last_modified.clone())),
-                    ));
-                }
-                return Polled::Step(step, schedule.unchanged(max_age));
-            }
-            Ok(Got::Fresh { mut repr, max_age, bytes, changed }) => {
-                route.metrics.bytes.inc_by(bytes);
-                if first {
-                    route.metrics.changed.inc();
-                    step.current = Some(repr);
-                    step.last_change = step.polled;
-                    return Polled::Opened(step, schedule.unchanged(max_age).min(cfg.poll.interval));
-                }
-                recovered(watch, &mut step, failing);
-                let Some(old) = prev.filter(|old| old.hash != repr.hash) else {
-                    // The same normalized document: keep the one held (its body is what the
-                    // strong ETag of cache answers promises), with the upstream's new validators.
-                    route.metrics.unchanged.inc();
-                    step.validators = Some((repr.etag, repr.last_modified));
-                    return Polled::Step(step, schedule.unchanged(max_age));
-                };
-                let list = watch.key.target.split('?').next().unwrap_or_default();
-                // A delta says which items it touched: their events are the change's.
-                let touched = changed.and_then(|c| route.encoding.encode_items(&c.before, &c.after, list));
-                let encoded = match touched {
-                    Some(encoded) => encoded,
-                    None => {
-                        let (encoded, prints) = route.encoding.encode(&old, &repr, list);
-                        repr.prints = Arc::new(prints);
-                        encoded
-                    }
-                };
-                route.metrics.changed.inc();
-                change_events(route, &mut step, invalid, encoded, &repr);
-                step.current = Some(repr);
-                step.last_change = step.polled;
-                return Polled::Step(step, schedule.changed(max_age));
-            }
-            Ok(Got::NotModified { .. }) => Failure {
-                status: Some(304),
-                refusal: Refusal::unexpected_304(),
-                retry_after: None,
-                error: "unexpected 304 without a validator".into(),
-            },
-            Ok(Got::Status { status, content_type, body, retry_after }) => {
-                if !first && cfg.access == Access::PerSubscriber && matches!(status, 401 | 403) {
-                    route.metrics.error.inc();
-                    return Polled::Revoked(status);
-                }
-                // On a shared or public watch, a 401 or 403 refuses herald's own credential.
-                let error = match (cfg.access, status) {
-                    (Access::Shared | Access::Public, 401 | 403) => {
-                        format!(
-                            "upstream answered {status} to the service credential (upstream.headers, upstream.auth)"
-                        )
-                    }
-                    _ => format!("upstream answered {status}"),
-                };
-                Failure {
-                    status: Some(status),
-                    error,
-                    refusal: Refusal::upstream(status, content_type, body),
-                    retry_after,
-                }
-            }
-            Err(e) => Failure { status: None, error: e.to_string(), refusal: Refusal::from(&e), retry_after: None },
-        };
-
-        route.metrics.error.inc();
-        if first {
-            debug!(route = %cfg.name, status = failure.refusal.status, "first poll refused, answering the subscriber");
-            return Polled::Refused(failure.refusal);
-        }
-        let data = match failure.status {
-            Some(status) => format!(r#"{{"ok":false,"status":{status},"error":{}}}"#, json_string(&failure.error)),
-            None => format!(r#"{{"ok":false,"error":{}}}"#, json_string(&failure.error)),
-        };
-        let data = Bytes::from(data);
-        if !failing {
-            warn!(route = %cfg.name, scope = %watch.key.scope, error = %failure.error, "upstream started failing");
-            step.event(EventKind::Status, "upstream-status", data.clone());
-        }
-        step.failing = Some(Some(data));
-        Polled::Step(step, schedule.failed(failure.retry_after))
-    }
-}
-
-/// What a poll found, to be applied to its watch.
-pub(crate) enum Polled {
-    /// The next step, and when to poll again.
-    Step(Step, Duration),
-    /// The first poll succeeded: the watch opens with this step.
-    Opened(Step, Duration),
-    /// The first poll was refused: its subscribers get the upstream's answer, the watch ends.
-    Refused(Refusal),
-    /// A per-subscriber watch's credential was refused (401/403): its streams end.
-    Revoked(u16),
-}
-
-/// A first poll, or a watch only lingering, takes its turn from the background share; so does
-/// a write-through refresh (`refresh`: when the scheduled poll it comes before is due), until
-/// that scheduled poll is due.
-pub(crate) fn priority(watch: &Watch, first: bool, refresh: Option<tokio::time::Instant>) -> Priority {
-    match refresh {
-        _ if first || watch.subscribers() == 0 => Priority::Background,
-        Some(due) => Priority::Refresh { due },
-        None => Priority::Subscribed,
-    }
-}
-
-/// The events of one change, in the route's format.
-fn change_events(route: &RouteCtx, step: &mut Step, invalid: bool, encoded: Encoded, repr: &Representation) {
-    if !matches!(encoded, Encoded::Invalid(_)) && invalid {
-        step.event(EventKind::Status, "upstream-status", Bytes::from_static(br#"{"ok":true}"#));
-        step.invalid = Some(false);
-    }
-    match encoded {
-        Encoded::Events(events) => {
-            for (name, data) in events {
-                step.event(EventKind::Change, name, data);
-            }
-        }
-        Encoded::Snapshot => step.event(EventKind::Change, "snapshot", repr.data.clone()),
-        Encoded::Invalid(e) => {
-            route.metrics.invalid.inc();
-            warn!(route = %route.cfg.name, error = %e, "representation is not a valid collection, sending a snapshot");
-            if !invalid {
-                let data = format!(r#"{{"ok":false,"error":{}}}"#, json_string(&format!("invalid collection: {e}")));
-                step.event(EventKind::Status, "upstream-status", data);
-                step.invalid = Some(true);
-            }
-            step.event(EventKind::Change, "snapshot", repr.data.clone());
-        }
+    fn refresh_local(&self, path: &str) -> usize {
+        self.matching(path, true)
     }
 }
 
@@ -815,29 +472,6 @@ fn unmap(watches: &mut Watches, watch: &Arc<Watch>) {
                 watches.per_scope.remove(&watch.owner);
             }
         }
-    }
-}
-
-struct Failure {
-    /// The upstream's status, when it answered at all.
-    status: Option<u16>,
-    refusal: Refusal,
-    retry_after: Option<Duration>,
-    /// Short and credential-free: it goes into `upstream-status` events and logs.
-    error: String,
-}
-
-/// `s` as a JSON string literal. (Status data is written by hand to keep the contract's key order.)
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize")
-}
-
-/// Sends `{"ok":true}` when a failing upstream answers again.
-fn recovered(watch: &Watch, step: &mut Step, failing: bool) {
-    if failing {
-        info!(route = %watch.route.cfg.name, scope = %watch.key.scope, "upstream recovered");
-        step.event(EventKind::Status, "upstream-status", Bytes::from_static(br#"{"ok":true}"#));
-        step.failing = Some(None);
     }
 }
 
@@ -892,6 +526,9 @@ fn combined(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
 mod tests {
     use super::*;
     use crate::client::FetchFuture;
+    use crate::PollError;
+    use bytes::Bytes;
+    use herald_core::EventKind;
     use std::collections::VecDeque;
     use tokio::time::Instant;
 

@@ -1,16 +1,31 @@
 //! Polling the upstream on behalf of everybody: the upstream client with conditional requests,
 //! the schedule (adaptive interval, backoff, Retry-After), the global rate limit, and the watches
 //! that own a poll loop, the current representation and the event history.
+//!
+//! One seam per concern, each using only those below it (`docs/layers.py` checks there is no
+//! cycle):
+//! - [`hub`]: the registry of watches: keys, limits, admission, routes and reloads;
+//! - [`coordination`]: who may poll a watch and where its events go: this process
+//!   (`coordination::local`) or the cluster in Redis (`coordination::replica`, through the
+//!   [`cluster`] handle);
+//! - [`poll`]: one poll, and the step it decides for the watch;
+//! - [`strategy`]: how a representation is fetched: one GET, every page, or a delta;
+//! - [`watch`]: a watch's state machine (steps applied under the lock joins take);
+//! - [`route`], [`refusal`]: a route as its watches use it; why a subscriber gets no stream;
+//! - [`client`] (with [`token`] and [`quota`]), [`limit`], [`schedule`], [`metrics`]: one
+//!   upstream request, the global limits, when to poll next, the metric families.
 #![forbid(unsafe_code)]
 
 mod client;
 mod cluster;
-mod delta;
+mod coordination;
 mod hub;
 mod limit;
 mod metrics;
-mod pages;
+mod poll;
 mod quota;
+mod refusal;
+mod route;
 mod schedule;
 mod strategy;
 mod token;
@@ -20,10 +35,12 @@ use std::sync::Arc;
 
 pub use client::{Answer, Fetch, FetchFuture, Request, UpstreamClient};
 pub use cluster::{watch_id, Cluster, HeldLease};
-pub use hub::{Credentials, Hub, HubConfig, Refusal, RouteCtx};
+pub use hub::{Credentials, Hub, HubConfig};
 pub use limit::{Limiter, Permit, Priority};
 pub use metrics::PollMetrics;
 pub use quota::{BudgetKey, Quota, RateLimit};
+pub use refusal::Refusal;
+pub use route::RouteCtx;
 pub use schedule::{jittered, Schedule};
 pub use watch::{Current, Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
 

@@ -1,8 +1,8 @@
 //! A watch: one upstream resource under one credential scope. It owns the current
 //! representation, the event history and the broadcast channel subscribers read from. Its state
 //! changes in one way only, a [`Step`] applied under the lock that joins take, so that the
-//! history and the broadcast always agree; the steps come from its poll loop (in
-//! [`crate::hub`]) or, in cluster mode, from the watch's log in Redis (in [`crate::cluster`]).
+//! history and the broadcast always agree; the steps come from its poll loop, in one process
+//! or, in cluster mode, from the watch's log in Redis (both in [`crate::coordination`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +14,9 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::hub::RouteCtx;
-use crate::Refusal;
+use crate::refusal::Refusal;
+use crate::route::RouteCtx;
+use crate::strategy::FetchState;
 
 /// What identifies a watch: route, upstream path + query, credential scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,10 +48,9 @@ pub struct Watch {
     pub(crate) state: Mutex<State>,
     /// Asks the poll loop to poll now (a write through herald, a change hint).
     pub(crate) refresh: Refresh,
-    /// A paginated collection's pages as last polled (`poll.pages`).
-    pub(crate) pages: crate::pages::PageCache,
-    /// Where delta polling stands (`poll.delta`).
-    pub(crate) delta: crate::delta::DeltaState,
+    /// What its polls remember from one to the next (a paginated collection's pages, where
+    /// delta polling stands).
+    pub(crate) fetch_state: FetchState,
 }
 
 /// Write-through refreshes asked of a watch, coalesced: one waits at most, and a poll that
@@ -247,8 +247,7 @@ impl Watch {
             subscribers: AtomicUsize::new(0),
             state: Mutex::new(state),
             refresh: Refresh::default(),
-            pages: crate::pages::PageCache::default(),
-            delta: crate::delta::DeltaState::default(),
+            fetch_state: FetchState::default(),
         }
     }
 

@@ -11,8 +11,8 @@ use herald_config::{NextPage, Pages};
 use reqwest::Url;
 use serde_json::Value;
 
+use super::budget::Budget;
 use crate::client::{Answer, Fetch, Request};
-use crate::strategy::Budget;
 use crate::PollError;
 
 /// One page as last fetched: where it was, its validators, its items and where it pointed.

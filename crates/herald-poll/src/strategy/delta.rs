@@ -19,9 +19,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::budget::Budget;
+use super::got::{Changed, Got};
+use super::pages::{path_of, with_param, PageCache};
+use super::whole::whole;
 use crate::client::{Answer, Fetch, Request};
-use crate::pages::{path_of, with_param, PageCache};
-use crate::strategy::{whole, Budget, Changed, Got};
 use crate::PollError;
 
 /// The longest value herald puts in a query (an upstream's cursor is usually tens of bytes;

@@ -129,7 +129,10 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let mut next_change = start + args.change_every;
     let mut next_invalidation = args.invalidate_every.map(|every| start + every);
     loop {
-        let next = next_invalidation.map_or(next_change, |i| i.min(next_change));
+        // Changes up to the end (their delivery is awaited after it), invalidations before it
+        // (the poll answered 401 after one at the very end would fall outside the counts).
+        let invalidation = next_invalidation.filter(|at| *at < end);
+        let next = invalidation.map_or(next_change, |i| i.min(next_change));
         if next > end {
             break;
         }
@@ -139,7 +142,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
             api.add_task(&format!("{MARKER}{changes:06}"));
             next_change += args.change_every;
         }
-        if let (Some(at), Some(every)) = (next_invalidation, args.invalidate_every) {
+        if let (Some(at), Some(every)) = (invalidation, args.invalidate_every) {
             if at == next {
                 api.invalidate_tokens();
                 restarts.push(at.duration_since(first_token));

@@ -166,7 +166,6 @@ async fn token_runs() {
         assert!(r["token_refreshes"]["ok"].as_f64().unwrap() + 1.0 >= n("token_requests"), "{r}");
         if invalidate_every.is_some() {
             assert!(n("invalidations") >= 1.0 && n("polls_answered_401") >= 1.0, "{r}");
-            assert!(n("token_requests") > n("invalidations"), "{r}");
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod handshakes;
 pub mod quota;
 pub mod savings;
 pub mod subscribers;
+pub mod token;
 pub mod webhooks;
 
 /// CPU time (user + system) and resident memory of a process, from /proc.

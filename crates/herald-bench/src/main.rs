@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{cluster, delta, fanout, freshness, handshakes, quota, savings, subscribers, webhooks};
+use herald_bench::{cluster, delta, fanout, freshness, handshakes, quota, savings, subscribers, token, webhooks};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -34,6 +34,9 @@ enum Scenario {
     /// A big collection with a few changes per poll: upstream bytes and CPU per poll, full
     /// polling against delta polling.
     Delta(delta::Args),
+    /// A stream whose upstream wants a short-lived OAuth 2.0 token: token requests against
+    /// lifetime − margin, polls answered 401, and whether any reached a subscriber as an error.
+    Token(token::Args),
     /// Memory per idle subscriber at several sizes.
     Idle(fanout::IdleArgs),
     /// Full TLS handshakes per second (each with one small request), herald or `--addr`.
@@ -94,6 +97,10 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Delta(args) => {
             delta::print(&runtime.block_on(delta::run(args))?);
+            Ok(())
+        }
+        Scenario::Token(args) => {
+            token::print(&runtime.block_on(token::run(args))?);
             Ok(())
         }
         Scenario::Idle(args) => {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_bench::{cluster, delta, fanout, freshness, quota, savings, webhooks};
+use herald_bench::{cluster, delta, fanout, freshness, quota, savings, token, webhooks};
 use herald_tests::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +139,35 @@ async fn delta_runs() {
         assert_eq!(r[mode]["events"], 9, "{r}");
     }
     assert!(r["bytes_ratio"].as_f64().unwrap() > 10.0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_runs() {
+    // Tokens renewed every second over 6 s; then 10 s tokens (renewed after 5 s) all invalidated
+    // every 1.5 s, so that the poll after each invalidation is answered 401 and retried.
+    for (lifetime, invalidate_every) in [(2, None), (10, Some(Duration::from_millis(1500)))] {
+        let r = token::run(token::Args {
+            subscribers: 5,
+            lifetime: Duration::from_secs(lifetime),
+            duration: Duration::from_secs(6),
+            interval: Duration::from_millis(200),
+            change_every: Duration::from_secs(1),
+            invalidate_every,
+        })
+        .await
+        .unwrap();
+        let n = |key: &str| r[key].as_f64().unwrap();
+        assert!(n("changes") > 0.0 && n("deliveries") == n("deliveries_expected"), "{r}");
+        assert_eq!((n("failures_reaching_subscribers"), n("error_events")), (0.0, 0.0), "{r}");
+        assert!(n("token_requests") > 1.0, "{r}");
+        // Never more than one a renewal period, besides one after each 401.
+        assert!(n("token_requests") <= n("token_requests_formula") + 2.0 + n("polls_answered_401"), "{r}");
+        // herald counts a token once it is answered: one may be in flight.
+        assert!(r["token_refreshes"]["ok"].as_f64().unwrap() + 1.0 >= n("token_requests"), "{r}");
+        if invalidate_every.is_some() {
+            assert!(n("invalidations") >= 1.0 && n("polls_answered_401") >= 1.0, "{r}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

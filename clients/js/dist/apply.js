@@ -2,20 +2,36 @@
  * How each of herald's event formats changes a live copy (docs/sse.md, "Formats").
  */
 import jsonpatch from 'fast-json-patch';
-/** RFC 6902: applies `ops` to `doc` in place where it can, and returns the new document. */
+/**
+ * RFC 6902: applies `ops` to `doc` in place where it can, and returns the new document. Each
+ * operation is checked before it is applied (a path that is not there, an index out of range):
+ * one that fails throws, and the document may keep the operations before it.
+ */
 export function applyJsonPatch(doc, ops) {
-    return jsonpatch.applyPatch(doc, ops, false, true).newDocument;
+    return jsonpatch.applyPatch(doc, ops, true, true).newDocument;
 }
-/** RFC 7396: the merge of `patch` into `target` (`target` is changed in place when it is an object). */
+/**
+ * RFC 7396: the merge of `patch` into `target` (`target` is changed in place when it is an
+ * object). Members are read and written as own properties only, so a patch member named
+ * `__proto__` is a member like any other, never the object's prototype.
+ */
 export function applyMergePatch(target, patch) {
     if (patch === null || typeof patch !== 'object' || Array.isArray(patch))
         return patch;
-    const into = target !== null && typeof target === 'object' && !Array.isArray(target) ? target : {};
+    const into = target !== null && target !== undefined && typeof target === 'object' && !Array.isArray(target) ? target : {};
     for (const [key, value] of Object.entries(patch)) {
-        if (value === null)
+        if (value === null) {
             delete into[key];
-        else
-            into[key] = applyMergePatch(into[key], value);
+        }
+        else {
+            const now = Object.prototype.hasOwnProperty.call(into, key) ? into[key] : undefined;
+            Object.defineProperty(into, key, {
+                value: applyMergePatch(now, value),
+                writable: true,
+                enumerable: true,
+                configurable: true,
+            });
+        }
     }
     return into;
 }
@@ -43,16 +59,25 @@ export function idString(id) {
 }
 /**
  * A collection's items kept in the upstream's order, found by id: updates stay in place, new
- * items go to the end, deletions close the gap.
+ * items go to the end, deletions close the gap. Positions are kept as they were when the index
+ * was built, with the removed ones since then (`holes`) counted off, so a deletion costs a
+ * binary search rather than renumbering every item after it.
  */
 export class Items {
     constructor(itemsPointer, idPointer) {
         this.itemsPointer = itemsPointer;
         this.idPointer = idPointer;
+        /** The indexed positions removed since the index was built, in order. */
+        this.holes = [];
     }
     /** The state was replaced: its positions are unknown. */
     reset() {
         this.index = undefined;
+        this.holes = [];
+    }
+    /** The key an item is indexed by: its id as herald spells `resourceId`. */
+    key(item) {
+        return idString(lookup(item, this.idPointer));
     }
     /** Applies one item event to `state` (in place) and returns the state. */
     apply(state, kind, id, item) {
@@ -60,19 +85,21 @@ export class Items {
         if (!Array.isArray(list))
             throw new Error(`the state has no array at ${JSON.stringify(this.itemsPointer)}`);
         const index = this.positions(list);
-        const at = index.get(id);
+        const indexed = index.get(id);
+        const at = indexed === undefined ? undefined : indexed - below(this.holes, indexed);
         if (kind === 'deleted') {
-            if (at !== undefined) {
+            if (indexed !== undefined && at !== undefined) {
                 list.splice(at, 1);
                 index.delete(id);
-                for (const [key, i] of index)
-                    if (i > at)
-                        index.set(key, i - 1);
+                this.holes.splice(below(this.holes, indexed), 0, indexed);
+                // Rebuilt now and then, so that a lookup stays a short search.
+                if (this.holes.length > 256)
+                    this.reset();
             }
         }
         else if (item !== undefined) {
             if (at === undefined) {
-                index.set(id, list.length);
+                index.set(id, list.length + this.holes.length);
                 list.push(item);
             }
             else {
@@ -83,13 +110,27 @@ export class Items {
     }
     positions(list) {
         if (this.index === undefined) {
-            this.index = new Map();
+            const index = new Map();
             list.forEach((item, i) => {
-                const id = idString(lookup(item, this.idPointer));
+                const id = this.key(item);
                 if (id !== undefined)
-                    this.index.set(id, i);
+                    index.set(id, i);
             });
+            this.index = index;
+            this.holes = [];
         }
         return this.index;
     }
+}
+/** How many of the sorted `holes` are below `at`. */
+function below(holes, at) {
+    let [low, high] = [0, holes.length];
+    while (low < high) {
+        const mid = (low + high) >> 1;
+        if (holes[mid] < at)
+            low = mid + 1;
+        else
+            high = mid;
+    }
+    return low;
 }

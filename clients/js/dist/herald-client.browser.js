@@ -655,14 +655,23 @@ var fast_json_patch_default = Object.assign({}, core_exports, duplex_exports, {
 
 // src/apply.ts
 function applyJsonPatch(doc, ops) {
-  return fast_json_patch_default.applyPatch(doc, ops, false, true).newDocument;
+  return fast_json_patch_default.applyPatch(doc, ops, true, true).newDocument;
 }
 function applyMergePatch(target, patch) {
   if (patch === null || typeof patch !== "object" || Array.isArray(patch)) return patch;
-  const into = target !== null && typeof target === "object" && !Array.isArray(target) ? target : {};
+  const into = target !== null && target !== void 0 && typeof target === "object" && !Array.isArray(target) ? target : {};
   for (const [key, value] of Object.entries(patch)) {
-    if (value === null) delete into[key];
-    else into[key] = applyMergePatch(into[key], value);
+    if (value === null) {
+      delete into[key];
+    } else {
+      const now = Object.prototype.hasOwnProperty.call(into, key) ? into[key] : void 0;
+      Object.defineProperty(into, key, {
+        value: applyMergePatch(now, value),
+        writable: true,
+        enumerable: true,
+        configurable: true
+      });
+    }
   }
   return into;
 }
@@ -685,26 +694,35 @@ var Items = class {
   constructor(itemsPointer, idPointer) {
     this.itemsPointer = itemsPointer;
     this.idPointer = idPointer;
+    /** The indexed positions removed since the index was built, in order. */
+    this.holes = [];
   }
   /** The state was replaced: its positions are unknown. */
   reset() {
     this.index = void 0;
+    this.holes = [];
+  }
+  /** The key an item is indexed by: its id as herald spells `resourceId`. */
+  key(item) {
+    return idString(lookup(item, this.idPointer));
   }
   /** Applies one item event to `state` (in place) and returns the state. */
   apply(state, kind, id, item) {
     const list = lookup(state, this.itemsPointer);
     if (!Array.isArray(list)) throw new Error(`the state has no array at ${JSON.stringify(this.itemsPointer)}`);
     const index = this.positions(list);
-    const at = index.get(id);
+    const indexed = index.get(id);
+    const at = indexed === void 0 ? void 0 : indexed - below(this.holes, indexed);
     if (kind === "deleted") {
-      if (at !== void 0) {
+      if (indexed !== void 0 && at !== void 0) {
         list.splice(at, 1);
         index.delete(id);
-        for (const [key, i] of index) if (i > at) index.set(key, i - 1);
+        this.holes.splice(below(this.holes, indexed), 0, indexed);
+        if (this.holes.length > 256) this.reset();
       }
     } else if (item !== void 0) {
       if (at === void 0) {
-        index.set(id, list.length);
+        index.set(id, list.length + this.holes.length);
         list.push(item);
       } else {
         list[at] = item;
@@ -714,20 +732,32 @@ var Items = class {
   }
   positions(list) {
     if (this.index === void 0) {
-      this.index = /* @__PURE__ */ new Map();
+      const index = /* @__PURE__ */ new Map();
       list.forEach((item, i) => {
-        const id = idString(lookup(item, this.idPointer));
-        if (id !== void 0) this.index.set(id, i);
+        const id = this.key(item);
+        if (id !== void 0) index.set(id, i);
       });
+      this.index = index;
+      this.holes = [];
     }
     return this.index;
   }
 };
+function below(holes, at) {
+  let [low, high] = [0, holes.length];
+  while (low < high) {
+    const mid = low + high >> 1;
+    if (holes[mid] < at) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
 
 // src/sse.ts
 var SseParser = class {
   constructor(lastEventId) {
-    this.buffer = "";
+    /** The pieces of the line not ended yet. */
+    this.pending = [];
     this.event = "";
     this.data = [];
     this.sawCarriageReturn = false;
@@ -736,21 +766,23 @@ var SseParser = class {
   /** Parses `chunk` and returns the frames it completed. */
   push(chunk) {
     const frames = [];
-    let text2 = this.buffer + chunk;
-    if (this.sawCarriageReturn && text2.startsWith("\n")) text2 = text2.slice(1);
-    this.sawCarriageReturn = false;
     let start = 0;
-    for (let i = 0; i < text2.length; i++) {
-      const c = text2.charCodeAt(i);
+    if (this.sawCarriageReturn && chunk.startsWith("\n")) start = 1;
+    this.sawCarriageReturn = false;
+    for (let i = start; i < chunk.length; i++) {
+      const c = chunk.charCodeAt(i);
       if (c !== 10 && c !== 13) continue;
-      this.line(text2.slice(start, i), frames);
+      this.pending.push(chunk.slice(start, i));
+      const line = this.pending.length === 1 ? this.pending[0] : this.pending.join("");
+      this.pending = [];
+      this.line(line, frames);
       if (c === 13) {
-        if (i + 1 === text2.length) this.sawCarriageReturn = true;
-        else if (text2.charCodeAt(i + 1) === 10) i++;
+        if (i + 1 === chunk.length) this.sawCarriageReturn = true;
+        else if (chunk.charCodeAt(i + 1) === 10) i++;
       }
       start = i + 1;
     }
-    this.buffer = text2.slice(start);
+    if (start < chunk.length) this.pending.push(chunk.slice(start));
     return frames;
   }
   line(line, frames) {
@@ -786,7 +818,7 @@ var SseParser = class {
 
 // src/index.ts
 function watch(url, options = {}) {
-  return new LiveCopy(String(url), options);
+  return new LiveCopy(url, options);
 }
 var Refused = class extends Error {
   constructor(end) {
@@ -800,20 +832,30 @@ var Retry = class extends Error {
     this.after = after;
   }
 };
+var CannotApply = class extends Error {
+};
 var SECOND = 1e3;
+var MIN_DELAY = 100;
+var PROBE_EVERY = 5 * 60 * SECOND;
 var LiveCopy = class {
   constructor(url, options) {
     this.options = options;
     this.closed = false;
-    /** Streams that gave no event, in a row, while none ever did (for `auto`). */
+    /** Streams accepted that sent nothing, in a row, while none ever did (for `auto`). */
     this.silentStreams = 0;
     this.everStreamed = false;
-    const base = url.replace(/\/event-stream(?=$|\?)/, "");
-    this.resourceUrl = base;
-    this.streamUrl = url;
+    this.probeAt = 0;
+    const base = globalThis.location?.href;
+    this.streamUrl = new URL(url, base);
+    this.resourceUrl = new URL(this.streamUrl);
+    this.resourceUrl.pathname = this.resourceUrl.pathname.replace(/\/event-stream$/, "");
+    if (options.lastEventId === void 0 !== (options.state === void 0)) {
+      throw new TypeError("watch: lastEventId and state resume together: give both or neither");
+    }
     this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.items = new Items(options.collection?.items ?? "", options.collection?.id ?? "/id");
     this.lastEventId = options.lastEventId;
+    this.state = options.state;
     this.transport = options.transport === "long-poll" ? "long-poll" : "stream";
     this.ended = new Promise((resolve) => this.finish = resolve);
     void this.run();
@@ -825,8 +867,20 @@ var LiveCopy = class {
     if (this.closed) return;
     this.closed = true;
     this.connection?.abort();
+    this.wake?.();
     this.finish(end);
-    this.options.onEnd?.(end);
+    this.call(this.options.onEnd, end);
+  }
+  /** Calls one of the user's callbacks: what it throws is reported, and the watch goes on. */
+  call(callback, ...args) {
+    if (callback === void 0) return;
+    try {
+      callback(...args);
+    } catch (e) {
+      const report = globalThis.reportError;
+      if (report) report(e);
+      else console.error("herald client: a callback threw", e);
+    }
   }
   async run() {
     let failures = 0;
@@ -844,72 +898,96 @@ var LiveCopy = class {
         if (e instanceof Refused) return this.end(e.end);
         failures++;
         if (e instanceof Retry) wait = e.after;
+        if (e instanceof CannotApply) this.lastEventId = void 0;
+        this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
       }
-      const auto = this.options.transport === void 0 || this.options.transport === "auto";
-      if (auto && this.transport === "stream" && !this.everStreamed && this.silentStreams >= 2) {
-        this.transport = "long-poll";
-        continue;
-      }
-      await sleep(wait ?? this.backoff(failures));
+      if (this.options.transport === void 0 || this.options.transport === "auto") this.choose();
+      await this.sleep(wait ?? this.backoff(failures));
+    }
+  }
+  /** `auto`: long polling after two silent streams while none ever worked; a stream again now and then. */
+  choose() {
+    if (this.transport === "stream" && !this.everStreamed && this.silentStreams >= 2) {
+      this.transport = "long-poll";
+      this.probeAt = Date.now() + PROBE_EVERY;
+    } else if (this.transport === "long-poll" && Date.now() >= this.probeAt) {
+      this.transport = "stream";
+      this.silentStreams = 1;
+      this.probeAt = Date.now() + PROBE_EVERY;
     }
   }
   /** Full jitter over an exponential back-off from the server's `retry:` (or `backoff.min`). */
   backoff(failures) {
-    const min = this.options.backoff?.min ?? this.retry ?? SECOND;
-    const max = this.options.backoff?.max ?? 30 * SECOND;
+    const min = Math.max(MIN_DELAY, this.options.backoff?.min ?? this.retry ?? SECOND);
+    const max = Math.max(min, this.options.backoff?.max ?? 30 * SECOND);
     const ceiling = Math.min(max, min * 2 ** Math.min(failures - 1, 16));
     return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+  /** Waits `ms`, or less if the watch is closed meanwhile. */
+  sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   }
   /** One stream, read to its end. */
   async stream() {
     const headers = { ...this.options.headers, accept: "text/event-stream" };
-    if (this.lastEventId !== void 0) headers["last-event-id"] = this.lastEventId;
+    if (this.lastEventId) headers["last-event-id"] = this.lastEventId;
     const connection = this.connect();
+    let opened = false;
     let timer = setTimeout(() => connection.abort(), this.options.openTimeout ?? 10 * SECOND);
     const idle = () => {
       clearTimeout(timer);
       timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
     };
+    let accepted = false;
     let events = 0;
     try {
       const res = await this.fetch(this.streamUrl, { headers, signal: connection.signal, cache: "no-store" });
       await refusal(res);
-      if (!(res.headers.get("content-type") ?? "").startsWith("text/event-stream") || !res.body) {
+      const type = (res.headers.get("content-type") ?? "").toLowerCase();
+      if (!type.startsWith("text/event-stream") || !res.body) {
         throw new Refused({ reason: "not-a-stream", status: res.status, body: await text(res) });
       }
+      accepted = true;
       const parser = new SseParser(this.lastEventId);
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       for (; ; ) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (events > 0) idle();
+        idle();
+        if (!opened) {
+          opened = true;
+          this.everStreamed = true;
+          this.silentStreams = 0;
+        }
         for (const frame of parser.push(value)) {
           if (this.closed) return "again";
           if (parser.retry !== void 0) this.retry = parser.retry;
-          if (events++ === 0) {
-            idle();
-            this.everStreamed = true;
-            this.silentStreams = 0;
-          }
-          if (!await this.handle(frame)) return "again";
+          events++;
+          const next = await this.handle(frame);
+          if (next !== void 0) return next;
         }
       }
     } catch (e) {
-      if (e instanceof Refused || events === 0) {
-        if (!this.everStreamed) this.silentStreams++;
-        throw e;
-      }
+      if (e instanceof Refused || e instanceof CannotApply) throw e;
+      if (!opened && (accepted || connection.signal.aborted) && !this.closed) this.silentStreams++;
+      if (events === 0) throw e;
+      this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
     } finally {
       clearTimeout(timer);
       connection.abort();
     }
-    if (events > 0) return "events";
-    if (!this.everStreamed) this.silentStreams++;
-    return "nothing";
+    if (!opened && accepted) this.silentStreams++;
+    return events > 0 ? "events" : "nothing";
   }
   /**
-   * Applies one frame. False when the stream should be reopened now (herald is shutting down
-   * or was reconfigured).
+   * Applies one frame; an outcome when the stream should end (herald's `error` event), else
+   * `undefined`.
    */
   async handle(frame) {
     let data;
@@ -921,6 +999,17 @@ var LiveCopy = class {
     const event = { type: frame.event, id: frame.id, data };
     const object = data !== null && typeof data === "object" && !Array.isArray(data) ? data : {};
     let changed = true;
+    switch (frame.event) {
+      case "upstream-status":
+        this.lastEventId = frame.id;
+        this.call(this.options.onEvent, event);
+        this.call(this.options.onStatus, data);
+        return void 0;
+      case "error":
+        this.call(this.options.onEvent, event);
+        if (typeof object.status === "number") throw new Refused({ reason: "refused", status: object.status, body: frame.data });
+        return "events";
+    }
     try {
       switch (frame.event) {
         case "snapshot":
@@ -933,27 +1022,20 @@ var LiveCopy = class {
         case "merge-patch":
           this.state = applyMergePatch(this.state, data);
           break;
-        case "upstream-status":
-          changed = false;
-          this.options.onStatus?.(data);
-          break;
-        case "error":
-          if (typeof object.status === "number") throw new Refused({ reason: "refused", status: object.status, body: frame.data });
-          this.options.onEvent?.(event);
-          return false;
         default:
           changed = await this.applyItem(frame.event, object);
       }
     } catch (e) {
-      if (e instanceof Refused) throw e;
-      this.lastEventId = void 0;
-      this.state = void 0;
-      throw new Retry(`cannot apply ${frame.event} ${frame.id ?? ""}: ${String(e)}`, 0);
+      if (e instanceof CannotApply || !(e instanceof Error) || e.name === "AbortError" || e instanceof TypeError) {
+        throw e;
+      }
+      throw new CannotApply(`cannot apply ${frame.event} ${frame.id ?? ""}: ${e.message}`);
     }
+    if (this.closed) return "again";
     this.lastEventId = frame.id;
-    this.options.onEvent?.(event);
-    if (changed && this.state !== void 0) this.options.onState?.(this.state, event);
-    return true;
+    this.call(this.options.onEvent, event);
+    if (changed && this.state !== void 0) this.call(this.options.onState, this.state, event);
+    return void 0;
   }
   replace(data) {
     this.state = data;
@@ -964,18 +1046,25 @@ var LiveCopy = class {
     const kind = /\.(created|updated|deleted)$/.exec(type)?.[1];
     const id = idString(event.resourceId);
     if (kind === void 0 || id === void 0) return false;
+    if (this.state === void 0) throw new CannotApply(`${type} before a snapshot`);
     let item = event.resourceDetails;
     if (item === void 0 && kind !== "deleted") {
       item = await this.readItem(event);
       if (item === void 0) return false;
     }
-    this.state = this.items.apply(this.state, kind, id, item);
+    const key = (item !== void 0 ? this.items.key(item) : void 0) ?? id;
+    this.state = this.items.apply(this.state, kind, key, item);
     return true;
   }
+  /** A lean event's item, from its `self` link: only on the watched origin, which the headers are for. */
   async readItem(event) {
     const self = event._links?.find((link) => link.rel === "self")?.href;
-    if (self === void 0) return void 0;
-    const res = await this.fetch(new URL(self, this.resourceUrl), {
+    if (self === void 0) throw new CannotApply(`a lean ${event.eventType} without a self link`);
+    const url = new URL(self, this.resourceUrl);
+    if (url.origin !== this.resourceUrl.origin) {
+      throw new CannotApply(`a lean ${event.eventType} links to another origin (${url.origin})`);
+    }
+    const res = await this.fetch(url, {
       headers: { ...this.options.headers, accept: "application/json" },
       signal: this.connection?.signal
     });
@@ -1010,10 +1099,11 @@ var LiveCopy = class {
         } catch {
           data = body;
         }
+        if (this.closed) return "again";
         this.replace(data);
         const event = { type: "snapshot", id: void 0, data };
-        this.options.onEvent?.(event);
-        this.options.onState?.(this.state, event);
+        this.call(this.options.onEvent, event);
+        this.call(this.options.onState, this.state, event);
       }
       return held || headers.prefer === void 0 ? "again" : "nothing";
     } finally {
@@ -1043,9 +1133,6 @@ async function text(res) {
   } catch {
     return "";
   }
-}
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 export {
   SseParser,

@@ -54,6 +54,11 @@ export interface WatchOptions<T = Json> {
     onEvent?: (event: HeraldEvent) => void;
     /** Called when herald reports the API failing (`ok: false`) or answering again. */
     onStatus?: (status: UpstreamStatus) => void;
+    /**
+     * Called with what the watch recovers from by itself: a dropped connection, an answer to
+     * retry, an event the copy could not take (the watch then starts again from a snapshot).
+     */
+    onError?: (error: Error) => void;
     /** Called once when the watch ends; `ended` resolves with the same value. */
     onEnd?: (end: WatchEnd) => void;
     /**
@@ -66,12 +71,14 @@ export interface WatchOptions<T = Json> {
     };
     /**
      * `stream` (Server-Sent Events), `long-poll` (`GET` with `If-None-Match` and `Prefer: wait`),
-     * or `auto` (default): streams, and long polling when two streams in a row give no event
-     * within `openTimeout` and none ever did.
+     * or `auto` (default): streams, and long polling when two streams in a row were accepted but
+     * sent nothing within `openTimeout` while none ever did (a proxy that holds them back); a
+     * stream is tried again every five minutes.
      */
     transport?: 'auto' | 'stream' | 'long-poll';
-    /** Resume after this id instead of starting from a snapshot. */
+    /** Resume from a copy saved earlier: `state` as it was at `lastEventId` (both, or neither). */
     lastEventId?: string;
+    state?: T;
     /** Reconnection back-off in milliseconds: from `min` (or the stream's `retry:`) doubling to `max`. */
     backoff?: {
         min?: number;
@@ -79,13 +86,13 @@ export interface WatchOptions<T = Json> {
     };
     /** A stream that gives no byte for this long (herald sends a heartbeat every 15 s) is reopened. Default 45 s. */
     idleTimeout?: number;
-    /** How long a stream may take to give its first event. Default 10 s. */
+    /** How long a stream may take to be answered and give its first byte. Default 10 s. */
     openTimeout?: number;
     /** Long polling: how many seconds herald may hold a request (at most 120). Default 60. */
     wait?: number;
 }
 export interface Watch<T = Json> {
-    /** The live copy; `undefined` until the first snapshot. */
+    /** The live copy; `undefined` until the first snapshot. Changed in place: treat it as read-only. */
     readonly state: T | undefined;
     /** The id to resume from. */
     readonly lastEventId: string | undefined;

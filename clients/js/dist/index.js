@@ -21,7 +21,7 @@ export { SseParser } from './sse.js';
 export { applyJsonPatch, applyMergePatch } from './apply.js';
 /** Watches `url` (a route's resource, or its `/event-stream`) and keeps a live copy of it. */
 export function watch(url, options = {}) {
-    return new LiveCopy(String(url), options);
+    return new LiveCopy(url, options);
 }
 /** A refusal: the watch ends. */
 class Refused extends Error {
@@ -37,20 +37,34 @@ class Retry extends Error {
         this.after = after;
     }
 }
+/** An event the copy cannot take: the copy is not the state herald diffed against. */
+class CannotApply extends Error {
+}
 const SECOND = 1000;
+/** The shortest reconnection delay, whatever a server's `retry:` or the options say. */
+const MIN_DELAY = 100;
+/** How often `auto` tries a stream again while it long-polls. */
+const PROBE_EVERY = 5 * 60 * SECOND;
 class LiveCopy {
     constructor(url, options) {
         this.options = options;
         this.closed = false;
-        /** Streams that gave no event, in a row, while none ever did (for `auto`). */
+        /** Streams accepted that sent nothing, in a row, while none ever did (for `auto`). */
         this.silentStreams = 0;
         this.everStreamed = false;
-        const base = url.replace(/\/event-stream(?=$|\?)/, '');
-        this.resourceUrl = base;
-        this.streamUrl = url;
+        this.probeAt = 0;
+        // Relative URLs are the page's (in a browser).
+        const base = globalThis.location?.href;
+        this.streamUrl = new URL(url, base);
+        this.resourceUrl = new URL(this.streamUrl);
+        this.resourceUrl.pathname = this.resourceUrl.pathname.replace(/\/event-stream$/, '');
+        if ((options.lastEventId === undefined) !== (options.state === undefined)) {
+            throw new TypeError('watch: lastEventId and state resume together: give both or neither');
+        }
         this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
         this.items = new Items(options.collection?.items ?? '', options.collection?.id ?? '/id');
         this.lastEventId = options.lastEventId;
+        this.state = options.state;
         this.transport = options.transport === 'long-poll' ? 'long-poll' : 'stream';
         this.ended = new Promise(resolve => (this.finish = resolve));
         void this.run();
@@ -63,8 +77,24 @@ class LiveCopy {
             return;
         this.closed = true;
         this.connection?.abort();
+        this.wake?.();
         this.finish(end);
-        this.options.onEnd?.(end);
+        this.call(this.options.onEnd, end);
+    }
+    /** Calls one of the user's callbacks: what it throws is reported, and the watch goes on. */
+    call(callback, ...args) {
+        if (callback === undefined)
+            return;
+        try {
+            callback(...args);
+        }
+        catch (e) {
+            const report = globalThis.reportError;
+            if (report)
+                report(e);
+            else
+                console.error('herald client: a callback threw', e);
+        }
     }
     async run() {
         let failures = 0;
@@ -87,84 +117,114 @@ class LiveCopy {
                 failures++;
                 if (e instanceof Retry)
                     wait = e.after;
+                if (e instanceof CannotApply)
+                    this.lastEventId = undefined;
+                this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
             }
-            const auto = this.options.transport === undefined || this.options.transport === 'auto';
-            if (auto && this.transport === 'stream' && !this.everStreamed && this.silentStreams >= 2) {
-                this.transport = 'long-poll';
-                continue;
-            }
-            await sleep(wait ?? this.backoff(failures));
+            if (this.options.transport === undefined || this.options.transport === 'auto')
+                this.choose();
+            await this.sleep(wait ?? this.backoff(failures));
+        }
+    }
+    /** `auto`: long polling after two silent streams while none ever worked; a stream again now and then. */
+    choose() {
+        if (this.transport === 'stream' && !this.everStreamed && this.silentStreams >= 2) {
+            this.transport = 'long-poll';
+            this.probeAt = Date.now() + PROBE_EVERY;
+        }
+        else if (this.transport === 'long-poll' && Date.now() >= this.probeAt) {
+            // One silent stream is enough to go back.
+            this.transport = 'stream';
+            this.silentStreams = 1;
+            this.probeAt = Date.now() + PROBE_EVERY;
         }
     }
     /** Full jitter over an exponential back-off from the server's `retry:` (or `backoff.min`). */
     backoff(failures) {
-        const min = this.options.backoff?.min ?? this.retry ?? SECOND;
-        const max = this.options.backoff?.max ?? 30 * SECOND;
+        const min = Math.max(MIN_DELAY, this.options.backoff?.min ?? this.retry ?? SECOND);
+        const max = Math.max(min, this.options.backoff?.max ?? 30 * SECOND);
         const ceiling = Math.min(max, min * 2 ** Math.min(failures - 1, 16));
         return ceiling / 2 + Math.random() * (ceiling / 2);
+    }
+    /** Waits `ms`, or less if the watch is closed meanwhile. */
+    sleep(ms) {
+        return new Promise(resolve => {
+            const timer = setTimeout(resolve, ms);
+            this.wake = () => {
+                clearTimeout(timer);
+                resolve();
+            };
+        });
     }
     /** One stream, read to its end. */
     async stream() {
         const headers = { ...this.options.headers, accept: 'text/event-stream' };
-        if (this.lastEventId !== undefined)
+        if (this.lastEventId)
             headers['last-event-id'] = this.lastEventId;
         const connection = this.connect();
-        // Until the first event: `openTimeout`; then `idleTimeout` from each chunk.
+        // Until the answer's first byte: `openTimeout`; then `idleTimeout` from each chunk.
+        let opened = false;
         let timer = setTimeout(() => connection.abort(), this.options.openTimeout ?? 10 * SECOND);
         const idle = () => {
             clearTimeout(timer);
             timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
         };
+        let accepted = false;
         let events = 0;
         try {
             const res = await this.fetch(this.streamUrl, { headers, signal: connection.signal, cache: 'no-store' });
             await refusal(res);
-            if (!(res.headers.get('content-type') ?? '').startsWith('text/event-stream') || !res.body) {
+            const type = (res.headers.get('content-type') ?? '').toLowerCase();
+            if (!type.startsWith('text/event-stream') || !res.body) {
                 throw new Refused({ reason: 'not-a-stream', status: res.status, body: await text(res) });
             }
+            accepted = true;
             const parser = new SseParser(this.lastEventId);
             const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
             for (;;) {
                 const { done, value } = await reader.read();
                 if (done)
                     break;
-                if (events > 0)
-                    idle();
+                idle();
+                if (!opened) {
+                    opened = true;
+                    this.everStreamed = true;
+                    this.silentStreams = 0;
+                }
                 for (const frame of parser.push(value)) {
                     if (this.closed)
                         return 'again';
                     if (parser.retry !== undefined)
                         this.retry = parser.retry;
-                    if (events++ === 0) {
-                        idle();
-                        this.everStreamed = true;
-                        this.silentStreams = 0;
-                    }
-                    if (!(await this.handle(frame)))
-                        return 'again';
+                    events++;
+                    const next = await this.handle(frame);
+                    if (next !== undefined)
+                        return next;
                 }
             }
         }
         catch (e) {
-            if (e instanceof Refused || events === 0) {
-                if (!this.everStreamed)
-                    this.silentStreams++;
+            if (e instanceof Refused || e instanceof CannotApply)
                 throw e;
-            }
+            // Held back: answered and silent, or not answered within `openTimeout` at all.
+            if (!opened && (accepted || connection.signal.aborted) && !this.closed)
+                this.silentStreams++;
+            if (events === 0)
+                throw e;
+            // A dropped stream that gave events: resumed from the last id after the server's `retry:`.
+            this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
         }
         finally {
             clearTimeout(timer);
             connection.abort();
         }
-        if (events > 0)
-            return 'events';
-        if (!this.everStreamed)
+        if (!opened && accepted)
             this.silentStreams++;
-        return 'nothing';
+        return events > 0 ? 'events' : 'nothing';
     }
     /**
-     * Applies one frame. False when the stream should be reopened now (herald is shutting down
-     * or was reconfigured).
+     * Applies one frame; an outcome when the stream should end (herald's `error` event), else
+     * `undefined`.
      */
     async handle(frame) {
         let data;
@@ -177,6 +237,19 @@ class LiveCopy {
         const event = { type: frame.event, id: frame.id, data };
         const object = (data !== null && typeof data === 'object' && !Array.isArray(data) ? data : {});
         let changed = true;
+        switch (frame.event) {
+            case 'upstream-status':
+                this.lastEventId = frame.id;
+                this.call(this.options.onEvent, event);
+                this.call(this.options.onStatus, data);
+                return undefined;
+            case 'error':
+                this.call(this.options.onEvent, event);
+                if (typeof object.status === 'number')
+                    throw new Refused({ reason: 'refused', status: object.status, body: frame.data });
+                // herald is shutting down or was reconfigured: again after the server's `retry:`.
+                return 'events';
+        }
         try {
             switch (frame.event) {
                 case 'snapshot':
@@ -189,33 +262,23 @@ class LiveCopy {
                 case 'merge-patch':
                     this.state = applyMergePatch(this.state, data);
                     break;
-                case 'upstream-status':
-                    changed = false;
-                    this.options.onStatus?.(data);
-                    break;
-                case 'error':
-                    if (typeof object.status === 'number')
-                        throw new Refused({ reason: 'refused', status: object.status, body: frame.data });
-                    this.options.onEvent?.(event);
-                    return false;
                 default:
                     changed = await this.applyItem(frame.event, object);
             }
         }
         catch (e) {
-            if (e instanceof Refused)
+            if (e instanceof CannotApply || !(e instanceof Error) || e.name === 'AbortError' || e instanceof TypeError) {
                 throw e;
-            // An event the copy cannot take (it is not the state herald diffed against): start
-            // again from a snapshot rather than hold a wrong copy.
-            this.lastEventId = undefined;
-            this.state = undefined;
-            throw new Retry(`cannot apply ${frame.event} ${frame.id ?? ''}: ${String(e)}`, 0);
+            }
+            throw new CannotApply(`cannot apply ${frame.event} ${frame.id ?? ''}: ${e.message}`);
         }
+        if (this.closed)
+            return 'again';
         this.lastEventId = frame.id;
-        this.options.onEvent?.(event);
+        this.call(this.options.onEvent, event);
         if (changed && this.state !== undefined)
-            this.options.onState?.(this.state, event);
-        return true;
+            this.call(this.options.onState, this.state, event);
+        return undefined;
     }
     replace(data) {
         this.state = data;
@@ -227,6 +290,8 @@ class LiveCopy {
         const id = idString(event.resourceId);
         if (kind === undefined || id === undefined)
             return false;
+        if (this.state === undefined)
+            throw new CannotApply(`${type} before a snapshot`);
         let item = event.resourceDetails;
         if (item === undefined && kind !== 'deleted') {
             // A lean event (`payload: lean`) names its item: read it, with the same credentials.
@@ -234,17 +299,25 @@ class LiveCopy {
             if (item === undefined)
                 return false;
         }
-        this.state = this.items.apply(this.state, kind, id, item);
+        // Keyed as the held items are (a number beyond 2^53 rounds alike on both sides).
+        const key = (item !== undefined ? this.items.key(item) : undefined) ?? id;
+        this.state = this.items.apply(this.state, kind, key, item);
         return true;
     }
+    /** A lean event's item, from its `self` link: only on the watched origin, which the headers are for. */
     async readItem(event) {
         const self = event._links?.find(link => link.rel === 'self')?.href;
         if (self === undefined)
-            return undefined;
-        const res = await this.fetch(new URL(self, this.resourceUrl), {
+            throw new CannotApply(`a lean ${event.eventType} without a self link`);
+        const url = new URL(self, this.resourceUrl);
+        if (url.origin !== this.resourceUrl.origin) {
+            throw new CannotApply(`a lean ${event.eventType} links to another origin (${url.origin})`);
+        }
+        const res = await this.fetch(url, {
             headers: { ...this.options.headers, accept: 'application/json' },
             signal: this.connection?.signal,
         });
+        // Gone since: its `deleted` event follows.
         if (res.status === 404)
             return undefined;
         await refusal(res);
@@ -280,10 +353,12 @@ class LiveCopy {
                 catch {
                     data = body;
                 }
+                if (this.closed)
+                    return 'again';
                 this.replace(data);
                 const event = { type: 'snapshot', id: undefined, data };
-                this.options.onEvent?.(event);
-                this.options.onState?.(this.state, event);
+                this.call(this.options.onEvent, event);
+                this.call(this.options.onState, this.state, event);
             }
             // An answer herald did not hold (a route without `cache: true` passes the request
             // through): poll at the back-off's pace instead of in a tight loop.
@@ -320,7 +395,4 @@ async function text(res) {
     catch {
         return '';
     }
-}
-function sleep(ms) {
-    return new Promise(resolve => setTimeout(resolve, ms));
 }

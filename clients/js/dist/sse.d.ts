@@ -1,6 +1,8 @@
 /**
  * An event-stream parser (the WHATWG HTML "server-sent events" interpretation), fed text chunks
- * as they arrive, so that it works over `fetch` in browsers and Node alike.
+ * as they arrive, so that it works over `fetch` in browsers and Node alike. Each chunk is
+ * scanned once, however long its lines: a snapshot of many megabytes in small chunks costs what
+ * its bytes cost.
  */
 /** One dispatched event. */
 export interface Frame {
@@ -12,7 +14,8 @@ export interface Frame {
     id: string | undefined;
 }
 export declare class SseParser {
-    private buffer;
+    /** The pieces of the line not ended yet. */
+    private pending;
     private event;
     private data;
     private sawCarriageReturn;

@@ -1,10 +1,13 @@
 /**
  * An event-stream parser (the WHATWG HTML "server-sent events" interpretation), fed text chunks
- * as they arrive, so that it works over `fetch` in browsers and Node alike.
+ * as they arrive, so that it works over `fetch` in browsers and Node alike. Each chunk is
+ * scanned once, however long its lines: a snapshot of many megabytes in small chunks costs what
+ * its bytes cost.
  */
 export class SseParser {
     constructor(lastEventId) {
-        this.buffer = '';
+        /** The pieces of the line not ended yet. */
+        this.pending = [];
         this.event = '';
         this.data = [];
         this.sawCarriageReturn = false;
@@ -13,26 +16,29 @@ export class SseParser {
     /** Parses `chunk` and returns the frames it completed. */
     push(chunk) {
         const frames = [];
-        let text = this.buffer + chunk;
-        // A "\r\n" split between two chunks: the "\n" ends no second line.
-        if (this.sawCarriageReturn && text.startsWith('\n'))
-            text = text.slice(1);
-        this.sawCarriageReturn = false;
         let start = 0;
-        for (let i = 0; i < text.length; i++) {
-            const c = text.charCodeAt(i);
+        // A "\r\n" split between two chunks: the "\n" ends no second line.
+        if (this.sawCarriageReturn && chunk.startsWith('\n'))
+            start = 1;
+        this.sawCarriageReturn = false;
+        for (let i = start; i < chunk.length; i++) {
+            const c = chunk.charCodeAt(i);
             if (c !== 10 && c !== 13)
                 continue;
-            this.line(text.slice(start, i), frames);
+            this.pending.push(chunk.slice(start, i));
+            const line = this.pending.length === 1 ? this.pending[0] : this.pending.join('');
+            this.pending = [];
+            this.line(line, frames);
             if (c === 13) {
-                if (i + 1 === text.length)
+                if (i + 1 === chunk.length)
                     this.sawCarriageReturn = true;
-                else if (text.charCodeAt(i + 1) === 10)
+                else if (chunk.charCodeAt(i + 1) === 10)
                     i++;
             }
             start = i + 1;
         }
-        this.buffer = text.slice(start);
+        if (start < chunk.length)
+            this.pending.push(chunk.slice(start));
         return frames;
     }
     line(line, frames) {

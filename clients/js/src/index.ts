@@ -60,6 +60,11 @@ export interface WatchOptions<T = Json> {
   onEvent?: (event: HeraldEvent) => void;
   /** Called when herald reports the API failing (`ok: false`) or answering again. */
   onStatus?: (status: UpstreamStatus) => void;
+  /**
+   * Called with what the watch recovers from by itself: a dropped connection, an answer to
+   * retry, an event the copy could not take (the watch then starts again from a snapshot).
+   */
+  onError?: (error: Error) => void;
   /** Called once when the watch ends; `ended` resolves with the same value. */
   onEnd?: (end: WatchEnd) => void;
   /**
@@ -69,24 +74,26 @@ export interface WatchOptions<T = Json> {
   collection?: { items?: string; id?: string };
   /**
    * `stream` (Server-Sent Events), `long-poll` (`GET` with `If-None-Match` and `Prefer: wait`),
-   * or `auto` (default): streams, and long polling when two streams in a row give no event
-   * within `openTimeout` and none ever did.
+   * or `auto` (default): streams, and long polling when two streams in a row were accepted but
+   * sent nothing within `openTimeout` while none ever did (a proxy that holds them back); a
+   * stream is tried again every five minutes.
    */
   transport?: 'auto' | 'stream' | 'long-poll';
-  /** Resume after this id instead of starting from a snapshot. */
+  /** Resume from a copy saved earlier: `state` as it was at `lastEventId` (both, or neither). */
   lastEventId?: string;
+  state?: T;
   /** Reconnection back-off in milliseconds: from `min` (or the stream's `retry:`) doubling to `max`. */
   backoff?: { min?: number; max?: number };
   /** A stream that gives no byte for this long (herald sends a heartbeat every 15 s) is reopened. Default 45 s. */
   idleTimeout?: number;
-  /** How long a stream may take to give its first event. Default 10 s. */
+  /** How long a stream may take to be answered and give its first byte. Default 10 s. */
   openTimeout?: number;
   /** Long polling: how many seconds herald may hold a request (at most 120). Default 60. */
   wait?: number;
 }
 
 export interface Watch<T = Json> {
-  /** The live copy; `undefined` until the first snapshot. */
+  /** The live copy; `undefined` until the first snapshot. Changed in place: treat it as read-only. */
   readonly state: T | undefined;
   /** The id to resume from. */
   readonly lastEventId: string | undefined;
@@ -100,10 +107,10 @@ export interface Watch<T = Json> {
 
 /** Watches `url` (a route's resource, or its `/event-stream`) and keeps a live copy of it. */
 export function watch<T = Json>(url: string | URL, options: WatchOptions<T> = {}): Watch<T> {
-  return new LiveCopy<T>(String(url), options);
+  return new LiveCopy<T>(url, options);
 }
 
-/** How a connection ended: `again` to reconnect at once, else after a back-off. */
+/** How a connection ended: `again` to reconnect at once, `events` after the server's `retry:`, `nothing` after a growing back-off. */
 type Outcome = 'again' | 'events' | 'nothing';
 
 /** A refusal: the watch ends. */
@@ -123,7 +130,14 @@ class Retry extends Error {
   }
 }
 
+/** An event the copy cannot take: the copy is not the state herald diffed against. */
+class CannotApply extends Error {}
+
 const SECOND = 1000;
+/** The shortest reconnection delay, whatever a server's `retry:` or the options say. */
+const MIN_DELAY = 100;
+/** How often `auto` tries a stream again while it long-polls. */
+const PROBE_EVERY = 5 * 60 * SECOND;
 
 class LiveCopy<T> implements Watch<T> {
   state: T | undefined;
@@ -131,30 +145,38 @@ class LiveCopy<T> implements Watch<T> {
   transport: 'stream' | 'long-poll';
   readonly ended: Promise<WatchEnd>;
 
-  private readonly streamUrl: string;
-  private readonly resourceUrl: string;
+  private readonly streamUrl: URL;
+  private readonly resourceUrl: URL;
   private readonly fetch: typeof fetch;
   private readonly items: Items;
   private connection: AbortController | undefined;
   private closed = false;
   private finish!: (end: WatchEnd) => void;
+  private wake: (() => void) | undefined;
   /** The server's `retry:` advice, milliseconds. */
   private retry: number | undefined;
-  /** Streams that gave no event, in a row, while none ever did (for `auto`). */
+  /** Streams accepted that sent nothing, in a row, while none ever did (for `auto`). */
   private silentStreams = 0;
   private everStreamed = false;
+  private probeAt = 0;
   private etag: string | undefined;
 
   constructor(
-    url: string,
+    url: string | URL,
     private readonly options: WatchOptions<T>,
   ) {
-    const base = url.replace(/\/event-stream(?=$|\?)/, '');
-    this.resourceUrl = base;
-    this.streamUrl = url;
+    // Relative URLs are the page's (in a browser).
+    const base = (globalThis as { location?: { href: string } }).location?.href;
+    this.streamUrl = new URL(url, base);
+    this.resourceUrl = new URL(this.streamUrl);
+    this.resourceUrl.pathname = this.resourceUrl.pathname.replace(/\/event-stream$/, '');
+    if ((options.lastEventId === undefined) !== (options.state === undefined)) {
+      throw new TypeError('watch: lastEventId and state resume together: give both or neither');
+    }
     this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.items = new Items(options.collection?.items ?? '', options.collection?.id ?? '/id');
     this.lastEventId = options.lastEventId;
+    this.state = options.state;
     this.transport = options.transport === 'long-poll' ? 'long-poll' : 'stream';
     this.ended = new Promise(resolve => (this.finish = resolve));
     void this.run();
@@ -168,8 +190,21 @@ class LiveCopy<T> implements Watch<T> {
     if (this.closed) return;
     this.closed = true;
     this.connection?.abort();
+    this.wake?.();
     this.finish(end);
-    this.options.onEnd?.(end);
+    this.call(this.options.onEnd, end);
+  }
+
+  /** Calls one of the user's callbacks: what it throws is reported, and the watch goes on. */
+  private call<A extends unknown[]>(callback: ((...args: A) => void) | undefined, ...args: A): void {
+    if (callback === undefined) return;
+    try {
+      callback(...args);
+    } catch (e) {
+      const report = (globalThis as { reportError?: (e: unknown) => void }).reportError;
+      if (report) report(e);
+      else console.error('herald client: a callback threw', e);
+    }
   }
 
   private async run(): Promise<void> {
@@ -189,78 +224,107 @@ class LiveCopy<T> implements Watch<T> {
         if (e instanceof Refused) return this.end(e.end);
         failures++;
         if (e instanceof Retry) wait = e.after;
+        if (e instanceof CannotApply) this.lastEventId = undefined;
+        this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
       }
-      const auto = this.options.transport === undefined || this.options.transport === 'auto';
-      if (auto && this.transport === 'stream' && !this.everStreamed && this.silentStreams >= 2) {
-        this.transport = 'long-poll';
-        continue;
-      }
-      await sleep(wait ?? this.backoff(failures));
+      if (this.options.transport === undefined || this.options.transport === 'auto') this.choose();
+      await this.sleep(wait ?? this.backoff(failures));
+    }
+  }
+
+  /** `auto`: long polling after two silent streams while none ever worked; a stream again now and then. */
+  private choose(): void {
+    if (this.transport === 'stream' && !this.everStreamed && this.silentStreams >= 2) {
+      this.transport = 'long-poll';
+      this.probeAt = Date.now() + PROBE_EVERY;
+    } else if (this.transport === 'long-poll' && Date.now() >= this.probeAt) {
+      // One silent stream is enough to go back.
+      this.transport = 'stream';
+      this.silentStreams = 1;
+      this.probeAt = Date.now() + PROBE_EVERY;
     }
   }
 
   /** Full jitter over an exponential back-off from the server's `retry:` (or `backoff.min`). */
   private backoff(failures: number): number {
-    const min = this.options.backoff?.min ?? this.retry ?? SECOND;
-    const max = this.options.backoff?.max ?? 30 * SECOND;
+    const min = Math.max(MIN_DELAY, this.options.backoff?.min ?? this.retry ?? SECOND);
+    const max = Math.max(min, this.options.backoff?.max ?? 30 * SECOND);
     const ceiling = Math.min(max, min * 2 ** Math.min(failures - 1, 16));
     return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  /** Waits `ms`, or less if the watch is closed meanwhile. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise(resolve => {
+      const timer = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   }
 
   /** One stream, read to its end. */
   private async stream(): Promise<Outcome> {
     const headers: Record<string, string> = { ...this.options.headers, accept: 'text/event-stream' };
-    if (this.lastEventId !== undefined) headers['last-event-id'] = this.lastEventId;
+    if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
     const connection = this.connect();
-    // Until the first event: `openTimeout`; then `idleTimeout` from each chunk.
+    // Until the answer's first byte: `openTimeout`; then `idleTimeout` from each chunk.
+    let opened = false;
     let timer = setTimeout(() => connection.abort(), this.options.openTimeout ?? 10 * SECOND);
     const idle = () => {
       clearTimeout(timer);
       timer = setTimeout(() => connection.abort(), this.options.idleTimeout ?? 45 * SECOND);
     };
+    let accepted = false;
     let events = 0;
     try {
       const res = await this.fetch(this.streamUrl, { headers, signal: connection.signal, cache: 'no-store' });
       await refusal(res);
-      if (!(res.headers.get('content-type') ?? '').startsWith('text/event-stream') || !res.body) {
+      const type = (res.headers.get('content-type') ?? '').toLowerCase();
+      if (!type.startsWith('text/event-stream') || !res.body) {
         throw new Refused({ reason: 'not-a-stream', status: res.status, body: await text(res) });
       }
+      accepted = true;
       const parser = new SseParser(this.lastEventId);
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (events > 0) idle();
+        idle();
+        if (!opened) {
+          opened = true;
+          this.everStreamed = true;
+          this.silentStreams = 0;
+        }
         for (const frame of parser.push(value)) {
           if (this.closed) return 'again';
           if (parser.retry !== undefined) this.retry = parser.retry;
-          if (events++ === 0) {
-            idle();
-            this.everStreamed = true;
-            this.silentStreams = 0;
-          }
-          if (!(await this.handle(frame))) return 'again';
+          events++;
+          const next = await this.handle(frame);
+          if (next !== undefined) return next;
         }
       }
     } catch (e) {
-      if (e instanceof Refused || events === 0) {
-        if (!this.everStreamed) this.silentStreams++;
-        throw e;
-      }
+      if (e instanceof Refused || e instanceof CannotApply) throw e;
+      // Held back: answered and silent, or not answered within `openTimeout` at all.
+      if (!opened && (accepted || connection.signal.aborted) && !this.closed) this.silentStreams++;
+      if (events === 0) throw e;
+      // A dropped stream that gave events: resumed from the last id after the server's `retry:`.
+      this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
     } finally {
       clearTimeout(timer);
       connection.abort();
     }
-    if (events > 0) return 'events';
-    if (!this.everStreamed) this.silentStreams++;
-    return 'nothing';
+    if (!opened && accepted) this.silentStreams++;
+    return events > 0 ? 'events' : 'nothing';
   }
 
   /**
-   * Applies one frame. False when the stream should be reopened now (herald is shutting down
-   * or was reconfigured).
+   * Applies one frame; an outcome when the stream should end (herald's `error` event), else
+   * `undefined`.
    */
-  private async handle(frame: Frame): Promise<boolean> {
+  private async handle(frame: Frame): Promise<Outcome | undefined> {
     let data: Json;
     try {
       data = JSON.parse(frame.data) as Json;
@@ -270,6 +334,18 @@ class LiveCopy<T> implements Watch<T> {
     const event: HeraldEvent = { type: frame.event, id: frame.id, data };
     const object = (data !== null && typeof data === 'object' && !Array.isArray(data) ? data : {}) as Record<string, Json>;
     let changed = true;
+    switch (frame.event) {
+      case 'upstream-status':
+        this.lastEventId = frame.id;
+        this.call(this.options.onEvent, event);
+        this.call(this.options.onStatus, data as unknown as UpstreamStatus);
+        return undefined;
+      case 'error':
+        this.call(this.options.onEvent, event);
+        if (typeof object.status === 'number') throw new Refused({ reason: 'refused', status: object.status, body: frame.data });
+        // herald is shutting down or was reconfigured: again after the server's `retry:`.
+        return 'events';
+    }
     try {
       switch (frame.event) {
         case 'snapshot':
@@ -282,29 +358,20 @@ class LiveCopy<T> implements Watch<T> {
         case 'merge-patch':
           this.state = applyMergePatch(this.state as Json, data) as T;
           break;
-        case 'upstream-status':
-          changed = false;
-          this.options.onStatus?.(data as unknown as UpstreamStatus);
-          break;
-        case 'error':
-          if (typeof object.status === 'number') throw new Refused({ reason: 'refused', status: object.status, body: frame.data });
-          this.options.onEvent?.(event);
-          return false;
         default:
           changed = await this.applyItem(frame.event, object as unknown as ItemEvent);
       }
     } catch (e) {
-      if (e instanceof Refused) throw e;
-      // An event the copy cannot take (it is not the state herald diffed against): start
-      // again from a snapshot rather than hold a wrong copy.
-      this.lastEventId = undefined;
-      this.state = undefined;
-      throw new Retry(`cannot apply ${frame.event} ${frame.id ?? ''}: ${String(e)}`, 0);
+      if (e instanceof CannotApply || !(e instanceof Error) || e.name === 'AbortError' || e instanceof TypeError) {
+        throw e;
+      }
+      throw new CannotApply(`cannot apply ${frame.event} ${frame.id ?? ''}: ${e.message}`);
     }
+    if (this.closed) return 'again';
     this.lastEventId = frame.id;
-    this.options.onEvent?.(event);
-    if (changed && this.state !== undefined) this.options.onState?.(this.state, event);
-    return true;
+    this.call(this.options.onEvent, event);
+    if (changed && this.state !== undefined) this.call(this.options.onState, this.state, event);
+    return undefined;
   }
 
   private replace(data: Json): void {
@@ -317,23 +384,32 @@ class LiveCopy<T> implements Watch<T> {
     const kind = /\.(created|updated|deleted)$/.exec(type)?.[1] as 'created' | 'updated' | 'deleted' | undefined;
     const id = idString(event.resourceId as Json);
     if (kind === undefined || id === undefined) return false;
+    if (this.state === undefined) throw new CannotApply(`${type} before a snapshot`);
     let item = event.resourceDetails;
     if (item === undefined && kind !== 'deleted') {
       // A lean event (`payload: lean`) names its item: read it, with the same credentials.
       item = await this.readItem(event);
       if (item === undefined) return false;
     }
-    this.state = this.items.apply(this.state as Json, kind, id, item) as T;
+    // Keyed as the held items are (a number beyond 2^53 rounds alike on both sides).
+    const key = (item !== undefined ? this.items.key(item) : undefined) ?? id;
+    this.state = this.items.apply(this.state as Json, kind, key, item) as T;
     return true;
   }
 
+  /** A lean event's item, from its `self` link: only on the watched origin, which the headers are for. */
   private async readItem(event: ItemEvent): Promise<Json | undefined> {
     const self = event._links?.find(link => link.rel === 'self')?.href;
-    if (self === undefined) return undefined;
-    const res = await this.fetch(new URL(self, this.resourceUrl), {
+    if (self === undefined) throw new CannotApply(`a lean ${event.eventType} without a self link`);
+    const url = new URL(self, this.resourceUrl);
+    if (url.origin !== this.resourceUrl.origin) {
+      throw new CannotApply(`a lean ${event.eventType} links to another origin (${url.origin})`);
+    }
+    const res = await this.fetch(url, {
       headers: { ...this.options.headers, accept: 'application/json' },
       signal: this.connection?.signal,
     });
+    // Gone since: its `deleted` event follows.
     if (res.status === 404) return undefined;
     await refusal(res);
     return (await res.json()) as Json;
@@ -366,10 +442,11 @@ class LiveCopy<T> implements Watch<T> {
         } catch {
           data = body;
         }
+        if (this.closed) return 'again';
         this.replace(data);
         const event: HeraldEvent = { type: 'snapshot', id: undefined, data };
-        this.options.onEvent?.(event);
-        this.options.onState?.(this.state as T, event);
+        this.call(this.options.onEvent, event);
+        this.call(this.options.onState, this.state as T, event);
       }
       // An answer herald did not hold (a route without `cache: true` passes the request
       // through): poll at the back-off's pace instead of in a tight loop.
@@ -405,8 +482,4 @@ async function text(res: Response): Promise<string> {
   } catch {
     return '';
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms));
 }

@@ -1,6 +1,8 @@
 /**
  * An event-stream parser (the WHATWG HTML "server-sent events" interpretation), fed text chunks
- * as they arrive, so that it works over `fetch` in browsers and Node alike.
+ * as they arrive, so that it works over `fetch` in browsers and Node alike. Each chunk is
+ * scanned once, however long its lines: a snapshot of many megabytes in small chunks costs what
+ * its bytes cost.
  */
 
 /** One dispatched event. */
@@ -14,7 +16,8 @@ export interface Frame {
 }
 
 export class SseParser {
-  private buffer = '';
+  /** The pieces of the line not ended yet. */
+  private pending: string[] = [];
   private event = '';
   private data: string[] = [];
   private sawCarriageReturn = false;
@@ -30,22 +33,24 @@ export class SseParser {
   /** Parses `chunk` and returns the frames it completed. */
   push(chunk: string): Frame[] {
     const frames: Frame[] = [];
-    let text = this.buffer + chunk;
-    // A "\r\n" split between two chunks: the "\n" ends no second line.
-    if (this.sawCarriageReturn && text.startsWith('\n')) text = text.slice(1);
-    this.sawCarriageReturn = false;
     let start = 0;
-    for (let i = 0; i < text.length; i++) {
-      const c = text.charCodeAt(i);
+    // A "\r\n" split between two chunks: the "\n" ends no second line.
+    if (this.sawCarriageReturn && chunk.startsWith('\n')) start = 1;
+    this.sawCarriageReturn = false;
+    for (let i = start; i < chunk.length; i++) {
+      const c = chunk.charCodeAt(i);
       if (c !== 10 && c !== 13) continue;
-      this.line(text.slice(start, i), frames);
+      this.pending.push(chunk.slice(start, i));
+      const line = this.pending.length === 1 ? this.pending[0] : this.pending.join('');
+      this.pending = [];
+      this.line(line, frames);
       if (c === 13) {
-        if (i + 1 === text.length) this.sawCarriageReturn = true;
-        else if (text.charCodeAt(i + 1) === 10) i++;
+        if (i + 1 === chunk.length) this.sawCarriageReturn = true;
+        else if (chunk.charCodeAt(i + 1) === 10) i++;
       }
       start = i + 1;
     }
-    this.buffer = text.slice(start);
+    if (start < chunk.length) this.pending.push(chunk.slice(start));
     return frames;
   }
 

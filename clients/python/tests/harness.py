@@ -94,12 +94,14 @@ async def herald() -> AsyncIterator[Herald]:
             logs.append(line)
 
     api = Api(upstream)
+    drainer = None
     try:
         await asyncio.wait_for(ready(), 60)
         drainer = asyncio.create_task(drain())
         yield Herald(f"http://{addrs['public']}", api, process, logs)
-        drainer.cancel()
     finally:
+        if drainer is not None:
+            drainer.cancel()
         if process.returncode is None:
             process.kill()
         await process.wait()

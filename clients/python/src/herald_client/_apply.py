@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from bisect import bisect_left, insort
 from typing import Any
 
 import jsonpatch  # type: ignore[import-untyped]
@@ -58,16 +59,24 @@ def id_string(value: Any) -> str | None:
 
 class Items:
     """A collection's items kept in the upstream's order, found by id: updates stay in place, new
-    items go to the end, deletions close the gap."""
+    items go to the end, deletions close the gap. Positions are kept as they were when the index
+    was built, with the removed ones since then (``holes``) counted off, so a deletion costs a
+    binary search rather than renumbering every item after it."""
 
     def __init__(self, items_pointer: str = "", id_pointer: str = "/id") -> None:
         self._items = items_pointer
         self._id = id_pointer
         self._index: dict[str, int] | None = None
+        self._holes: list[int] = []
 
     def reset(self) -> None:
         """The state was replaced: its positions are unknown."""
         self._index = None
+        self._holes = []
+
+    def key(self, item: Any) -> str | None:
+        """The key an item is indexed by: its id as herald spells ``resourceId``."""
+        return id_string(lookup(item, self._id))
 
     def apply(self, state: Any, kind: str, id: str, item: Any) -> Any:
         """Applies one item event (``created``, ``updated``, ``deleted``) to ``state`` in place."""
@@ -75,16 +84,18 @@ class Items:
         if not isinstance(items, list):
             raise ValueError(f"the state has no array at {self._items!r}")
         index = self._positions(items)
-        at = index.get(id)
+        indexed = index.get(id)
+        at = None if indexed is None else indexed - bisect_left(self._holes, indexed)
         if kind == "deleted":
-            if at is not None:
+            if indexed is not None and at is not None:
                 del items[at]
                 del index[id]
-                for key, i in index.items():
-                    if i > at:
-                        index[key] = i - 1
+                insort(self._holes, indexed)
+                # Rebuilt now and then, so that a lookup stays a short search.
+                if len(self._holes) > 256:
+                    self.reset()
         elif at is None:
-            index[id] = len(items)
+            index[id] = len(items) + len(self._holes)
             items.append(item)
         else:
             items[at] = item
@@ -93,8 +104,9 @@ class Items:
     def _positions(self, items: list[Any]) -> dict[str, int]:
         if self._index is None:
             self._index = {}
+            self._holes = []
             for i, item in enumerate(items):
-                key = id_string(lookup(item, self._id))
+                key = self.key(item)
                 if key is not None:
                     self._index[key] = i
         return self._index

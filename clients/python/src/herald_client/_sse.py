@@ -22,11 +22,13 @@ class Frame:
 
 
 class SseParser:
+    """Fed text chunks as they arrive; each chunk is scanned once, however long its lines."""
+
     def __init__(self, last_event_id: str | None = None) -> None:
         self.last_event_id = last_event_id
         self.retry: int | None = None
         """The reconnection time the server asked for (``retry:``), in milliseconds."""
-        self._buffer = ""
+        self._pending: list[str] = []
         self._event = ""
         self._data: list[str] = []
         self._saw_carriage_return = False
@@ -34,15 +36,21 @@ class SseParser:
     def push(self, chunk: str) -> list[Frame]:
         """Parses ``chunk`` and returns the frames it completed."""
         frames: list[Frame] = []
-        text = self._buffer + chunk
+        start = 0
         # A "\r\n" split between two chunks: the "\n" ends no second line.
-        if self._saw_carriage_return and text.startswith("\n"):
-            text = text[1:]
-        self._saw_carriage_return = text.endswith("\r")
-        lines = _BREAK.split(text)
-        self._buffer = lines.pop()
-        for line in lines:
+        if self._saw_carriage_return and chunk.startswith("\n"):
+            start = 1
+        self._saw_carriage_return = False
+        for end in _BREAK.finditer(chunk, start):
+            self._pending.append(chunk[start : end.start()])
+            line = "".join(self._pending)
+            self._pending = []
             self._line(line, frames)
+            start = end.end()
+        if chunk.endswith("\r"):
+            self._saw_carriage_return = True
+        if start < len(chunk):
+            self._pending.append(chunk[start:])
         return frames
 
     def _line(self, line: str, frames: list[Frame]) -> None:

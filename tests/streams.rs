@@ -209,6 +209,25 @@ async fn heartbeats_keep_idle_streams_alive_and_cors_is_answered() {
     assert!(c.comments >= 2, "heartbeat comments: {}", c.comments);
     let other = gw.subscribe("/tasks/event-stream", &[("origin", "https://evil.example.com")]).await;
     assert!(!other.headers.contains_key("access-control-allow-origin"));
+
+    // A long poll from that origin (the client libraries' fallback) reads the cache answer and
+    // its validators; another origin does not.
+    let client = reqwest::Client::new();
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, gw.url("/tasks"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-headers", "if-none-match, prefer")
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_string();
+    assert!(allowed.contains("if-none-match") && allowed.contains("prefer"), "{allowed}");
+    let cached = client.get(gw.url("/tasks")).header("origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(cached.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(cached.headers()["access-control-expose-headers"].to_str().unwrap().contains("etag"));
+    assert!(cached.headers().contains_key("etag"));
+    let cached = client.get(gw.url("/tasks")).header("origin", "https://evil.example.com").send().await.unwrap();
+    assert!(!cached.headers().contains_key("access-control-allow-origin"));
 }
 
 #[tokio::test]

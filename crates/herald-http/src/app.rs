@@ -10,7 +10,7 @@ use herald_poll::Hub;
 use herald_proxy::{OnWrite, Proxy, Upstream};
 use herald_sse::Sessions;
 use herald_webhooks::Webhooks;
-use http::{Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
@@ -132,10 +132,13 @@ impl App {
             Dispatch::Stream(watched) => Box::pin(self.stream(&req, watched)).await,
             Dispatch::Cache(watched) => {
                 let link = watched.stream_link();
-                let resp = match Box::pin(self.cache.answer(req, watched)).await {
+                let origin = req.headers().get(header::ORIGIN).cloned();
+                let mut resp = match Box::pin(self.cache.answer(req, watched)).await {
                     Cached::Answer(resp) => resp,
                     Cached::PassThrough(req) => self.proxy.forward(req, peer).await,
                 };
+                // A client's long poll from another origin, as its streams.
+                self.cors.allow_origin(origin.as_ref(), &mut resp);
                 with_link(resp, link)
             }
             Dispatch::Preflight => self.cors.preflight(req.headers()),

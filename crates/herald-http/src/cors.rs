@@ -1,5 +1,6 @@
-//! CORS for SSE streams (`sse.cors_origins`): EventSource from another origin, with credentials
-//! or custom headers.
+//! CORS for streams and cache answers (`sse.cors_origins`): EventSource, or a client's `fetch`,
+//! from another origin, with credentials or custom headers; long polls (`If-None-Match`,
+//! `Prefer: wait`) read the answer's `etag` and `preference-applied`.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
@@ -25,7 +26,7 @@ impl Cors {
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, last-event-id, cache-control, accept"),
+            HeaderValue::from_static("authorization, last-event-id, cache-control, accept, if-none-match, prefer"),
         );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         resp
@@ -33,7 +34,12 @@ impl Cors {
 
     /// Lets the request's origin read `resp`, when it is allowed.
     pub(crate) fn allow(&self, request: &HeaderMap, resp: &mut Response<Body>) {
-        let Some(origin) = request.get(header::ORIGIN) else { return };
+        self.allow_origin(request.get(header::ORIGIN), resp);
+    }
+
+    /// Lets `origin` (the request's `Origin`, if it had one) read `resp`, when it is allowed.
+    pub(crate) fn allow_origin(&self, origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
+        let Some(origin) = origin else { return };
         let h = resp.headers_mut();
         if self.origins.iter().any(|o| o == "*") {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -41,7 +47,13 @@ impl Cors {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
             h.append(header::VARY, HeaderValue::from_static("origin"));
+        } else {
+            return;
         }
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("etag, preference-applied, retry-after, x-herald-cache"),
+        );
     }
 }
 
@@ -61,6 +73,8 @@ mod tests {
         let allowed = cors.preflight(&origin("https://app.example"));
         assert_eq!(allowed.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
         assert_eq!(allowed.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        let asked = allowed.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap();
+        assert!(asked.contains("if-none-match, prefer"), "a long poll's headers: {asked}");
         let other = cors.preflight(&origin("https://evil.example"));
         assert!(!other.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
 

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -136,10 +137,14 @@ struct Link<'a> {
     rel: &'a str,
 }
 
+/// What a path segment must encode: all but RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn event(c: &Collection, what: &str, id: &str, item: &Value, list: &str) -> ItemEvent {
     let name = format!("{}.{what}", c.type_name);
     let list = list.trim_end_matches('/');
-    let this = format!("{list}/{id}");
+    // One path segment, whatever the id holds (`/`, `..`, `?`): a link never leaves the list.
+    let this = format!("{list}/{}", utf8_percent_encode(id, SEGMENT));
     let data = ItemData {
         event_type: &name,
         resource_type: &c.type_name,
@@ -155,6 +160,18 @@ fn event(c: &Collection, what: &str, id: &str, item: &Value, list: &str) -> Item
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_items_link_is_one_path_segment_whatever_its_id() {
+        let c = Collection { items: String::new(), id: "/id".into(), payload: Payload::Lean, type_name: "t".into() };
+        let ev = event(&c, "created", "//evil.example/x?y#z", &Value::Null, "/tasks");
+        let data: Value = serde_json::from_slice(&ev.data).unwrap();
+        assert_eq!(data["_links"][0]["href"], "/tasks/%2F%2Fevil.example%2Fx%3Fy%23z");
+        assert_eq!(data["resourceId"], "//evil.example/x?y#z");
+        let ev = event(&c, "created", "a-b.c_d~1", &Value::Null, "/tasks/");
+        let data: Value = serde_json::from_slice(&ev.data).unwrap();
+        assert_eq!(data["_links"][0]["href"], "/tasks/a-b.c_d~1");
+    }
     use serde_json::json;
 
     fn tasks(payload: Payload) -> Collection {

@@ -183,6 +183,24 @@ test('a lean event linking to another origin is not followed with the credential
   }
 });
 
+test('a lean event: its item is read from its self link with the watch\'s headers', async () => {
+  const server = await serve((req, res) => {
+    if (req.url === '/t/1') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"id":"1","v":2}');
+    stream(res, 'event: snapshot\nid: 1\ndata: [{"id":"1","v":1}]\n\n');
+    res.write('event: t.updated\nid: 2\ndata: {"eventType":"t.updated","resourceId":"1","_links":[{"href":"/t/1","rel":"self"}]}\n\n');
+  });
+  const w = watch(`${server.url}/t`, { headers: { authorization: 'Bearer mine' } });
+  try {
+    await until('the item read', () => w.lastEventId === '2');
+    assert.deepEqual(w.state, [{ id: '1', v: 2 }]);
+    const read = server.requests.find(r => r.url === '/t/1');
+    assert.equal(read.headers.authorization, 'Bearer mine');
+  } finally {
+    w.close();
+    await server.close();
+  }
+});
+
 test('a patch that does not apply: reported, and the copy starts again from a snapshot', async () => {
   const server = await serve((req, res, n) => {
     stream(res, `event: snapshot\nid: ${n}-1\ndata: {"a":${n}}\n\n`);

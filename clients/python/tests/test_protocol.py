@@ -182,6 +182,29 @@ def test_an_event_that_does_not_apply_is_reported_and_the_copy_starts_again_afte
     run(test)
 
 
+def test_a_lean_event_is_read_from_its_self_link_with_the_watchs_headers() -> None:
+    async def handler(w: asyncio.StreamWriter, n: int) -> None:
+        if n > 1:
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 16\r\n\r\n" + b'{"id":"1","v":2}')
+            await w.drain()
+            return
+        w.write(stream_head() + b'event: snapshot\nid: 1\ndata: [{"id":"1","v":1}]\n\n')
+        lean = b'{"eventType":"t.updated","resourceId":"1","_links":[{"href":"/t/1","rel":"self"}]}'
+        w.write(b"event: t.updated\nid: 2\ndata: " + lean + b"\n\n")
+        await w.drain()
+        await asyncio.sleep(3600)
+
+    async def test() -> None:
+        async with Server(handler) as server:
+            async with watch(f"{server.url}/t", headers={"authorization": "Bearer mine"}) as w:
+                await until("the item read", lambda: w.last_event_id == "2")
+                assert w.state == [{"id": "1", "v": 2}]
+                read = next(r for r in server.requests if r[":target"] == "/t/1")
+                assert read["authorization"] == "Bearer mine"
+
+    run(test)
+
+
 def test_a_lean_event_linking_to_another_origin_is_not_followed() -> None:
     async def thief_handler(w: asyncio.StreamWriter, n: int) -> None:
         w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")

@@ -3,8 +3,10 @@
 # `cargo test --workspace` builds; or HERALD_BIN). Installs what they need: clients/js's npm
 # packages, and a virtualenv with clients/python and pytest. .ci/run calls it.
 set -euo pipefail
+# A HERALD_BIN relative to where this was called from, before the cd.
+case "${HERALD_BIN:=$(dirname "$0")/../target/debug/herald}" in /*) ;; *) HERALD_BIN="$PWD/$HERALD_BIN" ;; esac
+export HERALD_BIN
 cd "$(dirname "$0")"
-export HERALD_BIN="${HERALD_BIN:-$PWD/../target/debug/herald}"
 [ -x "$HERALD_BIN" ] || { echo "clients/test.sh: $HERALD_BIN is missing: cargo build -p herald" >&2; exit 1; }
 
 # JavaScript: the committed dist/ must be what src/ builds (the demo page serves its bundle).

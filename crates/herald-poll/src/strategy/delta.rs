@@ -670,15 +670,21 @@ mod tests {
         assert_eq!(script.asked(), ["/tasks?q=1&since=9", "/tasks/deleted?q=1&since=9", "/tasks?q=1"]);
     }
 
-    #[tokio::test]
-    async fn a_delta_herald_cannot_use_is_replaced_by_a_whole_read_in_the_same_poll() {
-        let script = Script::default();
+    /// A watch of `/tasks?q=1` polled by delta from `max:/u` that has read `[{id: 1, u: 5}]` whole.
+    async fn started(script: &Script) -> ((Route, Delta), DeltaState, Option<Representation>) {
         let route = route("{ param: since, from: 'max:/u' }");
         let state = DeltaState::default();
         let mut held = None;
         script.then("/tasks?q=1", json!([{"id": 1, "u": 5}]));
-        poll(&script, &route, &state, &mut held).await;
+        poll(script, &route, &state, &mut held).await;
         script.asked();
+        (route, state, held)
+    }
+
+    #[tokio::test]
+    async fn a_delta_herald_cannot_use_is_replaced_by_a_whole_read_in_the_same_poll() {
+        let script = Script::default();
+        let (route, state, mut held) = started(&script).await;
         for unusable in [json!({"items": []}), json!([{"u": 6}]), json!("no")] {
             script.then("/tasks?q=1&since=5", unusable).then("/tasks?q=1", json!([{"id": 1, "u": 5}]));
             assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::Fresh { .. }));
@@ -694,12 +700,7 @@ mod tests {
     #[tokio::test]
     async fn the_merged_collection_is_held_to_max_body() {
         let script = Script { max_body: 64, ..Script::default() };
-        let route = route("{ param: since, from: 'max:/u' }");
-        let state = DeltaState::default();
-        let mut held = None;
-        script.then("/tasks?q=1", json!([{"id": 1, "u": 5}]));
-        poll(&script, &route, &state, &mut held).await;
-        script.asked();
+        let (route, state, mut held) = started(&script).await;
         // Each delta fits; together they do not: the whole collection is read instead (and
         // refused by its own size, like full polling's).
         script.then("/tasks?q=1&since=5", json!([{"id": 2, "u": 6, "t": "x".repeat(20)}]));

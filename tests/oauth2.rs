@@ -1,7 +1,8 @@
 //! The service credential obtained by OAuth 2.0 client credentials (`upstream.auth`): polls carry
 //! a token herald renews before it expires, a 401 is answered with one retry on a fresh token, a
-//! refused token endpoint is a poll error like any other, the token is withheld from a
-//! subscriber's own polls like `upstream.headers`, and neither secret nor token is ever shown.
+//! refused token endpoint is a poll error like any other, the token never goes on a request
+//! made for a subscriber (whatever the route's `vary`), and neither secret nor token is ever
+//! shown.
 
 use std::time::{Duration, Instant};
 
@@ -179,6 +180,46 @@ async fn a_subscriber_without_a_credential_is_never_polled_with_the_service_toke
     assert!(!saw_token("/me/tasks"));
     assert_eq!(api.token_requests(), 1);
     nothing_secret_shows(&api, &gw).await;
+}
+
+// With `vary: [cookie]` the service's `authorization` is not a name the route withholds; still
+// no request made for a subscriber carries the token: a subscriber without a cookie is not
+// admitted (or polled) as the service, and one whose cookie the upstream refuses makes herald
+// drop no token and ask for none.
+#[tokio::test]
+async fn a_route_that_varies_on_cookie_never_sends_the_token_for_a_subscriber() {
+    for access in ["shared", "per-subscriber"] {
+        let route = format!(
+            "  - name: board\n    path: /service/tasks\n    access: {access}\n    vary: [cookie]\n    poll:\n      interval: 5s\n"
+        );
+        let (api, gw) = with_token_endpoint(Duration::from_secs(3600), &route).await;
+        api.refuse_cookie("session=bad");
+
+        let anonymous = gw.subscribe("/service/tasks/event-stream", &[]).await;
+        assert_eq!(anonymous.status, 401, "{access}: admitted as the service: {}", anonymous.body);
+        for _ in 0..5 {
+            let bad = gw.subscribe("/service/tasks/event-stream", &[("cookie", "session=bad")]).await;
+            assert_eq!(bad.status, 401, "{access}: {}", bad.body);
+        }
+        let sent: Vec<_> = api.seen("/service/tasks").into_iter().map(|r| (r.authorization, r.cookie)).collect();
+        assert_eq!(sent.len(), 6, "{access}: {sent:?}");
+        assert!(sent.iter().all(|(authorization, _)| authorization.is_none()), "{access}: {sent:?}");
+        assert_eq!(api.token_requests(), 0, "{access}: a subscriber's 401 cost token requests");
+        nothing_secret_shows(&api, &gw).await;
+    }
+}
+
+// A token said to live for ever (more than a clock can count) is used, not a poll task's end.
+#[tokio::test]
+async fn a_token_that_lives_for_ever_is_used() {
+    let (api, gw) = with_token_endpoint(Duration::from_secs(10_000_000_000_000_000_000), SERVICE_ROUTE).await;
+    let connect = gw.subscribe("/service/tasks/event-stream", &[]);
+    let mut c = tokio::time::timeout(SOON, connect).await.expect("the first poll never answered");
+    assert_eq!(c.status, 200, "{}", c.body);
+    c.next_within(SOON).await.unwrap();
+    api.add_task("later");
+    assert!(c.until(SOON, |ev| ev.data.contains("later")).await.last().is_some_and(|ev| ev.data.contains("later")));
+    assert_eq!(api.token_requests(), 1);
 }
 
 fn fixture(name: &str) -> std::path::PathBuf {

@@ -50,7 +50,10 @@ impl Refusal {
 
 impl From<&PollError> for Refusal {
     fn from(e: &PollError) -> Self {
-        Refusal::upstream(e.status(), Some("text/plain; charset=utf-8".into()), Bytes::from(format!("{e}\n")))
+        Refusal {
+            retry_after: e.retry_after(),
+            ..Refusal::upstream(e.status(), Some("text/plain; charset=utf-8".into()), Bytes::from(format!("{e}\n")))
+        }
     }
 }
 
@@ -656,6 +659,13 @@ impl Hub {
         let got = strategy::fetch(&*self.fetch, watch, request, prev.as_ref(), budget).await;
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
+        // Held back for the upstream's quota, nothing sent: polled again when the quota allows.
+        // Within `max_interval` that is pacing, not a failure: nothing to tell the subscribers.
+        if let Err(PollError::QuotaExhausted { wait, .. }) = &got {
+            if !first && *wait <= cfg.poll.max_interval {
+                return Polled::Step(Step::new(std::time::Instant::now()), *wait);
+            }
+        }
         let mut step = Step::new(std::time::Instant::now());
         step.polled = Some(SystemTime::now());
 
@@ -733,7 +743,9 @@ impl Hub {
                     retry_after,
                 }
             }
-            Err(e) => Failure { status: None, error: e.to_string(), refusal: Refusal::from(&e), retry_after: None },
+            Err(e) => {
+                Failure { status: None, error: e.to_string(), refusal: Refusal::from(&e), retry_after: e.retry_after() }
+            }
         };
 
         route.metrics.error.inc();
@@ -1177,5 +1189,39 @@ mod tests {
             );
         }
         assert!(script.polls_of("/tasks?list=0").len() > 12, "refreshes polled the refreshed watches too");
+    }
+    // A poll held back for the upstream's quota is no failure while the watch stays within its
+    // max_interval: polled again at the reset, no word to the subscribers. Held back longer, they
+    // are told, and a first subscriber is told to come back then.
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_held_back_for_the_quota_is_polled_at_the_reset_and_reported_when_long() {
+        let held = |secs| {
+            let wait = Duration::from_secs(secs);
+            Err(PollError::QuotaExhausted { until: SystemTime::now() + wait, wait })
+        };
+        let script = Arc::new(Script::default());
+        script.then(ok("[1]", "\"a\"")).then(held(30)).then(ok("[1,2]", "\"b\"")).then(held(600));
+        script.then(ok("[1,2,3]", "\"c\""));
+        let start = Instant::now();
+        let hub = hub(script.clone(), Access::Public);
+        let mut joined = hub.subscribe(key(), Credentials::default(), None).await.unwrap();
+        let change = joined.rx.recv().await.unwrap();
+        assert!(text(&change.frame).ends_with("data: [1,2]\n\n"), "{}", text(&change.frame));
+        let down = text(&joined.rx.recv().await.unwrap().frame);
+        assert!(down.contains(r#"data: {"ok":false,"error":"upstream quota exhausted until "#), "{down}");
+        let up = text(&joined.rx.recv().await.unwrap().frame);
+        assert!(up.ends_with("data: {\"ok\":true}\n\n"), "{up}");
+        // Every 10 s; held back 30 s, then 600 s (the max_interval is 80 s).
+        assert_eq!(script.poll_offsets(start), [0, 10, 40, 50, 650]);
+
+        let script = Arc::new(Script::default());
+        script.then(held(3600));
+        let refusal =
+            hub_with(script, Access::Public, "routes: [{name: t, path: /tasks}]", 100.0, Duration::from_secs(10))
+                .subscribe(key(), Credentials::default(), None)
+                .await
+                .err()
+                .unwrap();
+        assert_eq!((refusal.status, refusal.retry_after), (503, Some(Duration::from_secs(3600))));
     }
 }

@@ -451,10 +451,11 @@ impl Hub {
         };
         let watch = Arc::new(Watch::new(key.clone(), route, owner, headers, self.queue));
         watches.map.insert(key.clone(), watch.clone());
-        match &self.cluster {
+        let task = match &self.cluster {
             Some(cluster) => tokio::spawn(crate::cluster::run(self.clone(), watch.clone(), cluster.clone())),
             None => tokio::spawn(self.clone().run(watch.clone())),
         };
+        tokio::spawn(supervise(Arc::downgrade(self), watch.clone(), task));
         Ok(watch)
     }
 
@@ -765,6 +766,29 @@ impl Hub {
         step.failing = Some(Some(data));
         Polled::Step(step, schedule.failed(failure.retry_after))
     }
+}
+
+/// Waits for a watch's poll loop to end. One that panicked (a bug) must not leave the watch
+/// "starting" forever with its first subscribers waiting, or its streams open and silent: it
+/// leaves the map (the next subscriber starts a new watch), its first subscribers get a `502`,
+/// and its streams end with `event: error` `{"reason":"internal"}`.
+async fn supervise(hub: std::sync::Weak<Hub>, watch: Arc<Watch>, task: tokio::task::JoinHandle<()>) {
+    let Err(e) = task.await else { return };
+    if !e.is_panic() {
+        return;
+    }
+    tracing::error!(route = %watch.route.cfg.name, scope = %watch.key.scope, "a watch's poll loop panicked; the watch ends");
+    if let Some(hub) = hub.upgrade() {
+        hub.remove(&watch);
+    }
+    watch.ready.send_if_modified(|ready| match ready {
+        Ready::Pending => {
+            *ready = Ready::Refused(Refusal::herald(502, "internal error while polling the upstream\n", None));
+            true
+        }
+        _ => false,
+    });
+    watch.terminate(encode_frame("error", None, br#"{"reason":"internal"}"#));
 }
 
 /// What a poll found, to be applied to its watch.
@@ -1223,5 +1247,48 @@ mod tests {
                 .err()
                 .unwrap();
         assert_eq!((refusal.status, refusal.retry_after), (503, Some(Duration::from_secs(3600))));
+    }
+
+    // A bug that panics in a poll loop leaves nobody waiting: a first subscriber is answered,
+    // an open stream ends, and the next subscriber starts a new watch.
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_loop_that_panics_answers_its_subscribers_and_leaves_no_watch() {
+        /// Answers the second poll with `[]`, and panics at every other.
+        #[derive(Default)]
+        struct Buggy(std::sync::atomic::AtomicUsize);
+        impl Fetch for Buggy {
+            fn fetch<'a>(&'a self, _req: Request<'a>) -> FetchFuture<'a> {
+                let n = self.0.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    assert_eq!(n, 1, "a bug");
+                    ok("[]", "\"0\"")
+                })
+            }
+        }
+        let yaml = "upstream: {url: 'http://127.0.0.1:1'}\nroutes: [{name: tasks, path: /tasks, access: public}]\n";
+        let cfg = HubConfig {
+            routes: herald_config::load("t.yaml", yaml, &|_| None).unwrap().routes,
+            queue: 16,
+            max_polls_per_second: 100.0,
+            max_concurrency: 4,
+            scope_key: [7; 32],
+            limits: herald_config::Limits::default(),
+            cluster: None,
+        };
+        let metrics = PollMetrics::new(&prometheus::Registry::new()).unwrap();
+        let hub = Hub::new(cfg, Arc::new(Buggy::default()), &metrics, CancellationToken::new());
+        let within = Duration::from_secs(600);
+
+        // The first poll panics: its subscriber gets a 502, and no watch is left.
+        let first = tokio::time::timeout(within, hub.subscribe(key(), Credentials::default(), None));
+        let refusal = first.await.expect("the first subscriber was never answered").err().unwrap();
+        assert_eq!(refusal.status, 502);
+        assert!(hub.watches().is_empty());
+        // A new watch opens; its next poll panics: its stream ends.
+        let mut joined = hub.subscribe(key(), Credentials::default(), None).await.unwrap();
+        let end = tokio::time::timeout(within, joined.rx.recv()).await.expect("the stream never ended").unwrap();
+        assert_eq!(end.kind, EventKind::Terminal);
+        assert_eq!(text(&end.frame), "event: error\ndata: {\"reason\":\"internal\"}\n\n");
+        assert!(hub.watches().is_empty());
     }
 }

@@ -180,6 +180,9 @@ pub struct Upstream {
     /// herald starts spreading the rest until the reset. `None`: a tenth of the announced limit
     /// (at least 1), or 10 when the upstream announces none.
     pub rate_limit_reserve: Option<u64>,
+    /// Whether the upstream's quota fields (`RateLimit`, `X-RateLimit-*`) are read; `false`:
+    /// ignored (an upstream whose fields are wrong, or count something else).
+    pub rate_limit_headers: bool,
 }
 
 /// `upstream.auth: {kind: oauth2_client_credentials, …}`: an OAuth 2.0 client credentials grant
@@ -284,6 +287,7 @@ impl Default for Upstream {
             client_key: None,
             auth: None,
             rate_limit_reserve: None,
+            rate_limit_headers: true,
         }
     }
 }

@@ -363,6 +363,7 @@ impl<'a> Cx<'a> {
         m.field(self, "rate_limit_reserve", &mut u.rate_limit_reserve, |cx, n, p| {
             cx.number(n, p, "a whole number of requests").map(Some)
         });
+        m.field(self, "rate_limit_headers", &mut u.rate_limit_headers, Cx::boolean);
         m.finish(self);
         if u.client_cert.is_some() != u.client_key.is_some() {
             let (set, missing) =
@@ -413,6 +414,11 @@ impl<'a> Cx<'a> {
             let mut value = None;
             m.field(cx, key, &mut value, |cx, n, p| cx.string(n, p).map(Some));
             match value {
+                Some(v) if v.is_empty() => {
+                    cx.problem_at(&m.child(key), "must not be empty");
+                    ok = false;
+                    v
+                }
                 Some(v) => v,
                 None => {
                     cx.problem(node.pos, &m.child(key), "is required");
@@ -428,11 +434,9 @@ impl<'a> Cx<'a> {
         m.field(self, "scope", &mut auth.scope, |cx, n, p| cx.string(n, p).map(Some));
         m.field(self, "audience", &mut auth.audience, |cx, n, p| cx.string(n, p).map(Some));
         m.finish(self);
-        if !auth.token_url.is_empty() && crate::UpstreamUrl::parse(&auth.token_url).is_err() {
-            self.problem_at(
-                &format!("{path}.token_url"),
-                format!("invalid URL {:?} (expected http:// or https://)", auth.token_url),
-            );
+        if let Some(problem) = token_url_problem(&auth.token_url).filter(|_| !auth.token_url.is_empty()) {
+            self.problem_at(&format!("{path}.token_url"), problem);
+            ok = false;
         }
         ok.then_some(auth)
     }
@@ -1089,6 +1093,27 @@ fn show(d: Duration) -> String {
 }
 
 /// `url` without its `user:password@`, and that userinfo as an `Authorization: Basic` value.
+/// What is wrong with `upstream.auth.token_url`, if anything. A path and a query are the
+/// endpoint's own (Azure AD B2C names its policy in the query); a `user:password@` is refused,
+/// never echoed: the client authenticates with `client_id` and `client_secret`, and a second
+/// `Authorization` would go with them.
+fn token_url_problem(url: &str) -> Option<String> {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return Some(format!("invalid URL {url:?} (expected http:// or https://)"));
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return Some(
+            "a user:password@ in the URL is not sent: give the client's id and secret as client_id and client_secret"
+                .into(),
+        );
+    }
+    if authority.is_empty() || rest.contains('#') || rest.contains(char::is_whitespace) {
+        return Some(format!("invalid URL {url:?} (expected http[s]://host[:port][/path][?query])"));
+    }
+    None
+}
+
 fn split_userinfo(url: &str) -> (String, Option<String>) {
     use base64::Engine;
     let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
@@ -1174,6 +1199,41 @@ mod tests {
         ));
         assert_eq!(both.len(), 1, "{both:?}");
         assert!(both[0].contains("upstream.auth: the token is the authorization header"), "{both:?}");
+    }
+
+    #[test]
+    fn a_token_url_may_have_a_query_but_no_userinfo_and_the_client_is_never_empty() {
+        let auth = |fields: &str| {
+            MINIMAL.replace(
+                "url: http://127.0.0.1:8081",
+                &format!("url: http://127.0.0.1:8081\n  auth: {{kind: oauth2_client_credentials, {fields}}}"),
+            )
+        };
+        // Azure AD B2C names its policy in the query.
+        let b2c = "https://t.b2clogin.com/t.onmicrosoft.com/oauth2/v2.0/token?p=B2C_1_signin";
+        let c = ok(&auth(&format!("token_url: '{b2c}', client_id: a, client_secret: b")));
+        assert_eq!(c.upstream.auth.unwrap().token_url, b2c);
+
+        let got = problems(&auth("token_url: 'https://id:pw@idp.example/token', client_id: '', client_secret: ''"));
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with("g.yaml:3:54: upstream.auth.token_url: a user:password@ in the URL is not sent")
+                && got[1].starts_with("g.yaml:3:100: upstream.auth.client_id: must not be empty")
+                && got[2].starts_with("g.yaml:3:119: upstream.auth.client_secret: must not be empty"),
+            "{got:?}"
+        );
+        assert!(!got.join("").contains("pw"), "the password is echoed: {got:?}");
+        let got = problems(&auth("token_url: 'https://idp.example/token#x', client_id: a, client_secret: b"));
+        assert!(got.len() == 1 && got[0].contains("upstream.auth.token_url: invalid URL"), "{got:?}");
+    }
+
+    #[test]
+    fn the_rate_limit_headers_are_read_unless_turned_off() {
+        assert!(ok(MINIMAL).upstream.rate_limit_headers);
+        let c = ok(&MINIMAL.replace("url: http://127.0.0.1:8081", "url: http://h\n  rate_limit_headers: false"));
+        assert!(!c.upstream.rate_limit_headers);
+        let got = problems(&MINIMAL.replace("url: http://127.0.0.1:8081", "url: http://h\n  rate_limit_headers: 0"));
+        assert!(got.len() == 1 && got[0].contains("upstream.rate_limit_headers: "), "{got:?}");
     }
 
     #[test]

@@ -3,15 +3,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use herald_core::trace::{TraceParent, TRACEPARENT};
+use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::quota::{BudgetKey, Quota, RateLimit};
+use crate::quota::{BudgetKey, Draw, Quota, RateLimit};
 use crate::token::{Endpoint, Tokens};
 use crate::PollError;
 
@@ -24,13 +25,27 @@ pub struct Request<'a> {
     pub credentials: &'a [(HeaderName, HeaderValue)],
     /// Lower-case names of `upstream.headers` this request must not carry: a subscriber's
     /// `vary` names on its own polls and admission checks, so that one who sends no credential
-    /// never borrows the service's (spec section 5).
+    /// never borrows the service's (spec section 5). Never empty on a request made for a
+    /// subscriber (a route that is not public has a `vary`): see [`Request::for_subscriber`].
     pub withhold: &'a [String],
     pub etag: Option<&'a str>,
     pub last_modified: Option<&'a str>,
     /// A field of a 2xx answer the caller wants (lower case; a delta cursor, `poll.delta`).
     pub capture: Option<&'a str>,
 }
+
+impl Request<'_> {
+    /// Made for a subscriber — a poll of its per-subscriber watch, its admission check — rather
+    /// than herald's own poll of a public or shared watch: it withholds the `vary` headers, or
+    /// carries the subscriber's own. Such a request carries none of the service credential.
+    pub fn for_subscriber(&self) -> bool {
+        !self.withhold.is_empty() || !self.credentials.is_empty()
+    }
+}
+
+/// The fields of `upstream.headers` that are the service's credential whatever a route's `vary`
+/// says: never sent on a request made for a subscriber.
+const SERVICE_CREDENTIALS: [HeaderName; 3] = [header::AUTHORIZATION, header::PROXY_AUTHORIZATION, header::COOKIE];
 
 /// What the upstream answered.
 #[derive(Debug, Clone)]
@@ -76,14 +91,23 @@ pub trait Fetch: Send + Sync + 'static {
 pub struct UpstreamClient {
     http: reqwest::Client,
     base: String,
+    /// On herald's own polls: every `upstream.headers` entry.
     headers: HeaderMap,
+    /// On requests made for a subscriber: `upstream.headers` without the service credential
+    /// ([`SERVICE_CREDENTIALS`]); a route's `vary` names are taken out too, per request.
+    subscriber_headers: HeaderMap,
     max_body: u64,
-    /// The service token (`upstream.auth`): an `authorization` header added where `headers` are.
+    /// The service token (`upstream.auth`): an `authorization` header on herald's own polls.
     tokens: Option<Tokens<Endpoint>>,
     /// `herald_upstream_token_refreshes_total{outcome}`, registered by [`UpstreamClient::register`].
     token_refreshes: prometheus::IntCounterVec,
     /// The upstream's quota as its answers announce it: every request draws from it.
     quota: Quota,
+    /// Whether answers' quota fields are read (`upstream.rate_limit_headers`).
+    read_quota: bool,
+    /// The longest a request waits for the quota, holding the caller's `max_concurrency` slot
+    /// (`upstream.timeout`: no longer than a slow answer would hold it).
+    quota_wait: Duration,
     /// `herald_upstream_rate_limit_remaining`: what is left of the service credential's quota.
     quota_remaining: prometheus::IntGauge,
     /// `herald_upstream_requests_deferred_total`: requests held back to spare the quota.
@@ -102,6 +126,10 @@ impl UpstreamClient {
         }
         headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION"))));
         headers.insert(header::VIA, HeaderValue::from_static("1.1 herald"));
+        let mut subscriber_headers = headers.clone();
+        for name in SERVICE_CREDENTIALS {
+            subscriber_headers.remove(name);
+        }
         let mut builder = reqwest::Client::builder();
         if let Some(path) = &cfg.ca_file {
             let pem = std::fs::read(path).map_err(|e| PollError::Setup(format!("upstream.ca_file {path}: {e}")))?;
@@ -127,7 +155,14 @@ impl UpstreamClient {
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| PollError::Setup(e.to_string()))?;
+            .map_err(|e| match (&cfg.client_cert, &cfg.client_key) {
+                // Both parse, and only now does TLS find that they do not belong together.
+                (Some(cert), Some(key)) => PollError::Setup(format!(
+                    "upstream.client_key {key}: not the private key of upstream.client_cert {cert} ({})",
+                    crate::cause(&e)
+                )),
+                _ => PollError::Setup(format!("upstream: {}", crate::cause(&e))),
+            })?;
         let token_refreshes = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "herald_upstream_token_refreshes_total",
@@ -157,10 +192,13 @@ impl UpstreamClient {
             http,
             base: cfg.url.to_string(),
             headers,
+            subscriber_headers,
             max_body: cfg.max_body,
             tokens,
             token_refreshes,
             quota: Quota::new(cfg.rate_limit_reserve),
+            read_quota: cfg.rate_limit_headers,
+            quota_wait: cfg.timeout,
             quota_remaining,
             quota_deferred,
         })
@@ -192,26 +230,23 @@ impl UpstreamClient {
 
     async fn send(&self, req: Request<'_>, trace: &TraceParent) -> Result<Answer, PollError> {
         let mut retried = false;
-        let budget = BudgetKey::of(req.credentials);
+        let for_subscriber = req.for_subscriber();
+        let budget = BudgetKey::of(for_subscriber, req.credentials);
         let mut resp = loop {
-            // Held back while the upstream's quota runs low (the limiter's slot stays held: a
-            // poll that waits here is one the upstream could not take now anyway).
-            let draw = self.quota.admit(budget).await;
-            if draw.deferred {
-                self.quota_deferred.inc();
-            }
-            let mut headers = self.headers.clone();
+            let draw = self.admit(budget).await?;
+            // A request made for a subscriber carries none of the service credential: not the
+            // token, not those of `upstream.headers`, whatever the route's `vary` (spec section
+            // 5: a subscriber never borrows the service credential). The other headers it
+            // carries unless `vary` names them.
+            let (mut headers, tokens) = match for_subscriber {
+                true => (self.subscriber_headers.clone(), None),
+                false => (self.headers.clone(), self.tokens.as_ref()),
+            };
             let mut token = None;
-            // The service token is one of the service's headers: added here, withheld below
-            // by name like the others (spec section 5).
-            if let Some(tokens) = &self.tokens {
-                let withheld = req.withhold.iter().any(|n| n.as_str() == header::AUTHORIZATION.as_str());
-                let own = req.credentials.iter().any(|(n, _)| n == header::AUTHORIZATION);
-                if !withheld && !own {
-                    let value = tokens.header().await?;
-                    headers.insert(header::AUTHORIZATION, value.clone());
-                    token = Some(value);
-                }
+            if let Some(tokens) = tokens {
+                let value = tokens.header().await?;
+                headers.insert(header::AUTHORIZATION, value.clone());
+                token = Some(value);
             }
             for name in req.withhold {
                 headers.remove(name.as_str());
@@ -232,12 +267,15 @@ impl UpstreamClient {
             }
             let resp = rb.send().await.map_err(PollError::from_reqwest)?;
             // Every answer may carry the quota, a 304 or a 429 as well as a 200.
-            draw.answered(RateLimit::from_headers(resp.headers(), std::time::SystemTime::now()));
+            if self.read_quota {
+                draw.answered(RateLimit::from_headers(resp.headers(), SystemTime::now()));
+            }
             if budget == BudgetKey::Service {
                 self.quota_remaining
                     .set(self.quota.service_remaining().map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX)));
             }
             // A 401 to the service token (expired early, revoked): once more with a new one.
+            // Only a request that carried the token: no other 401 is the token's.
             match (&self.tokens, token) {
                 (Some(tokens), Some(token)) if resp.status() == http::StatusCode::UNAUTHORIZED && !retried => {
                     debug!("upstream refused the service token; asking for a new one");
@@ -292,6 +330,33 @@ impl Fetch for UpstreamClient {
 
     fn max_body(&self) -> u64 {
         self.max_body
+    }
+}
+
+impl UpstreamClient {
+    /// Draws a request from its budget of the upstream's quota. While the quota is spread, the
+    /// request waits its turn (holding the caller's slot, so no longer than `quota_wait`); a
+    /// longer wait (none left until a far reset) is not waited out: the request fails at once,
+    /// and its caller asks again when the quota allows, like after a `Retry-After`.
+    async fn admit(&self, budget: BudgetKey) -> Result<Draw<'_>, PollError> {
+        let mut counted = false;
+        loop {
+            let until = match self.quota.draw(budget) {
+                Ok(draw) => return Ok(draw),
+                Err(until) => until,
+            };
+            if !counted {
+                self.quota_deferred.inc();
+                counted = true;
+            }
+            let wait = until.saturating_duration_since(Instant::now());
+            if wait > self.quota_wait {
+                // Whole seconds, rounded up: asked again no sooner than the quota allows.
+                let wait = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+                return Err(PollError::QuotaExhausted { until: SystemTime::now() + wait, wait });
+            }
+            tokio::time::sleep_until(until).await;
+        }
     }
 }
 
@@ -356,6 +421,117 @@ mod tests {
         addr
     }
 
+    /// An upstream on a local port answering its requests with `responses` in turn (one per
+    /// connection); the heads of the requests it was sent.
+    async fn serve_each(responses: Vec<&'static [u8]>) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for response in responses {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = sock.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                tx.send(String::from_utf8_lossy(&head).to_ascii_lowercase()).ok();
+                sock.write_all(response).await.unwrap();
+                sock.shutdown().await.ok();
+            }
+        });
+        (format!("http://{addr}"), rx)
+    }
+
+    const EMPTY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]";
+
+    // herald's own polls carry every upstream.headers entry; a request made for a subscriber
+    // carries none of the service credential, whatever the route's vary names, but the other
+    // configured headers unless vary names them.
+    #[tokio::test]
+    async fn a_request_for_a_subscriber_carries_none_of_the_service_credential() {
+        let (url, mut heads) = serve_each(vec![EMPTY; 4]).await;
+        let cfg = herald_config::Upstream {
+            url: herald_config::UpstreamUrl::parse(&url).unwrap(),
+            headers: [
+                ("authorization", "Bearer service"),
+                ("cookie", "svc=1"),
+                ("x-api-version", "2"),
+                ("x-tenant", "t"),
+            ]
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .to_vec(),
+            ..Default::default()
+        };
+        let client = UpstreamClient::new(&cfg).unwrap();
+        let vary = ["cookie".to_string(), "x-tenant".to_string()];
+        let alice = [(header::COOKIE, HeaderValue::from_static("session=alice"))];
+        for (req, expected) in [
+            (Request { target: "/t", ..Request::default() }, "own"),
+            (Request { target: "/t", withhold: &vary, ..Request::default() }, "anonymous"),
+            (Request { target: "/t", withhold: &vary, credentials: &alice, ..Request::default() }, "alice"),
+        ] {
+            client.fetch(req).await.unwrap();
+            let head = heads.recv().await.unwrap();
+            let has = |line: &str| head.contains(&format!("\r\n{line}\r\n"));
+            assert!(has("x-api-version: 2"), "{expected}: {head}");
+            match expected {
+                "own" => assert!(has("authorization: bearer service") && has("cookie: svc=1") && has("x-tenant: t")),
+                _ => {
+                    assert!(!head.contains("authorization:") && !head.contains("x-tenant:"), "{expected}: {head}");
+                    assert_eq!(has("cookie: session=alice"), expected == "alice", "{head}");
+                    assert!(!head.contains("svc=1"), "{expected}: {head}");
+                }
+            }
+        }
+    }
+
+    const SPENT: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 3600\r\n\
+        content-length: 2\r\nconnection: close\r\n\r\n{}";
+
+    // A request that would wait long for the quota is not sent and waits for nothing: it fails
+    // at once, saying until when, and counts as deferred.
+    #[tokio::test]
+    async fn a_spent_quota_fails_a_request_at_once_instead_of_holding_it_for_the_reset() {
+        let (url, _heads) = serve_each(vec![SPENT, EMPTY]).await;
+        let cfg =
+            herald_config::Upstream { url: herald_config::UpstreamUrl::parse(&url).unwrap(), ..Default::default() };
+        let client = UpstreamClient::new(&cfg).unwrap();
+        assert!(matches!(
+            client.fetch(Request { target: "/t", ..Request::default() }).await,
+            Ok(Answer::Status { status: 429, .. })
+        ));
+        let started = std::time::Instant::now();
+        let e = client.fetch(Request { target: "/t", ..Request::default() }).await.unwrap_err();
+        assert!(started.elapsed() < cfg.timeout, "waited {:?}", started.elapsed());
+        assert!(e.to_string().starts_with("upstream quota exhausted until "), "{e}");
+        assert_eq!((e.status(), e.retry_after()), (503, Some(Duration::from_secs(3600))));
+        assert_eq!(client.quota_deferred.get(), 1);
+        // Another credential's budget is not the one spent.
+        let vary = ["authorization".to_string()];
+        client.fetch(Request { target: "/t", withhold: &vary, ..Request::default() }).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_rate_limit_headers_off_the_quota_fields_are_ignored() {
+        let (url, _heads) = serve_each(vec![SPENT, EMPTY]).await;
+        let cfg = herald_config::Upstream {
+            url: herald_config::UpstreamUrl::parse(&url).unwrap(),
+            rate_limit_headers: false,
+            ..Default::default()
+        };
+        let client = UpstreamClient::new(&cfg).unwrap();
+        for _ in 0..2 {
+            client.fetch(Request { target: "/t", ..Request::default() }).await.unwrap();
+        }
+        assert_eq!(client.quota_deferred.get(), 0);
+    }
+
     async fn link_of(response: &[u8]) -> Option<String> {
         let addr = serve_once(response.to_vec()).await;
         let cfg = herald_config::Upstream {
@@ -400,7 +576,13 @@ mod tests {
             ..Default::default()
         };
         assert!(UpstreamClient::new(&cfg("tls-client.pem", "tls-client.key")).is_ok());
-        assert!(UpstreamClient::new(&cfg("tls-client.pem", "tls-a.key")).is_err(), "a key of another certificate");
+        let Err(PollError::Setup(e)) = UpstreamClient::new(&cfg("tls-client.pem", "tls-a.key")) else {
+            panic!("a key of another certificate was taken")
+        };
+        assert!(
+            e.starts_with("upstream.client_key ") && e.contains("not the private key of upstream.client_cert"),
+            "{e}"
+        );
         let Err(PollError::Setup(e)) = UpstreamClient::new(&cfg("tls-client.pem", "README.md")) else {
             panic!("a key file without a key was taken")
         };

@@ -336,7 +336,8 @@ impl Hub {
         };
         let watch = Arc::new(Watch::new(key.clone(), route, owner, headers, self.queue));
         watches.map.insert(key.clone(), watch.clone());
-        self.coordination.spawn(self.clone(), watch.clone());
+        let task = self.coordination.spawn(self.clone(), watch.clone());
+        tokio::spawn(supervise(Arc::downgrade(self), watch.clone(), task));
         Ok(watch)
     }
 
@@ -459,6 +460,29 @@ impl Registry for Hub {
     fn refresh_local(&self, path: &str) -> usize {
         self.matching(path, true)
     }
+}
+
+/// Waits for a watch's poll loop to end. One that panicked (a bug) must not leave the watch
+/// "starting" forever with its first subscribers waiting, or its streams open and silent: it
+/// leaves the map (the next subscriber starts a new watch), its first subscribers get a `502`,
+/// and its streams end with `event: error` `{"reason":"internal"}`.
+async fn supervise(hub: std::sync::Weak<Hub>, watch: Arc<Watch>, task: tokio::task::JoinHandle<()>) {
+    let Err(e) = task.await else { return };
+    if !e.is_panic() {
+        return;
+    }
+    tracing::error!(route = %watch.route.cfg.name, scope = %watch.key.scope, "a watch's poll loop panicked; the watch ends");
+    if let Some(hub) = hub.upgrade() {
+        hub.remove(&watch);
+    }
+    watch.ready.send_if_modified(|ready| match ready {
+        Ready::Pending => {
+            *ready = Ready::Refused(Refusal::herald(502, "internal error while polling the upstream\n", None));
+            true
+        }
+        _ => false,
+    });
+    watch.terminate(encode_frame("error", None, br#"{"reason":"internal"}"#));
 }
 
 /// Takes `watch` out of the map, unless a newer watch already holds its key.
@@ -814,5 +838,82 @@ mod tests {
             );
         }
         assert!(script.polls_of("/tasks?list=0").len() > 12, "refreshes polled the refreshed watches too");
+    }
+    // A poll held back for the upstream's quota is no failure while the watch stays within its
+    // max_interval: polled again at the reset, no word to the subscribers. Held back longer, they
+    // are told, and a first subscriber is told to come back then.
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_held_back_for_the_quota_is_polled_at_the_reset_and_reported_when_long() {
+        let held = |secs| {
+            let wait = Duration::from_secs(secs);
+            Err(PollError::QuotaExhausted { until: std::time::SystemTime::now() + wait, wait })
+        };
+        let script = Arc::new(Script::default());
+        script.then(ok("[1]", "\"a\"")).then(held(30)).then(ok("[1,2]", "\"b\"")).then(held(600));
+        script.then(ok("[1,2,3]", "\"c\""));
+        let start = Instant::now();
+        let hub = hub(script.clone(), Access::Public);
+        let mut joined = hub.subscribe(key(), Credentials::default(), None).await.unwrap();
+        let change = joined.rx.recv().await.unwrap();
+        assert!(text(&change.frame).ends_with("data: [1,2]\n\n"), "{}", text(&change.frame));
+        let down = text(&joined.rx.recv().await.unwrap().frame);
+        assert!(down.contains(r#"data: {"ok":false,"error":"upstream quota exhausted until "#), "{down}");
+        let up = text(&joined.rx.recv().await.unwrap().frame);
+        assert!(up.ends_with("data: {\"ok\":true}\n\n"), "{up}");
+        // Every 10 s; held back 30 s, then 600 s (the max_interval is 80 s).
+        assert_eq!(script.poll_offsets(start), [0, 10, 40, 50, 650]);
+
+        let script = Arc::new(Script::default());
+        script.then(held(3600));
+        let refusal =
+            hub_with(script, Access::Public, "routes: [{name: t, path: /tasks}]", 100.0, Duration::from_secs(10))
+                .subscribe(key(), Credentials::default(), None)
+                .await
+                .err()
+                .unwrap();
+        assert_eq!((refusal.status, refusal.retry_after), (503, Some(Duration::from_secs(3600))));
+    }
+
+    // A bug that panics in a poll loop leaves nobody waiting: a first subscriber is answered,
+    // an open stream ends, and the next subscriber starts a new watch.
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_loop_that_panics_answers_its_subscribers_and_leaves_no_watch() {
+        /// Answers the second poll with `[]`, and panics at every other.
+        #[derive(Default)]
+        struct Buggy(std::sync::atomic::AtomicUsize);
+        impl Fetch for Buggy {
+            fn fetch<'a>(&'a self, _req: Request<'a>) -> FetchFuture<'a> {
+                let n = self.0.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    assert_eq!(n, 1, "a bug");
+                    ok("[]", "\"0\"")
+                })
+            }
+        }
+        let yaml = "upstream: {url: 'http://127.0.0.1:1'}\nroutes: [{name: tasks, path: /tasks, access: public}]\n";
+        let cfg = HubConfig {
+            routes: herald_config::load("t.yaml", yaml, &|_| None).unwrap().routes,
+            queue: 16,
+            max_polls_per_second: 100.0,
+            max_concurrency: 4,
+            scope_key: [7; 32],
+            limits: herald_config::Limits::default(),
+            cluster: None,
+        };
+        let metrics = PollMetrics::new(&prometheus::Registry::new()).unwrap();
+        let hub = Hub::new(cfg, Arc::new(Buggy::default()), &metrics, CancellationToken::new());
+        let within = Duration::from_secs(600);
+
+        // The first poll panics: its subscriber gets a 502, and no watch is left.
+        let first = tokio::time::timeout(within, hub.subscribe(key(), Credentials::default(), None));
+        let refusal = first.await.expect("the first subscriber was never answered").err().unwrap();
+        assert_eq!(refusal.status, 502);
+        assert!(hub.watches().is_empty());
+        // A new watch opens; its next poll panics: its stream ends.
+        let mut joined = hub.subscribe(key(), Credentials::default(), None).await.unwrap();
+        let end = tokio::time::timeout(within, joined.rx.recv()).await.expect("the stream never ended").unwrap();
+        assert_eq!(end.kind, EventKind::Terminal);
+        assert_eq!(text(&end.frame), "event: error\ndata: {\"reason\":\"internal\"}\n\n");
+        assert!(hub.watches().is_empty());
     }
 }

@@ -32,6 +32,7 @@ mod token;
 mod watch;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 pub use client::{Answer, Fetch, FetchFuture, Request, UpstreamClient};
 pub use cluster::{watch_id, Cluster, HeldLease};
@@ -50,7 +51,8 @@ fn cause(e: &reqwest::Error) -> String {
 }
 
 /// Why a poll failed without an HTTP answer (every one comes from the upstream, except
-/// `Setup`, from the configuration, and `Token`, from the token endpoint).
+/// `Setup`, from the configuration, `Token`, from the token endpoint, and `QuotaExhausted`,
+/// herald's own deferral).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PollError {
     #[error("upstream timed out")]
@@ -74,6 +76,11 @@ pub enum PollError {
     /// endpoint answered 401: invalid_client`. Never the secret or a token.
     #[error("{0}")]
     Token(String),
+    /// Not sent: the upstream's announced quota (`RateLimit`, `X-RateLimit-*`) for the
+    /// request's credential has none left until `until`, longer than a request may wait
+    /// holding its `max_concurrency` slot. Asked again then, like after a `Retry-After`.
+    #[error("upstream quota exhausted until {}", httpdate::fmt_http_date(*.until))]
+    QuotaExhausted { until: SystemTime, wait: Duration },
 }
 
 impl PollError {
@@ -93,7 +100,17 @@ impl PollError {
     pub fn status(&self) -> u16 {
         match self {
             PollError::Timeout => 504,
+            PollError::QuotaExhausted { .. } => 503,
             _ => 502,
+        }
+    }
+
+    /// When to ask again, when the error says (given as `Retry-After`, and the watch's next
+    /// poll is not sooner).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PollError::QuotaExhausted { wait, .. } => Some(*wait),
+            _ => None,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::route::RouteCtx;
 use crate::schedule::Schedule;
 use crate::strategy::{self, Budget, Got};
 use crate::watch::{Ready, Step, Watch};
+use crate::PollError;
 
 /// What polls the upstream for every watch.
 pub(crate) struct Poller {
@@ -63,6 +64,13 @@ impl Poller {
         let got = strategy::fetch(&*self.fetch, cfg, &watch.fetch_state, request, prev.as_ref(), budget).await;
         route.metrics.duration.observe(started.elapsed().as_secs_f64());
         let first = matches!(*watch.ready.borrow(), Ready::Pending);
+        // Held back for the upstream's quota, nothing sent: polled again when the quota allows.
+        // Within `max_interval` that is pacing, not a failure: nothing to tell the subscribers.
+        if let Err(PollError::QuotaExhausted { wait, .. }) = &got {
+            if !first && *wait <= cfg.poll.max_interval {
+                return Polled::Step(Step::new(std::time::Instant::now()), *wait);
+            }
+        }
         let mut step = Step::new(std::time::Instant::now());
         step.polled = Some(SystemTime::now());
 
@@ -140,7 +148,9 @@ impl Poller {
                     retry_after,
                 }
             }
-            Err(e) => Failure { status: None, error: e.to_string(), refusal: Refusal::from(&e), retry_after: None },
+            Err(e) => {
+                Failure { status: None, error: e.to_string(), refusal: Refusal::from(&e), retry_after: e.retry_after() }
+            }
         };
 
         route.metrics.error.inc();

@@ -3,9 +3,11 @@
 //! remaining requests fall under a reserve, the polls drawing from that quota are spread so
 //! that they last until its reset, instead of being spent at once and answered 429.
 //!
-//! One budget per credential: the service credential (and polls without one) is one budget,
-//! each subscriber credential its own (its quota is likely per user). Every request the
-//! upstream client sends — polls, pages, admission checks — draws from its budget.
+//! One budget per credential sent: herald's own polls (with the service credential, if any) are
+//! one budget, each subscriber credential its own (its quota is likely per user), and requests
+//! made for subscribers who sent no credential one more, so that what the upstream answers them
+//! never holds back herald's own polls. Every request the upstream client sends — polls, pages,
+//! admission checks — draws from its budget.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -20,6 +22,9 @@ use tokio::time::Instant;
 const MAX_RESET: Duration = Duration::from_secs(3600);
 /// `X-RateLimit-Reset` values above this are a Unix time (GitHub), below it delta-seconds.
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+/// ... and above this, a Unix time in milliseconds (2001-09-09 in milliseconds; in seconds, the
+/// year 33658).
+const EPOCH_MS_THRESHOLD: u64 = 1_000_000_000_000;
 /// When the upstream names no limit, pacing starts this many requests before the end.
 const DEFAULT_RESERVE: u64 = 10;
 /// Subscriber budgets remembered at most; beyond it, expired readings go first, then any.
@@ -55,11 +60,17 @@ impl RateLimit {
             else {
                 continue;
             };
-            let reset = if prefix == "x-ratelimit" && reset > EPOCH_THRESHOLD {
-                let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-                reset.saturating_sub(now)
-            } else {
-                reset
+            let reset = match reset {
+                _ if prefix != "x-ratelimit" => reset,
+                ms if ms > EPOCH_MS_THRESHOLD => {
+                    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+                    // Rounded up: a client that waits that long finds a new window.
+                    u64::try_from(u128::from(ms).saturating_sub(now).div_ceil(1000)).unwrap_or(u64::MAX)
+                }
+                secs if secs > EPOCH_THRESHOLD => {
+                    secs.saturating_sub(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs())
+                }
+                delta => delta,
             };
             return Some(RateLimit::new(remaining, reset, int(&format!("{prefix}-limit"))));
         }
@@ -113,19 +124,28 @@ fn dictionary(v: &str) -> Option<RateLimit> {
     Some(RateLimit::new(int("remaining")?, int("reset")?, int("limit")))
 }
 
-/// Whose quota a request draws from.
+/// Whose quota a request draws from: whose credential it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BudgetKey {
-    /// The service credential, or none.
+    /// herald's own polls (of public and shared watches): the service credential, or none
+    /// configured.
     Service,
     /// A subscriber's own credential, by a hash of it (never the credential itself).
     Subscriber(u64),
+    /// Requests made for subscribers who sent no credential: the upstream's answers to them
+    /// (an anonymous quota, often per address) never hold back herald's own polls.
+    Anonymous,
 }
 
 impl BudgetKey {
-    pub fn of(credentials: &[(http::HeaderName, http::HeaderValue)]) -> Self {
-        if credentials.is_empty() {
+    /// The budget of a request for a subscriber (`for_subscriber`: a per-subscriber poll, an
+    /// admission check) carrying `credentials`, or of one of herald's own polls.
+    pub fn of(for_subscriber: bool, credentials: &[(http::HeaderName, http::HeaderValue)]) -> Self {
+        if !for_subscriber {
             return BudgetKey::Service;
+        }
+        if credentials.is_empty() {
+            return BudgetKey::Anonymous;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for (name, value) in credentials {
@@ -169,8 +189,6 @@ struct Reading {
 pub struct Draw<'a> {
     quota: &'a Quota,
     key: BudgetKey,
-    /// Whether the request was held back to spare the quota.
-    pub deferred: bool,
 }
 
 impl Quota {
@@ -178,14 +196,13 @@ impl Quota {
         Quota { budgets: Mutex::default(), reserve }
     }
 
-    /// Waits until a request may be drawn from `key`'s budget, and draws it.
-    pub async fn admit(&self, key: BudgetKey) -> Draw<'_> {
-        let mut deferred = false;
-        while let Some(until) = self.try_admit(key, Instant::now()) {
-            deferred = true;
-            tokio::time::sleep_until(until).await;
+    /// Draws a request from `key`'s budget now, or says when one may be drawn. Waiting is the
+    /// caller's: it decides how long a request may wait, and what it holds meanwhile.
+    pub fn draw(&self, key: BudgetKey) -> Result<Draw<'_>, Instant> {
+        match self.try_admit(key, Instant::now()) {
+            None => Ok(Draw { quota: self, key }),
+            Some(until) => Err(until),
         }
-        Draw { quota: self, key, deferred }
     }
 
     /// `None`: drawn; `Some(t)`: not before `t`.
@@ -281,6 +298,20 @@ mod tests {
         RateLimit::from_headers(&h, UNIX_EPOCH + Duration::from_secs(1_700_000_000))
     }
 
+    /// Draws a request from `key`'s budget, waiting as long as it says; whether it waited.
+    async fn admit(quota: &Quota, key: BudgetKey) -> (Draw<'_>, bool) {
+        let mut waited = false;
+        loop {
+            match quota.draw(key) {
+                Ok(draw) => return (draw, waited),
+                Err(until) => {
+                    waited = true;
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+        }
+    }
+
     fn rl(remaining: u64, reset: u64, limit: Option<u64>) -> Option<RateLimit> {
         Some(RateLimit { remaining, reset: Duration::from_secs(reset), limit })
     }
@@ -320,6 +351,10 @@ mod tests {
         );
         // A reset in the past is now.
         assert_eq!(read(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1600000000")]), rl(0, 0, None));
+        // A Unix time in milliseconds (some APIs), rounded up to the second.
+        assert_eq!(read(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000042000")]), rl(0, 42, None));
+        assert_eq!(read(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000041001")]), rl(0, 42, None));
+        assert_eq!(read(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1600000000000")]), rl(0, 0, None));
         // A far reset is capped.
         assert_eq!(read(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "999999999")]), rl(0, 3600, None));
     }
@@ -349,7 +384,7 @@ mod tests {
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..5 {
-            drop(quota.admit(BudgetKey::Service).await);
+            drop(admit(&quota, BudgetKey::Service).await);
             times.push(start.elapsed());
         }
         for pair in times.windows(2) {
@@ -357,7 +392,7 @@ mod tests {
         }
         // Other budgets are not held back.
         let other = Instant::now();
-        assert!(!quota.admit(BudgetKey::Subscriber(1)).await.deferred);
+        assert!(!admit(&quota, BudgetKey::Subscriber(1)).await.1);
         assert_eq!(other.elapsed(), Duration::ZERO);
     }
 
@@ -367,12 +402,12 @@ mod tests {
         quota.update(BudgetKey::Service, RateLimit { remaining: 50, reset: Duration::from_secs(10), limit: None });
         let start = Instant::now();
         for _ in 0..40 {
-            assert!(!quota.admit(BudgetKey::Service).await.deferred);
+            assert!(!admit(&quota, BudgetKey::Service).await.1);
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
         // The 41st is the reserve's first: still at once, the next one spaced.
-        drop(quota.admit(BudgetKey::Service).await);
-        drop(quota.admit(BudgetKey::Service).await);
+        drop(admit(&quota, BudgetKey::Service).await);
+        drop(admit(&quota, BudgetKey::Service).await);
         assert!(start.elapsed() >= Duration::from_secs(1), "{:?}", start.elapsed());
     }
 
@@ -381,17 +416,17 @@ mod tests {
         let quota = Quota::new(None);
         quota.update(BudgetKey::Service, RateLimit { remaining: 0, reset: Duration::from_secs(7), limit: Some(100) });
         let start = Instant::now();
-        assert!(quota.admit(BudgetKey::Service).await.deferred);
+        assert!(admit(&quota, BudgetKey::Service).await.1);
         assert!(start.elapsed() >= Duration::from_secs(7), "{:?}", start.elapsed());
         // The reading expired at its reset: no pacing until the next one.
         let again = Instant::now();
-        assert!(!quota.admit(BudgetKey::Service).await.deferred);
+        assert!(!admit(&quota, BudgetKey::Service).await.1);
         assert_eq!(again.elapsed(), Duration::ZERO);
 
         quota.update(BudgetKey::Service, RateLimit { remaining: 0, reset: Duration::from_secs(30), limit: Some(100) });
         quota.update(BudgetKey::Service, RateLimit { remaining: 90, reset: Duration::from_secs(30), limit: Some(100) });
         let replaced = Instant::now();
-        assert!(!quota.admit(BudgetKey::Service).await.deferred);
+        assert!(!admit(&quota, BudgetKey::Service).await.1);
         assert_eq!(replaced.elapsed(), Duration::ZERO);
         assert_eq!(quota.service_remaining(), Some(89));
     }
@@ -412,7 +447,7 @@ mod tests {
     async fn draw_n(quota: &Quota, n: usize) -> Vec<Draw<'_>> {
         let mut draws = Vec::new();
         for _ in 0..n {
-            draws.push(quota.admit(BudgetKey::Service).await);
+            draws.push(admit(quota, BudgetKey::Service).await.0);
         }
         draws
     }
@@ -421,8 +456,25 @@ mod tests {
     fn credentials_pick_the_budget() {
         use http::HeaderName;
         let cred = |v: &'static str| vec![(HeaderName::from_static("authorization"), HeaderValue::from_static(v))];
-        assert_eq!(BudgetKey::of(&[]), BudgetKey::Service);
-        assert_eq!(BudgetKey::of(&cred("Bearer a")), BudgetKey::of(&cred("Bearer a")));
-        assert_ne!(BudgetKey::of(&cred("Bearer a")), BudgetKey::of(&cred("Bearer b")));
+        // herald's own polls draw from the service budget.
+        assert_eq!(BudgetKey::of(false, &[]), BudgetKey::Service);
+        assert_eq!(BudgetKey::of(true, &cred("Bearer a")), BudgetKey::of(true, &cred("Bearer a")));
+        assert_ne!(BudgetKey::of(true, &cred("Bearer a")), BudgetKey::of(true, &cred("Bearer b")));
+        assert!(matches!(BudgetKey::of(true, &cred("Bearer a")), BudgetKey::Subscriber(_)));
+        // A request for a subscriber who sent no credential is not herald's own.
+        assert_eq!(BudgetKey::of(true, &[]), BudgetKey::Anonymous);
+    }
+
+    // An anonymous subscriber's request answered "none left for an hour" stops neither
+    // herald's own polls nor a subscriber's with a credential.
+    #[tokio::test(start_paused = true)]
+    async fn an_anonymous_reading_holds_back_anonymous_requests_only() {
+        let quota = Quota::new(None);
+        let (draw, _) = admit(&quota, BudgetKey::of(true, &[])).await;
+        draw.answered(Some(RateLimit { remaining: 0, reset: Duration::from_secs(3600), limit: None }));
+        assert!(quota.draw(BudgetKey::of(true, &[])).is_err(), "anonymous requests wait for the reset");
+        assert!(quota.draw(BudgetKey::Service).is_ok(), "herald's own polls are not held back");
+        assert!(quota.draw(BudgetKey::Subscriber(1)).is_ok());
+        assert_eq!(quota.service_remaining(), None, "the gauge shows the service budget only");
     }
 }

@@ -36,6 +36,9 @@ impl Refusal {
 
 impl From<&PollError> for Refusal {
     fn from(e: &PollError) -> Self {
-        Refusal::upstream(e.status(), Some("text/plain; charset=utf-8".into()), Bytes::from(format!("{e}\n")))
+        Refusal {
+            retry_after: e.retry_after(),
+            ..Refusal::upstream(e.status(), Some("text/plain; charset=utf-8".into()), Bytes::from(format!("{e}\n")))
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The service credential obtained by an OAuth 2.0 client credentials grant (RFC 6749 section
 //! 4.4): one token kept for every poll, renewed before it expires, fetched once however many
-//! polls need it at the same moment.
+//! polls need it at the same moment; a failed request is the answer of every poll that waited
+//! for it, and is remembered briefly, so a failing token endpoint is not asked once per poll.
 //!
 //! Hand-written over the reqwest client polls already use rather than the `oauth2` crate: the
 //! exchange is one form POST and one JSON answer, and the crate would bring its own HTTP client
@@ -17,6 +18,16 @@ use crate::PollError;
 
 /// The lifetime assumed when the token endpoint does not say (`expires_in` is optional).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// The longest lifetime believed: a token said to live longer (`expires_in` of years, or more
+/// than a clock can count) is renewed as if it lived a day.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How long a failed token request is remembered: the polls that need a token meanwhile fail
+/// with its error at once instead of asking again. Doubled with each failure in a row, up to
+/// [`MAX_FAILURE_MEMORY`].
+const FAILURE_MEMORY: Duration = Duration::from_secs(1);
+const MAX_FAILURE_MEMORY: Duration = Duration::from_secs(30);
+/// The most of a token endpoint's answer read (a token answer is a few hundred bytes).
+const MAX_ANSWER: usize = 64 << 10;
 
 /// How long before a token expires it is renewed: 10% of its lifetime, at least 30 s, never more
 /// than half of it (so a short-lived token is still used for a while).
@@ -24,12 +35,14 @@ pub(crate) fn renew_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).max(Duration::from_secs(30)).min(lifetime / 2)
 }
 
-/// A token and when it is to be renewed.
+/// A token, when it is to be renewed, and when it expires.
 #[derive(Clone)]
 struct Token {
     /// `Bearer …`, marked sensitive (never printed by `Debug`, kept out of HPACK tables).
     header: HeaderValue,
     renew_at: Instant,
+    /// Until then it is used while its renewal fails or is under way.
+    expires_at: Instant,
 }
 
 /// Where a token comes from: the real endpoint, or a script in tests.
@@ -47,67 +60,134 @@ pub(crate) enum Refused {
     Transport(PollError),
 }
 
-/// The current token, renewed when due; one renewal at a time.
+/// The current token, renewed when due; one token request at a time.
 pub(crate) struct Tokens<I> {
     issuer: I,
-    current: Mutex<Option<Token>>,
-    /// Held by the one poll that renews the token; the others wait on it and then find the new
-    /// token (single flight). An async lock on purpose: it is held across the token request and
-    /// guards no data.
+    state: Mutex<State>,
+    /// Held by the one poll that asks for a token; the polls that need one meanwhile wait on it
+    /// and then take its outcome, token or failure (single flight). An async lock on purpose:
+    /// it is held across the token request and guards no data.
     renewing: tokio::sync::Mutex<()>,
     refreshes: IntCounterVec,
 }
 
+#[derive(Default)]
+struct State {
+    current: Option<Token>,
+    /// The last token request failed: its error, given to the polls that need a new token until
+    /// `until`, instead of asking again.
+    failed: Option<Failed>,
+    /// Token requests failed in a row.
+    failures: u32,
+    /// Token requests finished, so that a poll that waited for one knows that one did.
+    attempts: u64,
+}
+
+struct Failed {
+    error: PollError,
+    until: Instant,
+}
+
+impl State {
+    /// What a poll gets without asking the endpoint: the token while it is not due; while a
+    /// failure is remembered (or is the outcome of the request a poll that saw `attempts`
+    /// waited for), the token until it expires, else that failure. `None`: time to ask.
+    fn settled(&self, now: Instant, waited: Option<u64>) -> Option<Result<HeaderValue, PollError>> {
+        if let Some(token) = self.current.as_ref().filter(|t| now < t.renew_at) {
+            return Some(Ok(token.header.clone()));
+        }
+        let finished = waited.is_some_and(|seen| seen != self.attempts);
+        let failed = self.failed.as_ref().filter(|f| now < f.until || finished)?;
+        Some(self.unexpired(now).ok_or_else(|| failed.error.clone()))
+    }
+
+    /// The current token, due for renewal or not, until it expires.
+    fn unexpired(&self, now: Instant) -> Option<HeaderValue> {
+        self.current.as_ref().filter(|t| now < t.expires_at).map(|t| t.header.clone())
+    }
+}
+
 impl<I: Issue> Tokens<I> {
     pub(crate) fn new(issuer: I, refreshes: IntCounterVec) -> Self {
-        Tokens { issuer, current: Mutex::new(None), renewing: tokio::sync::Mutex::new(()), refreshes }
+        Tokens { issuer, state: Mutex::default(), renewing: tokio::sync::Mutex::new(()), refreshes }
     }
 
-    fn valid(&self) -> Option<HeaderValue> {
-        let current = self.current.lock().unwrap();
-        current.as_ref().filter(|t| Instant::now() < t.renew_at).map(|t| t.header.clone())
-    }
-
-    /// The `authorization` value to send: the current token, or a new one when it is due.
+    /// The `authorization` value to send: the current token, or a new one when it is due. While
+    /// a renewal is under way or failing, the current token is used until it expires.
     pub(crate) async fn header(&self) -> Result<HeaderValue, PollError> {
-        if let Some(header) = self.valid() {
-            return Ok(header);
-        }
-        let _renewing = self.renewing.lock().await;
-        // Renewed by the poll we waited for.
-        if let Some(header) = self.valid() {
-            return Ok(header);
-        }
-        let (token, lifetime) = match self.issuer.issue().await {
-            Ok(issued) => {
-                self.refreshes.with_label_values(&["ok"]).inc();
-                issued
+        let (attempts, unexpired) = {
+            let st = self.state.lock().unwrap();
+            let now = Instant::now();
+            if let Some(settled) = st.settled(now, None) {
+                return settled;
             }
+            (st.attempts, st.unexpired(now))
+        };
+        let _renewing = match (self.renewing.try_lock(), unexpired) {
+            (Ok(renewing), _) => renewing,
+            // Another poll is renewing it: this one need not wait for that.
+            (Err(_), Some(header)) => return Ok(header),
+            (Err(_), None) => self.renewing.lock().await,
+        };
+        // A request that finished while this poll waited answers it too, token or failure.
+        if let Some(settled) = self.state.lock().unwrap().settled(Instant::now(), Some(attempts)) {
+            return settled;
+        }
+        let issued = self.issue().await;
+        let mut st = self.state.lock().unwrap();
+        st.attempts += 1;
+        let now = Instant::now();
+        match issued {
+            Ok(token) => {
+                let header = token.header.clone();
+                *st = State { current: Some(token), failed: None, failures: 0, attempts: st.attempts };
+                Ok(header)
+            }
+            Err(error) => {
+                st.failures = st.failures.saturating_add(1);
+                let memory = FAILURE_MEMORY.saturating_mul(1 << (st.failures - 1).min(5)).min(MAX_FAILURE_MEMORY);
+                // Asked again when the current token expires, at the latest.
+                let until = match &st.current {
+                    Some(token) if now < token.expires_at => (now + memory).min(token.expires_at),
+                    _ => now + memory,
+                };
+                st.failed = Some(Failed { error: error.clone(), until });
+                st.unexpired(now).ok_or(error)
+            }
+        }
+    }
+
+    /// One token request, counted by outcome.
+    async fn issue(&self) -> Result<Token, PollError> {
+        let outcome = |label: &str| self.refreshes.with_label_values(&[label]).inc();
+        let (token, lifetime) = match self.issuer.issue().await {
+            Ok(issued) => issued,
             Err(Refused::Answer(why)) => {
-                self.refreshes.with_label_values(&["refused"]).inc();
+                outcome("refused");
                 return Err(PollError::Token(why));
             }
             Err(Refused::Transport(e)) => {
-                self.refreshes.with_label_values(&["error"]).inc();
+                outcome("error");
                 return Err(PollError::Token(e.to_string().replacen("upstream", "token endpoint", 1)));
             }
         };
-        let mut header = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-            PollError::Token("token endpoint answered an access_token that is not a header value".into())
-        })?;
+        let Ok(mut header) = HeaderValue::try_from(format!("Bearer {token}")) else {
+            outcome("refused");
+            return Err(PollError::Token("token endpoint answered an access_token that is not a header value".into()));
+        };
+        outcome("ok");
         header.set_sensitive(true);
-        let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME);
-        let renew_at = Instant::now() + lifetime - renew_margin(lifetime);
-        *self.current.lock().unwrap() = Some(Token { header: header.clone(), renew_at });
-        Ok(header)
+        let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME).min(MAX_LIFETIME);
+        let now = Instant::now();
+        Ok(Token { header, renew_at: now + lifetime - renew_margin(lifetime), expires_at: now + lifetime })
     }
 
     /// The upstream answered 401 to `used`: it is not asked with that token again. A token
     /// renewed meanwhile by another poll is kept.
     pub(crate) fn reject(&self, used: &HeaderValue) {
-        let mut current = self.current.lock().unwrap();
-        if current.as_ref().is_some_and(|t| t.header == *used) {
-            *current = None;
+        let mut st = self.state.lock().unwrap();
+        if st.current.as_ref().is_some_and(|t| t.header == *used) {
+            st.current = None;
         }
     }
 }
@@ -136,7 +216,7 @@ impl Issue for Endpoint {
         ));
         let mut authorization = HeaderValue::try_from(format!("Basic {basic}")).expect("base64 is a header value");
         authorization.set_sensitive(true);
-        let resp = self
+        let mut resp = self
             .http
             .post(&a.token_url)
             .header(http::header::AUTHORIZATION, authorization)
@@ -147,7 +227,17 @@ impl Issue for Endpoint {
             .await
             .map_err(|e| Refused::Transport(PollError::from_reqwest(e)))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| Refused::Transport(PollError::from_reqwest(e)))?;
+        let too_large = || Refused::Answer(format!("token endpoint answered more than {} KiB", MAX_ANSWER >> 10));
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Refused::Transport(PollError::from_reqwest(e)))? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
             // RFC 6749 section 5.2: `error` is a code from a short list; anything else the
@@ -196,12 +286,14 @@ fn form_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
-    /// Issues `t1`, `t2`… after `delay`, living `lifetime`; counts its calls.
+    /// Issues `t1`, `t2`… after `delay`, living `lifetime`, or (while `failing`) refuses after
+    /// `delay`; counts its calls.
     struct Script {
         calls: Arc<AtomicU64>,
+        failing: Arc<AtomicBool>,
         delay: Duration,
         lifetime: Option<Duration>,
     }
@@ -210,14 +302,25 @@ mod tests {
         async fn issue(&self) -> Result<(String, Option<Duration>), Refused> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.delay).await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(Refused::Answer(format!("refusal {n}")));
+            }
             Ok((format!("t{n}"), self.lifetime))
         }
     }
 
-    fn tokens(delay: Duration, lifetime: Option<Duration>) -> (Arc<Tokens<Script>>, Arc<AtomicU64>) {
+    /// The tokens, the calls of their script, and the switch that makes it refuse.
+    fn script(delay: Duration, lifetime: Option<Duration>) -> (Arc<Tokens<Script>>, Arc<AtomicU64>, Arc<AtomicBool>) {
         let calls = Arc::new(AtomicU64::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
         let counter = IntCounterVec::new(prometheus::Opts::new("t", "t"), &["outcome"]).unwrap();
-        (Arc::new(Tokens::new(Script { calls: calls.clone(), delay, lifetime }, counter)), calls)
+        let script = Script { calls: calls.clone(), failing: failing.clone(), delay, lifetime };
+        (Arc::new(Tokens::new(script, counter)), calls, failing)
+    }
+
+    fn tokens(delay: Duration, lifetime: Option<Duration>) -> (Arc<Tokens<Script>>, Arc<AtomicU64>) {
+        let (tokens, calls, _) = script(delay, lifetime);
+        (tokens, calls)
     }
 
     #[test]
@@ -277,6 +380,79 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
+    // Every poll waiting for a token request that fails gets its failure when it comes, and
+    // the polls right after it too: the endpoint is asked once, not once per poll.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_token_request_fails_every_poll_that_waited_for_it_and_is_remembered_briefly() {
+        let (tokens, calls, failing) = script(Duration::from_secs(10), Some(Duration::from_secs(300)));
+        failing.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        let polls: Vec<_> = (0..20)
+            .map(|_| {
+                let tokens = tokens.clone();
+                tokio::spawn(async move { (tokens.header().await.unwrap_err().to_string(), start.elapsed()) })
+            })
+            .collect();
+        for poll in polls {
+            assert_eq!(poll.await.unwrap(), ("refusal 1".to_string(), Duration::from_secs(10)));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Remembered for a second: a poll now fails at once, without asking.
+        let now = Instant::now();
+        assert_eq!(tokens.header().await.unwrap_err().to_string(), "refusal 1");
+        assert_eq!((now.elapsed(), calls.load(Ordering::SeqCst)), (Duration::ZERO, 1));
+        // Then asked again; a second failure in a row is remembered for two seconds.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(tokens.header().await.unwrap_err().to_string(), "refusal 2");
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert_eq!(tokens.header().await.unwrap_err().to_string(), "refusal 2");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        failing.store(false, Ordering::SeqCst);
+        assert_eq!(tokens.header().await.unwrap(), "Bearer t3");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    // Past its renewal time a token is still valid: a failed renewal does not fail the polls
+    // that could still use it, and none waits for a renewal under way.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_used_until_it_expires_while_its_renewal_fails_or_is_under_way() {
+        let (tokens, calls, failing) = script(Duration::from_secs(5), Some(Duration::from_secs(300)));
+        assert_eq!(tokens.header().await.unwrap(), "Bearer t1");
+        // Due 270 s after it was issued, expired 300 s after.
+        let issued = Instant::now();
+        tokio::time::advance(Duration::from_secs(271)).await;
+        failing.store(true, Ordering::SeqCst);
+        // One poll renews; the others go on with t1 at once.
+        let renewing = tokio::spawn({
+            let tokens = tokens.clone();
+            async move { tokens.header().await.unwrap() }
+        });
+        tokio::task::yield_now().await;
+        let now = Instant::now();
+        assert_eq!(tokens.header().await.unwrap(), "Bearer t1");
+        assert_eq!(now.elapsed(), Duration::ZERO, "waited for the renewal");
+        assert_eq!(renewing.await.unwrap(), "Bearer t1", "the renewal failed: the token still holds");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Asked again once the failure is forgotten, failing again: still t1.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(tokens.header().await.unwrap(), "Bearer t1");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Expired: the failure is the answer.
+        tokio::time::sleep_until(issued + Duration::from_secs(300)).await;
+        let err = tokens.header().await.unwrap_err().to_string();
+        assert_eq!(err, "refusal 4", "an expired token is not sent");
+    }
+
+    // An `expires_in` of more than a clock can add is a day, not a panic.
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_lifetime_is_taken_as_a_day() {
+        let (tokens, calls) = tokens(Duration::ZERO, Some(Duration::from_secs(10_000_000_000_000_000_000)));
+        assert_eq!(tokens.header().await.unwrap(), "Bearer t1");
+        tokio::time::advance(MAX_LIFETIME - renew_margin(MAX_LIFETIME)).await;
+        assert_eq!(tokens.header().await.unwrap(), "Bearer t2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
     /// A token endpoint on a local port answering one request with `status` and `body`; the
     /// request it was sent.
     async fn endpoint(status: u16, body: &str) -> (Endpoint, tokio::sync::oneshot::Receiver<String>) {
@@ -301,7 +477,8 @@ mod tests {
                 request.extend_from_slice(&buf[..n]);
             }
             tx.send(String::from_utf8_lossy(&request).into_owned()).ok();
-            sock.write_all(response.as_bytes()).await.unwrap();
+            // A client that reads no further (an answer too large) may close first.
+            sock.write_all(response.as_bytes()).await.ok();
             sock.shutdown().await.ok();
         });
         let auth = herald_config::UpstreamAuth {
@@ -350,6 +527,19 @@ mod tests {
         assert_eq!(why(e.issue().await), "token endpoint answered a token_type other than Bearer");
         let (e, _) = endpoint(200, r#"{"token_type":"bearer"}"#).await;
         assert_eq!(why(e.issue().await), "token endpoint answered without an access_token");
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_more_than_64_kib_is_refused_and_a_huge_lifetime_is_read() {
+        let big = format!(r#"{{"access_token":"{}","token_type":"bearer"}}"#, "a".repeat(70 << 10));
+        let (e, _) = endpoint(200, &big).await;
+        match e.issue().await {
+            Err(Refused::Answer(why)) => assert_eq!(why, "token endpoint answered more than 64 KiB"),
+            other => panic!("{other:?}"),
+        }
+        let (e, _) =
+            endpoint(200, r#"{"access_token":"a","token_type":"bearer","expires_in":10000000000000000000}"#).await;
+        assert_eq!(e.issue().await.unwrap().1, Some(Duration::from_secs(10_000_000_000_000_000_000)));
     }
 
     #[tokio::test]

@@ -98,6 +98,11 @@ struct State {
     versions: VecDeque<(u64, Vec<Value>)>,
     oauth: OAuth,
     quota: Option<Quota>,
+    /// Whose quota is spent for the next hour: GETs with `Authorization: Bearer <name>` (`None`:
+    /// without `Authorization`) are answered 429 with none left ([`LegacyApi::spend_quota_of`]).
+    spent: HashSet<Option<String>>,
+    /// Requests carrying exactly this `Cookie` are answered 401 ([`LegacyApi::refuse_cookie`]).
+    refused_cookie: Option<String>,
     /// What `/changes/…` has told: each list's items with the revision they last changed at.
     changes: HashMap<String, Changes>,
     /// The last revision given out, across lists.
@@ -202,6 +207,19 @@ impl LegacyApi {
     pub fn enforce_quota(&self, limit: u64, window: Duration, form: QuotaForm) {
         self.state.lock().unwrap().quota =
             Some(Quota { limit, window, form, start: std::time::Instant::now(), used: 0, refused: 0 });
+    }
+
+    /// From now on, GETs presenting `Bearer <user>` (`None`: no `Authorization` at all) are
+    /// answered `429` with `Retry-After: 3600`, `X-RateLimit-Remaining: 0` and
+    /// `X-RateLimit-Reset: 3600`: that credential's quota is spent for an hour.
+    pub fn spend_quota_of(&self, user: Option<&str>) {
+        self.state.lock().unwrap().spent.insert(user.map(str::to_string));
+    }
+
+    /// From now on, any request carrying exactly `cookie` as its `Cookie` is answered `401`
+    /// (`{"error": "bad cookie"}`), whatever else it carries (a session the API ended).
+    pub fn refuse_cookie(&self, cookie: &str) {
+        self.state.lock().unwrap().refused_cookie = Some(cookie.into());
     }
 
     /// Requests answered 429 because the quota of [`LegacyApi::enforce_quota`] was spent.
@@ -572,7 +590,9 @@ impl LegacyApi {
         }
         let token = format!("tok{}x{:016x}", oauth.tokens.len() + 1, fastrand::u64(..));
         let now = std::time::Instant::now();
-        oauth.tokens.push((token.clone(), Some(now + lifetime)));
+        // A lifetime longer than the clock can count lives a century.
+        let expires = now.checked_add(lifetime).unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600));
+        oauth.tokens.push((token.clone(), Some(expires)));
         oauth.issued_at.push(now);
         reply(StatusCode::OK, json!({"access_token": token, "token_type": "bearer", "expires_in": lifetime.as_secs()}))
     }
@@ -657,6 +677,24 @@ impl LegacyApi {
                 return resp;
             }
             None => {}
+        }
+        {
+            let st = self.state.lock().unwrap();
+            let cookie = req.headers().get(header::COOKIE).and_then(|v| v.to_str().ok());
+            if cookie.is_some() && cookie == st.refused_cookie.as_deref() {
+                return reply(StatusCode::UNAUTHORIZED, json!({"error": "bad cookie"}));
+            }
+            let bearer = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let user = bearer.map(|b| b.strip_prefix("Bearer ").unwrap_or(b).to_string());
+            if req.method() == Method::GET && st.spent.contains(&user) {
+                let mut resp = reply(StatusCode::TOO_MANY_REQUESTS, json!({"error": "quota spent"}));
+                for (name, value) in
+                    [("retry-after", "3600"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "3600")]
+                {
+                    resp.headers_mut().insert(name, http::HeaderValue::from_static(value));
+                }
+                return resp;
+            }
         }
         if let Some((content_type, body)) = match path.as_str() {
             "/" => Some(("text/html; charset=utf-8", DEMO_PAGE)),

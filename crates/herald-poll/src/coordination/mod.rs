@@ -68,12 +68,12 @@ impl Coordination {
         }
     }
 
-    /// Starts the loop of a new watch of `registry`.
-    pub(crate) fn spawn<R: Registry>(&self, registry: Arc<R>, watch: Arc<Watch>) {
+    /// Starts the loop of a new watch of `registry`; its handle tells how it ended.
+    pub(crate) fn spawn<R: Registry>(&self, registry: Arc<R>, watch: Arc<Watch>) -> tokio::task::JoinHandle<()> {
         match self {
             Coordination::Local => tokio::spawn(local::run(registry, watch)),
             Coordination::Redis(cluster) => tokio::spawn(replica::run(registry, watch, cluster.clone())),
-        };
+        }
     }
 
     /// Tells every replica (this one too) that the watches of `path` may have changed; false

@@ -12,9 +12,9 @@ cd "$(dirname "$0")"
 # JavaScript: the committed dist/ must be what src/ builds (the demo page serves its bundle).
 npm ci --prefix js --no-audit --no-fund --loglevel=error
 npm run --prefix js --silent build >/dev/null
-if ! git diff --quiet -- js/dist; then
+if [ -n "$(git status --porcelain -- js/dist)" ]; then
     echo "clients/test.sh: clients/js/dist is not what src/ builds; run npm run build in clients/js and commit it" >&2
-    git diff --stat -- js/dist >&2
+    git status --short -- js/dist >&2
     exit 1
 fi
 npm test --prefix js

@@ -275,11 +275,13 @@ impl UpstreamClient {
                     .set(self.quota.service_remaining().map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX)));
             }
             // A 401 to the service token (expired early, revoked): once more with a new one.
-            // Only a request that carried the token: no other 401 is the token's.
+            // Only a request that carried the token (no other 401 is the token's), and only
+            // when the token is dropped (at most once per spacing, see `Tokens::reject`).
             match (&self.tokens, token) {
-                (Some(tokens), Some(token)) if resp.status() == http::StatusCode::UNAUTHORIZED && !retried => {
+                (Some(tokens), Some(token))
+                    if resp.status() == http::StatusCode::UNAUTHORIZED && !retried && tokens.reject(&token) =>
+                {
                     debug!("upstream refused the service token; asking for a new one");
-                    tokens.reject(&token);
                     retried = true;
                 }
                 _ => break resp,
@@ -339,23 +341,35 @@ impl UpstreamClient {
     /// longer wait (none left until a far reset) is not waited out: the request fails at once,
     /// and its caller asks again when the quota allows, like after a `Retry-After`.
     async fn admit(&self, budget: BudgetKey) -> Result<Draw<'_>, PollError> {
+        // One deadline for all of it: a request never waits longer than `quota_wait` in all.
+        let latest = Instant::now() + self.quota_wait;
         let mut counted = false;
-        loop {
-            let until = match self.quota.draw(budget) {
-                Ok(draw) => return Ok(draw),
-                Err(until) => until,
-            };
-            if !counted {
+        let mut count = || {
+            if !std::mem::replace(&mut counted, true) {
                 self.quota_deferred.inc();
-                counted = true;
             }
-            let wait = until.saturating_duration_since(Instant::now());
-            if wait > self.quota_wait {
-                // Whole seconds, rounded up: asked again no sooner than the quota allows.
-                let wait = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
-                return Err(PollError::QuotaExhausted { until: SystemTime::now() + wait, wait });
+        };
+        loop {
+            match self.quota.draw(budget, latest) {
+                Ok((draw, turn)) => {
+                    if turn > Instant::now() {
+                        count();
+                        tokio::time::sleep_until(turn).await;
+                    }
+                    return Ok(draw);
+                }
+                Err(until) if until <= latest => {
+                    count();
+                    tokio::time::sleep_until(until).await;
+                }
+                Err(until) => {
+                    count();
+                    // Whole seconds, rounded up: asked again no sooner than the quota allows.
+                    let wait = until.saturating_duration_since(Instant::now());
+                    let wait = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+                    return Err(PollError::QuotaExhausted { until: SystemTime::now() + wait, wait });
+                }
             }
-            tokio::time::sleep_until(until).await;
         }
     }
 }

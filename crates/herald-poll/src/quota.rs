@@ -196,46 +196,49 @@ impl Quota {
         Quota { budgets: Mutex::default(), reserve }
     }
 
-    /// Draws a request from `key`'s budget now, or says when one may be drawn. Waiting is the
-    /// caller's: it decides how long a request may wait, and what it holds meanwhile.
-    pub fn draw(&self, key: BudgetKey) -> Result<Draw<'_>, Instant> {
-        match self.try_admit(key, Instant::now()) {
-            None => Ok(Draw { quota: self, key }),
-            Some(until) => Err(until),
-        }
+    /// Draws a request from `key`'s budget, to be sent at the instant returned with it (now,
+    /// or its turn while the quota is spread: each request drawn takes the next turn, so that
+    /// requests waiting together do not all wake at one). A turn later than `latest`, or no
+    /// request left before the reset, is not taken: the error says when to ask again. Waiting
+    /// is the caller's: it decides how long a request may wait, and what it holds meanwhile.
+    pub fn draw(&self, key: BudgetKey, latest: Instant) -> Result<(Draw<'_>, Instant), Instant> {
+        let turn = self.try_admit(key, Instant::now(), latest)?;
+        Ok((Draw { quota: self, key }, turn))
     }
 
-    /// `None`: drawn; `Some(t)`: not before `t`.
-    fn try_admit(&self, key: BudgetKey, now: Instant) -> Option<Instant> {
+    fn try_admit(&self, key: BudgetKey, now: Instant, latest: Instant) -> Result<Instant, Instant> {
         let mut budgets = self.budgets.lock().unwrap();
-        if budgets.len() >= MAX_BUDGETS && !budgets.contains_key(&key) {
-            budgets.retain(|_, b| b.in_flight > 0 || b.reading.as_ref().is_some_and(|r| r.reset_at > now));
-            if budgets.len() >= MAX_BUDGETS {
-                // Too many credentials at once to remember each: this one is not paced.
-                return None;
-            }
+        if !budgets.contains_key(&key) && !fits(&mut budgets, key, now) {
+            // Too many credentials at once to remember each: this one is not paced.
+            return Ok(now);
         }
         let b = budgets.entry(key).or_default();
         if b.reading.as_ref().is_some_and(|r| now >= r.reset_at) {
             b.reading = None;
             b.last = None;
         }
+        let mut turn = now;
         if let Some(r) = &mut b.reading {
             if r.remaining == 0 {
-                return Some(r.reset_at);
+                return Err(r.reset_at);
             }
             if r.remaining <= r.reserve {
-                // What is left, spread evenly over what is left of the window.
-                let spacing = (r.reset_at - now) / u32::try_from(r.remaining).unwrap_or(u32::MAX);
-                if let Some(next) = b.last.map(|last| last + spacing).filter(|next| *next > now) {
-                    return Some(next);
+                // What is left, spread evenly over what is left of the window after the last
+                // turn taken.
+                let left = u32::try_from(r.remaining).unwrap_or(u32::MAX);
+                turn = match b.last {
+                    Some(last) => (last + r.reset_at.saturating_duration_since(last.max(now)) / left).max(now),
+                    None => now,
+                };
+                if turn > latest {
+                    return Err(turn);
                 }
-                b.last = Some(now);
+                b.last = Some(turn);
             }
             r.remaining -= 1;
         }
         b.in_flight += 1;
-        None
+        Ok(turn)
     }
 
     /// Replaces `key`'s reading with the one the answer to one of its requests carried.
@@ -243,7 +246,7 @@ impl Quota {
         let reserve =
             self.reserve.unwrap_or_else(|| reading.limit.map_or(DEFAULT_RESERVE, |limit| (limit / 10).max(1)));
         let mut budgets = self.budgets.lock().unwrap();
-        if budgets.len() >= MAX_BUDGETS && !budgets.contains_key(&key) {
+        if !budgets.contains_key(&key) && !fits(&mut budgets, key, Instant::now()) {
             return;
         }
         let b = budgets.entry(key).or_default();
@@ -262,6 +265,17 @@ impl Quota {
         let reading = budgets.get(&BudgetKey::Service)?.reading.as_ref()?;
         (reading.reset_at > Instant::now()).then_some(reading.remaining)
     }
+}
+
+/// Whether a budget for `key` may be added: herald's own and the anonymous one always (so that
+/// subscribers' credentials can never crowd them out), a subscriber's while fewer than
+/// [`MAX_BUDGETS`] are held once the lapsed ones are let go.
+fn fits(budgets: &mut HashMap<BudgetKey, Budget>, key: BudgetKey, now: Instant) -> bool {
+    if !matches!(key, BudgetKey::Subscriber(_)) || budgets.len() < MAX_BUDGETS {
+        return true;
+    }
+    budgets.retain(|_, b| b.in_flight > 0 || b.reading.as_ref().is_some_and(|r| r.reset_at > now));
+    budgets.len() < MAX_BUDGETS
 }
 
 impl Draw<'_> {
@@ -302,8 +316,12 @@ mod tests {
     async fn admit(quota: &Quota, key: BudgetKey) -> (Draw<'_>, bool) {
         let mut waited = false;
         loop {
-            match quota.draw(key) {
-                Ok(draw) => return (draw, waited),
+            match quota.draw(key, Instant::now() + Duration::from_secs(86_400)) {
+                Ok((draw, turn)) => {
+                    waited |= turn > Instant::now();
+                    tokio::time::sleep_until(turn).await;
+                    return (draw, waited);
+                }
                 Err(until) => {
                     waited = true;
                     tokio::time::sleep_until(until).await;
@@ -396,6 +414,34 @@ mod tests {
         assert_eq!(other.elapsed(), Duration::ZERO);
     }
 
+    // Requests drawn together while the quota is spread each take the next turn, and a turn
+    // past the caller's latest is not taken at all (the caller defers instead of waiting).
+    #[tokio::test(start_paused = true)]
+    async fn requests_drawn_together_take_successive_turns_up_to_the_latest() {
+        let quota = Quota::new(Some(10));
+        quota.update(BudgetKey::Service, RateLimit { remaining: 5, reset: Duration::from_secs(50), limit: None });
+        let now = Instant::now();
+        let latest = now + Duration::from_secs(25);
+        let turns: Vec<_> = (0..3).map(|_| quota.draw(BudgetKey::Service, latest).unwrap()).collect();
+        let at: Vec<_> = turns.iter().map(|(_, turn)| turn.duration_since(now).as_secs()).collect();
+        // What is left after each turn is spread over what is left of the window.
+        assert_eq!(at, [0, 12, 25]);
+        assert_eq!(quota.draw(BudgetKey::Service, latest).err(), Some(now + Duration::from_millis(37_500)));
+    }
+
+    // Subscribers' credentials, however many, never crowd out herald's own budget.
+    #[test]
+    fn subscribers_never_crowd_out_herald_s_own_budget() {
+        let quota = Quota::new(Some(10));
+        let far = Instant::now() + Duration::from_secs(3600);
+        for n in 0..MAX_BUDGETS as u64 {
+            let (draw, _) = quota.draw(BudgetKey::Subscriber(n), far).unwrap();
+            draw.answered(Some(RateLimit { remaining: 0, reset: Duration::from_secs(3600), limit: None }));
+        }
+        quota.update(BudgetKey::Service, RateLimit { remaining: 0, reset: Duration::from_secs(60), limit: None });
+        assert!(quota.draw(BudgetKey::Service, far).is_err(), "herald's own budget is still read and kept");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn above_the_reserve_nothing_waits() {
         let quota = Quota::new(Some(10));
@@ -472,9 +518,10 @@ mod tests {
         let quota = Quota::new(None);
         let (draw, _) = admit(&quota, BudgetKey::of(true, &[])).await;
         draw.answered(Some(RateLimit { remaining: 0, reset: Duration::from_secs(3600), limit: None }));
-        assert!(quota.draw(BudgetKey::of(true, &[])).is_err(), "anonymous requests wait for the reset");
-        assert!(quota.draw(BudgetKey::Service).is_ok(), "herald's own polls are not held back");
-        assert!(quota.draw(BudgetKey::Subscriber(1)).is_ok());
+        let soon = Instant::now() + Duration::from_secs(1);
+        assert!(quota.draw(BudgetKey::of(true, &[]), soon).is_err(), "anonymous requests wait for the reset");
+        assert!(quota.draw(BudgetKey::Service, soon).is_ok(), "herald's own polls are not held back");
+        assert!(quota.draw(BudgetKey::Subscriber(1), soon).is_ok());
         assert_eq!(quota.service_remaining(), None, "the gauge shows the service budget only");
     }
 }

@@ -35,11 +35,20 @@ pub(crate) fn renew_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).max(Duration::from_secs(30)).min(lifetime / 2)
 }
 
+/// The least time between two tokens dropped for a 401: a quarter of a token's lifetime, at
+/// most 30 s (a token revoked early is replaced at once; a flood of 401s costs at most one token
+/// request per spacing).
+pub(crate) fn reject_spacing(lifetime: Duration) -> Duration {
+    (lifetime / 4).min(Duration::from_secs(30))
+}
+
 /// A token, when it is to be renewed, and when it expires.
 #[derive(Clone)]
 struct Token {
     /// `Bearer …`, marked sensitive (never printed by `Debug`, kept out of HPACK tables).
     header: HeaderValue,
+    /// How long it was given to live.
+    lifetime: Duration,
     renew_at: Instant,
     /// Until then it is used while its renewal fails or is under way.
     expires_at: Instant,
@@ -81,6 +90,8 @@ struct State {
     failures: u32,
     /// Token requests finished, so that a poll that waited for one knows that one did.
     attempts: u64,
+    /// When a 401 last made herald drop a token.
+    rejected_at: Option<Instant>,
 }
 
 struct Failed {
@@ -140,7 +151,13 @@ impl<I: Issue> Tokens<I> {
         match issued {
             Ok(token) => {
                 let header = token.header.clone();
-                *st = State { current: Some(token), failed: None, failures: 0, attempts: st.attempts };
+                *st = State {
+                    current: Some(token),
+                    failed: None,
+                    failures: 0,
+                    attempts: st.attempts,
+                    rejected_at: st.rejected_at,
+                };
                 Ok(header)
             }
             Err(error) => {
@@ -179,16 +196,25 @@ impl<I: Issue> Tokens<I> {
         header.set_sensitive(true);
         let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME).min(MAX_LIFETIME);
         let now = Instant::now();
-        Ok(Token { header, renew_at: now + lifetime - renew_margin(lifetime), expires_at: now + lifetime })
+        Ok(Token { header, lifetime, renew_at: now + lifetime - renew_margin(lifetime), expires_at: now + lifetime })
     }
 
-    /// The upstream answered 401 to `used`: it is not asked with that token again. A token
-    /// renewed meanwhile by another poll is kept.
-    pub(crate) fn reject(&self, used: &HeaderValue) {
+    /// The upstream answered 401 to `used`: true when herald drops that token, so that the
+    /// poll asks again with a new one. A token renewed meanwhile by another poll is kept. A 401
+    /// is not always the token's (a public route's caller picks targets the service account may
+    /// not read), so a 401 drops a token at most once per [`reject_spacing`] of its lifetime:
+    /// whoever picks the targets cannot make herald ask the token endpoint faster than that.
+    pub(crate) fn reject(&self, used: &HeaderValue) -> bool {
         let mut st = self.state.lock().unwrap();
-        if st.current.as_ref().is_some_and(|t| t.header == *used) {
-            st.current = None;
+        let now = Instant::now();
+        let Some(current) = st.current.as_ref().filter(|t| t.header == *used) else { return false };
+        let spacing = reject_spacing(current.lifetime);
+        if st.rejected_at.is_some_and(|at| now.duration_since(at) < spacing) {
+            return false;
         }
+        st.rejected_at = Some(now);
+        st.current = None;
+        true
     }
 }
 
@@ -372,12 +398,29 @@ mod tests {
     async fn a_rejected_token_is_replaced_once_however_many_polls_saw_it_rejected() {
         let (tokens, calls) = tokens(Duration::ZERO, Some(Duration::from_secs(300)));
         let t1 = tokens.header().await.unwrap();
-        tokens.reject(&t1);
+        assert!(tokens.reject(&t1));
         assert_eq!(tokens.header().await.unwrap(), "Bearer t2");
         // A second poll that was answered 401 to t1 does not throw t2 away.
-        tokens.reject(&t1);
+        assert!(!tokens.reject(&t1));
         assert_eq!(tokens.header().await.unwrap(), "Bearer t2");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_401_drops_a_token_at_most_once_a_quarter_of_its_lifetime() {
+        // 300 s tokens: at most one dropped per 30 s, however many 401s (a caller's targets).
+        let (tokens, calls) = tokens(Duration::ZERO, Some(Duration::from_secs(300)));
+        let t1 = tokens.header().await.unwrap();
+        assert!(tokens.reject(&t1));
+        let t2 = tokens.header().await.unwrap();
+        for _ in 0..100 {
+            assert!(!tokens.reject(&t2), "kept: the 401s are not its own");
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(tokens.reject(&t2));
+        assert_eq!(tokens.header().await.unwrap(), "Bearer t3");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(reject_spacing(Duration::from_secs(20)), Duration::from_secs(5));
     }
 
     // Every poll waiting for a token request that fails gets its failure when it comes, and

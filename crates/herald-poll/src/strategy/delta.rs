@@ -9,7 +9,6 @@
 //! commit, a lease taken over), which repairs any drift with only its differences as events.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use herald_config::{Deleted, Delta, DeltaFrom, Route};
@@ -34,15 +33,28 @@ const MAX_VALUE: usize = 2048;
 #[derive(Default)]
 pub(crate) struct DeltaState {
     position: Mutex<Option<Position>>,
-    /// Whether the operator was told that this watch's deltas cannot be used.
-    warned: AtomicBool,
+    /// Deltas could not be used: until then, the watch polls as without `poll.delta`.
+    suspended: Mutex<Option<Instant>>,
 }
 
 impl DeltaState {
-    /// Logs, once per watch, why its polls read the whole collection instead of deltas.
-    fn warn(&self, route: &Route, why: &str) {
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            warn!(route = %route.name, why, "delta polling falls back to whole reads");
+    /// Polls as without `poll.delta` (one conditional GET, or every page) for `full_every`,
+    /// saying why: an upstream whose deltas cannot be used costs what full polling costs, not a
+    /// failed delta and a whole read every poll, and the log says so once per `full_every`.
+    fn suspend(&self, route: &Route, delta: &Delta, why: &str) {
+        warn!(route = %route.name, why, retry_in = ?delta.full_every, "delta polling suspended: polling whole");
+        *self.position.lock().unwrap() = None;
+        *self.suspended.lock().unwrap() = Some(Instant::now() + delta.full_every);
+    }
+
+    fn is_suspended(&self) -> bool {
+        let mut suspended = self.suspended.lock().unwrap();
+        match *suspended {
+            Some(until) if Instant::now() < until => true,
+            _ => {
+                *suspended = None;
+                false
+            }
         }
     }
 }
@@ -93,6 +105,9 @@ pub(crate) async fn fetch(
     held: Option<&Representation>,
     mut budget: Budget<'_>,
 ) -> Result<Got, PollError> {
+    if state.is_suspended() {
+        return plain(fetch, route, request, &mut budget).await;
+    }
     let shape = Shape::of(route);
     // Taken for the poll (its index is kept up to date in place) and put back after it; a
     // watch polls once at a time.
@@ -104,8 +119,11 @@ pub(crate) async fn fetch(
         {
             match delta_read(fetch, route, delta, &shape, &mut position, request, held, &mut budget).await {
                 // A delta herald cannot use (not JSON, no items, an item without an id, a merged
-                // collection over max_body): the whole collection instead, in this poll.
-                Err(PollError::InvalidPage { why, .. }) => state.warn(route, &why),
+                // collection over max_body): the whole collection instead, from this poll on.
+                Err(PollError::InvalidPage { why, .. }) => {
+                    state.suspend(route, delta, &why);
+                    return plain(fetch, route, request, &mut budget).await;
+                }
                 got => {
                     *state.position.lock().unwrap() = Some(position);
                     return got;
@@ -204,6 +222,17 @@ async fn delta_read(
     Ok(Got::Fresh { repr, max_age, bytes, changed })
 }
 
+/// The representation as without `poll.delta`: one conditional GET, or every page.
+async fn plain(
+    fetch: &dyn Fetch,
+    route: &Route,
+    request: Request<'_>,
+    budget: &mut Budget<'_>,
+) -> Result<Got, PollError> {
+    let answer = whole(fetch, route, &PageCache::default(), request, budget).await?;
+    Ok(Got::from_answer(answer, &route.ignore))
+}
+
 /// Reads the whole collection (unconditionally: its answer gives the value deltas start from).
 async fn whole_read(
     fetch: &dyn Fetch,
@@ -236,7 +265,7 @@ async fn whole_read(
         let position = if value.is_null() {
             None
         } else if text(&value).len() > MAX_VALUE {
-            state.warn(route, &format!("the delta value is longer than {MAX_VALUE} bytes"));
+            state.suspend(route, delta, &format!("the delta value is longer than {MAX_VALUE} bytes"));
             None
         } else {
             Some(Position { value, basis: repr.hash, full_at: Instant::now(), index: None })
@@ -681,20 +710,30 @@ mod tests {
         (route, state, held)
     }
 
-    #[tokio::test]
-    async fn a_delta_herald_cannot_use_is_replaced_by_a_whole_read_in_the_same_poll() {
-        let script = Script::default();
-        let (route, state, mut held) = started(&script).await;
+    // A delta answer herald cannot use: the whole collection instead, in that poll and every
+    // poll until `full_every` (as without `poll.delta`), then deltas are tried again.
+    #[tokio::test(start_paused = true)]
+    async fn a_delta_herald_cannot_use_suspends_deltas_until_full_every() {
         for unusable in [json!({"items": []}), json!([{"u": 6}]), json!("no")] {
+            let script = Script::default();
+            let (route, state, mut held) = started(&script).await;
             script.then("/tasks?q=1&since=5", unusable).then("/tasks?q=1", json!([{"id": 1, "u": 5}]));
             assert!(matches!(poll(&script, &route, &state, &mut held).await, Got::Fresh { .. }));
             assert_eq!(script.asked(), ["/tasks?q=1&since=5", "/tasks?q=1"]);
+            // Suspended: whole reads only.
+            script.then("/tasks?q=1", json!([{"id": 1, "u": 5}, {"id": 2, "u": 6}]));
+            let Got::Fresh { repr, .. } = poll(&script, &route, &state, &mut held).await else { panic!() };
+            assert_eq!(repr.value.as_ref(), &json!([{"id": 1, "u": 5}, {"id": 2, "u": 6}]));
+            assert_eq!(script.asked(), ["/tasks?q=1"]);
+            // After full_every: a whole read gives a value, and deltas follow from it.
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            script.then("/tasks?q=1", json!([{"id": 1, "u": 5}, {"id": 2, "u": 6}]));
+            poll(&script, &route, &state, &mut held).await;
+            script.then("/tasks?q=1&since=6", json!([{"id": 3, "u": 7}]));
+            let Got::Fresh { repr, .. } = poll(&script, &route, &state, &mut held).await else { panic!() };
+            assert_eq!(repr.value.as_ref(), &json!([{"id": 1, "u": 5}, {"id": 2, "u": 6}, {"id": 3, "u": 7}]));
+            assert_eq!(script.asked(), ["/tasks?q=1", "/tasks?q=1&since=6"]);
         }
-        // And deltas again from that read.
-        script.then("/tasks?q=1&since=5", json!([{"id": 2, "u": 7}]));
-        let Got::Fresh { repr, .. } = poll(&script, &route, &state, &mut held).await else { panic!() };
-        assert_eq!(repr.value.as_ref(), &json!([{"id": 1, "u": 5}, {"id": 2, "u": 7}]));
-        assert_eq!(script.asked(), ["/tasks?q=1&since=5"]);
     }
 
     #[tokio::test]

@@ -39,14 +39,18 @@ impl Cors {
 
     /// Lets `origin` (the request's `Origin`, if it had one) read `resp`, when it is allowed.
     pub(crate) fn allow_origin(&self, origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
-        let Some(origin) = origin else { return };
+        let listed = !self.origins.is_empty() && !self.origins.iter().any(|o| o == "*");
         let h = resp.headers_mut();
+        if listed {
+            // The answer depends on the origin (allowed or not): a cache must keep them apart.
+            h.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+        let Some(origin) = origin else { return };
         if self.origins.iter().any(|o| o == "*") {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         } else if self.origins.iter().any(|o| o.as_bytes() == origin.as_bytes()) {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-            h.append(header::VARY, HeaderValue::from_static("origin"));
         } else {
             return;
         }

@@ -468,10 +468,13 @@ impl Registry for Hub {
 /// and its streams end with `event: error` `{"reason":"internal"}`.
 async fn supervise(hub: std::sync::Weak<Hub>, watch: Arc<Watch>, task: tokio::task::JoinHandle<()>) {
     let Err(e) = task.await else { return };
-    if !e.is_panic() {
-        return;
-    }
-    tracing::error!(route = %watch.route.cfg.name, scope = %watch.key.scope, "a watch's poll loop panicked; the watch ends");
+    let Ok(panic) = e.try_into_panic() else { return };
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(route = %watch.route.cfg.name, scope = %watch.key.scope, panic = %why, "a watch's poll loop panicked; the watch ends");
     if let Some(hub) = hub.upgrade() {
         hub.remove(&watch);
     }

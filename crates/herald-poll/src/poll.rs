@@ -68,7 +68,10 @@ impl Poller {
         // Within `max_interval` that is pacing, not a failure: nothing to tell the subscribers.
         if let Err(PollError::QuotaExhausted { wait, .. }) = &got {
             if !first && *wait <= cfg.poll.max_interval {
-                return Polled::Step(Step::new(std::time::Instant::now()), *wait);
+                // Stretched so that the schedule's jitter (either way) never wakes it before
+                // the quota allows: it would only be deferred again.
+                let wait = wait.div_f64(1.0 - cfg.poll.jitter.clamp(0.0, 0.5));
+                return Polled::Step(Step::new(std::time::Instant::now()), wait);
             }
         }
         let mut step = Step::new(std::time::Instant::now());

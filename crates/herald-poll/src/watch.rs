@@ -409,7 +409,9 @@ impl Watch {
 
     /// Ends every stream on this watch with `frame` (an `event: error`).
     pub(crate) fn terminate(&self, frame: Bytes) {
-        let mut st = self.state.lock().unwrap();
+        // Also after a poll loop panicked holding the lock (see `hub::supervise`): the streams
+        // must end all the same.
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         st.terminal = Some(frame.clone());
         let seq = st.seq;
         let _ =

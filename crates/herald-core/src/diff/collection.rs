@@ -128,7 +128,7 @@ struct ItemData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     resource_details: Option<&'a Value>,
     #[serde(rename = "_links")]
-    links: [Link<'a>; 2],
+    links: &'a [Link<'a>],
 }
 
 #[derive(Serialize)]
@@ -143,14 +143,17 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 fn event(c: &Collection, what: &str, id: &str, item: &Value, list: &str) -> ItemEvent {
     let name = format!("{}.{what}", c.type_name);
     let list = list.trim_end_matches('/');
-    // One path segment, whatever the id holds (`/`, `..`, `?`): a link never leaves the list.
+    // One path segment, whatever the id holds (`/`, `?`, `#`): a link never leaves the list.
     let this = format!("{list}/{}", utf8_percent_encode(id, SEGMENT));
+    let links = [Link { href: &this, rel: "self" }, Link { href: list, rel: "list" }];
+    // An id that is a dot segment (`.`, `..`, even encoded) or empty names no item's own path.
+    let links = if matches!(id, "" | "." | "..") { &links[1..] } else { &links[..] };
     let data = ItemData {
         event_type: &name,
         resource_type: &c.type_name,
         resource_id: id,
         resource_details: (c.payload == Payload::Rich).then_some(item),
-        links: [Link { href: &this, rel: "self" }, Link { href: list, rel: "list" }],
+        links,
     };
     let data = serde_json::to_vec(&data).expect("item data serializes");
     ItemEvent { name, data }
@@ -168,6 +171,11 @@ mod tests {
         let data: Value = serde_json::from_slice(&ev.data).unwrap();
         assert_eq!(data["_links"][0]["href"], "/tasks/%2F%2Fevil.example%2Fx%3Fy%23z");
         assert_eq!(data["resourceId"], "//evil.example/x?y#z");
+        for dots in ["..", ".", ""] {
+            let ev = event(&c, "created", dots, &Value::Null, "/tasks");
+            let data: Value = serde_json::from_slice(&ev.data).unwrap();
+            assert_eq!(data["_links"], serde_json::json!([{"href": "/tasks", "rel": "list"}]), "{dots:?}");
+        }
         let ev = event(&c, "created", "a-b.c_d~1", &Value::Null, "/tasks/");
         let data: Value = serde_json::from_slice(&ev.data).unwrap();
         assert_eq!(data["_links"][0]["href"], "/tasks/a-b.c_d~1");

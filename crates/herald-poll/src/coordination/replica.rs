@@ -43,7 +43,7 @@ struct Replica<R> {
     registry: Arc<R>,
     cluster: Arc<Cluster>,
     watch: Arc<Watch>,
-    log: WatchLog,
+    log: Arc<WatchLog>,
     holding: Option<Holding>,
     /// When the holder polls next.
     next_poll: Instant,
@@ -89,7 +89,7 @@ pub(crate) async fn run<R: Registry>(registry: Arc<R>, watch: Arc<Watch>, cluste
     let route = &watch.route.cfg;
     // State outlives its last renewal long enough for every replica to restart and resume.
     let ttl = (route.poll.linger + cluster.lease * 3).max(Duration::from_secs(600));
-    let log = cluster.redis.watch_log(&watch_id(&route.name, &watch.key), ttl);
+    let log = Arc::new(cluster.redis.watch_log(&watch_id(&route.name, &watch.key), ttl));
     let mut replica = Replica {
         registry: registry.clone(),
         cluster: cluster.clone(),
@@ -102,6 +102,21 @@ pub(crate) async fn run<R: Registry>(registry: Arc<R>, watch: Arc<Watch>, cluste
     replica.run().await;
     replica.release().await;
     registry.end(&watch);
+}
+
+/// A loop that ends without `release` (a panic, a bug) still gives up its lease and its gauge,
+/// so that another replica does not wait out the lease for a watch nobody polls.
+impl<R> Drop for Replica<R> {
+    fn drop(&mut self) {
+        if let Some(holding) = self.holding.take() {
+            let route = &self.watch.route.cfg.name;
+            self.cluster.metrics.leases.with_label_values(&[route]).dec();
+            let log = self.log.clone();
+            tokio::spawn(async move {
+                let _ = log.release(&holding.value).await;
+            });
+        }
+    }
 }
 
 impl<R: Registry> Replica<R> {

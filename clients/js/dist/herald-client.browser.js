@@ -884,7 +884,9 @@ var LiveCopy = class {
   }
   async run() {
     let failures = 0;
+    const auto = this.options.transport === void 0 || this.options.transport === "auto";
     while (!this.closed) {
+      if (auto) this.choose();
       let wait;
       try {
         const outcome = this.transport === "stream" ? await this.stream() : await this.longPoll();
@@ -901,7 +903,6 @@ var LiveCopy = class {
         if (e instanceof CannotApply) this.lastEventId = void 0;
         this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
       }
-      if (this.options.transport === void 0 || this.options.transport === "auto") this.choose();
       await this.sleep(wait ?? this.backoff(failures));
     }
   }

@@ -98,7 +98,10 @@ class LiveCopy {
     }
     async run() {
         let failures = 0;
+        const auto = this.options.transport === undefined || this.options.transport === 'auto';
         while (!this.closed) {
+            if (auto)
+                this.choose();
             let wait;
             try {
                 const outcome = this.transport === 'stream' ? await this.stream() : await this.longPoll();
@@ -121,8 +124,6 @@ class LiveCopy {
                     this.lastEventId = undefined;
                 this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
             }
-            if (this.options.transport === undefined || this.options.transport === 'auto')
-                this.choose();
             await this.sleep(wait ?? this.backoff(failures));
         }
     }

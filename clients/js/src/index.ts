@@ -209,7 +209,9 @@ class LiveCopy<T> implements Watch<T> {
 
   private async run(): Promise<void> {
     let failures = 0;
+    const auto = this.options.transport === undefined || this.options.transport === 'auto';
     while (!this.closed) {
+      if (auto) this.choose();
       let wait: number | undefined;
       try {
         const outcome = this.transport === 'stream' ? await this.stream() : await this.longPoll();
@@ -227,7 +229,6 @@ class LiveCopy<T> implements Watch<T> {
         if (e instanceof CannotApply) this.lastEventId = undefined;
         this.call(this.options.onError, e instanceof Error ? e : new Error(String(e)));
       }
-      if (this.options.transport === undefined || this.options.transport === 'auto') this.choose();
       await this.sleep(wait ?? this.backoff(failures));
     }
   }

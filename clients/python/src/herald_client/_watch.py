@@ -247,6 +247,8 @@ class Watch:
     async def _loop(self) -> None:
         failures = 0
         while self.end is None:
+            if self._auto:
+                self._choose()
             wait: float | None = None
             try:
                 outcome = await (self._stream() if self.transport == "stream" else self._long_poll())
@@ -265,8 +267,6 @@ class Watch:
                 if isinstance(e, _CannotApply):
                     self.last_event_id = None
                 self._call(self._on_error, e)
-            if self._auto:
-                self._choose()
             await asyncio.sleep(wait if wait is not None else self._delay(failures))
 
     def _choose(self) -> None:

@@ -413,31 +413,9 @@ fn retry_after(v: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    /// An upstream on a local port answering one request with `response` as is.
-    async fn serve_once(response: Vec<u8>) -> std::net::SocketAddr {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = sock.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return;
-                }
-                head.extend_from_slice(&buf[..n]);
-            }
-            sock.write_all(&response).await.unwrap();
-            sock.shutdown().await.ok();
-        });
-        addr
-    }
-
     /// An upstream on a local port answering its requests with `responses` in turn (one per
     /// connection); the heads of the requests it was sent.
-    async fn serve_each(responses: Vec<&'static [u8]>) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    async fn serve_each(responses: Vec<Vec<u8>>) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -455,7 +433,7 @@ mod tests {
                     head.extend_from_slice(&buf[..n]);
                 }
                 tx.send(String::from_utf8_lossy(&head).to_ascii_lowercase()).ok();
-                sock.write_all(response).await.unwrap();
+                sock.write_all(&response).await.unwrap();
                 sock.shutdown().await.ok();
             }
         });
@@ -469,7 +447,7 @@ mod tests {
     // configured headers unless vary names them.
     #[tokio::test]
     async fn a_request_for_a_subscriber_carries_none_of_the_service_credential() {
-        let (url, mut heads) = serve_each(vec![EMPTY; 4]).await;
+        let (url, mut heads) = serve_each(vec![EMPTY.to_vec(); 4]).await;
         let cfg = herald_config::Upstream {
             url: herald_config::UpstreamUrl::parse(&url).unwrap(),
             headers: [
@@ -512,7 +490,7 @@ mod tests {
     // at once, saying until when, and counts as deferred.
     #[tokio::test]
     async fn a_spent_quota_fails_a_request_at_once_instead_of_holding_it_for_the_reset() {
-        let (url, _heads) = serve_each(vec![SPENT, EMPTY]).await;
+        let (url, _heads) = serve_each(vec![SPENT.to_vec(), EMPTY.to_vec()]).await;
         let cfg =
             herald_config::Upstream { url: herald_config::UpstreamUrl::parse(&url).unwrap(), ..Default::default() };
         let client = UpstreamClient::new(&cfg).unwrap();
@@ -533,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_rate_limit_headers_off_the_quota_fields_are_ignored() {
-        let (url, _heads) = serve_each(vec![SPENT, EMPTY]).await;
+        let (url, _heads) = serve_each(vec![SPENT.to_vec(), EMPTY.to_vec()]).await;
         let cfg = herald_config::Upstream {
             url: herald_config::UpstreamUrl::parse(&url).unwrap(),
             rate_limit_headers: false,
@@ -547,11 +525,9 @@ mod tests {
     }
 
     async fn link_of(response: &[u8]) -> Option<String> {
-        let addr = serve_once(response.to_vec()).await;
-        let cfg = herald_config::Upstream {
-            url: herald_config::UpstreamUrl::parse(&format!("http://{addr}")).unwrap(),
-            ..Default::default()
-        };
+        let (url, _heads) = serve_each(vec![response.to_vec()]).await;
+        let cfg =
+            herald_config::Upstream { url: herald_config::UpstreamUrl::parse(&url).unwrap(), ..Default::default() };
         let client = UpstreamClient::new(&cfg).unwrap();
         match client.fetch(Request { target: "/t", ..Request::default() }).await.unwrap() {
             Answer::Ok { link, .. } | Answer::NotModified { link, .. } => link,

@@ -95,7 +95,8 @@ impl<'a> Shape<'a> {
 }
 
 /// Polls the collection `request` names: only what changed since the held collection was
-/// taken, or the whole of it when it is time to (see the module's description).
+/// taken, or the whole of it when it is time to (see the module's description). `None` while
+/// delta polling is suspended: the watch polls as without `poll.delta`.
 pub(crate) async fn fetch(
     fetch: &dyn Fetch,
     route: &Route,
@@ -103,10 +104,10 @@ pub(crate) async fn fetch(
     state: &DeltaState,
     request: Request<'_>,
     held: Option<&Representation>,
-    mut budget: Budget<'_>,
-) -> Result<Got, PollError> {
+    budget: &mut Budget<'_>,
+) -> Result<Option<Got>, PollError> {
     if state.is_suspended() {
-        return plain(fetch, route, request, &mut budget).await;
+        return Ok(None);
     }
     let shape = Shape::of(route);
     // Taken for the poll (its index is kept up to date in place) and put back after it; a
@@ -117,21 +118,21 @@ pub(crate) async fn fetch(
             && position.full_at.elapsed() < delta.full_every
             && shape.items(&held.value).is_some()
         {
-            match delta_read(fetch, route, delta, &shape, &mut position, request, held, &mut budget).await {
+            match delta_read(fetch, route, delta, &shape, &mut position, request, held, budget).await {
                 // A delta herald cannot use (not JSON, no items, an item without an id, a merged
                 // collection over max_body): the whole collection instead, from this poll on.
                 Err(PollError::InvalidPage { why, .. }) => {
                     state.suspend(route, delta, &why);
-                    return plain(fetch, route, request, &mut budget).await;
+                    return Ok(None);
                 }
                 got => {
                     *state.position.lock().unwrap() = Some(position);
-                    return got;
+                    return got.map(Some);
                 }
             }
         }
     }
-    whole_read(fetch, route, delta, state, request, &mut budget).await
+    whole_read(fetch, route, delta, state, request, budget).await.map(Some)
 }
 
 /// Asks for what changed since `position`'s value and merges it into `held`; `position`
@@ -220,17 +221,6 @@ async fn delta_read(
     let changed =
         whole_index.then_some(Changed { before: Value::Array(merged.before), after: Value::Array(merged.after) });
     Ok(Got::Fresh { repr, max_age, bytes, changed })
-}
-
-/// The representation as without `poll.delta`: one conditional GET, or every page.
-async fn plain(
-    fetch: &dyn Fetch,
-    route: &Route,
-    request: Request<'_>,
-    budget: &mut Budget<'_>,
-) -> Result<Got, PollError> {
-    let answer = whole(fetch, route, &PageCache::default(), request, budget).await?;
-    Ok(Got::from_answer(answer, &route.ignore))
 }
 
 /// Reads the whole collection (unconditionally: its answer gives the value deltas start from).
@@ -650,9 +640,16 @@ mod tests {
         held: &mut Option<Representation>,
     ) -> Got {
         let limiter = Limiter::new(1000.0, 4);
-        let budget = Budget { limiter: &limiter, priority: Priority::Subscribed, first: None };
+        let mut budget = Budget { limiter: &limiter, priority: Priority::Subscribed, first: None };
         let request = Request { target: "/tasks?q=1", ..Request::default() };
-        let got = fetch(script, route, delta, state, request, held.as_ref(), budget).await.unwrap();
+        let got = match fetch(script, route, delta, state, request, held.as_ref(), &mut budget).await.unwrap() {
+            Some(got) => got,
+            // Suspended: polled as without `poll.delta`, as `strategy::fetch` does.
+            None => {
+                let answer = whole(script, route, &PageCache::default(), request, &mut budget).await.unwrap();
+                Got::from_answer(answer, &route.ignore)
+            }
+        };
         if let Got::Fresh { repr, .. } = &got {
             *held = Some(repr.clone());
         }

@@ -42,7 +42,10 @@ pub(crate) async fn fetch(
     mut budget: Budget<'_>,
 ) -> Result<Got, PollError> {
     if let Some(delta) = &route.poll.delta {
-        return delta::fetch(fetch, route, delta, &state.delta, request, held, budget).await;
+        // `None`: delta polling is suspended, and the watch polls as without it.
+        if let Some(got) = delta::fetch(fetch, route, delta, &state.delta, request, held, &mut budget).await? {
+            return Ok(got);
+        }
     }
     let answer = whole::whole(fetch, route, &state.pages, request, &mut budget).await?;
     Ok(Got::from_answer(answer, &route.ignore))

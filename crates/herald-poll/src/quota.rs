@@ -173,6 +173,10 @@ struct Budget {
     in_flight: u64,
     /// The last request drawn while pacing.
     last: Option<Instant>,
+    /// Requests drawn so far, each numbered by it; and the number of the request whose answer
+    /// gave the reading, so that an older answer, arriving late, is known for one.
+    drawn: u64,
+    read_from: u64,
 }
 
 #[derive(Debug)]
@@ -189,6 +193,8 @@ struct Reading {
 pub struct Draw<'a> {
     quota: &'a Quota,
     key: BudgetKey,
+    /// Its number among its budget's requests (0: not paced, not counted).
+    seq: u64,
 }
 
 impl Quota {
@@ -202,15 +208,16 @@ impl Quota {
     /// request left before the reset, is not taken: the error says when to ask again. Waiting
     /// is the caller's: it decides how long a request may wait, and what it holds meanwhile.
     pub fn draw(&self, key: BudgetKey, latest: Instant) -> Result<(Draw<'_>, Instant), Instant> {
-        let turn = self.try_admit(key, Instant::now(), latest)?;
-        Ok((Draw { quota: self, key }, turn))
+        let (turn, seq) = self.try_admit(key, Instant::now(), latest)?;
+        Ok((Draw { quota: self, key, seq }, turn))
     }
 
-    fn try_admit(&self, key: BudgetKey, now: Instant, latest: Instant) -> Result<Instant, Instant> {
+    /// The instant the request may go, and its number; or when to ask again.
+    fn try_admit(&self, key: BudgetKey, now: Instant, latest: Instant) -> Result<(Instant, u64), Instant> {
         let mut budgets = self.budgets.lock().unwrap();
         if !budgets.contains_key(&key) && !fits(&mut budgets, key, now) {
             // Too many credentials at once to remember each: this one is not paced.
-            return Ok(now);
+            return Ok((now, 0));
         }
         let b = budgets.entry(key).or_default();
         if b.reading.as_ref().is_some_and(|r| now >= r.reset_at) {
@@ -238,11 +245,19 @@ impl Quota {
             r.remaining -= 1;
         }
         b.in_flight += 1;
-        Ok(turn)
+        b.drawn += 1;
+        Ok((turn, b.drawn))
     }
 
-    /// Replaces `key`'s reading with the one the answer to one of its requests carried.
+    /// Replaces `key`'s reading with one read now (as new as the newest request).
+    #[cfg(test)]
     fn update(&self, key: BudgetKey, reading: RateLimit) {
+        let seq = self.budgets.lock().unwrap().get(&key).map_or(0, |b| b.drawn);
+        self.update_from(key, reading, seq);
+    }
+
+    /// Replaces `key`'s reading with the one the answer to its request number `seq` carried.
+    fn update_from(&self, key: BudgetKey, reading: RateLimit, seq: u64) {
         let reserve =
             self.reserve.unwrap_or_else(|| reading.limit.map_or(DEFAULT_RESERVE, |limit| (limit / 10).max(1)));
         let mut budgets = self.budgets.lock().unwrap();
@@ -252,11 +267,14 @@ impl Quota {
         let b = budgets.entry(key).or_default();
         // The other requests in flight may have reached the upstream after this one.
         let others = b.in_flight.saturating_sub(1);
-        b.reading = Some(Reading {
-            remaining: reading.remaining.saturating_sub(others),
-            reserve,
-            reset_at: Instant::now() + reading.reset,
-        });
+        let mut remaining = reading.remaining.saturating_sub(others);
+        // Answers arrive out of order: an answer older than the one the reading came from never
+        // gives back what the newer one, or a request drawn since, took.
+        match b.reading.as_ref() {
+            Some(held) if seq < b.read_from => remaining = remaining.min(held.remaining),
+            _ => b.read_from = seq,
+        }
+        b.reading = Some(Reading { remaining, reserve, reset_at: Instant::now() + reading.reset });
     }
 
     /// What is left of the service budget (for a gauge), while a reading holds.
@@ -282,7 +300,7 @@ impl Draw<'_> {
     /// The answer came with `reading` (or none): it replaces the budget's.
     pub fn answered(self, reading: Option<RateLimit>) {
         if let Some(reading) = reading {
-            self.quota.update(self.key, reading);
+            self.quota.update_from(self.key, reading, self.seq);
         }
     }
 }
@@ -427,6 +445,23 @@ mod tests {
         // What is left after each turn is spread over what is left of the window.
         assert_eq!(at, [0, 12, 25]);
         assert_eq!(quota.draw(BudgetKey::Service, latest).err(), Some(now + Duration::from_millis(37_500)));
+    }
+
+    // Two requests in flight, answered in the other order: the older answer (more left, as the
+    // upstream counted before the newer request) does not raise what is left; a newer one does.
+    #[tokio::test(start_paused = true)]
+    async fn an_older_answer_never_gives_back_what_a_newer_one_took() {
+        let quota = Quota::new(Some(1));
+        let far = Instant::now() + Duration::from_secs(60);
+        let (older, _) = quota.draw(BudgetKey::Service, far).unwrap();
+        let (newer, _) = quota.draw(BudgetKey::Service, far).unwrap();
+        newer.answered(Some(RateLimit { remaining: 4, reset: Duration::from_secs(10), limit: None }));
+        older.answered(Some(RateLimit { remaining: 5, reset: Duration::from_secs(10), limit: None }));
+        // The newer answer counts the older request as possibly not seen: 4 − 1.
+        assert_eq!(quota.service_remaining(), Some(3));
+        let (next, _) = quota.draw(BudgetKey::Service, far).unwrap();
+        next.answered(Some(RateLimit { remaining: 29, reset: Duration::from_secs(15), limit: None }));
+        assert_eq!(quota.service_remaining(), Some(29), "a newer answer");
     }
 
     // Subscribers' credentials, however many, never crowd out herald's own budget.

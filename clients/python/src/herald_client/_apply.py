@@ -6,7 +6,7 @@ import json
 from bisect import bisect_left, insort
 from typing import Any
 
-import jsonpatch  # type: ignore[import-untyped]
+import jsonpatch
 
 
 def apply_json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:

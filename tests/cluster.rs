@@ -67,6 +67,27 @@ impl Follower {
         self.last = seq;
     }
 
+    /// Reads, applying what comes, until the stream ends as a stopping replica ends it: an
+    /// `error` event `{"reason":"shutdown"}`, then the end of the response.
+    async fn until_shutdown(&mut self) {
+        loop {
+            let ev = self.client.next_within(SOON).await.expect("the stream ends with an error event first");
+            if ev.event == "error" {
+                assert_eq!(ev.json()["reason"], "shutdown", "{ev:?}");
+                break;
+            }
+            self.apply(&ev);
+        }
+        assert!(self.client.next_within(SOON).await.is_none(), "the stream ends after its error event");
+    }
+
+    /// Connects again, to `gw`, from the last id received (as an EventSource does).
+    async fn resume(&mut self, gw: &Gateway) {
+        let id = self.client.last_event_id.clone().expect("an id to resume from");
+        self.client = gw.subscribe("/board/event-stream", &[("last-event-id", &id)]).await;
+        assert_eq!(self.client.status, 200, "{}", self.client.body);
+    }
+
     /// Reads until the document equals `want`.
     async fn until(&mut self, want: &Value) {
         let deadline = tokio::time::Instant::now() + SOON;
@@ -243,18 +264,21 @@ async fn one_credential_shares_a_watch_across_replicas_two_never_do() {
     }
 }
 
-/// The replica holding the board's lease (its name holds its process id).
+/// The replica holding the board's lease (its name holds its process id), as the replicas
+/// following the board say.
 async fn holder(gws: &[Gateway]) -> usize {
     let deadline = tokio::time::Instant::now() + SOON;
     loop {
-        let text = gws[0].admin_get("/admin/watches").await;
-        let v: Value = serde_json::from_str(&text).unwrap();
-        if let Some(name) = v["watches"][0]["holder"].as_str() {
-            if let Some(i) = gws.iter().position(|gw| name.contains(&format!("-{}-", gw.pid()))) {
-                return i;
+        for gw in gws {
+            let text = gw.admin_get("/admin/watches").await;
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if let Some(name) = v["watches"][0]["holder"].as_str() {
+                if let Some(i) = gws.iter().position(|gw| name.contains(&format!("-{}-", gw.pid()))) {
+                    return i;
+                }
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no holder: {text}");
+        assert!(tokio::time::Instant::now() < deadline, "no replica names a holder");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -300,6 +324,110 @@ async fn kill_9_of_the_holder_moves_the_lease_and_subscribers_see_no_gap() {
         changes += gw.metric("herald_cluster_lease_changes_total{route=\"board\"}").await;
     }
     assert_eq!(changes, 1.0, "one survivor took the lease");
+}
+
+#[tokio::test]
+async fn sigterm_hands_the_lease_over_at_once_and_its_clients_resume_elsewhere_by_id() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    // A long lease (its ticks every 10 s): a takeover that waited for a tick or for the lease
+    // to lapse would show.
+    let yaml = cluster_config(upstream, &redis.url(), "30s", "");
+    let mut gws = replicas(3, &yaml).await;
+    let mut followers = Vec::new();
+    for (at, gw) in gws.iter().enumerate() {
+        followers.push((at, Follower::connect(gw, &[]).await));
+        followers.push((at, Follower::connect(gw, &[]).await));
+    }
+    for (_, f) in &mut followers {
+        f.until(&api.board()).await;
+    }
+    for round in 0..3 {
+        let h = holder(&gws).await;
+        let next = (h + 1) % gws.len();
+        let stopping = Instant::now();
+        gws[h].sigterm();
+        for (at, f) in followers.iter_mut().filter(|(at, _)| *at == h) {
+            f.until_shutdown().await;
+            f.resume(&gws[next]).await;
+            *at = next;
+        }
+        let exit = gws[h].wait(SOON).await.expect("a stopping replica exits within its grace");
+        assert!(exit.success(), "{exit:?}");
+        api.add_task(&format!("round {round}"));
+        let want = api.board();
+        for (_, f) in &mut followers {
+            f.until(&want).await;
+        }
+        let takeover = polls(&api).into_iter().find(|t| *t > stopping).expect("another replica polls");
+        assert!(
+            takeover - stopping < Duration::from_secs(8),
+            "the next poll came {:?} after SIGTERM (lease 30 s, ticks 10 s)",
+            takeover - stopping
+        );
+        gws[h] = Gateway::start(&yaml).await;
+    }
+    for (_, f) in &followers {
+        assert_eq!((f.snapshots, f.changes), (1, 3), "every change once, resumed by id: no second snapshot");
+    }
+}
+
+#[tokio::test]
+async fn a_stopping_replica_hands_its_claimed_webhook_messages_back() {
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    let recv = herald_testkit::Receiver::new();
+    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    recv.trust(SECRET);
+    recv.behave(herald_testkit::Behaviour::Stall);
+    // An attempt may take a minute, so a message claimed by a replica that dies waits 70 s.
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  shutdown_grace: 4s\n\
+         upstream:\n  url: http://{upstream}\n  timeout: 10s\n\
+         log:\n  format: json\n  level: debug\n\
+         storage:\n  kind: redis\n  url: {}\n  prefix: hb\n  lease: 2s\n\
+         webhooks:\n  timeout: 60s\n  allow_private_destinations: [127.0.0.0/8]\n  subscriptions:\n    \
+         - {{ id: stalled, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n\
+         routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
+         poll: {{ interval: 200ms, min_interval: 200ms, adaptive: false, jitter: 0 }}\n    \
+         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n",
+        redis.url()
+    );
+    let mut gws = replicas(2, &yaml).await;
+    eventually("the webhook watch records its starting point", || {
+        gws.iter().any(|gw| gw.logs().contains("change recorded for webhooks"))
+    })
+    .await;
+    let task = api.add_task("handed back");
+    let deadline = tokio::time::Instant::now() + SOON;
+    let victim = loop {
+        let mut attempting = None;
+        for (i, gw) in gws.iter().enumerate() {
+            let status: Value = serde_json::from_str(&gw.admin_get("/admin/status").await).unwrap();
+            if status["webhooks"]["in_flight"].as_u64() > Some(0) {
+                attempting = Some(i);
+            }
+        }
+        if let Some(i) = attempting {
+            break i;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no replica attempts the message");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    recv.behave(herald_testkit::Behaviour::Accept);
+    let stopping = Instant::now();
+    gws[victim].sigterm();
+    let delivered = recv
+        .wait_until(Duration::from_secs(40), |seen| {
+            seen.iter().any(|d| d.event_type == "task.created" && d.body["data"]["resourceId"] == task.as_str())
+        })
+        .await;
+    assert!(delivered, "not delivered {:?} after SIGTERM (its claim lasts 70 s)", stopping.elapsed());
+    assert!(gws[victim].wait(SOON).await.expect("exits").success());
+    assert!(gws[victim].logs().contains("webhook messages in flight handed back"), "{}", gws[victim].logs());
+    let survivor = &gws[1 - victim];
+    assert_eq!(survivor.metric("herald_webhook_deliveries_total{outcome=\"success\"}").await, 1.0);
 }
 
 #[tokio::test]

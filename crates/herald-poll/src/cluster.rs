@@ -7,12 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_store::redis::{Acquired, Bus, Redis, WatchLog};
+use herald_store::redis::{Acquired, Bus, Following, Note, Redis, WatchLog};
 use herald_store::StoreError;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
 use crate::watch::WatchKey;
 
@@ -26,6 +27,9 @@ pub struct Cluster {
     /// `storage.lease`.
     pub(crate) lease: Duration,
     pub(crate) metrics: ClusterMetrics,
+    /// What holds or gives up leases (watch loops, webhook watch leases): a stopping replica
+    /// waits for them, so that every lease it held is given up before it exits.
+    pub(crate) tasks: TaskTracker,
 }
 
 /// `herald_cluster_*`: leases held and taken over, results fenced, notices missed.
@@ -70,7 +74,7 @@ impl Cluster {
         registry.register(Box::new(metrics.fenced.clone()))?;
         registry.register(Box::new(metrics.gaps.clone()))?;
         let bus = Bus::start(redis.clone(), shutdown);
-        Ok(Arc::new(Cluster { redis, bus, replica, lease, metrics }))
+        Ok(Arc::new(Cluster { redis, bus, replica, lease, metrics, tasks: TaskTracker::new() }))
     }
 
     /// Creates a route's series at zero (alerts tell "no replica holds a lease" from "no data").
@@ -108,6 +112,18 @@ impl Cluster {
     pub async fn check(&self) -> Result<(), StoreError> {
         self.redis.ping().await
     }
+
+    /// After shutdown has begun: waits, at most `within`, until every lease this replica held
+    /// is given up (each announced, so that another replica takes it at once rather than after
+    /// the lease period). `false` when some were still held then: they lapse on their own.
+    pub async fn handed_off(&self, within: Duration) -> bool {
+        self.tasks.close();
+        let done = tokio::time::timeout(within, self.tasks.wait()).await.is_ok();
+        if !done {
+            warn!(left = self.tasks.len(), ?within, "leases not all given up in time; they lapse after storage.lease");
+        }
+        done
+    }
 }
 
 /// A lease held for something other than a watch's polls (a webhook watch): renewed in the
@@ -124,21 +140,36 @@ impl Drop for HeldLease {
 }
 
 impl Cluster {
-    /// Waits until this replica holds the lease `name`; `None` when `cancel` fires first.
+    /// Waits until this replica holds the lease `name`; `None` when `cancel` fires first. Tries
+    /// every third of a lease, and at once when the holder announces it gave the lease up.
     pub async fn hold(&self, name: &str, cancel: &CancellationToken) -> Option<HeldLease> {
         let log = self.redis.watch_log(name, self.lease * 3);
+        let mut following = self.bus.follow(&log.channel).await.ok();
         loop {
             if let Ok(Acquired::Held(value)) = log.acquire(&self.replica, self.lease).await {
                 let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
-                tokio::spawn(keep(log, value, self.lease, lost.clone(), stop.clone()));
+                self.tasks.spawn(keep(log, value, self.lease, lost.clone(), stop.clone()));
                 return Some(HeldLease { lost, stop });
             }
             tokio::select! {
                 () = tokio::time::sleep(self.lease / 3) => {}
+                () = released(&mut following) => {}
                 () = cancel.cancelled() => return None,
             }
         }
     }
+}
+
+/// Returns when the holder announces it gave the lease up; never when the bus is gone.
+async fn released(following: &mut Option<Following>) {
+    while let Some(f) = following {
+        match f.notes.recv().await {
+            Some(Note::Released) => return,
+            Some(_) => {}
+            None => *following = None,
+        }
+    }
+    std::future::pending().await
 }
 
 /// Renews a held lease every third of it until `stop` (then gives it up) or until it is lost.

@@ -192,6 +192,12 @@ pub trait Store: Send + Sync + 'static {
     fn next_due(&self) -> StoreFuture<'_, Option<u64>>;
     /// Records attempts' outcomes. A message whose subscription is gone is not written back.
     fn complete(&self, attempts: Vec<Attempted>) -> StoreFuture<'_, ()>;
+    /// Gives back messages `due` returned that a stopping process will not attempt to the end:
+    /// due at `now` again, for any process. The embedded store has nothing to do: what its one
+    /// process took is still due there.
+    fn hand_back(&self, _ids: Vec<String>, _now: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
     /// Pending messages (the queue depth).
     fn pending(&self) -> StoreFuture<'_, u64>;
 

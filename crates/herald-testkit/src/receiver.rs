@@ -49,6 +49,8 @@ pub enum Behaviour {
     /// This status to every request, with `Retry-After: <secs>` when given. A 3xx points
     /// `Location` at `/elsewhere` (which a sender must not follow).
     Answer(u16, Option<u64>),
+    /// Never answers a valid request (a receiver that hangs): it is seen, not accepted.
+    Stall,
 }
 
 #[derive(Clone)]
@@ -169,12 +171,24 @@ impl Receiver {
         let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
             return answer(StatusCode::BAD_REQUEST, None);
         };
+        let (status, retry_after, stall) = self.record(&parts, &body);
+        self.changed.notify_waiters();
+        if stall {
+            // Recorded as seen with 408, which is never sent: the sender gives up first.
+            std::future::pending::<()>().await;
+        }
+        answer(status, retry_after)
+    }
+
+    /// Verifies and records one request; how to answer it: status, `Retry-After`, and whether
+    /// to stall instead.
+    fn record(&self, parts: &http::request::Parts, body: &Bytes) -> (StatusCode, Option<u64>, bool) {
         let id = parts.headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let mut st = self.state.lock().unwrap();
         let verified = st
             .secrets
             .iter()
-            .any(|s| standardwebhooks::Webhook::new(s).is_ok_and(|w| w.verify(&body, &parts.headers).is_ok()));
+            .any(|s| standardwebhooks::Webhook::new(s).is_ok_and(|w| w.verify(body, &parts.headers).is_ok()));
         let status = if !verified {
             st.rejected += 1;
             StatusCode::UNAUTHORIZED
@@ -185,6 +199,7 @@ impl Receiver {
                 Behaviour::FailFraction(f) if roll < f => StatusCode::INTERNAL_SERVER_ERROR,
                 Behaviour::FailFraction(_) => StatusCode::NO_CONTENT,
                 Behaviour::Answer(code, _) => StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                Behaviour::Stall => StatusCode::REQUEST_TIMEOUT,
             }
         };
         st.requests.push(Seen {
@@ -194,7 +209,7 @@ impl Receiver {
             at: SystemTime::now(),
         });
         if status.is_success() {
-            let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             st.accepted.push(Delivery {
                 id,
                 event_type: parsed["type"].as_str().unwrap_or_default().to_string(),
@@ -213,9 +228,8 @@ impl Receiver {
             Behaviour::Answer(_, r) => r,
             _ => None,
         };
-        drop(st);
-        self.changed.notify_waiters();
-        answer(status, retry_after)
+        let stall = verified && st.behaviour == Behaviour::Stall;
+        (status, retry_after, stall)
     }
 }
 

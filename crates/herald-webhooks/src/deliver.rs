@@ -86,6 +86,29 @@ impl Dispatcher {
         self.inflight.lock().unwrap().len()
     }
 
+    /// After shutdown has begun (nothing new is taken): lets the attempts under way end and
+    /// their outcomes be recorded, for at most `within`; then gives what is still in flight back
+    /// to the store, due now, so that another process delivers it without waiting out its
+    /// claim (the same `webhook-id`; an attempt that was about to succeed here makes it twice,
+    /// which receivers deduplicate). How many were handed back.
+    pub(crate) async fn hand_back(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left: Vec<String> = self.inflight.lock().unwrap().iter().cloned().collect();
+        if left.is_empty() {
+            return 0;
+        }
+        match self.shared.store.hand_back(left.clone(), now_ms()).await {
+            Ok(()) => info!(messages = left.len(), "webhook messages in flight handed back"),
+            Err(e) => {
+                warn!(error = %e, messages = left.len(), "cannot hand webhook messages back; another replica takes them when their claim ends")
+            }
+        }
+        left.len()
+    }
+
     /// Takes due messages while there is room in flight; sleeps until woken (a new message, a
     /// recorded outcome) or until the next one is due.
     async fn take_due(self: Arc<Self>, shutdown: CancellationToken) {

@@ -206,6 +206,12 @@ impl Webhooks {
         !self.shared.api_keys.read().unwrap().is_empty()
     }
 
+    /// After shutdown has begun: waits, at most `within`, for the deliveries under way, then
+    /// hands the rest back to the store (cluster mode: another replica takes them at once).
+    pub async fn hand_back(&self, within: Duration) -> usize {
+        self.dispatcher.hand_back(within).await
+    }
+
     /// Whether the store answers (for /readyz).
     pub async fn store_ready(&self) -> Result<(), StoreError> {
         self.shared.store.check().await

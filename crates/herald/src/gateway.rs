@@ -154,9 +154,9 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
     let reloads = Reloads {
         file,
         running: config,
-        hub,
+        hub: hub.clone(),
         sessions,
-        webhooks,
+        webhooks: webhooks.clone(),
         admin: admin.clone(),
         metrics,
         current,
@@ -167,9 +167,19 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
     wait_for_signal().await?;
     info!(?grace, "shutting down: closing streams and draining connections");
     shutdown.cancel();
+    // The hand-off, while connections drain: every lease given up and announced (another
+    // replica polls at once), the deliveries under way finished or handed back.
+    let hand_off = async {
+        let leases = async {
+            if let Some(cluster) = hub.cluster() {
+                cluster.handed_off(grace).await;
+            }
+        };
+        tokio::join!(leases, webhooks.hand_back(grace / 2));
+    };
     // serve() bounds its own drain by `grace`; this outer bound only guards against a bug there.
     let drained = tokio::time::timeout(grace + Duration::from_secs(2), async {
-        let _ = public_task.await;
+        let _ = tokio::join!(public_task, hand_off);
         admin_stop.cancel();
         let _ = admin_task.await;
     })

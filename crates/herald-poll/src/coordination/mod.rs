@@ -72,7 +72,7 @@ impl Coordination {
     pub(crate) fn spawn<R: Registry>(&self, registry: Arc<R>, watch: Arc<Watch>) -> tokio::task::JoinHandle<()> {
         match self {
             Coordination::Local => tokio::spawn(local::run(registry, watch)),
-            Coordination::Redis(cluster) => tokio::spawn(replica::run(registry, watch, cluster.clone())),
+            Coordination::Redis(cluster) => cluster.tasks.spawn(replica::run(registry, watch, cluster.clone())),
         }
     }
 

@@ -112,7 +112,7 @@ impl<R> Drop for Replica<R> {
             let route = &self.watch.route.cfg.name;
             self.cluster.metrics.leases.with_label_values(&[route]).dec();
             let log = self.log.clone();
-            tokio::spawn(async move {
+            self.cluster.tasks.spawn(async move {
                 let _ = log.release(&holding.value).await;
             });
         }
@@ -158,6 +158,7 @@ impl<R: Registry> Replica<R> {
                     Some(Note::Ended { .. }) => warn!(route = %self.route(), "an end notice not for this watch, ignored"),
                     Some(Note::Appended { epoch, seq }) => self.catch_up(Why::Notice { epoch, seq }).await,
                     Some(Note::Reconnected) => self.catch_up(Why::Reconnected).await,
+                    Some(Note::Released) => self.lease().await,
                     Some(Note::Refresh(_)) => {}
                 },
                 // A write through any replica: the holder polls now, or at its back-off deadline

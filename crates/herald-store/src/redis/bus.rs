@@ -33,6 +33,9 @@ pub enum Note {
     /// A write through some replica (or a change hint) may have changed the watches of this
     /// path: whoever polls them polls now.
     Refresh(String),
+    /// The holder gave its lease up (it is stopping): a follower takes it now. A wake-up only:
+    /// taking a lease is one script that finds whether it is free.
+    Released,
 }
 
 enum Command {
@@ -194,8 +197,8 @@ async fn run(redis: Arc<Redis>, mut commands: mpsc::Receiver<Command>, shutdown:
     }
 }
 
-/// `<epoch>:<seq>`, `end:<status>[:<epoch>]` or `refresh:<path>`, the last two signed for
-/// `channel` when there are `keys`.
+/// `<epoch>:<seq>`, `end:<status>[:<epoch>]`, `refresh:<path>` or `lease:released`; `end` and
+/// `refresh` signed for `channel` when there are `keys`.
 fn parse(keys: Option<&Keys>, channel: &str, payload: &[u8]) -> Option<Note> {
     let payload = std::str::from_utf8(payload).ok()?;
     let message = match (payload.split_once(':')?.0, keys) {
@@ -212,6 +215,7 @@ fn parse(keys: Option<&Keys>, channel: &str, payload: &[u8]) -> Option<Note> {
             Note::Ended { status: status.parse().ok().filter(|s| matches!(s, 401 | 403))?, epoch }
         }
         "refresh" => Note::Refresh(b.to_string()),
+        "lease" if b == "released" => Note::Released,
         _ => Note::Appended { epoch: a.parse().ok()?, seq: b.parse().ok()? },
     })
 }
@@ -230,6 +234,8 @@ mod tests {
             assert_eq!(parse(None, ch, bad), None, "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse(None, ch, b"refresh:/tasks"), Some(Note::Refresh("/tasks".into())));
+        assert_eq!(parse(None, ch, b"lease:released"), Some(Note::Released));
+        assert_eq!(parse(None, ch, b"lease:taken"), None);
 
         let keys = Keys::new(&[1; 32]);
         let end = keys.sign(ch, "end:401:7");
@@ -240,5 +246,6 @@ mod tests {
         let refresh = keys.sign(ch, "refresh:/a:b");
         assert_eq!(parse(Some(&keys), ch, refresh.as_bytes()), Some(Note::Refresh("/a:b".into())));
         assert_eq!(parse(Some(&keys), ch, b"7:3"), Some(Note::Appended { epoch: 7, seq: 3 }), "a wake-up only");
+        assert_eq!(parse(Some(&keys), ch, b"lease:released"), Some(Note::Released), "a wake-up only");
     }
 }

@@ -410,6 +410,23 @@ impl Store for RedisStore {
         })
     }
 
+    /// Their claim ends now: `ZADD XX` moves only those still queued (one whose outcome was
+    /// recorded meanwhile is either gone or due at its own retry time, which `now` only brings
+    /// forward).
+    fn hand_back(&self, ids: Vec<String>, now: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(self.key("queue")).arg("XX");
+            for id in &ids {
+                cmd.arg(now).arg(id);
+            }
+            self.cmd::<i64>("queue", &cmd).await.map(drop)
+        })
+    }
+
     fn pending(&self) -> StoreFuture<'_, u64> {
         Box::pin(async move { self.cmd("queue", redis::cmd("ZCARD").arg(self.key("queue"))).await })
     }

@@ -1,5 +1,6 @@
-//! The webhook store in Redis (cluster mode), against a `redis-server` the test starts: the
-//! operations the webhook engine relies on, as one replica and as two sharing the queue.
+//! The stores in Redis (cluster mode), against a `redis-server` the test starts: the operations
+//! the webhook engine relies on, as one replica and as two sharing the queue, and the watch
+//! log's guarded append.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -216,4 +217,51 @@ async fn a_scope_key_stored_before_the_encryption_key_was_set_is_kept_and_sealed
     assert_eq!(sealed.scope_key().await.unwrap(), scope_key, "the same credential, the same scope");
     assert_ne!(server.cli(&["STRLEN", "t:scope-key"]).trim(), "32");
     assert!(matches!(plain.scope_key().await, Err(StoreError::KeyNeeded)));
+}
+
+#[tokio::test]
+async fn a_message_handed_back_is_due_at_once_for_another_replica() {
+    let Some(server) = RedisServer::start().await else { return };
+    let claim = Duration::from_secs(60);
+    let (a, b) = (store(&server, None, claim).await.unwrap(), store(&server, None, claim).await.unwrap());
+    a.put_subscription(sub("s1")).await.unwrap();
+    a.enqueue(vec![msg("s1", 1)]).await.unwrap();
+    let taken = a.due(herald_store::now_ms(), 10, vec![]).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(b.due(herald_store::now_ms(), 10, vec![]).await.unwrap().is_empty(), "claimed by a for a minute");
+    a.hand_back(vec![taken[0].id.clone(), "never-queued".into()], herald_store::now_ms()).await.unwrap();
+    let again = b.due(herald_store::now_ms(), 10, vec![]).await.unwrap();
+    assert_eq!(again.iter().map(|m| &m.id).collect::<Vec<_>>(), vec![&taken[0].id]);
+    assert_eq!(b.pending().await.unwrap(), 1, "a message never queued is not added by handing it back");
+}
+
+#[tokio::test]
+async fn an_append_diffed_from_a_state_redis_has_moved_past_is_refused() {
+    use bytes::Bytes;
+    use herald_store::redis::{Acquired, Appended, Entry, Update};
+    let Some(server) = RedisServer::start().await else { return };
+    let redis =
+        Redis::connect(&server.url(), "t", Duration::from_secs(2), None, &prometheus::Registry::new()).await.unwrap();
+    let log = redis.watch_log("w", Duration::from_secs(60));
+    let Acquired::Held(lease) = log.acquire("r1", Duration::from_secs(10)).await.unwrap() else { panic!("free") };
+    let change = |body: &'static str| Update {
+        body: Some((Bytes::from(body), None)),
+        events: vec![Entry { seq: 0, kind: b'c', name: "patch".into(), data: Bytes::from(body) }],
+        ..Update::default()
+    };
+    let Appended::Done { epoch, first: 1, last: 1 } = log.append(&lease, 7, 10, None, &change("a")).await.unwrap()
+    else {
+        panic!("a new watch's first append is done")
+    };
+    // The same change again from the state before it, as a holder whose answer was lost makes it.
+    assert_eq!(
+        log.append(&lease, 7, 10, Some((epoch, 0)), &change("a")).await.unwrap(),
+        Appended::Moved { epoch, seq: 1 }
+    );
+    assert_eq!(
+        log.append(&lease, 7, 10, Some((epoch, 1)), &change("b")).await.unwrap(),
+        Appended::Done { epoch, first: 2, last: 2 }
+    );
+    let (meta, entries) = log.read(Some(0), 10).await.unwrap().unwrap();
+    assert_eq!((meta.seq, entries.len(), &meta.body[..]), (2, 2, &b"b"[..]), "each change logged once");
 }

@@ -112,13 +112,26 @@ async fn measure(args: &Args, api: &LegacyApi, gws: &[&Gateway]) -> anyhow::Resu
     let elapsed = started.elapsed();
     let polls = api.stats("/tasks").requests - polls_before;
     let after = total();
+    let mut gaps = 0.0;
+    for gw in gws {
+        gaps += gw.metric("herald_cluster_gaps_filled_total").await;
+    }
     let mut per_change: Vec<Vec<u64>> = vec![Vec::new(); args.changes];
+    // Per replica, per change: when its first and its last subscriber had it (ms after the
+    // change), to tell a replica that was late from subscribers that were.
+    let mut by_replica = Vec::new();
     for group in groups {
+        let mut mine: Vec<Vec<u64>> = vec![Vec::new(); args.changes];
         for (k, at) in group.finish().await {
             if (1..=args.changes).contains(&k) {
                 per_change[k - 1].push(at);
+                mine[k - 1].push(at);
             }
         }
+        let ms = |k: usize, t: Option<&u64>| t.map_or(-1.0, |t| (t.saturating_sub(made[k]) as f64 / 1e6).round());
+        let rows: Vec<Value> =
+            mine.iter().enumerate().map(|(k, t)| json!([ms(k, t.iter().min()), ms(k, t.iter().max())])).collect();
+        by_replica.push(rows);
     }
     let stats = change_stats(&made, &per_change);
     let cpu = after.cpu_seconds - before.cpu_seconds;
@@ -133,6 +146,8 @@ async fn measure(args: &Args, api: &LegacyApi, gws: &[&Gateway]) -> anyhow::Resu
         "cpu_us_per_delivery": cpu / stats["delivered"].as_f64().unwrap_or(0.0).max(1.0) * 1e6,
         "rss_mib": after.rss_bytes as f64 / (1 << 20) as f64,
         "upstream_polls_per_interval": polls as f64 / (elapsed.as_secs_f64() / args.poll.as_secs_f64()),
+        "first_last_ms_by_replica": by_replica,
+        "gaps_filled": gaps,
     }))
 }
 
@@ -208,6 +223,20 @@ pub fn print(r: &Value) {
             f(&p["cpu_us_per_delivery"]),
             f(&p["upstream_polls_per_interval"]),
         );
+    }
+    // The slowest change's breakdown: which replica's subscribers had it late.
+    if let Some(rows) = r["cluster"]["first_last_ms_by_replica"].as_array() {
+        let changes = rows.first().and_then(Value::as_array).map_or(0, Vec::len);
+        let last = |k: usize| rows.iter().map(|r| r[k][1].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+        if let Some(k) = (0..changes).max_by(|a, b| last(*a).total_cmp(&last(*b))) {
+            let each: Vec<String> = rows.iter().map(|r| format!("{}..{} ms", r[k][0], r[k][1])).collect();
+            println!(
+                "    slowest: change {} reached each replica's subscribers (first..last) {}; gaps filled {}",
+                k + 1,
+                each.join(", "),
+                r["cluster"]["gaps_filled"]
+            );
+        }
     }
     let t = &r["takeover_ms"];
     println!(

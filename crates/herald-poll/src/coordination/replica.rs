@@ -306,13 +306,19 @@ impl<R: Registry> Replica<R> {
     /// Appends a poll's step to the log under the lease `value`, then applies it here. Refused
     /// (the lease passed to another replica): nothing is applied and this replica follows.
     /// Redis not answering: the step is dropped (the next poll finds the change again, since the
-    /// representation held is still the old one).
+    /// representation held is still the old one). Redis no longer at the state the step was
+    /// diffed from (the answer to an earlier append was lost, but the append was made): the
+    /// step is dropped and this replica reads what Redis holds, so a change is never logged twice.
     async fn commit(&mut self, value: &str, step: Step, opens: bool) {
+        let base = {
+            let st = self.watch.state.lock().unwrap();
+            (st.epoch, st.seq)
+        };
         let mut update = self.update(&step, false);
-        let mut appended = self.log.append(value, next_epoch(), self.history(), &update).await;
+        let mut appended = self.log.append(value, next_epoch(), self.history(), Some(base), &update).await;
         if let Ok(Appended::StateNeeded) = appended {
             update = self.update(&step, true);
-            appended = self.log.append(value, next_epoch(), self.history(), &update).await;
+            appended = self.log.append(value, next_epoch(), self.history(), Some(base), &update).await;
         }
         match appended {
             Ok(Appended::Done { epoch, first, last }) => {
@@ -340,6 +346,10 @@ impl<R: Registry> Replica<R> {
                 }
             }
             Ok(Appended::Fenced) => self.fenced(),
+            Ok(Appended::Moved { epoch, seq }) => {
+                debug!(route = %self.route(), epoch, seq, "poll result not stored: redis moved on since; reading it");
+                self.catch_up(Why::Behind).await;
+            }
             Ok(Appended::StateNeeded) => {}
             Err(e) => debug!(route = %self.route(), error = %e, "poll result not stored"),
         }

@@ -54,6 +54,10 @@ pub enum Appended {
     Fenced,
     /// Redis holds no state for the watch (it was lost): append again with the whole state.
     StateNeeded,
+    /// The state in Redis is not the one the update was made from (an append whose answer was
+    /// lost went through after all, or another holder wrote meanwhile): nothing was written;
+    /// Redis is at `seq` of `epoch`.
+    Moved { epoch: u64, seq: u64 },
     /// Written; the events got sequences `first..=last` in `epoch` (a new epoch when the state
     /// had been lost).
     Done { epoch: u64, first: u64, last: u64 },
@@ -139,19 +143,19 @@ return 1
     )
 });
 
-/// KEYS: lease, meta, log. ARGV: lease value, epoch if new, history, ttl ms, channel, then
-/// the count of field/value pairs and the pairs, then the count of events and kind/name/data
-/// triples.
+/// KEYS: lease, meta, log. ARGV: lease value, epoch if new, history, ttl ms, channel, the
+/// state the update was made from (`<epoch>:<seq>`; empty: any), then the count of
+/// field/value pairs and the pairs, then the count of events and kind/name/data triples.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
-local nf = tonumber(ARGV[6])
+local nf = tonumber(ARGV[7])
 local fresh = false
 local e = redis.call('HGET', KEYS[2], 'e')
 if not e then
   local has_body = false
-  for i = 0, nf - 1 do if ARGV[7 + 2 * i] == 'body' then has_body = true end end
+  for i = 0, nf - 1 do if ARGV[8 + 2 * i] == 'body' then has_body = true end end
   if not has_body then return {2} end
   e = ARGV[2]
   fresh = true
@@ -159,9 +163,10 @@ if not e then
   redis.call('HSET', KEYS[2], 'e', e, 's', 0)
 end
 local s = tonumber(redis.call('HGET', KEYS[2], 's'))
+if not fresh and ARGV[6] ~= '' and ARGV[6] ~= e .. ':' .. s then return {3, e, s} end
 local first = s + 1
-for i = 0, nf - 1 do redis.call('HSET', KEYS[2], ARGV[7 + 2 * i], ARGV[8 + 2 * i]) end
-local at = 7 + 2 * nf
+for i = 0, nf - 1 do redis.call('HSET', KEYS[2], ARGV[8 + 2 * i], ARGV[9 + 2 * i]) end
+local at = 8 + 2 * nf
 local ne = tonumber(ARGV[at])
 for i = 0, ne - 1 do
   s = s + 1
@@ -280,14 +285,18 @@ impl WatchLog {
             .await
     }
 
-    /// Writes a poll's result, if the lease is still `value`.
+    /// Writes a poll's result, if the lease is still `value` and Redis still holds the state
+    /// `base` (epoch, sequence) the result was diffed from (`None`: whatever it holds). So an
+    /// append retried after its answer was lost never logs the same change twice.
     pub async fn append(
         &self,
         value: &str,
         new_epoch: u64,
         history: usize,
+        base: Option<(u64, u64)>,
         update: &Update,
     ) -> Result<Appended, StoreError> {
+        let base = base.map(|(epoch, seq)| format!("{epoch}:{seq}")).unwrap_or_default();
         let mut fields: Vec<(&str, Vec<u8>)> = Vec::new();
         let text = |s: &Option<String>| s.as_deref().unwrap_or_default().as_bytes().to_vec();
         if let Some((body, content_type)) = &update.body {
@@ -340,6 +349,7 @@ impl WatchLog {
                     .arg(history.max(1))
                     .arg(self.ttl.as_millis() as u64)
                     .arg(&self.channel)
+                    .arg(&base)
                     .arg(fields.len());
                 for (name, value) in &fields {
                     script.arg(*name).arg(value.as_slice());
@@ -359,6 +369,7 @@ impl WatchLog {
                 last: int(3).unwrap_or_default(),
             },
             Some(2) => Appended::StateNeeded,
+            Some(3) => Appended::Moved { epoch: int(1).unwrap_or_default(), seq: int(2).unwrap_or_default() },
             _ => Appended::Fenced,
         })
     }

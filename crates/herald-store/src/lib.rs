@@ -216,6 +216,18 @@ pub trait Store: Send + Sync + 'static {
     fn prune(&self, delivered_before: u64, dead_before: u64, keep: usize) -> StoreFuture<'_, u64>;
     /// Answers when the store can be read (for /readyz).
     fn check(&self) -> StoreFuture<'_, ()>;
+    /// Whether the store still holds its scope key: `false` when it lost its data behind
+    /// herald's back (Redis restarted without persistence, or failed over to a replica that had
+    /// none). The embedded store cannot: always `true`.
+    fn intact(&self) -> StoreFuture<'_, bool> {
+        Box::pin(async { Ok(true) })
+    }
+    /// After the store lost its data: writes back `scope_key` and `subs`, what a replica holds
+    /// in memory. `false` when the store holds another scope key already (a process started on
+    /// the empty store meanwhile and made one).
+    fn restore(&self, _scope_key: [u8; 32], _subs: Vec<Subscription>) -> StoreFuture<'_, bool> {
+        Box::pin(async { Ok(true) })
+    }
     /// Moves whenever any process changes a subscription, so that replicas sharing the store
     /// know to read them again. One process only (the embedded store): always 0.
     fn generation(&self) -> StoreFuture<'_, u64> {

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     /// Keys the hash that names a subscription's owner (derived from the store's secret key, so
     /// owners stay the same across restarts and a stolen store does not reveal which key is whose).
     owner_key: [u8; 32],
+    /// The store's secret key as it was at start, written back if the store loses it.
+    scope_key: [u8; 32],
 }
 
 impl Shared {
@@ -146,9 +148,11 @@ impl Webhooks {
             store.subscriptions().await?.into_iter().map(|s| (s.id.clone(), s)).collect();
         apply_static(&cfg.subscriptions, &mut subs, &*store).await?;
         metrics.queue_depth.set(store.pending().await? as i64);
-        let owner_key = blake3::derive_key("herald 2026 webhook subscription owner", &store.scope_key().await?);
+        let scope_key = store.scope_key().await?;
+        let owner_key = blake3::derive_key("herald 2026 webhook subscription owner", &scope_key);
         let shared = Arc::new(Shared {
             owner_key,
+            scope_key,
             api_keys: RwLock::new(hash_keys(&cfg.api_keys)),
             guard: Arc::new(Guard::new(cfg.allow_private_destinations.clone())),
             cfg,
@@ -219,13 +223,17 @@ impl Webhooks {
 }
 
 /// Cluster mode: subscriptions written by other replicas (the API, delivery outcomes) are read
-/// again within a second, and the queue depth is taken from the shared queue.
+/// again within a second, and the queue depth is taken from the shared queue. A store that lost
+/// its data is given back what this replica holds first, so that no replica reads it empty.
 async fn follow_subscriptions(shared: Arc<Shared>, watcher: Arc<Watcher>, shutdown: CancellationToken) {
     let mut seen = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = shutdown.cancelled() => return,
+        }
+        if let Ok(false) = shared.store.intact().await {
+            restore(&shared).await;
         }
         if let Ok(depth) = shared.store.pending().await {
             shared.metrics.queue_depth.set(depth as i64);
@@ -246,6 +254,26 @@ async fn follow_subscriptions(shared: Arc<Shared>, watcher: Arc<Watcher>, shutdo
             }
             Err(e) => error!(error = %e, "cannot read the subscriptions again"),
         }
+    }
+}
+
+/// Redis lost herald's data (restarted without persistence, or failed over to a replica that
+/// had none): the scope key and every subscription this replica holds are written back, so
+/// that deliveries go on and replicas keep naming credential scopes alike. What was queued and
+/// not yet delivered is gone.
+async fn restore(shared: &Shared) {
+    let _order = shared.sub_writes.lock().await;
+    let subs: Vec<Subscription> = shared.subs.read().unwrap().values().cloned().collect();
+    let count = subs.len();
+    match shared.store.restore(shared.scope_key, subs).await {
+        Ok(same) => {
+            shared.metrics.data_lost.inc();
+            error!(subscriptions = count, "redis lost herald's data (restarted without persistence?): the subscriptions and the scope key were written back; webhook messages queued and not yet delivered are lost");
+            if !same {
+                error!("redis holds a scope key another replica made meanwhile: per-subscriber watches are not shared with the replicas started since; restart this replica");
+            }
+        }
+        Err(e) => error!(error = %e, "cannot write the subscriptions back to redis, retrying"),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `herald_webhook_*` metrics (spec section 11). Labels are outcome names only.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct WebhookMetrics {
@@ -10,6 +10,8 @@ pub struct WebhookMetrics {
     /// One successful attempt: request sent → answer read.
     pub(crate) attempt_seconds: Histogram,
     pub(crate) queue_depth: IntGauge,
+    /// Times this replica found Redis had lost herald's data and wrote back what it holds.
+    pub(crate) data_lost: IntCounter,
 }
 
 impl WebhookMetrics {
@@ -40,11 +42,16 @@ impl WebhookMetrics {
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(delivery_seconds.clone()))?;
         registry.register(Box::new(attempt_seconds.clone()))?;
+        let data_lost = IntCounter::new(
+            "herald_redis_data_lost_total",
+            "Cluster mode: times this replica found Redis had lost herald's data (restarted without persistence, failover to an empty replica) and wrote its subscriptions and scope key back.",
+        )?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(data_lost.clone()))?;
         for outcome in ["success", "retry", "dead", "disabled"] {
             deliveries.with_label_values(&[outcome]);
         }
-        Ok(WebhookMetrics { deliveries, delivery_seconds, attempt_seconds, queue_depth })
+        Ok(WebhookMetrics { deliveries, delivery_seconds, attempt_seconds, queue_depth, data_lost })
     }
 
     pub(crate) fn outcome(&self, outcome: &str) {

@@ -351,7 +351,8 @@ impl Watcher {
     /// Records the watch's representation if it differs from the last recorded one, with the
     /// messages of its change. Retries a failing store until it answers; `true` when cancelled.
     /// When another replica recorded a change first (cluster mode), diffs again from what it
-    /// recorded, so a change is never turned into messages twice.
+    /// recorded, so a change is never turned into messages twice. When the store lost the record
+    /// (Redis lost its data), the change is still diffed from the representation held here.
     async fn observe(
         &self,
         watch: &Watch,
@@ -361,6 +362,8 @@ impl Watcher {
         cancel: &CancellationToken,
     ) -> bool {
         let Some(now) = watch.representation() else { return false };
+        // The store holds no record while `last` is known: recorded anew, from nothing.
+        let mut lost = false;
         loop {
             if last.as_ref().is_some_and(|l| l.hash == now.hash) {
                 return false;
@@ -381,7 +384,7 @@ impl Watcher {
                 }
             };
             let count = messages.len();
-            let expected = last.as_ref().map(|l| l.data.to_vec());
+            let expected = last.as_ref().filter(|_| !lost).map(|l| l.data.to_vec());
             let recorded = loop {
                 let stored = self.shared.store.record_change(
                     store_key.to_string(),
@@ -401,6 +404,11 @@ impl Watcher {
             };
             if !recorded {
                 match self.shared.store.watch_state(store_key.to_string()).await {
+                    Ok(None) if !lost => {
+                        warn!(route = %watch.route_name(), "a webhook watch's record is gone from the store (redis lost its data?); its change is diffed from the one held here");
+                        lost = true;
+                        continue;
+                    }
                     Ok(data) if data != expected => {
                         debug!(route = %watch.route_name(), "another replica recorded this watch's change first; diffing from it");
                         *last = data.map(|d| Representation::from_body(d.into(), &[]));

@@ -164,10 +164,7 @@ impl Redis {
         let key = self.key(name);
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|e| StoreError::backend("random source", e))?;
-        let sealed = |secret: &[u8]| match &self.keys {
-            Some(keys) => keys.sealer.seal(key.as_bytes(), secret),
-            None => secret.to_vec(),
-        };
+        let sealed = |secret: &[u8]| self.seal_secret(&key, secret);
         let stored: Vec<u8> = self
             .call("secret", |mut c| {
                 let (key, value) = (key.clone(), sealed(&fresh));
@@ -196,6 +193,37 @@ impl Redis {
         let keys = self.keys.as_ref().ok_or(StoreError::KeyNeeded)?;
         let secret = keys.sealer.open(key.as_bytes(), &stored).ok_or(StoreError::WrongKey)?;
         <[u8; 32]>::try_from(secret.as_slice()).map_err(|_| StoreError::Sealed { key })
+    }
+
+    /// Writes `secret` back as the shared secret `name` where Redis holds none (it lost its
+    /// data); whether Redis now holds this one (`false`: another replica wrote a new one first).
+    pub async fn restore_secret(&self, name: &str, secret: &[u8; 32]) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        let value = self.seal_secret(&key, secret);
+        self.call("secret", |mut c| {
+            let key = key.clone();
+            async move { redis::cmd("SET").arg(&key).arg(value).arg("NX").query_async::<()>(&mut c).await }
+        })
+        .await?;
+        Ok(self.shared_secret(name).await? == *secret)
+    }
+
+    /// Whether Redis holds the shared secret `name`.
+    pub async fn has_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        self.call("read", |mut c| {
+            let key = key.clone();
+            async move { redis::cmd("EXISTS").arg(&key).query_async::<bool>(&mut c).await }
+        })
+        .await
+    }
+
+    /// A shared secret as Redis keeps it: sealed for its key name when there is a key.
+    fn seal_secret(&self, key: &str, secret: &[u8]) -> Vec<u8> {
+        match &self.keys {
+            Some(keys) => keys.sealer.seal(key.as_bytes(), secret),
+            None => secret.to_vec(),
+        }
     }
 
     /// Runs `f` on a connection, within the timeout; counts and reports failures.

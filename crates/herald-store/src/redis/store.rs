@@ -34,6 +34,10 @@ pub struct RedisStore {
     claim: Duration,
 }
 
+/// The shared secret credential scopes are hashed with; its presence tells that Redis still
+/// holds herald's data.
+const SCOPE_KEY: &str = "scope-key";
+
 /// KEYS: queue, msgs. ARGV: now, limit, claimed until. Takes due messages: their ids and records.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -246,7 +250,7 @@ struct StateChange<'a> {
 
 impl Store for RedisStore {
     fn scope_key(&self) -> StoreFuture<'_, [u8; 32]> {
-        Box::pin(self.redis.shared_secret("scope-key"))
+        Box::pin(self.redis.shared_secret(SCOPE_KEY))
     }
 
     fn put_subscription(&self, sub: Subscription) -> StoreFuture<'_, ()> {
@@ -505,6 +509,20 @@ impl Store for RedisStore {
 
     fn check(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.redis.ping())
+    }
+
+    fn intact(&self) -> StoreFuture<'_, bool> {
+        Box::pin(self.redis.has_secret(SCOPE_KEY))
+    }
+
+    fn restore(&self, scope_key: [u8; 32], subs: Vec<Subscription>) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let same = self.redis.restore_secret(SCOPE_KEY, &scope_key).await?;
+            for sub in subs {
+                self.put_subscription(sub).await?;
+            }
+            Ok(same)
+        })
     }
 
     fn generation(&self) -> StoreFuture<'_, u64> {

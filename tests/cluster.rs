@@ -431,6 +431,69 @@ async fn through_sentinel_three_replicas_poll_once_and_clients_resume_anywhere()
     resume_on_another_replica(&url).await;
 }
 
+/// `url` for `storage.url`, then the keys that make herald trust the fixtures' private CA and
+/// present their client certificate (what [`cluster_config`] takes as `redis`).
+fn over_tls(url: &str) -> String {
+    format!(
+        "{url}\n  ca_file: {}\n  client_cert: {}\n  client_key: {}",
+        fixture("redis-ca.pem"),
+        fixture("redis-client.pem"),
+        fixture("redis-client.key")
+    )
+}
+
+#[tokio::test]
+async fn over_tls_with_a_private_ca_and_a_client_certificate_replicas_poll_once_and_clients_resume_anywhere() {
+    let Some(redis) = RedisServer::tls(true, &[]).await else { return };
+    one_poll_for_three_replicas(&over_tls(&redis.url())).await;
+    resume_on_another_replica(&over_tls(&redis.url())).await;
+}
+
+#[tokio::test]
+async fn through_sentinel_over_tls_the_private_ca_reaches_sentinels_and_master() {
+    let Some(master) = RedisServer::tls(true, &[]).await else { return };
+    let Some(sentinel) = RedisServer::sentinel(&master).await else { return };
+    resume_on_another_replica(&over_tls(&format!("rediss+sentinel://127.0.0.1:{}/mymaster", sentinel.port))).await;
+}
+
+/// `herald run` with `yaml` until it exits (within [`SOON`]: it must not hang): its exit code
+/// and what it printed.
+async fn run_until_exit(yaml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let run = tokio::process::Command::new(herald_bin()).args(["run", "-c"]).arg(&path).kill_on_drop(true).output();
+    let out = tokio::time::timeout(SOON, run).await.expect("herald exits instead of waiting").unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn over_tls_without_the_right_ca_or_client_certificate_herald_refuses_to_start_and_says_why() {
+    let Some(redis) = RedisServer::tls(true, &[]).await else { return };
+    let (_api, upstream) = start_api().await;
+    // Only the public web roots: they do not know the private CA.
+    let (code, stderr) = run_until_exit(&cluster_config(upstream, &redis.url(), "2s", "")).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("TLS: the server's certificate is not trusted"), "{stderr}");
+    assert!(stderr.contains("storage.ca_file"), "names the key that fixes it: {stderr}");
+
+    // The CA, but no client certificate for a server that asks for one.
+    let ca_only = format!("{}\n  ca_file: {}", redis.url(), fixture("redis-ca.pem"));
+    let (code, stderr) = run_until_exit(&cluster_config(upstream, &ca_only, "2s", "")).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("TLS: the server refused the handshake"), "{stderr}");
+    assert!(stderr.contains("storage.client_cert"), "{stderr}");
+
+    // A file that holds no certificate: a configuration problem at its key, before any connection.
+    let not_a_ca = format!("{}\n  ca_file: {}", redis.url(), fixture("redis-client.key"));
+    let (code, stderr) = run_until_exit(&cluster_config(upstream, &not_a_ca, "2s", "")).await;
+    assert_eq!(code, Some(64), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("storage.ca_file")).unwrap_or_else(|| panic!("{stderr}"));
+    let (at, message) = line.split_once(": storage.ca_file: ").unwrap_or_else(|| panic!("{line}"));
+    assert!(at.ends_with("gateway.yaml:14:12"), "file:line:col of the key first: {line}");
+    assert!(message.contains("no PEM certificate"), "{line}");
+}
+
 /// A Redis Cluster of three masters, started by the test.
 async fn redis_cluster() -> Option<Vec<RedisServer>> {
     let mut nodes = Vec::new();

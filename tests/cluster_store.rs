@@ -46,7 +46,15 @@ fn msg(sub: &str, created: u64) -> Message {
 }
 
 async fn store(server: &RedisServer, key: Option<&[u8; 32]>, claim: Duration) -> Result<RedisStore, StoreError> {
-    let redis = Redis::connect(&server.url(), "t", Duration::from_secs(2), key, &prometheus::Registry::new()).await?;
+    let redis = Redis::connect(
+        &server.url(),
+        Default::default(),
+        "t",
+        Duration::from_secs(2),
+        key,
+        &prometheus::Registry::new(),
+    )
+    .await?;
     RedisStore::open(redis, claim).await
 }
 

@@ -225,3 +225,48 @@ async fn a_scope_key_stored_before_the_encryption_key_was_set_is_kept_and_sealed
     assert_ne!(server.cli(&["STRLEN", "t:scope-key"]).trim(), "32");
     assert!(matches!(plain.scope_key().await, Err(StoreError::KeyNeeded)));
 }
+
+#[tokio::test]
+async fn a_watch_state_behind_what_its_writer_applied_is_written_anew_in_a_new_epoch() {
+    use herald_store::redis::{Acquired, Appended, Entry, Update};
+    let Some(server) = RedisServer::start().await else { return };
+    let redis = Redis::connect(
+        &server.url(),
+        Default::default(),
+        "t",
+        Duration::from_secs(2),
+        None,
+        &prometheus::Registry::new(),
+    )
+    .await
+    .unwrap();
+    let log = redis.watch_log("w", Duration::from_secs(600));
+    let Acquired::Held(lease) = log.acquire("r1", Duration::from_secs(10)).await.unwrap() else { panic!("free") };
+    let change = |n: u32| Update {
+        body: Some((bytes::Bytes::from(format!("[{n}]")), None)),
+        events: vec![Entry { seq: 0, kind: b'c', name: "patch".into(), data: format!("{n}").into() }],
+        ..Update::default()
+    };
+    let poll = Update { last_poll: Some(1), ..Update::default() };
+    let Appended::Done { epoch, .. } = log.append(&lease, (0, 0), 7, 100, &change(1)).await.unwrap() else {
+        panic!("written")
+    };
+    assert_eq!(epoch, 7);
+    assert_eq!(
+        log.append(&lease, (7, 1), 8, 100, &change(2)).await.unwrap(),
+        Appended::Done { epoch, first: 2, last: 2 }
+    );
+    // A writer behind Redis (it has not read the last write yet) numbers on: Redis is right.
+    assert_eq!(log.append(&lease, (7, 1), 8, 100, &poll).await.unwrap(), Appended::Done { epoch, first: 3, last: 2 });
+
+    // A failover to a replica that never received the second write: Redis is back at 1, the
+    // writer (and whoever followed it) at 2. Numbering on would give 2 to another event.
+    server.cli(&["XDEL", "t:{w}:log", "2-0"]);
+    server.cli(&["HSET", "t:{w}:meta", "s", "1"]);
+    assert_eq!(log.append(&lease, (7, 2), 9, 100, &poll).await.unwrap(), Appended::StateNeeded);
+    assert_eq!(log.read(None, 10).await.unwrap(), None, "the state that lost writes is gone");
+    assert_eq!(
+        log.append(&lease, (7, 2), 9, 100, &change(3)).await.unwrap(),
+        Appended::Done { epoch: 9, first: 1, last: 1 }
+    );
+}

@@ -307,11 +307,15 @@ impl<R: Registry> Replica<R> {
     /// Redis not answering: the step is dropped (the next poll finds the change again, since the
     /// representation held is still the old one).
     async fn commit(&mut self, value: &str, step: Step, opens: bool) {
+        let applied = {
+            let st = self.watch.state.lock().unwrap();
+            (st.epoch, st.seq)
+        };
         let mut update = self.update(&step, false);
-        let mut appended = self.log.append(value, next_epoch(), self.history(), &update).await;
+        let mut appended = self.log.append(value, applied, next_epoch(), self.history(), &update).await;
         if let Ok(Appended::StateNeeded) = appended {
             update = self.update(&step, true);
-            appended = self.log.append(value, next_epoch(), self.history(), &update).await;
+            appended = self.log.append(value, applied, next_epoch(), self.history(), &update).await;
         }
         match appended {
             Ok(Appended::Done { epoch, first, last }) => {

@@ -134,19 +134,28 @@ return 0
     )
 });
 
-/// KEYS: lease, meta, log. ARGV: lease value, epoch if new, history, ttl ms, channel, then
-/// the count of field/value pairs and the pairs, then the count of events and kind/name/data
-/// triples.
+/// KEYS: lease, meta, log. ARGV: lease value, epoch if new, history, ttl ms, channel, the
+/// epoch and sequence the writer has applied, then the count of field/value pairs and the
+/// pairs, then the count of events and kind/name/data triples.
+///
+/// A state behind what the writer applied in its epoch lost writes (a failover to a replica
+/// that had not received them): others may have sent those sequences to subscribers, so
+/// numbering on would give them to other events. It is dropped, and written anew in a new
+/// epoch: every subscriber gets a snapshot.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
-local nf = tonumber(ARGV[6])
+local nf = tonumber(ARGV[8])
 local fresh = false
 local e = redis.call('HGET', KEYS[2], 'e')
+if e and e == ARGV[6] and tonumber(redis.call('HGET', KEYS[2], 's')) < tonumber(ARGV[7]) then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  e = false
+end
 if not e then
   local has_body = false
-  for i = 0, nf - 1 do if ARGV[7 + 2 * i] == 'body' then has_body = true end end
+  for i = 0, nf - 1 do if ARGV[9 + 2 * i] == 'body' then has_body = true end end
   if not has_body then return {2} end
   e = ARGV[2]
   fresh = true
@@ -155,8 +164,8 @@ if not e then
 end
 local s = tonumber(redis.call('HGET', KEYS[2], 's'))
 local first = s + 1
-for i = 0, nf - 1 do redis.call('HSET', KEYS[2], ARGV[7 + 2 * i], ARGV[8 + 2 * i]) end
-local at = 7 + 2 * nf
+for i = 0, nf - 1 do redis.call('HSET', KEYS[2], ARGV[9 + 2 * i], ARGV[10 + 2 * i]) end
+local at = 9 + 2 * nf
 local ne = tonumber(ARGV[at])
 for i = 0, ne - 1 do
   s = s + 1
@@ -274,10 +283,13 @@ impl WatchLog {
             .await
     }
 
-    /// Writes a poll's result, if the lease is still `value`.
+    /// Writes a poll's result, if the lease is still `value`. `applied`: the epoch and sequence
+    /// this replica has applied (a state behind it in that epoch lost writes, and is written
+    /// anew: [`Appended::StateNeeded`], or a new epoch when `update` has the representation).
     pub async fn append(
         &self,
         value: &str,
+        applied: (u64, u64),
         new_epoch: u64,
         history: usize,
         update: &Update,
@@ -334,6 +346,8 @@ impl WatchLog {
                     .arg(history.max(1))
                     .arg(self.ttl.as_millis() as u64)
                     .arg(&self.channel)
+                    .arg(applied.0)
+                    .arg(applied.1)
                     .arg(fields.len());
                 for (name, value) in &fields {
                     script.arg(*name).arg(value.as_slice());

@@ -30,10 +30,13 @@ impl RedisTls {
         let root_cert = ca_file.map(|path| read("storage.ca_file", path, check_roots)).transpose()?;
         let client_tls = client
             .map(|(cert, key)| -> Result<_, TlsFileError> {
-                Ok(ClientTlsConfig {
-                    client_cert: read("storage.client_cert", cert, check_chain)?,
-                    client_key: read("storage.client_key", key, check_key)?,
-                })
+                let client_cert = read("storage.client_cert", cert, check_chain)?;
+                let client_key = read("storage.client_key", key, check_key)?;
+                check_pair(&client_cert, &client_key).map_err(|message| TlsFileError {
+                    key: "storage.client_key",
+                    message: format!("{}: {message}", key.display()),
+                })?;
+                Ok(ClientTlsConfig { client_cert, client_key })
             })
             .transpose()?;
         if root_cert.is_none() && client_tls.is_none() {
@@ -73,6 +76,15 @@ fn check_key(pem: &[u8]) -> Result<(), String> {
     PrivateKeyDer::from_pem_slice(pem).map(drop).map_err(|e| format!("no PEM private key ({e})"))
 }
 
+/// The key is the certificate's (a mismatch would only show as a refused handshake).
+fn check_pair(cert: &[u8], key: &[u8]) -> Result<(), String> {
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("no PEM private key ({e})"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certificates(cert)?, key, &provider)
+        .map(drop)
+        .map_err(|e| format!("not the key of storage.client_cert ({e})"))
+}
+
 fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs =
         CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| format!("invalid PEM ({e})"))?;
@@ -100,5 +112,21 @@ mod tests {
         let e = RedisTls::load(None, Some((&junk, &junk))).err().unwrap();
         assert_eq!(e.key, "storage.client_cert");
         assert!(RedisTls::load(None, None).unwrap().certificates().is_none());
+    }
+
+    #[test]
+    fn a_private_ca_and_a_client_certificate_are_given_to_the_client() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let (ca, cert, key) =
+            (fixtures.join("redis-ca.pem"), fixtures.join("redis-client.pem"), fixtures.join("redis-client.key"));
+        let tls = RedisTls::load(Some(&ca), Some((&cert, &key))).unwrap();
+        let certs = tls.certificates().unwrap();
+        assert!(certs.root_cert.is_some() && certs.client_tls.is_some());
+        redis::Client::build_with_tls("rediss://127.0.0.1:6379", certs.clone()).expect("the client takes them");
+        let e = RedisTls::load(Some(&ca), Some((&cert, &ca))).err().unwrap();
+        assert_eq!(e.key, "storage.client_key");
+        let e = RedisTls::load(None, Some((&cert, &fixtures.join("redis-server.key")))).err().unwrap();
+        assert_eq!(e.key, "storage.client_key");
+        assert!(e.message.contains("not the key of storage.client_cert"), "{e}");
     }
 }

@@ -560,6 +560,202 @@ async fn through_sentinel_three_replicas_poll_once_and_clients_resume_anywhere()
     resume_on_another_replica(&url).await;
 }
 
+/// `url` for `storage.url`, then the keys that make herald trust the fixtures' private CA and
+/// present their client certificate (what [`cluster_config`] takes as `redis`).
+fn over_tls(url: &str) -> String {
+    format!(
+        "{url}\n  ca_file: {}\n  client_cert: {}\n  client_key: {}",
+        fixture("redis-ca.pem"),
+        fixture("redis-client.pem"),
+        fixture("redis-client.key")
+    )
+}
+
+#[tokio::test]
+async fn over_tls_with_a_private_ca_and_a_client_certificate_replicas_poll_once_and_clients_resume_anywhere() {
+    let Some(redis) = RedisServer::tls(true, &[]).await else { return };
+    one_poll_for_three_replicas(&over_tls(&redis.url())).await;
+    resume_on_another_replica(&over_tls(&redis.url())).await;
+}
+
+#[tokio::test]
+async fn through_sentinel_over_tls_the_private_ca_reaches_sentinels_and_master() {
+    let Some(master) = RedisServer::tls(true, &[]).await else { return };
+    let Some(sentinel) = RedisServer::sentinel(&master).await else { return };
+    resume_on_another_replica(&over_tls(&format!("rediss+sentinel://127.0.0.1:{}/mymaster", sentinel.port))).await;
+}
+
+/// `herald run` with `yaml` until it exits (within [`SOON`]: it must not hang): its exit code
+/// and what it printed.
+async fn run_until_exit(yaml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let run = tokio::process::Command::new(herald_bin()).args(["run", "-c"]).arg(&path).kill_on_drop(true).output();
+    let out = tokio::time::timeout(SOON, run).await.expect("herald exits instead of waiting").unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn over_tls_without_the_right_ca_or_client_certificate_herald_refuses_to_start_and_says_why() {
+    let Some(redis) = RedisServer::tls(true, &[]).await else { return };
+    let (_api, upstream) = start_api().await;
+    // Only the public web roots: they do not know the private CA.
+    let (code, stderr) = run_until_exit(&cluster_config(upstream, &redis.url(), "2s", "")).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("TLS: the server's certificate is not trusted"), "{stderr}");
+    assert!(stderr.contains("storage.ca_file"), "names the key that fixes it: {stderr}");
+
+    // The CA, but no client certificate for a server that asks for one.
+    let ca_only = format!("{}\n  ca_file: {}", redis.url(), fixture("redis-ca.pem"));
+    let (code, stderr) = run_until_exit(&cluster_config(upstream, &ca_only, "2s", "")).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("TLS: the server refused the handshake"), "{stderr}");
+    assert!(stderr.contains("storage.client_cert"), "{stderr}");
+
+    // A file that holds no certificate: a configuration problem at its key, before any connection.
+    let not_a_ca = format!("{}\n  ca_file: {}", redis.url(), fixture("redis-client.key"));
+    let (code, stderr) = run_until_exit(&cluster_config(upstream, &not_a_ca, "2s", "")).await;
+    assert_eq!(code, Some(64), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("storage.ca_file")).unwrap_or_else(|| panic!("{stderr}"));
+    let (at, message) = line.split_once(": storage.ca_file: ").unwrap_or_else(|| panic!("{line}"));
+    assert!(at.ends_with("gateway.yaml:14:12"), "file:line:col of the key first: {line}");
+    assert!(message.contains("no PEM certificate"), "{line}");
+}
+
+/// A primary, a standby replicating it, and three Sentinels (quorum 2) ready to fail over:
+/// each knows the standby and the two others (they find each other through the primary).
+async fn sentinel_group() -> Option<(RedisServer, RedisServer, Vec<RedisServer>)> {
+    let primary = RedisServer::start().await?;
+    let standby = RedisServer::with_args(&["--replicaof", "127.0.0.1", &primary.port.to_string()]).await?;
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(RedisServer::sentinel_of(&primary, 2).await?);
+    }
+    let standby_port = standby.port.to_string();
+    eventually("the sentinels know each other and the standby", || {
+        sentinels.iter().all(|s| {
+            s.cli(&["SENTINEL", "SENTINELS", "mymaster"]).lines().filter(|l| *l == "name").count() == 2
+                && s.cli(&["SENTINEL", "REPLICAS", "mymaster"]).lines().any(|l| l == standby_port)
+        })
+    })
+    .await;
+    Some((primary, standby, sentinels))
+}
+
+/// Waits until every Sentinel names `port` as the master; a failover is given a minute (it
+/// is retried after `failover-timeout` when the first election fails).
+async fn sentinels_name_master(sentinels: &[RedisServer], port: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let names = |s: &RedisServer| s.cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]);
+    while !sentinels.iter().all(|s| names(s).lines().nth(1) == Some(port.to_string().as_str())) {
+        let seen: Vec<String> = sentinels.iter().map(|s| names(s).replace('\n', " ")).collect();
+        assert!(tokio::time::Instant::now() < deadline, "no failover to port {port}: the sentinels say {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The sum over `gws` of one metric sample.
+async fn total(gws: &[Gateway], sample: &str) -> f64 {
+    futures_util::future::join_all(gws.iter().map(|gw| gw.metric(sample))).await.into_iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_moves_every_replica_to_the_promoted_primary_and_nothing_is_lost() {
+    const KEY: &str = "test-api-key-0123456789";
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let Some((mut primary, standby, sentinels)) = sentinel_group().await else { return };
+    let (api, upstream) = start_api().await;
+    let recv = herald_testkit::Receiver::new();
+    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    recv.trust(SECRET);
+    let hosts: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let url = format!("redis+sentinel://{}/mymaster", hosts.join(","));
+    let tasks = format!(
+        "  - name: tasks\n    path: /tasks\n    access: public\n    \
+         poll: {{ interval: 500ms, min_interval: 500ms, adaptive: false, jitter: 0 }}\n    \
+         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n\
+         webhooks:\n  api_keys: [{KEY}]\n  timeout: 2s\n  allow_private_destinations: [127.0.0.0/8]\n  \
+         retry_schedule: [200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n"
+    );
+    let gws = replicas(3, &cluster_config(upstream, &url, "2s", &tasks)).await;
+    let mut followers = Vec::new();
+    for gw in &gws {
+        followers.push(Follower::connect(gw, &[]).await);
+        followers.push(Follower::connect(gw, &[]).await);
+    }
+    for f in &mut followers {
+        f.until(&api.board()).await;
+    }
+
+    // A webhook subscription made through the API, well before the failover.
+    let created = reqwest::Client::new()
+        .post(gws[0].url("/_herald/v1/webhooks"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"url": format!("http://{recv_addr}/hook"), "path": "/tasks", "secret": SECRET})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    eventually("the webhook watch records its starting point", || {
+        gws.iter().any(|gw| gw.logs().contains("change recorded for webhooks"))
+    })
+    .await;
+    let delivered = |title: &str| {
+        recv.accepted().iter().any(|d| d.event_type == "task.created" && d.body.to_string().contains(title))
+    };
+    api.add_task("before the failover");
+    for f in &mut followers {
+        f.until(&api.board()).await;
+    }
+    eventually("the webhook is delivered", || delivered("before the failover")).await;
+    // Replication is asynchronous: what the test relies on is on the standby before the kill.
+    assert_eq!(primary.cli(&["WAIT", "1", "10000"]).trim(), "1", "the standby has it all");
+
+    primary.kill();
+    sentinels_name_master(&sentinels, standby.port).await;
+    for gw in &gws {
+        let deadline = tokio::time::Instant::now() + SOON;
+        while readyz(gw).await != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "/readyz stays 503 after the failover");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for i in 0..3 {
+        api.add_task(&format!("after the failover {i}"));
+        let want = api.board();
+        for f in &mut followers {
+            f.until(&want).await;
+        }
+    }
+    for i in 0..3 {
+        eventually("the subscription made before the failover delivers after it", || {
+            delivered(&format!("after the failover {i}"))
+        })
+        .await;
+    }
+
+    // One replica polls again, and the lease stays where it is.
+    let changes = total(&gws, "herald_cluster_lease_changes_total{route=\"board\"}").await;
+    let since = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let times: Vec<Instant> = polls(&api).into_iter().filter(|t| *t > since).collect();
+    assert!(times.len() >= 2, "polls go on");
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(250), "two polls {:?} apart", pair[1] - pair[0]);
+    }
+    assert_eq!(total(&gws, "herald_cluster_lease_changes_total{route=\"board\"}").await, changes, "no takeovers");
+    assert_eq!(total(&gws, "herald_cluster_leases{route=\"board\"}").await, 1.0);
+    for f in &followers {
+        assert!(f.changes + f.snapshots >= 5, "each follower heard the changes: {} {}", f.changes, f.snapshots);
+    }
+    assert!(total(&gws, "herald_redis_errors_total{op=\"lease\"}").await > 0.0, "the replicas saw the primary go");
+}
+
 /// A Redis Cluster of three masters, started by the test.
 async fn redis_cluster() -> Option<Vec<RedisServer>> {
     let mut nodes = Vec::new();

@@ -47,7 +47,15 @@ fn msg(sub: &str, created: u64) -> Message {
 }
 
 async fn store(server: &RedisServer, key: Option<&[u8; 32]>, claim: Duration) -> Result<RedisStore, StoreError> {
-    let redis = Redis::connect(&server.url(), "t", Duration::from_secs(2), key, &prometheus::Registry::new()).await?;
+    let redis = Redis::connect(
+        &server.url(),
+        Default::default(),
+        "t",
+        Duration::from_secs(2),
+        key,
+        &prometheus::Registry::new(),
+    )
+    .await?;
     RedisStore::open(redis, claim).await
 }
 
@@ -240,8 +248,16 @@ async fn an_append_diffed_from_a_state_redis_has_moved_past_is_refused() {
     use bytes::Bytes;
     use herald_store::redis::{Acquired, Appended, Entry, Update};
     let Some(server) = RedisServer::start().await else { return };
-    let redis =
-        Redis::connect(&server.url(), "t", Duration::from_secs(2), None, &prometheus::Registry::new()).await.unwrap();
+    let redis = Redis::connect(
+        &server.url(),
+        Default::default(),
+        "t",
+        Duration::from_secs(2),
+        None,
+        &prometheus::Registry::new(),
+    )
+    .await
+    .unwrap();
     let log = redis.watch_log("w", Duration::from_secs(60));
     let Acquired::Held(lease) = log.acquire("r1", Duration::from_secs(10)).await.unwrap() else { panic!("free") };
     let change = |body: &'static str| Update {
@@ -249,19 +265,61 @@ async fn an_append_diffed_from_a_state_redis_has_moved_past_is_refused() {
         events: vec![Entry { seq: 0, kind: b'c', name: "patch".into(), data: Bytes::from(body) }],
         ..Update::default()
     };
-    let Appended::Done { epoch, first: 1, last: 1 } = log.append(&lease, 7, 10, None, &change("a")).await.unwrap()
+    let Appended::Done { epoch, first: 1, last: 1 } = log.append(&lease, (0, 0), 7, 10, &change("a")).await.unwrap()
     else {
         panic!("a new watch's first append is done")
     };
     // The same change again from the state before it, as a holder whose answer was lost makes it.
+    assert_eq!(log.append(&lease, (epoch, 0), 7, 10, &change("a")).await.unwrap(), Appended::Moved { epoch, seq: 1 });
     assert_eq!(
-        log.append(&lease, 7, 10, Some((epoch, 0)), &change("a")).await.unwrap(),
-        Appended::Moved { epoch, seq: 1 }
-    );
-    assert_eq!(
-        log.append(&lease, 7, 10, Some((epoch, 1)), &change("b")).await.unwrap(),
+        log.append(&lease, (epoch, 1), 7, 10, &change("b")).await.unwrap(),
         Appended::Done { epoch, first: 2, last: 2 }
     );
     let (meta, entries) = log.read(Some(0), 10).await.unwrap().unwrap();
     assert_eq!((meta.seq, entries.len(), &meta.body[..]), (2, 2, &b"b"[..]), "each change logged once");
+}
+
+#[tokio::test]
+async fn a_watch_state_behind_what_its_writer_applied_is_written_anew_in_a_new_epoch() {
+    use herald_store::redis::{Acquired, Appended, Entry, Update};
+    let Some(server) = RedisServer::start().await else { return };
+    let redis = Redis::connect(
+        &server.url(),
+        Default::default(),
+        "t",
+        Duration::from_secs(2),
+        None,
+        &prometheus::Registry::new(),
+    )
+    .await
+    .unwrap();
+    let log = redis.watch_log("w", Duration::from_secs(600));
+    let Acquired::Held(lease) = log.acquire("r1", Duration::from_secs(10)).await.unwrap() else { panic!("free") };
+    let change = |n: u32| Update {
+        body: Some((bytes::Bytes::from(format!("[{n}]")), None)),
+        events: vec![Entry { seq: 0, kind: b'c', name: "patch".into(), data: format!("{n}").into() }],
+        ..Update::default()
+    };
+    let poll = Update { last_poll: Some(1), ..Update::default() };
+    let Appended::Done { epoch, .. } = log.append(&lease, (0, 0), 7, 100, &change(1)).await.unwrap() else {
+        panic!("written")
+    };
+    assert_eq!(epoch, 7);
+    assert_eq!(
+        log.append(&lease, (7, 1), 8, 100, &change(2)).await.unwrap(),
+        Appended::Done { epoch, first: 2, last: 2 }
+    );
+    // A writer behind Redis (it has not read the last write yet) writes nothing: it reads Redis.
+    assert_eq!(log.append(&lease, (7, 1), 8, 100, &poll).await.unwrap(), Appended::Moved { epoch, seq: 2 });
+
+    // A failover to a replica that never received the second write: Redis is back at 1, the
+    // writer (and whoever followed it) at 2. Numbering on would give 2 to another event.
+    server.cli(&["XDEL", "t:{w}:log", "2-0"]);
+    server.cli(&["HSET", "t:{w}:meta", "s", "1"]);
+    assert_eq!(log.append(&lease, (7, 2), 9, 100, &poll).await.unwrap(), Appended::StateNeeded);
+    assert_eq!(log.read(None, 10).await.unwrap(), None, "the state that lost writes is gone");
+    assert_eq!(
+        log.append(&lease, (7, 2), 9, 100, &change(3)).await.unwrap(),
+        Appended::Done { epoch: 9, first: 1, last: 1 }
+    );
 }

@@ -210,6 +210,8 @@ pub struct RedisServer {
     args: Vec<String>,
     /// A configuration file named before the arguments (a Sentinel's).
     config: Option<String>,
+    /// Only TLS on `port`, with the fixtures' certificates (see [`RedisServer::tls`]).
+    tls: Option<RedisTls>,
     _config_dir: Option<tempfile::TempDir>,
     dir: tempfile::TempDir,
 }
@@ -226,20 +228,44 @@ impl RedisServer {
         RedisServer::launch(args, None).await
     }
 
-    /// A Sentinel watching `master` under the name `mymaster`.
+    /// A server that speaks only TLS on its port, with tests/fixtures/redis-server.pem (signed by
+    /// the private CA redis-ca.pem); `tls-auth-clients` is `auth_clients` (`yes`: it asks for a
+    /// certificate that CA signed, e.g. redis-client.pem). Extra `args` as in [`RedisServer::with_args`].
+    pub async fn tls(auth_clients: bool, args: &[&str]) -> Option<RedisServer> {
+        RedisServer::launch_tls(args, None, Some(RedisTls { auth_clients })).await
+    }
+
+    /// A Sentinel watching `master` under the name `mymaster` (the only one: quorum 1).
     pub async fn sentinel(master: &RedisServer) -> Option<RedisServer> {
+        RedisServer::sentinel_of(master, 1).await
+    }
+
+    /// One of several Sentinels watching `master` as `mymaster`, which agree that it is down
+    /// when `quorum` of them do: 1 s without an answer; a failover may then take 5 s before it
+    /// is tried again. Over TLS (with the same certificates) when `master` is.
+    pub async fn sentinel_of(master: &RedisServer, quorum: usize) -> Option<RedisServer> {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("sentinel.conf");
         let text = format!(
-            "sentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 1000\n",
+            "sentinel monitor mymaster 127.0.0.1 {} {quorum}\nsentinel down-after-milliseconds mymaster 1000\n\
+             sentinel failover-timeout mymaster 5000\n",
             master.port
         );
         std::fs::write(&conf, text).unwrap();
         // A Sentinel needs its configuration as a file (it writes its state there), named first.
-        RedisServer::launch(&["--sentinel"], Some((conf.to_str().unwrap().to_string(), dir))).await
+        let config = Some((conf.to_str().unwrap().to_string(), dir));
+        RedisServer::launch_tls(&["--sentinel"], config, master.tls.clone()).await
     }
 
     async fn launch(args: &[&str], config: Option<(String, tempfile::TempDir)>) -> Option<RedisServer> {
+        RedisServer::launch_tls(args, config, None).await
+    }
+
+    async fn launch_tls(
+        args: &[&str],
+        config: Option<(String, tempfile::TempDir)>,
+        tls: Option<RedisTls>,
+    ) -> Option<RedisServer> {
         for tool in ["redis-server", "redis-cli"] {
             if std::process::Command::new(tool).arg("--version").output().is_err() {
                 eprintln!("cluster test skipped: {tool} is not installed (apt-get install redis-server redis-tools)");
@@ -253,6 +279,7 @@ impl RedisServer {
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
             config,
+            tls,
             _config_dir: config_dir,
             dir: tempfile::tempdir().unwrap(),
         };
@@ -260,16 +287,24 @@ impl RedisServer {
         Some(server)
     }
 
+    /// `redis://127.0.0.1:<port>`, `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts it (again, empty) on its port, and waits until it answers.
     pub async fn restart(&mut self) {
         self.kill();
+        let port = self.port.to_string();
+        let listen = match &self.tls {
+            None => vec!["--port".to_string(), port],
+            Some(tls) => tls.server_args(&port),
+        };
         let child = std::process::Command::new("redis-server")
             .args(self.config.iter())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.args)
@@ -294,13 +329,58 @@ impl RedisServer {
 
     /// Runs `redis-cli -p <port> args…`; its output.
     pub fn cli(&self, args: &[&str]) -> String {
+        let tls = self.tls.iter().flat_map(|_| RedisTls::cli_args());
         let out = std::process::Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(tls)
             .args(args)
             .output()
             .expect("redis-cli is installed");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// How a [`RedisServer`] speaks TLS: the fixtures' certificates.
+#[derive(Clone)]
+struct RedisTls {
+    auth_clients: bool,
+}
+
+impl RedisTls {
+    /// Only TLS on `port`; replicas and Sentinels talk TLS to it as well.
+    fn server_args(&self, port: &str) -> Vec<String> {
+        let auth = if self.auth_clients { "yes" } else { "no" };
+        let mut args: Vec<String> =
+            ["--port", "0", "--tls-port", port, "--tls-replication", "yes", "--tls-auth-clients", auth]
+                .map(String::from)
+                .to_vec();
+        for (flag, file) in [
+            ("--tls-cert-file", "redis-server.pem"),
+            ("--tls-key-file", "redis-server.key"),
+            ("--tls-ca-cert-file", "redis-ca.pem"),
+        ] {
+            args.push(flag.into());
+            args.push(fixture(file));
+        }
+        args
+    }
+
+    /// What `redis-cli` needs to reach it (the client certificate, in case it asks for one).
+    fn cli_args() -> Vec<String> {
+        let mut args = vec!["--tls".to_string()];
+        for (flag, file) in
+            [("--cacert", "redis-ca.pem"), ("--cert", "redis-client.pem"), ("--key", "redis-client.key")]
+        {
+            args.push(flag.into());
+            args.push(fixture(file));
+        }
+        args
+    }
+}
+
+/// The path of tests/fixtures/`name`.
+pub fn fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name).display().to_string()
 }
 
 impl Drop for RedisServer {

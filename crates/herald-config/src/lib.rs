@@ -580,6 +580,15 @@ pub struct Storage {
     pub prefix: String,
     /// `redis`: how long a replica's poll lease lives without renewal.
     pub lease: Duration,
+    /// `redis` over TLS: PEM file of the CA(s) that signed the servers' certificates (a private
+    /// CA; it replaces the public roots). Relative to the configuration file; the binary
+    /// resolves it.
+    pub ca_file: Option<String>,
+    /// `redis` over TLS: PEM certificate (chain) herald presents to Redis (`tls-auth-clients`),
+    /// with `client_key`; both or neither.
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<String>,
 }
 
 impl Default for Storage {
@@ -591,6 +600,9 @@ impl Default for Storage {
             url: "redis://127.0.0.1:6379".into(),
             prefix: "herald".into(),
             lease: Duration::from_secs(10),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -657,6 +669,15 @@ impl RedisUrl {
             Some(db) => db.parse().map_err(|_| "invalid database number after the master name".to_string())?,
         };
         Ok(RedisUrl::Sentinel { nodes, master, tls, credentials, db })
+    }
+
+    /// Whether herald talks TLS to it (`rediss…://`).
+    pub fn tls(&self) -> bool {
+        match self {
+            RedisUrl::Server(url) => url.starts_with("rediss://"),
+            RedisUrl::Sentinel { tls, .. } => *tls,
+            RedisUrl::Cluster { nodes } => nodes.iter().all(|n| n.starts_with("rediss://")),
+        }
     }
 }
 
@@ -936,6 +957,14 @@ mod tests {
                 db: 3,
             })
         );
+        for (url, tls) in [
+            ("rediss://h", true),
+            ("redis://h", false),
+            ("rediss+cluster://a,b", true),
+            ("redis+sentinel://s/m", false),
+        ] {
+            assert_eq!(RedisUrl::parse(url).unwrap().tls(), tls, "{url}");
+        }
         for bad in ["http://h", "h:6379", "redis+cluster://", "redis+sentinel://s1", "redis+sentinel://:pw@s1/m/x"] {
             let e = RedisUrl::parse(bad).unwrap_err();
             assert!(!e.contains("pw"), "the message never repeats the URL: {e}");

@@ -514,6 +514,9 @@ impl<'a> Cx<'a> {
             Some(prefix)
         });
         m.field(self, "lease", &mut s.lease, Cx::duration);
+        m.field(self, "ca_file", &mut s.ca_file, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "client_cert", &mut s.client_cert, |cx, n, p| cx.string(n, p).map(Some));
+        m.field(self, "client_key", &mut s.client_key, |cx, n, p| cx.string(n, p).map(Some));
         m.finish(self);
         s
     }
@@ -898,8 +901,8 @@ impl<'a> Cx<'a> {
         if c.sse.max_subscribers == 0 {
             self.problem_at("sse.max_subscribers", "must be at least 1");
         }
-        if c.storage.kind == StorageKind::Redis && c.storage.lease < Duration::from_secs(1) {
-            self.problem_at("storage.lease", "must be at least 1s (it is renewed every third of it)");
+        if c.storage.kind == StorageKind::Redis {
+            self.validate_redis(&c.storage);
         }
         if c.server.listen == c.server.admin_listen && c.server.listen.port() != 0 {
             self.problem_at("server.admin_listen", "must differ from server.listen");
@@ -1009,6 +1012,28 @@ impl<'a> Cx<'a> {
             }
         }
         self.validate_webhooks(c);
+    }
+
+    fn validate_redis(&mut self, s: &Storage) {
+        if s.lease < Duration::from_secs(1) {
+            self.problem_at("storage.lease", "must be at least 1s (it is renewed every third of it)");
+        }
+        if s.client_cert.is_some() != s.client_key.is_some() {
+            let (set, missing) =
+                if s.client_cert.is_some() { ("client_cert", "client_key") } else { ("client_key", "client_cert") };
+            self.problem_at(&format!("storage.{set}"), format!("needs storage.{missing} too (both or neither)"));
+        }
+        // A CA or a client certificate with a plain URL means the operator believes the
+        // connection is encrypted: it is not, so say so instead of ignoring the file.
+        let plain = crate::RedisUrl::parse(&s.url).is_ok_and(|url| !url.tls());
+        for (key, set) in [("ca_file", s.ca_file.is_some()), ("client_cert", s.client_cert.is_some())] {
+            if set && plain {
+                self.problem_at(
+                    &format!("storage.{key}"),
+                    "is for TLS, but storage.url is not (use rediss://, rediss+sentinel:// or rediss+cluster://)",
+                );
+            }
+        }
     }
 
     fn validate_webhooks(&mut self, c: &Config) {
@@ -1348,6 +1373,28 @@ sse:
             assert!(got.iter().any(|p| p.contains(expected)), "{expected}: {got:?}");
         }
         assert!(got.iter().all(|p| !p.contains("hunter2")), "the password is never repeated: {got:?}");
+    }
+
+    #[test]
+    fn redis_tls_files() {
+        let c = ok(&format!(
+            "{MINIMAL}storage:\n  kind: redis\n  url: rediss+sentinel://s1,s2/m\n  ca_file: ca.pem\n  \
+             client_cert: me.pem\n  client_key: me.key\n"
+        ));
+        assert_eq!(c.storage.ca_file.as_deref(), Some("ca.pem"));
+        assert_eq!(
+            (c.storage.client_cert.as_deref(), c.storage.client_key.as_deref()),
+            (Some("me.pem"), Some("me.key"))
+        );
+        let got = problems(&format!(
+            "{MINIMAL}storage:\n  kind: redis\n  url: redis://h\n  ca_file: ca.pem\n  client_key: me.key\n"
+        ));
+        for expected in
+            ["storage.ca_file: is for TLS, but storage.url is not", "storage.client_key: needs storage.client_cert too"]
+        {
+            assert!(got.iter().any(|p| p.contains(expected)), "{expected}: {got:?}");
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
     }
 
     #[test]

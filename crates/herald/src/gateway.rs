@@ -11,7 +11,7 @@ use herald_config::{Config, Log, LogFormat, Storage, StorageKind};
 use herald_http::{Admin, App, Current, HttpMetrics, Limits, Tls};
 use herald_poll::{Cluster, Hub, HubConfig, PollMetrics, UpstreamClient};
 use herald_sse::{Sessions, SseConfig, SseMetrics};
-use herald_store::redis::{Redis, RedisStore};
+use herald_store::redis::{Redis, RedisStore, RedisTls, TlsFileError};
 use herald_store::{RedbStore, Store};
 use herald_webhooks::{WebhookMetrics, Webhooks};
 use prometheus::{IntGaugeVec, Opts, Registry};
@@ -45,7 +45,7 @@ pub(crate) async fn run(config: Config, file: PathBuf, tls: Option<Arc<Tls>>, de
         StorageKind::Redis => {
             let s = &config.storage;
             let timeout = Duration::from_secs(2).min(s.lease / 2);
-            let redis = Redis::connect(&s.url, &s.prefix, timeout, s.encryption_key.as_ref(), &registry)
+            let redis = Redis::connect(&s.url, redis_tls(s)?, &s.prefix, timeout, s.encryption_key.as_ref(), &registry)
                 .await
                 .context("cannot reach redis (storage.url)")?;
             let replica = replica_name();
@@ -291,6 +291,15 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 /// The store `storage` names. An embedded store that cannot be opened (another herald holds
 /// it, no permission) is a start-up failure, exit 1.
+/// The TLS files of `storage` (paths resolved), read and checked.
+pub(crate) fn redis_tls(storage: &Storage) -> Result<RedisTls, TlsFileError> {
+    fn path(file: &Option<String>) -> Option<&std::path::Path> {
+        file.as_deref().map(std::path::Path::new)
+    }
+    let client = path(&storage.client_cert).zip(path(&storage.client_key));
+    RedisTls::load(path(&storage.ca_file), client)
+}
+
 fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match storage.kind {
         StorageKind::Embedded => {

@@ -118,8 +118,9 @@ fn main() -> ExitCode {
 }
 
 /// What `herald run` checks after reading the configuration and before binding: the files it
-/// names (upstream.ca_file, upstream.client_cert/client_key, server.tls) can be read and hold what they should. Relative paths
-/// are resolved against the configuration file's folder.
+/// names (upstream.ca_file, upstream.client_cert/client_key, server.tls, and with Redis
+/// storage.ca_file, storage.client_cert/client_key) can be read and hold what they should.
+/// Relative paths are resolved against the configuration file's folder.
 fn prepare(
     mut config: herald_config::Config,
     file: &std::path::Path,
@@ -140,6 +141,15 @@ fn prepare(
         problems.push(config.positions.problem(key, format!("cannot use {e}")));
     }
     config.storage.path = dir.join(&config.storage.path).display().to_string();
+    let s = &mut config.storage;
+    for file in [&mut s.ca_file, &mut s.client_cert, &mut s.client_key].into_iter().flatten() {
+        *file = dir.join(&*file).display().to_string();
+    }
+    if config.storage.kind == herald_config::StorageKind::Redis {
+        if let Err(e) = gateway::redis_tls(&config.storage) {
+            problems.push(config.positions.problem(e.key, e.message));
+        }
+    }
     let tls = match &config.server.tls {
         None => None,
         Some(files) => match herald_http::Tls::load(dir.join(&files.cert), dir.join(&files.key)) {

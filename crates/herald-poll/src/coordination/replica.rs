@@ -310,15 +310,15 @@ impl<R: Registry> Replica<R> {
     /// diffed from (the answer to an earlier append was lost, but the append was made): the
     /// step is dropped and this replica reads what Redis holds, so a change is never logged twice.
     async fn commit(&mut self, value: &str, step: Step, opens: bool) {
-        let base = {
+        let applied = {
             let st = self.watch.state.lock().unwrap();
             (st.epoch, st.seq)
         };
         let mut update = self.update(&step, false);
-        let mut appended = self.log.append(value, next_epoch(), self.history(), Some(base), &update).await;
+        let mut appended = self.log.append(value, applied, next_epoch(), self.history(), &update).await;
         if let Ok(Appended::StateNeeded) = appended {
             update = self.update(&step, true);
-            appended = self.log.append(value, next_epoch(), self.history(), Some(base), &update).await;
+            appended = self.log.append(value, applied, next_epoch(), self.history(), &update).await;
         }
         match appended {
             Ok(Appended::Done { epoch, first, last }) => {

@@ -2,10 +2,12 @@
 //! Sentinel, Redis Cluster), with a timeout on every call, `herald_redis_errors_total{op}`, and a
 //! health flag that readiness and new subscriptions follow. Each watch's keys and scripts are in
 //! [`watch_log`]; pub/sub notifications in [`bus`]; what is sealed, signed and checked, because
-//! Redis is not trusted with credentials or with SSE frames, in [`trust`].
+//! Redis is not trusted with credentials or with SSE frames, in [`trust`]; what TLS connections
+//! trust and present, in [`tls`].
 
 mod bus;
 mod store;
+mod tls;
 mod trust;
 mod watch_log;
 
@@ -18,11 +20,12 @@ use herald_config::RedisUrl;
 use prometheus::{IntCounterVec, Opts, Registry};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use tracing::warn;
 
 pub use bus::{Bus, Following, Note};
 pub use store::RedisStore;
+pub use tls::{RedisTls, TlsFileError};
 pub use watch_log::{Acquired, Appended, Entry, Meta, Update, WatchLog};
 
 use crate::StoreError;
@@ -70,6 +73,8 @@ impl ConnectionLike for Conn {
 /// The Redis of cluster mode. Cheap to share; every call is bounded by `timeout`.
 pub struct Redis {
     url: RedisUrl,
+    /// `storage.ca_file` and the client certificate, for `rediss` URLs.
+    tls: RedisTls,
     prefix: String,
     timeout: Duration,
     /// The connection in use; dropped after a connection error, so that the next call connects
@@ -82,11 +87,13 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Connects to `url` (the first connection is made here, so a wrong address fails at start).
-    /// With `encryption_key`, what belongs to a subscriber is sealed, names derived from a
-    /// credential scope are keyed hashes, and pub/sub messages are signed (see [`trust`]).
+    /// Connects to `url` (the first connection is made here, so a wrong address fails at start),
+    /// over TLS with `tls` for `rediss` URLs. With `encryption_key`, what belongs to a subscriber
+    /// is sealed, names derived from a credential scope are keyed hashes, and pub/sub messages
+    /// are signed (see [`trust`]).
     pub async fn connect(
         url: &str,
+        tls: RedisTls,
         prefix: &str,
         timeout: Duration,
         encryption_key: Option<&[u8; 32]>,
@@ -105,6 +112,7 @@ impl Redis {
         }
         let redis = Arc::new(Redis {
             url,
+            tls,
             prefix: prefix.to_string(),
             timeout,
             conn: tokio::sync::Mutex::new(None),
@@ -243,10 +251,13 @@ impl Redis {
                 return Ok(v);
             }
             Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+                if needs_new_connection(&e) {
                     *self.conn.lock().await = None;
                 }
-                StoreError::backend(format!("redis {op}"), e)
+                match tls_refused(&e) {
+                    Some(why) => StoreError::Invalid(format!("redis {op}: {why}")),
+                    None => StoreError::backend(format!("redis {op}"), e),
+                }
             }
             Err(_) => {
                 *self.conn.lock().await = None;
@@ -270,19 +281,20 @@ impl Redis {
             .set_response_timeout(Some(self.timeout));
         let conn = match &self.url {
             RedisUrl::Server(url) => {
-                Conn::Server(Client::open(url.as_str())?.get_multiplexed_async_connection_with_config(&config).await?)
+                Conn::Server(self.client(url)?.get_multiplexed_async_connection_with_config(&config).await?)
             }
             RedisUrl::Sentinel { .. } => {
                 Conn::Server(self.master().await?.get_multiplexed_async_connection_with_config(&config).await?)
             }
-            RedisUrl::Cluster { nodes } => Conn::Cluster(
-                redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+            RedisUrl::Cluster { nodes } => {
+                let mut cluster = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
                     .connection_timeout(self.timeout)
-                    .response_timeout(self.timeout)
-                    .build()?
-                    .get_async_connection()
-                    .await?,
-            ),
+                    .response_timeout(self.timeout);
+                if let Some(certs) = self.tls.certificates() {
+                    cluster = cluster.certs(certs.clone());
+                }
+                Conn::Cluster(cluster.build()?.get_async_connection().await?)
+            }
         };
         *slot = Some(conn.clone());
         Ok(conn)
@@ -292,36 +304,81 @@ impl Redis {
     /// (Redis Cluster broadcasts PUBLISH to every node) the `n`th node of the cluster.
     async fn pubsub_client(&self, n: usize) -> Result<Client, RedisError> {
         match &self.url {
-            RedisUrl::Server(url) => Client::open(url.as_str()),
+            RedisUrl::Server(url) => self.client(url),
             RedisUrl::Sentinel { .. } => self.master().await,
-            RedisUrl::Cluster { nodes } => Client::open(nodes[n % nodes.len()].as_str()),
+            RedisUrl::Cluster { nodes } => self.client(&nodes[n % nodes.len()]),
         }
     }
 
-    /// Asks the Sentinels where the master is now.
+    /// The client of one server: over TLS with the configured CA and client certificate when
+    /// the URL is `rediss://` and there are any.
+    fn client(&self, url: &str) -> Result<Client, RedisError> {
+        match self.tls.certificates() {
+            Some(certs) if url.starts_with("rediss://") => Client::build_with_tls(url, certs.clone()),
+            _ => Client::open(url),
+        }
+    }
+
+    /// Asks the Sentinels where the master is now (every time: after a failover, the next
+    /// connection goes to the replica they promoted). With TLS, the Sentinels and the master
+    /// are both reached over it, with the same CA and client certificate.
     async fn master(&self) -> Result<Client, RedisError> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
         let RedisUrl::Sentinel { nodes, master, tls, credentials, db } = &self.url else {
             unreachable!("only called for Sentinel URLs")
         };
-        let mut info = redis::RedisConnectionInfo::default().set_db(*db);
+        let sentinels = nodes
+            .iter()
+            .map(|node| redis::IntoConnectionInfo::into_connection_info(node.as_str()).map(|info| info.addr().clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder =
+            SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?.set_client_to_redis_db(*db);
         if let Some(credentials) = credentials {
             let (user, password) = credentials.split_once(':').unwrap_or(("", credentials));
             if !user.is_empty() {
-                info = info.set_username(percent_decoded(user));
+                builder = builder.set_client_to_redis_username(percent_decoded(user));
             }
-            info = info.set_password(percent_decoded(password));
+            builder = builder.set_client_to_redis_password(percent_decoded(password));
         }
-        let mut node = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
         if *tls {
-            node = node.set_tls_mode(redis::TlsMode::Secure);
+            builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+            if let Some(certs) = self.tls.certificates() {
+                builder = builder
+                    .set_client_to_sentinel_certificates(certs.clone())
+                    .set_client_to_redis_certificates(certs.clone());
+            }
         }
-        let mut sentinel = redis::sentinel::SentinelClient::build(
-            nodes.iter().map(String::as_str).collect(),
-            master.as_str(),
-            Some(node),
-            redis::sentinel::SentinelServerType::Master,
-        )?;
-        sentinel.async_get_client().await
+        builder.build()?.async_get_client().await
+    }
+}
+
+/// Whether a failed call should drop the connection, so that the next one connects anew: the
+/// connection broke or hangs, or it reaches a server that is no longer the master (a Sentinel
+/// failover demoted it; asking the Sentinels again finds the new one).
+fn needs_new_connection(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown))
+}
+
+/// What to tell an operator when the TLS handshake with Redis failed on a certificate: which
+/// side refused and the key that fixes it. The Redis client keeps the TLS error behind its own
+/// (no `source` reaches it), so this goes by rustls's words.
+fn tls_refused(e: &RedisError) -> Option<String> {
+    let text = e.to_string();
+    if text.contains("invalid peer certificate") {
+        Some(format!(
+            "TLS: the server's certificate is not trusted ({text}); storage.ca_file must name the CA that signed it"
+        ))
+    } else if text.contains("received fatal alert") {
+        Some(format!(
+            "TLS: the server refused the handshake ({text}); if it asks for client certificates \
+             (tls-auth-clients), set storage.client_cert and storage.client_key to one its CA signed"
+        ))
+    } else {
+        None
     }
 }
 

@@ -144,18 +144,28 @@ return 1
 });
 
 /// KEYS: lease, meta, log. ARGV: lease value, epoch if new, history, ttl ms, channel, the
-/// state the update was made from (`<epoch>:<seq>`; empty: any), then the count of
+/// epoch and sequence the writer has applied and diffed the update from, then the count of
 /// field/value pairs and the pairs, then the count of events and kind/name/data triples.
+///
+/// A state behind what the writer applied in its epoch lost writes (a failover to a replica
+/// that had not received them): others may have sent those sequences to subscribers, so
+/// numbering on would give them to other events. It is dropped, and written anew in a new
+/// epoch: every subscriber gets a snapshot. A state elsewhere (ahead: an append whose answer
+/// was lost went through after all; another epoch) is left as it is: the writer reads it.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
-local nf = tonumber(ARGV[7])
+local nf = tonumber(ARGV[8])
 local fresh = false
 local e = redis.call('HGET', KEYS[2], 'e')
+if e and e == ARGV[6] and tonumber(redis.call('HGET', KEYS[2], 's')) < tonumber(ARGV[7]) then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  e = false
+end
 if not e then
   local has_body = false
-  for i = 0, nf - 1 do if ARGV[8 + 2 * i] == 'body' then has_body = true end end
+  for i = 0, nf - 1 do if ARGV[9 + 2 * i] == 'body' then has_body = true end end
   if not has_body then return {2} end
   e = ARGV[2]
   fresh = true
@@ -163,10 +173,10 @@ if not e then
   redis.call('HSET', KEYS[2], 'e', e, 's', 0)
 end
 local s = tonumber(redis.call('HGET', KEYS[2], 's'))
-if not fresh and ARGV[6] ~= '' and ARGV[6] ~= e .. ':' .. s then return {3, e, s} end
+if not fresh and (e ~= ARGV[6] or s ~= tonumber(ARGV[7])) then return {3, e, s} end
 local first = s + 1
-for i = 0, nf - 1 do redis.call('HSET', KEYS[2], ARGV[8 + 2 * i], ARGV[9 + 2 * i]) end
-local at = 8 + 2 * nf
+for i = 0, nf - 1 do redis.call('HSET', KEYS[2], ARGV[9 + 2 * i], ARGV[10 + 2 * i]) end
+local at = 9 + 2 * nf
 local ne = tonumber(ARGV[at])
 for i = 0, ne - 1 do
   s = s + 1
@@ -285,18 +295,20 @@ impl WatchLog {
             .await
     }
 
-    /// Writes a poll's result, if the lease is still `value` and Redis still holds the state
-    /// `base` (epoch, sequence) the result was diffed from (`None`: whatever it holds). So an
-    /// append retried after its answer was lost never logs the same change twice.
+    /// Writes a poll's result, if the lease is still `value` and Redis holds the state the
+    /// result was diffed from, `applied` (the epoch and sequence this replica has applied). A
+    /// state behind it in that epoch lost writes, and is written anew
+    /// ([`Appended::StateNeeded`], or a new epoch when `update` has the representation); any
+    /// other is [`Appended::Moved`]: so an append made again after its answer was lost never
+    /// logs the same change twice.
     pub async fn append(
         &self,
         value: &str,
+        applied: (u64, u64),
         new_epoch: u64,
         history: usize,
-        base: Option<(u64, u64)>,
         update: &Update,
     ) -> Result<Appended, StoreError> {
-        let base = base.map(|(epoch, seq)| format!("{epoch}:{seq}")).unwrap_or_default();
         let mut fields: Vec<(&str, Vec<u8>)> = Vec::new();
         let text = |s: &Option<String>| s.as_deref().unwrap_or_default().as_bytes().to_vec();
         if let Some((body, content_type)) = &update.body {
@@ -349,7 +361,8 @@ impl WatchLog {
                     .arg(history.max(1))
                     .arg(self.ttl.as_millis() as u64)
                     .arg(&self.channel)
-                    .arg(&base)
+                    .arg(applied.0)
+                    .arg(applied.1)
                     .arg(fields.len());
                 for (name, value) in &fields {
                     script.arg(*name).arg(value.as_slice());

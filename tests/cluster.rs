@@ -513,6 +513,70 @@ async fn redis_restarted_empty_gives_everybody_a_snapshot_never_a_silent_gap() {
 }
 
 #[tokio::test]
+async fn redis_restarted_empty_keeps_every_webhook_subscription_and_the_change_it_missed() {
+    const KEY: &str = "test-api-key-0123456789";
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    let recv = herald_testkit::Receiver::new();
+    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    recv.trust(SECRET);
+    let tasks = format!(
+        "  - name: tasks\n    path: /tasks\n    access: public\n    \
+         poll: {{ interval: 300ms, min_interval: 300ms, adaptive: false, jitter: 0 }}\n    \
+         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n\
+         webhooks:\n  api_keys: [{KEY}]\n  timeout: 2s\n  allow_private_destinations: [127.0.0.0/8]\n  \
+         retry_schedule: [200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n"
+    );
+    let yaml = cluster_config(upstream, &redis.url(), "1s", &tasks);
+    let gws = replicas(2, &yaml).await;
+    let created = reqwest::Client::new()
+        .post(gws[0].url("/_herald/v1/webhooks"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"url": format!("http://{recv_addr}/hook"), "path": "/tasks", "secret": SECRET})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = serde_json::from_str::<Value>(&created.text().await.unwrap()).unwrap()["id"].as_str().unwrap().to_string();
+    eventually("the webhook watch records its starting point", || {
+        gws.iter().any(|gw| gw.logs().contains("change recorded for webhooks"))
+    })
+    .await;
+    let delivered = |title: &str| {
+        recv.accepted().iter().any(|d| d.event_type == "task.created" && d.body.to_string().contains(title))
+    };
+    api.add_task("before the restart");
+    eventually("delivered before the restart", || delivered("before the restart")).await;
+
+    redis.kill();
+    api.add_task("while redis was down");
+    redis.restart().await;
+    eventually("the change made meanwhile is delivered", || delivered("while redis was down")).await;
+    api.add_task("after the restart");
+    eventually("and the next one", || delivered("after the restart")).await;
+    assert!(gws.iter().any(|gw| gw.logs().contains("redis lost herald's data")), "said in the log");
+    // A replica started now reads the subscription from Redis.
+    let late = Gateway::start(&yaml).await;
+    let listed = reqwest::Client::new()
+        .get(late.url(&format!("/_herald/v1/webhooks/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200, "the subscription is in redis again");
+    let lost: f64 = futures_util::future::join_all(gws.iter().map(|gw| gw.metric("herald_redis_data_lost_total")))
+        .await
+        .into_iter()
+        .sum();
+    assert!(lost >= 1.0);
+}
+
+#[tokio::test]
 async fn lost_pubsub_notices_are_filled_from_the_log() {
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;

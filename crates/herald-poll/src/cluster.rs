@@ -115,14 +115,12 @@ impl Cluster {
 
     /// After shutdown has begun: waits, at most `within`, until every lease this replica held
     /// is given up (each announced, so that another replica takes it at once rather than after
-    /// the lease period). `false` when some were still held then: they lapse on their own.
-    pub async fn handed_off(&self, within: Duration) -> bool {
+    /// the lease period). Those still held then lapse on their own.
+    pub async fn handed_off(&self, within: Duration) {
         self.tasks.close();
-        let done = tokio::time::timeout(within, self.tasks.wait()).await.is_ok();
-        if !done {
+        if tokio::time::timeout(within, self.tasks.wait()).await.is_err() {
             warn!(left = self.tasks.len(), ?within, "leases not all given up in time; they lapse after storage.lease");
         }
-        done
     }
 }
 

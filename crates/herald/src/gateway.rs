@@ -289,8 +289,6 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store `storage` names. An embedded store that cannot be opened (another herald holds
-/// it, no permission) is a start-up failure, exit 1.
 /// The TLS files of `storage` (paths resolved), read and checked.
 pub(crate) fn redis_tls(storage: &Storage) -> Result<RedisTls, TlsFileError> {
     fn path(file: &Option<String>) -> Option<&std::path::Path> {
@@ -300,6 +298,8 @@ pub(crate) fn redis_tls(storage: &Storage) -> Result<RedisTls, TlsFileError> {
     RedisTls::load(path(&storage.ca_file), client)
 }
 
+/// The store `storage` names. An embedded store that cannot be opened (another herald holds
+/// it, no permission) is a start-up failure, exit 1.
 fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match storage.kind {
         StorageKind::Embedded => {

@@ -17,6 +17,7 @@ use http::StatusCode;
 use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::operational::Operational;
@@ -41,6 +42,12 @@ pub(crate) struct Dispatcher {
     inflight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     done: mpsc::Sender<Attempted>,
+    /// The attempts under way (a stopping replica waits for them, or stops them).
+    attempts: TaskTracker,
+    /// Stops the attempts under way when a stopping replica has waited long enough for them.
+    abort: CancellationToken,
+    /// The messages whose attempt was stopped: handed back, never recorded here.
+    aborted: Mutex<Vec<String>>,
 }
 
 /// What one attempt came to.
@@ -75,7 +82,17 @@ impl Dispatcher {
             let _ = shared.operational.set(operational);
         }
         let inflight = Mutex::new(HashSet::new());
-        let d = Arc::new(Dispatcher { shared, watcher, client, inflight, permits, done });
+        let d = Arc::new(Dispatcher {
+            shared,
+            watcher,
+            client,
+            inflight,
+            permits,
+            done,
+            attempts: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            aborted: Mutex::new(Vec::new()),
+        });
         tokio::spawn(d.clone().take_due(shutdown));
         tokio::spawn(d.clone().record(outcomes));
         Ok(d)
@@ -86,27 +103,34 @@ impl Dispatcher {
         self.inflight.lock().unwrap().len()
     }
 
-    /// After shutdown has begun (nothing new is taken): lets the attempts under way end and
-    /// their outcomes be recorded, for at most `within`; then gives what is still in flight back
-    /// to the store, due now, so that another process delivers it without waiting out its
-    /// claim (the same `webhook-id`; an attempt that was about to succeed here makes it twice,
-    /// which receivers deduplicate). How many were handed back.
+    /// After shutdown has begun (nothing new is taken): lets the attempts under way end, for at
+    /// most `within`, then stops those that have not and gives their messages back to the
+    /// store, due now, so that another process delivers them without waiting out their claim
+    /// (the same `webhook-id`; one that had reached its receiver arrives twice, which receivers
+    /// deduplicate). A stopped attempt records nothing, so nothing written here can undo what
+    /// the other process records. How many were handed back.
     pub(crate) async fn hand_back(&self, within: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        self.attempts.close();
+        if tokio::time::timeout(within, self.attempts.wait()).await.is_err() {
+            self.abort.cancel();
+            self.attempts.wait().await;
+        }
+        let aborted = std::mem::take(&mut *self.aborted.lock().unwrap());
+        // The outcomes of the attempts that ended are being recorded: give them a moment.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.in_flight() > aborted.len() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left: Vec<String> = self.inflight.lock().unwrap().iter().cloned().collect();
-        if left.is_empty() {
+        if aborted.is_empty() {
             return 0;
         }
-        match self.shared.store.hand_back(left.clone(), now_ms()).await {
-            Ok(()) => info!(messages = left.len(), "webhook messages in flight handed back"),
+        match self.shared.store.hand_back(aborted.clone(), now_ms()).await {
+            Ok(()) => info!(messages = aborted.len(), "webhook messages in flight handed back"),
             Err(e) => {
-                warn!(error = %e, messages = left.len(), "cannot hand webhook messages back; another replica takes them when their claim ends")
+                warn!(error = %e, messages = aborted.len(), "cannot hand webhook messages back; another replica takes them when their claim ends")
             }
         }
-        left.len()
+        aborted.len()
     }
 
     /// Takes due messages while there is room in flight; sleeps until woken (a new message, a
@@ -150,7 +174,7 @@ impl Dispatcher {
                     break;
                 };
                 self.inflight.lock().unwrap().insert(message.id.clone());
-                tokio::spawn(self.clone().attempt(message, permit));
+                self.attempts.spawn(self.clone().attempt(message, permit));
             }
         }
     }
@@ -177,7 +201,14 @@ impl Dispatcher {
                 self.shared.metrics.outcome("dead");
             }
             Some(sub) => {
-                let outcome = self.send(&sub, &mut message).await;
+                let id = message.id.clone();
+                let outcome = tokio::select! {
+                    outcome = self.send(&sub, &mut message) => outcome,
+                    () = self.abort.cancelled() => {
+                        self.aborted.lock().unwrap().push(id);
+                        return;
+                    }
+                };
                 self.settle(&sub, &mut message, outcome);
             }
         }

@@ -414,9 +414,9 @@ impl Store for RedisStore {
         })
     }
 
-    /// Their claim ends now: `ZADD XX` moves only those still queued (one whose outcome was
-    /// recorded meanwhile is either gone or due at its own retry time, which `now` only brings
-    /// forward).
+    /// Their claim ends now. Only messages whose attempt was stopped come here, so nothing
+    /// recorded an outcome for them since they were taken; `XX`: one deleted meanwhile (its
+    /// subscription removed) is not added back.
     fn hand_back(&self, ids: Vec<String>, now: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             if ids.is_empty() {

@@ -1182,7 +1182,7 @@ async fn with_an_encryption_key_a_forged_end_notice_closes_no_stream() {
 /// its own keys and channels, and the commands it uses.
 const ACL: &str = "herald on >herald-test-password resetkeys resetchannels ~t:* ~{t:wh}:* &t:* -@all \
     +ping +select +multi +exec +evalsha +eval +script|load +subscribe +unsubscribe \
-    +publish +get +set +incr +del +exists +pexpire +hget +hset +hmget +hgetall +hkeys +hdel +hexists \
+    +publish +get +set +incr +del +exists +pexpire +hget +hset +hsetnx +hmget +hgetall +hkeys +hdel +hexists \
     +zadd +zrem +zrange +zrevrange +zrangebyscore +zcard +xadd +xrange +xrevrange";
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use herald_store::redis::{Redis, RedisStore};
 use herald_store::{
-    message_id, Attempted, Message, MessageStatus, Store, StoreError, Subscription, SubscriptionStatus,
+    message_id, Attempted, Message, MessageStatus, Store, StoreError, Subscription, SubscriptionStatus, Subscriptions,
 };
 use herald_tests::RedisServer;
 
@@ -66,9 +66,16 @@ async fn two_replicas_share_subscriptions_and_claim_each_message_once() {
     let b = Arc::new(store(&server, Some(&[7; 32]), Duration::from_secs(60)).await.unwrap());
     assert_eq!(a.scope_key().await.unwrap(), b.scope_key().await.unwrap(), "one scope key for the cluster");
 
-    let generation = b.generation().await.unwrap();
+    let Subscriptions::Changed { generation, subs } = b.subscriptions_since(None).await.unwrap() else {
+        panic!("a first read reads them")
+    };
+    assert!(subs.is_empty());
+    assert!(matches!(b.subscriptions_since(Some(generation)).await.unwrap(), Subscriptions::Unchanged));
     a.put_subscription(sub("s1")).await.unwrap();
-    assert!(b.generation().await.unwrap() > generation, "others learn that subscriptions changed");
+    let Subscriptions::Changed { subs, .. } = b.subscriptions_since(Some(generation)).await.unwrap() else {
+        panic!("others learn that subscriptions changed")
+    };
+    assert_eq!(subs, [sub("s1")]);
     assert_eq!(b.subscriptions().await.unwrap(), [sub("s1")]);
     let raw = server.cli(&["HGET", "{t:wh}:subs", "s1"]);
     assert!(!raw.contains("whsec_secret") && !raw.contains("Bearer"), "sealed at rest: {raw}");
@@ -322,4 +329,34 @@ async fn a_watch_state_behind_what_its_writer_applied_is_written_anew_in_a_new_e
         log.append(&lease, (7, 2), 9, 100, &change(3)).await.unwrap(),
         Appended::Done { epoch: 9, first: 1, last: 1 }
     );
+}
+
+#[tokio::test]
+async fn a_store_that_lost_its_data_says_so_until_a_replica_writes_back_what_it_holds() {
+    let Some(mut server) = RedisServer::start().await else { return };
+    let a = store(&server, Some(&[7; 32]), Duration::from_secs(60)).await.unwrap();
+    let scope_key = a.scope_key().await.unwrap();
+    a.put_subscription(sub("kept")).await.unwrap();
+    let Subscriptions::Changed { generation, .. } = a.subscriptions_since(None).await.unwrap() else { panic!() };
+
+    server.restart().await; // empty
+                            // The first call after the restart finds the old connection broken.
+    let _ = a.subscriptions_since(Some(generation)).await;
+    assert!(matches!(a.subscriptions_since(Some(generation)).await.unwrap(), Subscriptions::Lost));
+    // A replica started on the empty store meanwhile: its subscription is kept, not overwritten.
+    let b = store(&server, Some(&[7; 32]), Duration::from_secs(60)).await.unwrap();
+    assert_ne!(b.scope_key().await.unwrap(), scope_key, "a new one, as a starting replica makes it");
+    let mut newer = sub("kept");
+    newer.description = Some("written since".into());
+    b.put_subscription(newer.clone()).await.unwrap();
+    assert!(matches!(a.subscriptions_since(Some(generation)).await.unwrap(), Subscriptions::Lost));
+
+    let same = a.restore(scope_key, vec![sub("kept"), sub("only-in-a")]).await.unwrap();
+    assert!(!same, "b made a scope key of its own first");
+    let Subscriptions::Changed { mut subs, .. } = a.subscriptions_since(None).await.unwrap() else {
+        panic!("whole again, for a too")
+    };
+    subs.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(subs, [newer, sub("only-in-a")]);
+    assert!(!matches!(b.subscriptions_since(None).await.unwrap(), Subscriptions::Lost), "and for b");
 }

@@ -157,6 +157,18 @@ pub struct Attempted {
     pub taken_due: u64,
 }
 
+/// What [`Store::subscriptions_since`] found.
+#[derive(Debug)]
+pub enum Subscriptions {
+    Unchanged,
+    Changed {
+        generation: u64,
+        subs: Vec<Subscription>,
+    },
+    /// The store lost its data: what it holds must not replace what a replica knows.
+    Lost,
+}
+
 /// The durable state herald keeps. Every method is one atomic operation.
 pub trait Store: Send + Sync + 'static {
     /// The key credential scopes are hashed with, created on first use, so that watch keys of
@@ -216,22 +228,20 @@ pub trait Store: Send + Sync + 'static {
     fn prune(&self, delivered_before: u64, dead_before: u64, keep: usize) -> StoreFuture<'_, u64>;
     /// Answers when the store can be read (for /readyz).
     fn check(&self) -> StoreFuture<'_, ()>;
-    /// Whether the store still holds its scope key: `false` when it lost its data behind
+    /// Cluster mode: the subscriptions, if any process changed them since generation `seen`,
+    /// read at one point in time; [`Subscriptions::Lost`] when the store lost its data behind
     /// herald's back (Redis restarted without persistence, or failed over to a replica that had
-    /// none). The embedded store cannot: always `true`.
-    fn intact(&self) -> StoreFuture<'_, bool> {
-        Box::pin(async { Ok(true) })
+    /// none), so that nothing read from it replaces what a replica holds. The embedded store
+    /// has one process: always unchanged.
+    fn subscriptions_since(&self, _seen: Option<u64>) -> StoreFuture<'_, Subscriptions> {
+        Box::pin(async { Ok(Subscriptions::Unchanged) })
     }
-    /// After the store lost its data: writes back `scope_key` and `subs`, what a replica holds
-    /// in memory. `false` when the store holds another scope key already (a process started on
-    /// the empty store meanwhile and made one).
+    /// After the store lost its data: writes back `scope_key` and those of `subs` it does not
+    /// hold (what a replica holds in memory; one written since by another process wins), then
+    /// marks itself whole again. `false` when the store holds another scope key already (a
+    /// process started on the empty store meanwhile and made one).
     fn restore(&self, _scope_key: [u8; 32], _subs: Vec<Subscription>) -> StoreFuture<'_, bool> {
         Box::pin(async { Ok(true) })
-    }
-    /// Moves whenever any process changes a subscription, so that replicas sharing the store
-    /// know to read them again. One process only (the embedded store): always 0.
-    fn generation(&self) -> StoreFuture<'_, u64> {
-        Box::pin(async { Ok(0) })
     }
 }
 

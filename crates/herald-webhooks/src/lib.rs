@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use herald_config::{Route, RouteTable, StaticSubscription};
 use herald_poll::Hub;
-use herald_store::{now_ms, Store, StoreError, Subscription, SubscriptionStatus};
+use herald_store::{now_ms, Store, StoreError, Subscription, SubscriptionStatus, Subscriptions};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -224,7 +224,7 @@ impl Webhooks {
 
 /// Cluster mode: subscriptions written by other replicas (the API, delivery outcomes) are read
 /// again within a second, and the queue depth is taken from the shared queue. A store that lost
-/// its data is given back what this replica holds first, so that no replica reads it empty.
+/// its data is never read into memory: it is given back what this replica holds first.
 async fn follow_subscriptions(shared: Arc<Shared>, watcher: Arc<Watcher>, shutdown: CancellationToken) {
     let mut seen = None;
     loop {
@@ -232,25 +232,24 @@ async fn follow_subscriptions(shared: Arc<Shared>, watcher: Arc<Watcher>, shutdo
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = shutdown.cancelled() => return,
         }
-        if let Ok(false) = shared.store.intact().await {
-            restore(&shared).await;
-        }
         if let Ok(depth) = shared.store.pending().await {
             shared.metrics.queue_depth.set(depth as i64);
-        }
-        let Ok(generation) = shared.store.generation().await else { continue };
-        if seen == Some(generation) {
-            continue;
         }
         let _order = shared.sub_writes.lock().await;
         if shared.unstored.load(std::sync::atomic::Ordering::Acquire) > 0 {
             continue; // next second, once this replica's own changes are stored
         }
-        match shared.store.subscriptions().await {
-            Ok(subs) => {
+        match shared.store.subscriptions_since(seen).await {
+            Ok(Subscriptions::Unchanged) => {}
+            Ok(Subscriptions::Changed { generation, subs }) => {
                 *shared.subs.write().unwrap() = subs.into_iter().map(|s| (s.id.clone(), s)).collect();
                 seen = Some(generation);
                 watcher.refresh(Start::Fresh);
+            }
+            Ok(Subscriptions::Lost) => {
+                if restore(&shared).await {
+                    seen = None;
+                }
             }
             Err(e) => error!(error = %e, "cannot read the subscriptions again"),
         }
@@ -258,11 +257,11 @@ async fn follow_subscriptions(shared: Arc<Shared>, watcher: Arc<Watcher>, shutdo
 }
 
 /// Redis lost herald's data (restarted without persistence, or failed over to a replica that
-/// had none): the scope key and every subscription this replica holds are written back, so
-/// that deliveries go on and replicas keep naming credential scopes alike. What was queued and
-/// not yet delivered is gone.
-async fn restore(shared: &Shared) {
-    let _order = shared.sub_writes.lock().await;
+/// had none): the scope key and the subscriptions this replica holds are written back (those
+/// the store lacks), so that deliveries go on and replicas keep naming credential scopes alike.
+/// What was queued and not yet delivered is gone. `true` once written; the caller holds the
+/// subscription writes' lock.
+async fn restore(shared: &Shared) -> bool {
     let subs: Vec<Subscription> = shared.subs.read().unwrap().values().cloned().collect();
     let count = subs.len();
     match shared.store.restore(shared.scope_key, subs).await {
@@ -272,8 +271,12 @@ async fn restore(shared: &Shared) {
             if !same {
                 error!("redis holds a scope key another replica made meanwhile: per-subscriber watches are not shared with the replicas started since; restart this replica");
             }
+            true
         }
-        Err(e) => error!(error = %e, "cannot write the subscriptions back to redis, retrying"),
+        Err(e) => {
+            error!(error = %e, "cannot write the subscriptions back to redis, retrying");
+            false
+        }
     }
 }
 

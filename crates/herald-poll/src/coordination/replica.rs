@@ -349,6 +349,10 @@ impl<R: Registry> Replica<R> {
             Ok(Appended::Moved { epoch, seq }) => {
                 debug!(route = %self.route(), epoch, seq, "poll result not stored: redis moved on since; reading it");
                 self.catch_up(Why::Behind).await;
+                let st = self.watch.state.lock().unwrap();
+                if (st.epoch, st.seq) != (epoch, seq) {
+                    warn!(route = %self.route(), "cannot read the watch's state in redis (see the errors before); its polls are not published until it can");
+                }
             }
             Ok(Appended::StateNeeded) => {}
             Err(e) => debug!(route = %self.route(), error = %e, "poll result not stored"),

@@ -216,16 +216,6 @@ impl Redis {
         Ok(self.shared_secret(name).await? == *secret)
     }
 
-    /// Whether Redis holds the shared secret `name`.
-    pub async fn has_secret(&self, name: &str) -> Result<bool, StoreError> {
-        let key = self.key(name);
-        self.call("read", |mut c| {
-            let key = key.clone();
-            async move { redis::cmd("EXISTS").arg(&key).query_async::<bool>(&mut c).await }
-        })
-        .await
-    }
-
     /// A shared secret as Redis keeps it: sealed for its key name when there is a key.
     fn seal_secret(&self, key: &str, secret: &[u8]) -> Vec<u8> {
         match &self.keys {

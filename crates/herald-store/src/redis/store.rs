@@ -24,7 +24,7 @@ use redis::Script;
 use super::Redis;
 use crate::record::{decode, encode, open_subscription, seal_subscription, unreadable_record};
 use crate::seal::Sealer;
-use crate::{Attempted, Message, MessageStatus, Store, StoreError, StoreFuture, Subscription};
+use crate::{Attempted, Message, MessageStatus, Store, StoreError, StoreFuture, Subscription, Subscriptions};
 
 pub struct RedisStore {
     redis: Arc<Redis>,
@@ -32,11 +32,43 @@ pub struct RedisStore {
     tag: String,
     /// How long a taken message stays away from the other replicas.
     claim: Duration,
+    /// A random name the store got when it was first opened, kept in it: a store that no longer
+    /// holds it lost its data (and is empty, or another process marked it since).
+    incarnation: std::sync::Mutex<String>,
 }
 
-/// The shared secret credential scopes are hashed with; its presence tells that Redis still
-/// holds herald's data.
+/// The shared secret credential scopes are hashed with.
 const SCOPE_KEY: &str = "scope-key";
+
+/// KEYS: incarnation, gen, subs. ARGV: the incarnation this replica knows, the generation it
+/// read last (empty: none). `{0}`: the store is not the one this replica knows (it lost its
+/// data); `{1}`: unchanged; `{2, gen, id, record, …}`: the subscriptions now.
+static SINCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+local gen = redis.call('GET', KEYS[2]) or '0'
+if gen == ARGV[2] then return {1} end
+local out = {2, gen}
+for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do out[#out + 1] = v end
+return out
+",
+    )
+});
+
+/// KEYS: incarnation, gen, subs. ARGV: the incarnation this replica knows, then id/record pairs.
+/// Writes back the subscriptions the store lacks, then marks it whole (unless a process marked
+/// it first); the incarnation it holds now.
+static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 2, #ARGV, 2 do redis.call('HSETNX', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+",
+    )
+});
 
 /// KEYS: queue, msgs. ARGV: now, limit, claimed until. Takes due messages: their ids and records.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
@@ -135,8 +167,15 @@ impl RedisStore {
     /// `claim` must be longer than `webhooks.timeout`.
     pub async fn open(redis: Arc<Redis>, claim: Duration) -> Result<RedisStore, StoreError> {
         let tag = format!("{{{}:wh}}", redis.prefix);
-        let store = RedisStore { redis, tag, claim };
+        let store = RedisStore { redis, tag, claim, incarnation: Default::default() };
         store.check_key().await?;
+        let mut fresh = [0u8; 8];
+        getrandom::fill(&mut fresh).map_err(|e| StoreError::backend("random source", e))?;
+        let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        let key = store.key("incarnation");
+        store.cmd::<()>("secret", redis::cmd("SET").arg(&key).arg(&fresh).arg("NX")).await?;
+        let incarnation: Option<String> = store.cmd("secret", redis::cmd("GET").arg(&key)).await?;
+        *store.incarnation.lock().unwrap() = incarnation.unwrap_or(fresh);
         Ok(store)
     }
 
@@ -511,24 +550,58 @@ impl Store for RedisStore {
         Box::pin(self.redis.ping())
     }
 
-    fn intact(&self) -> StoreFuture<'_, bool> {
-        Box::pin(self.redis.has_secret(SCOPE_KEY))
+    fn subscriptions_since(&self, seen: Option<u64>) -> StoreFuture<'_, Subscriptions> {
+        Box::pin(async move {
+            let incarnation = self.incarnation.lock().unwrap().clone();
+            let seen = seen.map(|g| g.to_string()).unwrap_or_default();
+            let reply: Vec<redis::Value> = self
+                .redis
+                .call("read", |mut c| {
+                    let mut script = SINCE.prepare_invoke();
+                    script.key(self.key("incarnation")).key(self.key("gen")).key(self.key("subs"));
+                    script.arg(&incarnation).arg(&seen);
+                    async move { script.invoke_async(&mut c).await }
+                })
+                .await?;
+            let text = |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).ok();
+            Ok(match reply.first().and_then(|v| redis::from_redis_value::<u8>(v.clone()).ok()) {
+                Some(0) => Subscriptions::Lost,
+                Some(2) => {
+                    let generation = reply.get(1).and_then(text).and_then(|g| g.parse().ok()).unwrap_or_default();
+                    let mut subs = Vec::new();
+                    for pair in reply[2..].chunks_exact(2) {
+                        let id = text(&pair[0]).unwrap_or_default();
+                        let record = redis::from_redis_value::<Vec<u8>>(pair[1].clone()).unwrap_or_default();
+                        subs.push(open_subscription(self.sealer(), &id, &record)?);
+                    }
+                    Subscriptions::Changed { generation, subs }
+                }
+                _ => Subscriptions::Unchanged,
+            })
+        })
     }
 
     fn restore(&self, scope_key: [u8; 32], subs: Vec<Subscription>) -> StoreFuture<'_, bool> {
         Box::pin(async move {
+            // The scope key first (it is keyed outside the webhook tag): until the script below
+            // marks the store whole, a failure here is tried again.
             let same = self.redis.restore_secret(SCOPE_KEY, &scope_key).await?;
-            for sub in subs {
-                self.put_subscription(sub).await?;
-            }
+            let incarnation = self.incarnation.lock().unwrap().clone();
+            let now: String = self
+                .redis
+                .call("append", |mut c| {
+                    let mut script = RESTORE.prepare_invoke();
+                    script.key(self.key("incarnation")).key(self.key("gen")).key(self.key("subs"));
+                    script.arg(&incarnation);
+                    for sub in &subs {
+                        script.arg(&sub.id).arg(seal_subscription(self.sealer(), sub));
+                    }
+                    async move { script.invoke_async(&mut c).await }
+                })
+                .await?;
+            // Another process's, when one marked the empty store first: this one follows it.
+            *self.incarnation.lock().unwrap() = now;
             Ok(same)
-        })
-    }
-
-    fn generation(&self) -> StoreFuture<'_, u64> {
-        Box::pin(async move {
-            let generation: Option<u64> = self.cmd("read", redis::cmd("GET").arg(self.key("gen"))).await?;
-            Ok(generation.unwrap_or_default())
         })
     }
 }

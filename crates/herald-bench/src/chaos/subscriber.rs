@@ -217,3 +217,72 @@ fn apply_event(resource: Resource, ev: &SseEvent, copy: Option<&mut Value>) -> R
 
 /// Every subscriber's records for one resource, read at the end.
 pub(super) type Records = BTreeMap<Resource, Vec<Arc<Mutex<Record>>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event: &str, id: &str, data: &str) -> SseEvent {
+        SseEvent { event: event.into(), id: Some(id.into()), data: data.into() }
+    }
+
+    fn snapshot(id: &str) -> SseEvent {
+        ev("snapshot", id, r#"[{"id":"1","title":"v1"},{"id":"2","title":"x"}]"#)
+    }
+
+    fn retitle(id: &str, v: u64) -> SseEvent {
+        ev("task.updated", id, &format!(r#"{{"resourceId":"1","resourceDetails":{{"id":"1","title":"v{v}"}}}}"#))
+    }
+
+    #[test]
+    fn consecutive_events_apply_and_raise_the_version() {
+        let mut rec = Record::default();
+        apply(Resource::Tasks, &snapshot("e-5"), false, &mut rec);
+        apply(Resource::Tasks, &retitle("e-6", 2), false, &mut rec);
+        apply(Resource::Tasks, &ev("task.deleted", "e-7", r#"{"resourceId":"2"}"#), false, &mut rec);
+        assert!(rec.violations.is_empty(), "{:?}", rec.violations);
+        assert_eq!(version(Resource::Tasks, rec.copy.as_ref().unwrap()), 2);
+        assert_eq!(rec.events.iter().map(|e| e.raised).collect::<Vec<_>>(), [false, true, false]);
+        assert_eq!(rec.last_id.as_deref(), Some("e-7"));
+    }
+
+    #[test]
+    fn a_skipped_a_repeated_and_an_unannounced_epoch_are_violations() {
+        let mut rec = Record::default();
+        apply(Resource::Tasks, &snapshot("e-5"), false, &mut rec);
+        apply(Resource::Tasks, &retitle("e-7", 2), false, &mut rec);
+        apply(Resource::Tasks, &retitle("e-7", 2), false, &mut rec);
+        apply(Resource::Tasks, &retitle("f-8", 3), false, &mut rec);
+        assert_eq!(rec.violations.len(), 3, "{:?}", rec.violations);
+        assert!(rec.violations[0].starts_with("skipped"));
+        assert!(rec.violations[1].starts_with("repeated"));
+        assert!(rec.violations[2].contains("without a snapshot"));
+    }
+
+    #[test]
+    fn a_snapshot_opening_a_resumed_stream_is_counted_and_resets_the_order() {
+        let mut rec = Record::default();
+        apply(Resource::Tasks, &snapshot("e-5"), false, &mut rec);
+        apply(Resource::Tasks, &snapshot("f-40"), true, &mut rec);
+        apply(Resource::Tasks, &retitle("f-41", 9), false, &mut rec);
+        assert!(rec.violations.is_empty(), "{:?}", rec.violations);
+        assert_eq!((rec.snapshots, rec.snapshots_on_resume), (2, 1));
+    }
+
+    #[test]
+    fn a_patch_that_does_not_fit_the_copy_is_a_violation() {
+        let mut rec = Record::default();
+        let board = r#"{"open":[{"id":"1","title":"v1"}],"done":[]}"#;
+        apply(Resource::Board, &ev("snapshot", "e-1", board), false, &mut rec);
+        apply(
+            Resource::Board,
+            &ev("patch", "e-2", r#"[{"op":"replace","path":"/open/0/title","value":"v2"}]"#),
+            false,
+            &mut rec,
+        );
+        assert_eq!(version(Resource::Board, rec.copy.as_ref().unwrap()), 2);
+        apply(Resource::Board, &ev("patch", "e-3", r#"[{"op":"remove","path":"/done/0"}]"#), false, &mut rec);
+        assert_eq!(rec.violations.len(), 1, "{:?}", rec.violations);
+        assert!(rec.violations[0].contains("does not apply"));
+    }
+}

@@ -138,6 +138,8 @@ impl Scraper {
 /// One fault as injected.
 struct Injected {
     at: Duration,
+    /// When it was healed (from the start of the changes, as `at`).
+    ended: Duration,
     kind: Kind,
     /// What was done, or why it could not be (a replica that would not stop is a finding).
     outcome: Result<String, String>,
@@ -271,7 +273,7 @@ pub async fn run(args: Args, herald: PathBuf) -> anyhow::Result<Value> {
                 Ok(line) => eprintln!("chaos: {:>6.1}s   {line}", chaos_started.elapsed().as_secs_f64()),
                 Err(e) => eprintln!("chaos: {:>6.1}s   FAILED: {e}", chaos_started.elapsed().as_secs_f64()),
             }
-            injected.push(Injected { at, kind, outcome });
+            injected.push(Injected { at, kind, ended: chaos_started.elapsed(), outcome });
         }
         stop_changes.store(true, Ordering::Relaxed);
         injected
@@ -339,6 +341,7 @@ pub async fn run(args: Args, herald: PathBuf) -> anyhow::Result<Value> {
         api: &api,
         scraper: &scraper,
         made: &made,
+        chaos_started,
         quiet: quiet.then_some(quiet_after),
         unexpected_exits: &unexpected_exits.lock().unwrap(),
         balancer_turned_away: balancer.turned_away(),
@@ -457,10 +460,31 @@ struct Check<'a> {
     api: &'a LegacyApi,
     scraper: &'a Scraper,
     made: &'a [Instant],
+    /// When changes and faults started: fault times count from it.
+    chaos_started: Instant,
     /// How long the end took to become quiet (`None`: it did not within `--quiesce`).
     quiet: Option<Duration>,
     unexpected_exits: &'a [String],
     balancer_turned_away: u64,
+}
+
+impl Check<'_> {
+    /// When change `v` was made, and the fault in progress then (or ended at most 5 s before).
+    fn when(&self, v: u64) -> String {
+        let Some(made) = v.checked_sub(1).and_then(|i| self.made.get(i as usize)) else { return "never made".into() };
+        let t = made.saturating_duration_since(self.chaos_started);
+        let near = self.injected.iter().find(|f| f.at <= t && t <= f.ended + Duration::from_secs(5));
+        match near {
+            Some(f) => format!(
+                "made at {:.1}s, {} at {:.1}s-{:.1}s",
+                t.as_secs_f64(),
+                f.kind.name(),
+                f.at.as_secs_f64(),
+                f.ended.as_secs_f64()
+            ),
+            None => format!("made at {:.1}s, no fault near", t.as_secs_f64()),
+        }
+    }
 }
 
 /// Every check, and the figures; `failures` lists what failed (empty: the promise held).
@@ -549,10 +573,11 @@ fn check(c: Check<'_>) -> Value {
         let missing: Vec<u64> = streamed_versions.difference(&have).copied().collect();
         let last = versions.last().copied().unwrap_or(0);
         if !missing.is_empty() {
+            let named: Vec<String> = missing.iter().take(8).map(|&v| format!("v{v} ({})", c.when(v))).collect();
             failures.push(format!(
-                "webhook subscription {i}: {} changes streamed to subscribers never delivered, e.g. v{}",
+                "webhook subscription {i}: {} changes streamed to subscribers never delivered: {}",
                 missing.len(),
-                missing.iter().take(8).map(u64::to_string).collect::<Vec<_>>().join(", v")
+                named.join(", ")
             ));
         }
         if last != changes {
@@ -629,6 +654,7 @@ fn check(c: Check<'_>) -> Value {
         "fault_log": c.injected.iter().map(|f| json!({
             "at_s": (f.at.as_secs_f64() * 10.0).round() / 10.0,
             "kind": f.kind.name(),
+            "took_s": ((f.ended - f.at).as_secs_f64() * 10.0).round() / 10.0,
             "outcome": match &f.outcome { Ok(s) => s.clone(), Err(e) => format!("FAILED: {e}") },
         })).collect::<Vec<_>>(),
         "changes": changes,

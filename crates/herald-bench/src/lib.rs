@@ -3,6 +3,7 @@
 //! and one JSON line for docs/benchmarks.md; the crate's tests run each for a few seconds.
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 pub mod cluster;
 pub mod delta;
 pub mod fanout;

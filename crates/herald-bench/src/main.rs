@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_bench::{cluster, delta, fanout, freshness, handshakes, quota, savings, subscribers, token, webhooks};
+use herald_bench::{
+    chaos, cluster, delta, fanout, freshness, handshakes, quota, savings, subscribers, token, webhooks,
+};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -24,6 +26,10 @@ enum Scenario {
     Fanout(fanout::Args),
     /// Replicas on Redis against one process, same run; takeover time after `kill -9`.
     Cluster(cluster::Args),
+    /// Replicas on Redis with Sentinel under injected faults (kills, pauses, restarts,
+    /// failovers, a bad Redis link): checks that no subscriber's copy goes wrong, no change is
+    /// skipped and no webhook is lost.
+    Chaos(chaos::Args),
     /// Upstream requests with herald in front, against the same clients polling directly.
     Savings(savings::Args),
     /// Write → event latency through herald with write-through refresh, and without it.
@@ -82,6 +88,11 @@ fn main() -> anyhow::Result<()> {
         Scenario::Cluster(args) => {
             cluster::print(&runtime.block_on(cluster::run(args))?);
             Ok(())
+        }
+        Scenario::Chaos(args) => {
+            let result = runtime.block_on(chaos::run(args, cli.herald.clone()))?;
+            chaos::print(&result);
+            chaos::verdict(&result)
         }
         Scenario::Savings(args) => {
             savings::print(&runtime.block_on(savings::run(args))?);

@@ -38,11 +38,17 @@ impl SseClient {
     /// GETs `url` with `headers`; a non-200 answer is read whole into `body`.
     pub async fn connect(url: &str, headers: &[(&str, &str)]) -> SseClient {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
+        SseClient::open(&client, url, headers).await.expect("connect to herald")
+    }
+
+    /// [`SseClient::connect`] with the caller's `client`, and an error instead of a panic when
+    /// the request fails (a fault harness expects refused and dropped connections).
+    pub async fn open(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> reqwest::Result<SseClient> {
         let mut rb = client.get(url).header("accept", "text/event-stream");
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
-        let resp = rb.send().await.expect("connect to herald");
+        let resp = rb.send().await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let mut client = SseClient {
@@ -60,7 +66,12 @@ impl SseClient {
         } else {
             client.body = resp.text().await.unwrap_or_default();
         }
-        client
+        Ok(client)
+    }
+
+    /// Whether the stream is still open (not ended, not failed).
+    pub fn is_open(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// The next event within `wait`; `None` on timeout or when the stream ended.

@@ -91,6 +91,12 @@ pub struct Args {
     /// Keep the run's directory (logs, configurations) even when every check passes.
     #[arg(long)]
     pub keep: bool,
+    /// Count a change that streams carried but webhooks delivered only merged into a later
+    /// message (the final state delivered) instead of failing on it. Today's webhook watch
+    /// diffs from the representation it last recorded, so a fault that holds it back (Redis
+    /// not answering, its lease passing) merges the changes meanwhile; see docs/webhooks.md.
+    #[arg(long)]
+    pub allow_merged_webhooks: bool,
 }
 
 /// `20s..40s` (or one duration: always that).
@@ -572,7 +578,7 @@ fn check(c: Check<'_>) -> Value {
         let have: BTreeSet<u64> = versions.iter().copied().collect();
         let missing: Vec<u64> = streamed_versions.difference(&have).copied().collect();
         let last = versions.last().copied().unwrap_or(0);
-        if !missing.is_empty() {
+        if !missing.is_empty() && !(c.args.allow_merged_webhooks && last == changes) {
             let named: Vec<String> = missing.iter().take(8).map(|&v| format!("v{v} ({})", c.when(v))).collect();
             failures.push(format!(
                 "webhook subscription {i}: {} changes streamed to subscribers never delivered: {}",

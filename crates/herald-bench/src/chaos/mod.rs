@@ -91,6 +91,13 @@ pub struct Args {
     /// Keep the run's directory (logs, configurations) even when every check passes.
     #[arg(long)]
     pub keep: bool,
+    /// Time between two changes of the upstream, a range.
+    #[arg(long, default_value = "200ms..500ms", value_parser = parse_range)]
+    pub change_every: (Duration, Duration),
+    /// Tasks besides task 1 retitled with each change: each is one more item event to every
+    /// stream and one more message to every webhook subscription (the webhook load).
+    #[arg(long, default_value_t = 0)]
+    pub touch: usize,
     /// Count a change that streams carried but webhooks delivered only merged into a later
     /// message (the final state delivered) instead of failing on it. Today's webhook watch
     /// diffs from the representation it last recorded, so a fault that holds it back (Redis
@@ -236,7 +243,7 @@ pub async fn run(args: Args, herald: PathBuf) -> anyhow::Result<Value> {
     // The upstream's changes, each at a known time (`made[n - 1]`: when `v<n>` was made).
     let made: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let stop_changes = Arc::new(AtomicBool::new(false));
-    let changer = tokio::spawn(change(api.clone(), made.clone(), stop_changes.clone(), rng.u64(..)));
+    let changer = tokio::spawn(change(api.clone(), made.clone(), stop_changes.clone(), rng.u64(..), args.clone()));
 
     // Scrapes every replica each second and notices one that exited without being told to (an
     // injected fault holds the lock, so a replica it stops is not noticed here).
@@ -405,17 +412,29 @@ async fn subscribe_webhook(base: &str, url: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Changes the task list every 200–500 ms until `stop`: task 1 is retitled `v<n>`, and now and
-/// then a task is added (titled `v<n>` too), one other than task 1 removed, or one toggled.
-async fn change(api: LegacyApi, made: Arc<Mutex<Vec<Instant>>>, stop: Arc<AtomicBool>, seed: u64) {
+/// Changes the task list every `--change-every` until `stop`: task 1 is retitled `v<n>` (and
+/// `--touch` others), and now and then a task is added (titled `v<n>` too), one other than
+/// task 1 removed, or one toggled.
+async fn change(api: LegacyApi, made: Arc<Mutex<Vec<Instant>>>, stop: Arc<AtomicBool>, seed: u64, args: Args) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut n = 0u64;
+    if args.touch > 0 {
+        api.add_tasks(args.touch);
+    }
+    let (lo, hi) = (args.change_every.0.as_millis() as u64, args.change_every.1.as_millis() as u64);
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let roll = rng.u8(..10);
+        let touched: Vec<usize> = (0..args.touch).map(|_| rng.usize(..)).collect();
         api.edit(|tasks, new_task| {
             for t in tasks.iter_mut().filter(|t| t["id"] == "1") {
                 t["title"] = json!(format!("v{n}"));
+            }
+            if tasks.len() > 1 {
+                for i in &touched {
+                    let i = 1 + i % (tasks.len() - 1);
+                    tasks[i]["title"] = json!(format!("touched {n}"));
+                }
             }
             match roll {
                 0 | 1 => tasks.push(new_task(&format!("v{n}"))),
@@ -432,7 +451,7 @@ async fn change(api: LegacyApi, made: Arc<Mutex<Vec<Instant>>>, stop: Arc<Atomic
             }
         });
         made.lock().unwrap().push(Instant::now());
-        tokio::time::sleep(Duration::from_millis(rng.u64(200..=500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(lo..=hi))).await;
     }
 }
 

@@ -103,6 +103,49 @@ impl Follower {
     }
 }
 
+const API_KEY: &str = "test-api-key-0123456789";
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// A `/tasks` collection route polled every 300 ms, and webhooks through the API (`API_KEY`),
+/// for [`cluster_config`]'s `extra`.
+fn tasks_with_webhooks() -> String {
+    format!(
+        "  - name: tasks\n    path: /tasks\n    access: public\n    \
+         poll: {{ interval: 300ms, min_interval: 300ms, adaptive: false, jitter: 0 }}\n    \
+         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n\
+         webhooks:\n  api_keys: [{API_KEY}]\n  timeout: 2s\n  allow_private_destinations: [127.0.0.0/8]\n  \
+         retry_schedule: [200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n"
+    )
+}
+
+/// Subscribes the receiver at `recv` to `/tasks` through `gw`'s API (secret `WEBHOOK_SECRET`),
+/// then waits until a replica's webhook watch recorded its starting point; the subscription's id.
+async fn subscribe_webhook(gws: &[Gateway], recv: std::net::SocketAddr) -> String {
+    let created = reqwest::Client::new()
+        .post(gws[0].url("/_herald/v1/webhooks"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"url": format!("http://{recv}/hook"), "path": "/tasks", "secret": WEBHOOK_SECRET})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = serde_json::from_str::<Value>(&created.text().await.unwrap()).unwrap()["id"].as_str().unwrap().to_string();
+    eventually("the webhook watch records its starting point", || {
+        gws.iter().any(|gw| gw.logs().contains("change recorded for webhooks"))
+    })
+    .await;
+    id
+}
+
+/// Whether `recv` accepted the `task.created` of the task titled `title`.
+fn delivered(recv: &herald_testkit::Receiver, title: &str) -> bool {
+    recv.accepted().iter().any(|d| d.event_type == "task.created" && d.body.to_string().contains(title))
+}
+
 /// The poll times the upstream saw for `/board`.
 fn polls(api: &LegacyApi) -> Vec<Instant> {
     api.seen("/board").into_iter().map(|r| r.at).collect()
@@ -376,12 +419,11 @@ async fn sigterm_hands_the_lease_over_at_once_and_its_clients_resume_elsewhere_b
 
 #[tokio::test]
 async fn a_stopping_replica_hands_its_claimed_webhook_messages_back() {
-    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let recv = herald_testkit::Receiver::new();
     let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(SECRET);
+    recv.trust(WEBHOOK_SECRET);
     recv.behave(herald_testkit::Behaviour::Stall);
     // An attempt may take a minute, so a message claimed by a replica that dies waits 70 s.
     let yaml = format!(
@@ -390,7 +432,7 @@ async fn a_stopping_replica_hands_its_claimed_webhook_messages_back() {
          log:\n  format: json\n  level: debug\n\
          storage:\n  kind: redis\n  url: {}\n  prefix: hb\n  lease: 2s\n\
          webhooks:\n  timeout: 60s\n  allow_private_destinations: [127.0.0.0/8]\n  subscriptions:\n    \
-         - {{ id: stalled, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n\
+         - {{ id: stalled, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{WEBHOOK_SECRET}' }}\n\
          routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
          poll: {{ interval: 200ms, min_interval: 200ms, adaptive: false, jitter: 0 }}\n    \
          events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n",
@@ -518,42 +560,15 @@ async fn redis_restarted_empty_gives_everybody_a_snapshot_never_a_silent_gap() {
 
 #[tokio::test]
 async fn redis_restarted_empty_keeps_every_webhook_subscription_and_the_change_it_missed() {
-    const KEY: &str = "test-api-key-0123456789";
-    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let Some(mut redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let recv = herald_testkit::Receiver::new();
     let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(SECRET);
-    let tasks = format!(
-        "  - name: tasks\n    path: /tasks\n    access: public\n    \
-         poll: {{ interval: 300ms, min_interval: 300ms, adaptive: false, jitter: 0 }}\n    \
-         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n\
-         webhooks:\n  api_keys: [{KEY}]\n  timeout: 2s\n  allow_private_destinations: [127.0.0.0/8]\n  \
-         retry_schedule: [200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n"
-    );
-    let yaml = cluster_config(upstream, &redis.url(), "1s", &tasks);
+    recv.trust(WEBHOOK_SECRET);
+    let yaml = cluster_config(upstream, &redis.url(), "1s", &tasks_with_webhooks());
     let gws = replicas(2, &yaml).await;
-    let created = reqwest::Client::new()
-        .post(gws[0].url("/_herald/v1/webhooks"))
-        .bearer_auth(KEY)
-        .header("content-type", "application/json")
-        .body(
-            serde_json::json!({"url": format!("http://{recv_addr}/hook"), "path": "/tasks", "secret": SECRET})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let id = serde_json::from_str::<Value>(&created.text().await.unwrap()).unwrap()["id"].as_str().unwrap().to_string();
-    eventually("the webhook watch records its starting point", || {
-        gws.iter().any(|gw| gw.logs().contains("change recorded for webhooks"))
-    })
-    .await;
-    let delivered = |title: &str| {
-        recv.accepted().iter().any(|d| d.event_type == "task.created" && d.body.to_string().contains(title))
-    };
+    let id = subscribe_webhook(&gws, recv_addr).await;
+    let delivered = |title: &str| delivered(&recv, title);
     api.add_task("before the restart");
     eventually("delivered before the restart", || delivered("before the restart")).await;
 
@@ -568,7 +583,7 @@ async fn redis_restarted_empty_keeps_every_webhook_subscription_and_the_change_i
     let late = Gateway::start(&yaml).await;
     let listed = reqwest::Client::new()
         .get(late.url(&format!("/_herald/v1/webhooks/{id}")))
-        .bearer_auth(KEY)
+        .bearer_auth(API_KEY)
         .send()
         .await
         .unwrap();
@@ -730,23 +745,14 @@ async fn total(gws: &[Gateway], sample: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_moves_every_replica_to_the_promoted_primary_and_nothing_is_lost() {
-    const KEY: &str = "test-api-key-0123456789";
-    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let Some((mut primary, standby, sentinels)) = sentinel_group().await else { return };
     let (api, upstream) = start_api().await;
     let recv = herald_testkit::Receiver::new();
     let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(SECRET);
+    recv.trust(WEBHOOK_SECRET);
     let hosts: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
     let url = format!("redis+sentinel://{}/mymaster", hosts.join(","));
-    let tasks = format!(
-        "  - name: tasks\n    path: /tasks\n    access: public\n    \
-         poll: {{ interval: 500ms, min_interval: 500ms, adaptive: false, jitter: 0 }}\n    \
-         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n\
-         webhooks:\n  api_keys: [{KEY}]\n  timeout: 2s\n  allow_private_destinations: [127.0.0.0/8]\n  \
-         retry_schedule: [200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n"
-    );
-    let gws = replicas(3, &cluster_config(upstream, &url, "2s", &tasks)).await;
+    let gws = replicas(3, &cluster_config(upstream, &url, "2s", &tasks_with_webhooks())).await;
     let mut followers = Vec::new();
     for gw in &gws {
         followers.push(Follower::connect(gw, &[]).await);
@@ -757,25 +763,8 @@ async fn a_sentinel_failover_moves_every_replica_to_the_promoted_primary_and_not
     }
 
     // A webhook subscription made through the API, well before the failover.
-    let created = reqwest::Client::new()
-        .post(gws[0].url("/_herald/v1/webhooks"))
-        .bearer_auth(KEY)
-        .header("content-type", "application/json")
-        .body(
-            serde_json::json!({"url": format!("http://{recv_addr}/hook"), "path": "/tasks", "secret": SECRET})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
-    eventually("the webhook watch records its starting point", || {
-        gws.iter().any(|gw| gw.logs().contains("change recorded for webhooks"))
-    })
-    .await;
-    let delivered = |title: &str| {
-        recv.accepted().iter().any(|d| d.event_type == "task.created" && d.body.to_string().contains(title))
-    };
+    subscribe_webhook(&gws, recv_addr).await;
+    let delivered = |title: &str| delivered(&recv, title);
     api.add_task("before the failover");
     for f in &mut followers {
         f.until(&api.board()).await;
@@ -885,21 +874,20 @@ async fn a_revoked_credential_ends_its_streams_on_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_on_three_replicas_lose_nothing_when_one_is_killed_mid_burst() {
-    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let recv = herald_testkit::Receiver::new();
     let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(SECRET);
+    recv.trust(WEBHOOK_SECRET);
     let yaml = format!(
         "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  shutdown_grace: 3s\n\
          upstream:\n  url: http://{upstream}\n  timeout: 10s\n\
          log:\n  format: json\n  level: debug\n\
          storage:\n  kind: redis\n  url: {}\n  prefix: wh\n  lease: 1s\n\
-         webhooks:\n  api_keys: [test-api-key-0123456789]\n  timeout: 2s\n  max_in_flight: 64\n  \
+         webhooks:\n  api_keys: [{API_KEY}]\n  timeout: 2s\n  max_in_flight: 64\n  \
          retry_schedule: [50ms, 100ms, 200ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms]\n  \
          allow_private_destinations: [127.0.0.0/8]\n  subscriptions:\n    \
-         - {{ id: durable, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{SECRET}' }}\n\
+         - {{ id: durable, url: 'http://{recv_addr}/hook', path: /tasks, secret: '{WEBHOOK_SECRET}' }}\n\
          routes:\n  - name: tasks\n    path: /tasks\n    access: public\n    \
          poll: {{ interval: 100ms, min_interval: 100ms, adaptive: false, jitter: 0 }}\n    \
          events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n",

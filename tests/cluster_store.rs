@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_store::redis::{Redis, RedisStore};
+use herald_store::redis::{Acquired, Appended, Entry, Redis, RedisStore, Update, WatchLog};
 use herald_store::{
     message_id, Attempted, Message, MessageStatus, Store, StoreError, Subscription, SubscriptionStatus, Subscriptions,
 };
@@ -250,28 +250,29 @@ async fn a_message_handed_back_is_due_at_once_for_another_replica() {
     assert_eq!(b.pending().await.unwrap(), 1, "a message never queued is not added by handing it back");
 }
 
+/// The watch log `w` on `server`, its lease held as `r1`.
+async fn held_watch_log(server: &RedisServer) -> (WatchLog, String) {
+    let (url, registry) = (server.url(), prometheus::Registry::new());
+    let redis = Redis::connect(&url, Default::default(), "t", Duration::from_secs(2), None, &registry);
+    let log = redis.await.unwrap().watch_log("w", Duration::from_secs(600));
+    let Acquired::Held(lease) = log.acquire("r1", Duration::from_secs(10)).await.unwrap() else { panic!("free") };
+    (log, lease)
+}
+
+/// A poll's result: the representation `body`, and one event saying so.
+fn change(body: impl ToString) -> Update {
+    let body = body.to_string();
+    Update {
+        body: Some((body.clone().into(), None)),
+        events: vec![Entry { seq: 0, kind: b'c', name: "patch".into(), data: body.into() }],
+        ..Update::default()
+    }
+}
+
 #[tokio::test]
 async fn an_append_diffed_from_a_state_redis_has_moved_past_is_refused() {
-    use bytes::Bytes;
-    use herald_store::redis::{Acquired, Appended, Entry, Update};
     let Some(server) = RedisServer::start().await else { return };
-    let redis = Redis::connect(
-        &server.url(),
-        Default::default(),
-        "t",
-        Duration::from_secs(2),
-        None,
-        &prometheus::Registry::new(),
-    )
-    .await
-    .unwrap();
-    let log = redis.watch_log("w", Duration::from_secs(60));
-    let Acquired::Held(lease) = log.acquire("r1", Duration::from_secs(10)).await.unwrap() else { panic!("free") };
-    let change = |body: &'static str| Update {
-        body: Some((Bytes::from(body), None)),
-        events: vec![Entry { seq: 0, kind: b'c', name: "patch".into(), data: Bytes::from(body) }],
-        ..Update::default()
-    };
+    let (log, lease) = held_watch_log(&server).await;
     let Appended::Done { epoch, first: 1, last: 1 } = log.append(&lease, (0, 0), 7, 10, &change("a")).await.unwrap()
     else {
         panic!("a new watch's first append is done")
@@ -288,25 +289,8 @@ async fn an_append_diffed_from_a_state_redis_has_moved_past_is_refused() {
 
 #[tokio::test]
 async fn a_watch_state_behind_what_its_writer_applied_is_written_anew_in_a_new_epoch() {
-    use herald_store::redis::{Acquired, Appended, Entry, Update};
     let Some(server) = RedisServer::start().await else { return };
-    let redis = Redis::connect(
-        &server.url(),
-        Default::default(),
-        "t",
-        Duration::from_secs(2),
-        None,
-        &prometheus::Registry::new(),
-    )
-    .await
-    .unwrap();
-    let log = redis.watch_log("w", Duration::from_secs(600));
-    let Acquired::Held(lease) = log.acquire("r1", Duration::from_secs(10)).await.unwrap() else { panic!("free") };
-    let change = |n: u32| Update {
-        body: Some((bytes::Bytes::from(format!("[{n}]")), None)),
-        events: vec![Entry { seq: 0, kind: b'c', name: "patch".into(), data: format!("{n}").into() }],
-        ..Update::default()
-    };
+    let (log, lease) = held_watch_log(&server).await;
     let poll = Update { last_poll: Some(1), ..Update::default() };
     let Appended::Done { epoch, .. } = log.append(&lease, (0, 0), 7, 100, &change(1)).await.unwrap() else {
         panic!("written")

@@ -2,8 +2,8 @@
 //!
 //! Replicas of the herald binary on Redis (a primary and a replica with AOF, each behind a fault
 //! proxy, three Sentinels) sit behind a round-robin TCP balancer, in front of the testkit's legacy
-//! API, whose task list changes every 200–500 ms (task 1's title is `v<n>`, `n` counting the
-//! changes, so that any copy says which change it has reached). SSE subscribers keep live copies
+//! API, whose task list changes every `--change-every` (200–500 ms; task 1's title is `v<n>`,
+//! `n` counting the changes, so that any copy says which change it has reached). SSE subscribers keep live copies
 //! of `/tasks` (item events) and `/board` (JSON Patch) through the balancer; webhook
 //! subscriptions on `/tasks` deliver to testkit receivers. Meanwhile, a seeded schedule injects
 //! one fault at a time (see [`faults::Kind`]). At the end, changes stop and, once everything is

@@ -68,6 +68,21 @@ pub enum Answer {
     Status { status: u16, content_type: Option<String>, body: Bytes, retry_after: Option<Duration> },
 }
 
+impl Answer {
+    /// A 200 with `body` and no other field (what test scripts mostly answer).
+    pub fn body(body: impl Into<Bytes>) -> Answer {
+        Answer::Ok {
+            body: body.into(),
+            content_type: None,
+            etag: None,
+            last_modified: None,
+            max_age: None,
+            link: None,
+            captured: None,
+        }
+    }
+}
+
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, PollError>> + Send + 'a>>;
 
 /// Something that answers polls: the real upstream, or a script in tests.

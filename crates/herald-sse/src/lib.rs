@@ -244,15 +244,7 @@ mod tests {
             let next = self.0.lock().unwrap().pop_front();
             Box::pin(async move {
                 Ok(match next {
-                    Some(body) => Answer::Ok {
-                        body: Bytes::from_static(body.as_bytes()),
-                        content_type: None,
-                        etag: None,
-                        last_modified: None,
-                        max_age: None,
-                        link: None,
-                        captured: None,
-                    },
+                    Some(body) => Answer::body(body),
                     None => Answer::NotModified { max_age: None, etag: None, last_modified: None, link: None },
                 })
             })

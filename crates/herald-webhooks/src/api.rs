@@ -638,15 +638,7 @@ mod tests {
             let found = req.target.starts_with("/tasks") || req.target.starts_with("/me/tasks");
             Box::pin(async move {
                 Ok(if found {
-                    Answer::Ok {
-                        body: Bytes::from_static(b"[]"),
-                        content_type: None,
-                        etag: None,
-                        last_modified: None,
-                        max_age: None,
-                        link: None,
-                        captured: None,
-                    }
+                    Answer::body("[]")
                 } else {
                     Answer::Status { status: 404, content_type: None, body: Bytes::new(), retry_after: None }
                 })

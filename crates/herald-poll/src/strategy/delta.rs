@@ -600,15 +600,7 @@ mod tests {
             self.asked.lock().unwrap().push(req.target.to_string());
             let body = self.answers.lock().unwrap().get_mut(req.target).and_then(VecDeque::pop_front);
             let answer = match body {
-                Some(body) => Answer::Ok {
-                    body: Bytes::from(body.to_string()),
-                    content_type: None,
-                    etag: None,
-                    last_modified: None,
-                    max_age: None,
-                    link: None,
-                    captured: None,
-                },
+                Some(body) => Answer::body(body.to_string()),
                 None => Answer::Status { status: 404, content_type: None, body: Bytes::new(), retry_after: None },
             };
             Box::pin(async move { Ok(answer) })

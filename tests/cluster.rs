@@ -106,13 +106,15 @@ impl Follower {
 const API_KEY: &str = "test-api-key-0123456789";
 const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
-/// A `/tasks` collection route polled every 300 ms, and webhooks through the API (`API_KEY`),
-/// for [`cluster_config`]'s `extra`.
+/// A `/tasks` collection route polled every 300 ms, for [`cluster_config`]'s `extra`.
+const TASKS_ROUTE: &str = "  - name: tasks\n    path: /tasks\n    access: public\n    \
+     poll: { interval: 300ms, min_interval: 300ms, adaptive: false, jitter: 0 }\n    \
+     events: { format: collection, type: task, collection: { id: /id } }\n";
+
+/// [`TASKS_ROUTE`], and webhooks through the API (`API_KEY`), for [`cluster_config`]'s `extra`.
 fn tasks_with_webhooks() -> String {
     format!(
-        "  - name: tasks\n    path: /tasks\n    access: public\n    \
-         poll: {{ interval: 300ms, min_interval: 300ms, adaptive: false, jitter: 0 }}\n    \
-         events: {{ format: collection, type: task, collection: {{ id: /id }} }}\n\
+        "{TASKS_ROUTE}\
          webhooks:\n  api_keys: [{API_KEY}]\n  timeout: 2s\n  allow_private_destinations: [127.0.0.0/8]\n  \
          retry_schedule: [200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n"
     )
@@ -509,6 +511,69 @@ async fn a_holder_paused_past_its_lease_is_fenced_and_follows() {
         assert_eq!((f.snapshots, f.changes), (1, 2), "each change once");
     }
     assert!(gws[h].logs().contains("fencing"), "the refusal is logged");
+}
+
+/// The webhook watch's holder is paused past its lease while the resource changes three times,
+/// each carried by every stream: the replica taking the webhook watch over delivers each version
+/// in its own message, in order, not the last one alone.
+#[tokio::test]
+async fn a_webhook_watch_taken_over_delivers_each_version_its_paused_holder_missed() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    let recv = herald_testkit::Receiver::new();
+    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    recv.trust(WEBHOOK_SECRET);
+    let task = api.add_task("version 0");
+    let yaml = cluster_config(upstream, &redis.url(), "3s", &tasks_with_webhooks());
+    // Started first, with a subscriber: it polls. The subscription is made through another
+    // replica, which takes its webhook watch at once; so the poll and the webhook watch are
+    // held apart, and a replica that was only following records the versions.
+    let poller = Gateway::start(&yaml).await;
+    let mut polled = poller.subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!(polled.next_within(SOON).await.expect("a snapshot").event, "snapshot");
+    let mut gws = replicas(2, &yaml).await;
+    gws.push(poller);
+    subscribe_webhook(&gws, recv_addr).await;
+    let holding = |gw: &Gateway| gw.logs().contains("webhook watch lease taken");
+    eventually("a replica holds the webhook watch", || gws.iter().any(holding)).await;
+    let held = gws.iter().position(holding).unwrap();
+    let others: Vec<&Gateway> = gws.iter().enumerate().filter(|(i, _)| *i != held).map(|(_, gw)| gw).collect();
+    eventually("the others follow it too", || {
+        others.iter().all(|gw| gw.logs().contains("webhook watch followed, its versions kept"))
+    })
+    .await;
+    let mut streams = Vec::new();
+    for gw in &others {
+        let mut stream = gw.subscribe("/tasks/event-stream", &[]).await;
+        assert_eq!(stream.next_within(SOON).await.expect("a snapshot").event, "snapshot");
+        streams.push(stream);
+    }
+
+    gws[held].signal("STOP");
+    for v in 1..=3 {
+        let title = format!("version {v}");
+        api.retitle(&task, &title);
+        // Every replica's watch holds each version before the next change.
+        for stream in &mut streams {
+            while !stream.next_within(SOON).await.expect("the change reaches the stream").data.contains(&title) {}
+        }
+    }
+    // Deliveries run concurrently: in the order of their webhook-ids, which is the order made.
+    let versions = || -> Vec<String> {
+        let made: std::collections::BTreeMap<String, String> = recv
+            .accepted()
+            .iter()
+            .filter(|d| d.event_type == "task.updated")
+            .filter_map(|d| {
+                let title = (1..=3).map(|v| format!("version {v}")).find(|t| d.body.to_string().contains(t))?;
+                Some((d.id.clone(), title))
+            })
+            .collect();
+        made.into_values().collect()
+    };
+    eventually("the last version is delivered", || versions().contains(&"version 3".to_string())).await;
+    gws[held].signal("CONT");
+    assert_eq!(versions(), ["version 1", "version 2", "version 3"], "each version in its own message, in order");
 }
 
 #[tokio::test]

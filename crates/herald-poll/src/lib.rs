@@ -29,6 +29,7 @@ mod route;
 mod schedule;
 mod strategy;
 mod token;
+mod versions;
 mod watch;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub use quota::{BudgetKey, Quota, RateLimit};
 pub use refusal::Refusal;
 pub use route::RouteCtx;
 pub use schedule::{jittered, Schedule};
+pub use versions::Version;
 pub use watch::{Current, Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
 
 /// What reqwest says went wrong, without its own "error sending request" words.

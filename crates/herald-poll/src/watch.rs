@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::refusal::Refusal;
 use crate::route::RouteCtx;
 use crate::strategy::FetchState;
+use crate::versions::{Version, Versions};
 
 /// What identifies a watch: route, upstream path + query, credential scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,6 +104,8 @@ pub(crate) struct State {
     pub(crate) last_change: Option<SystemTime>,
     /// Cluster mode: the replica holding the poll lease, when known.
     pub(crate) holder: Option<String>,
+    /// The representations held, kept once a webhook watch asked ([`Watch::keep_versions`]).
+    versions: Option<Versions>,
 }
 
 /// One transition of a watch: what a poll found, or what a replica read from the cluster's
@@ -236,6 +239,7 @@ impl Watch {
             last_poll: None,
             last_change: None,
             holder: None,
+            versions: None,
         };
         Watch {
             key,
@@ -323,6 +327,24 @@ impl Watch {
         self.state.lock().unwrap().current.clone()
     }
 
+    /// Keeps every representation the watch holds from now on (bounded, see
+    /// [`crate::versions`]), for [`Watch::versions_after`]. Idempotent.
+    pub fn keep_versions(&self) {
+        let mut st = self.state.lock().unwrap();
+        let State { versions, current, .. } = &mut *st;
+        let versions = versions.get_or_insert_with(Versions::default);
+        if let Some(repr) = current {
+            versions.push(repr);
+        }
+    }
+
+    /// The representations the watch held after the kept version `number` (or, when that one
+    /// is gone or unknown, the newest kept one with `hash`), oldest first: its current one last.
+    /// `None` when it kept none with that hash.
+    pub fn versions_after(&self, number: Option<u64>, hash: &blake3::Hash) -> Option<Vec<Version>> {
+        self.state.lock().unwrap().versions.as_ref()?.after(number, hash)
+    }
+
     /// A fresh snapshot for a subscriber that fell more than `sse.queue` events behind.
     pub fn resync(&self) -> Resync {
         let mut st = self.state.lock().unwrap();
@@ -352,6 +374,9 @@ impl Watch {
             self.publish(&mut st, e.kind, &e.name, &e.data, step.detected);
         }
         if let Some(repr) = step.current {
+            if let Some(versions) = &mut st.versions {
+                versions.push(&repr);
+            }
             st.current = Some(repr);
         }
         if let (Some((etag, last_modified)), Some(cur)) = (step.validators, st.current.as_mut()) {

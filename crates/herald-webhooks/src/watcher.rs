@@ -105,16 +105,59 @@ impl Watcher {
         };
         let route = self.shared.hub.route(key.route).name.clone();
         let name = format!("wh-{}", herald_poll::watch_id(&route, &key));
-        loop {
-            let Some(held) = cluster.hold(&name, &cancel).await else { return };
-            debug!(route = %route, replica = %cluster.replica(), "webhook watch lease taken");
-            let run = self.clone().run(key.clone(), credentials.clone(), subs.clone(), cancel.clone(), start);
-            tokio::select! {
-                () = run => return,
-                () = held.lost.cancelled() => warn!(route = %route, "webhook watch lease lost; another replica takes over"),
+        let leased = async {
+            loop {
+                let Some(held) = cluster.hold(&name, &cancel).await else { return };
+                debug!(route = %route, replica = %cluster.replica(), "webhook watch lease taken");
+                let run = self.clone().run(key.clone(), credentials.clone(), subs.clone(), cancel.clone(), start);
+                tokio::select! {
+                    () = run => return,
+                    () = held.lost.cancelled() => warn!(route = %route, "webhook watch lease lost; another replica takes over"),
+                }
+                // What the last holder recorded is where the next one starts from.
+                start = Start::Resume;
             }
-            // What the last holder recorded is where the next one starts from.
-            start = Start::Resume;
+        };
+        // Every replica follows the watch, holding the lease or not, so that the one taking the
+        // lease over finds the versions its holder had not recorded yet, and records each.
+        tokio::select! {
+            () = leased => {}
+            () = self.clone().keep_versions(key.clone(), credentials.clone(), cancel.clone()) => {}
+        }
+    }
+
+    /// Cluster mode: joins the watch and stays joined (again after it ends), so that it keeps
+    /// its versions ([`Watch::keep_versions`]) on this replica too. Ends when cancelled.
+    async fn keep_versions(self: Arc<Self>, key: WatchKey, credentials: Credentials, cancel: CancellationToken) {
+        let route = self.shared.hub.route(key.route);
+        let mut backoff = route.poll.interval;
+        loop {
+            let joined = tokio::select! {
+                j = self.shared.hub.subscribe(key.clone(), credentials.clone(), None) => j,
+                () = cancel.cancelled() => return,
+            };
+            if let Ok(mut joined) = joined {
+                backoff = route.poll.interval;
+                joined.watch.keep_versions();
+                debug!(route = %route.name, "webhook watch followed, its versions kept");
+                loop {
+                    let ended = tokio::select! {
+                        ev = joined.rx.recv() => match ev {
+                            Ok(e) => e.kind == EventKind::Terminal,
+                            Err(broadcast::error::RecvError::Lagged(_)) => false,
+                            Err(broadcast::error::RecvError::Closed) => true,
+                        },
+                        () = cancel.cancelled() => return,
+                    };
+                    if ended {
+                        break;
+                    }
+                }
+            }
+            if sleep_or_cancel(backoff, &cancel).await {
+                return;
+            }
+            backoff = (backoff * 2).min(route.poll.max_interval);
         }
     }
 
@@ -200,7 +243,7 @@ impl Watcher {
         let shared = &self.shared;
         let route = shared.hub.route(key.route);
         let store_key = format!("{}\u{0}{}\u{0}{}", route.name, key.target, key.scope);
-        let mut last: Option<Representation> = None;
+        let mut last = Recorded::default();
         let mut loaded = start == Start::Fresh;
         let mut backoff = route.poll.interval;
         // The service credential is refused and the operator was told (once until it works again).
@@ -230,10 +273,11 @@ impl Watcher {
                     for frame in &joined.initial {
                         self.upstream_status(&key, &subs, frame, &mut service_refused);
                     }
+                    joined.watch.keep_versions();
                     while !loaded {
                         match shared.store.watch_state(store_key.clone()).await {
                             Ok(data) => {
-                                last = data.map(|d| Representation::from_body(d.into(), &[]));
+                                last = Recorded::from_store(data);
                                 loaded = true;
                             }
                             Err(e) => {
@@ -348,48 +392,90 @@ impl Watcher {
         }
     }
 
-    /// Records the watch's representation if it differs from the last recorded one, with the
-    /// messages of its change. Retries a failing store until it answers; `true` when cancelled.
-    /// When another replica recorded a change first (cluster mode), diffs again from what it
-    /// recorded, so a change is never turned into messages twice. When the store lost the record
-    /// (Redis lost its data), the change is still diffed from the representation held here.
+    /// Records the watch's changes since the representation last recorded, each with its
+    /// messages; `true` when cancelled. Each version the watch kept since ([`Watch::versions_after`])
+    /// is recorded in turn, so a change is delivered as the streams carried it even when
+    /// recording fell behind; without them (herald restarted, or fell further behind than the
+    /// watch keeps), the changes since are diffed at once, into one message each at most.
     async fn observe(
         &self,
         watch: &Watch,
         store_key: &str,
-        last: &mut Option<Representation>,
+        last: &mut Recorded,
         subs: &watch::Receiver<Arc<Vec<Subscription>>>,
         cancel: &CancellationToken,
     ) -> bool {
-        let Some(now) = watch.representation() else { return false };
+        loop {
+            let Some(now) = watch.representation() else { return false };
+            let steps: Vec<(Option<u64>, Representation)> = match &last.repr {
+                Some(l) if l.hash == now.hash => return false,
+                // Nothing recorded yet: this is where deliveries start from.
+                None => vec![(None, now)],
+                Some(l) => match watch.versions_after(last.number, &l.hash).filter(|v| !v.is_empty()) {
+                    Some(versions) => versions.into_iter().map(|(n, r)| (Some(n), r)).collect(),
+                    None => {
+                        info!(route = %watch.route_name(), "the versions since the one recorded for webhooks are not known here; the changes since are delivered together");
+                        vec![(None, now)]
+                    }
+                },
+            };
+            let mut moved = false;
+            for (number, next) in steps {
+                match self.record(watch, store_key, &last.repr, &next, subs, cancel).await {
+                    Recording::Done => *last = Recorded { repr: Some(next), number },
+                    Recording::Invalid => {}
+                    Recording::Moved(repr) => {
+                        *last = Recorded { repr, number: None };
+                        moved = true;
+                        break;
+                    }
+                    Recording::Cancelled => return true,
+                }
+            }
+            if !moved {
+                return false;
+            }
+        }
+    }
+
+    /// Records `next` with the messages of the change from `last` to it, in one transaction.
+    /// Retries a failing store until it answers. When another replica recorded a change first
+    /// (cluster mode), says what it recorded, so that a change is never turned into messages
+    /// twice. When the store lost the record (Redis lost its data), the change is still diffed
+    /// from `last`.
+    async fn record(
+        &self,
+        watch: &Watch,
+        store_key: &str,
+        last: &Option<Representation>,
+        next: &Representation,
+        subs: &watch::Receiver<Arc<Vec<Subscription>>>,
+        cancel: &CancellationToken,
+    ) -> Recording {
+        let messages = match last {
+            None => Vec::new(),
+            Some(prev) => {
+                let subs = subs.borrow().clone();
+                match self.messages(&watch.key, prev, next, &subs) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Diffed from the last valid one when a valid one comes.
+                        warn!(route = %watch.route_name(), error = %e, "not a valid collection; webhooks wait for the next valid one");
+                        return Recording::Invalid;
+                    }
+                }
+            }
+        };
+        let count = messages.len();
         // The store holds no record while `last` is known: recorded anew, from nothing.
         let mut lost = false;
         loop {
-            if last.as_ref().is_some_and(|l| l.hash == now.hash) {
-                return false;
-            }
-            let messages = match last {
-                // Nothing recorded yet: this is where deliveries start from.
-                None => Vec::new(),
-                Some(prev) => {
-                    let subs = subs.borrow().clone();
-                    match self.messages(&watch.key, prev, &now, &subs) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            // Wait for a valid collection and diff against the last valid one.
-                            warn!(route = %watch.route_name(), error = %e, "not a valid collection; webhooks wait for the next valid one");
-                            return false;
-                        }
-                    }
-                }
-            };
-            let count = messages.len();
             let expected = last.as_ref().filter(|_| !lost).map(|l| l.data.to_vec());
             let recorded = loop {
                 let stored = self.shared.store.record_change(
                     store_key.to_string(),
                     expected.clone(),
-                    now.data.to_vec(),
+                    next.data.to_vec(),
                     messages.clone(),
                 );
                 match stored.await {
@@ -397,38 +483,35 @@ impl Watcher {
                     Err(e) => {
                         error!(error = %e, "cannot record a change for webhooks, retrying");
                         if sleep_or_cancel(Duration::from_secs(1), cancel).await {
-                            return true;
+                            return Recording::Cancelled;
                         }
                     }
                 }
             };
-            if !recorded {
-                match self.shared.store.watch_state(store_key.to_string()).await {
-                    Ok(None) if !lost => {
-                        warn!(route = %watch.route_name(), "a webhook watch's record is gone from the store (redis lost its data?); its change is diffed from the one held here");
-                        lost = true;
-                        continue;
-                    }
-                    Ok(data) if data != expected => {
-                        debug!(route = %watch.route_name(), "another replica recorded this watch's change first; diffing from it");
-                        *last = data.map(|d| Representation::from_body(d.into(), &[]));
-                        continue;
-                    }
-                    Ok(_) => error!("a webhook watch's recorded representation reads back different, retrying"),
-                    Err(e) => error!(error = %e, "cannot read a webhook watch's last representation, retrying"),
+            if recorded {
+                debug!(route = %watch.route_name(), messages = count, "change recorded for webhooks");
+                if count > 0 {
+                    self.shared.metrics.queue_depth.add(count as i64);
+                    self.shared.wake.notify_one();
                 }
-                if sleep_or_cancel(Duration::from_secs(1), cancel).await {
-                    return true;
+                return Recording::Done;
+            }
+            match self.shared.store.watch_state(store_key.to_string()).await {
+                Ok(None) if !lost => {
+                    warn!(route = %watch.route_name(), "a webhook watch's record is gone from the store (redis lost its data?); its change is diffed from the one held here");
+                    lost = true;
+                    continue;
                 }
-                continue;
+                Ok(data) if data != expected => {
+                    debug!(route = %watch.route_name(), "another replica recorded this watch's change first; diffing from it");
+                    return Recording::Moved(Recorded::from_store(data).repr);
+                }
+                Ok(_) => error!("a webhook watch's recorded representation reads back different, retrying"),
+                Err(e) => error!(error = %e, "cannot read a webhook watch's last representation, retrying"),
             }
-            debug!(route = %watch.route_name(), messages = count, "change recorded for webhooks");
-            *last = Some(now);
-            if count > 0 {
-                self.shared.metrics.queue_depth.add(count as i64);
-                self.shared.wake.notify_one();
+            if sleep_or_cancel(Duration::from_secs(1), cancel).await {
+                return Recording::Cancelled;
             }
-            return false;
         }
     }
 
@@ -467,6 +550,30 @@ impl Watcher {
         }
         Ok(out)
     }
+}
+
+/// The representation last recorded for a watch's webhooks, and its number among the versions
+/// the watch kept when it was one of them.
+#[derive(Default)]
+struct Recorded {
+    repr: Option<Representation>,
+    number: Option<u64>,
+}
+
+impl Recorded {
+    fn from_store(data: Option<Vec<u8>>) -> Recorded {
+        Recorded { repr: data.map(|d| Representation::from_body(d.into(), &[])), number: None }
+    }
+}
+
+/// How recording one version went.
+enum Recording {
+    Done,
+    /// Not a valid collection: skipped, the next one is diffed from the last valid one.
+    Invalid,
+    /// Another replica recorded first: this (or nothing, when the record is gone) is recorded now.
+    Moved(Option<Representation>),
+    Cancelled,
 }
 
 /// What an `upstream-status` frame says.

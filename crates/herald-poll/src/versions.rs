@@ -1,0 +1,113 @@
+//! The representations a watch held, oldest first, kept while a webhook watch follows it.
+//!
+//! Webhook messages are diffed from the representation last recorded in the store to the next
+//! one. When recording falls behind the watch (the store is slow or away for a while, or the
+//! webhook watch's lease passes to another replica), diffing to the watch's current
+//! representation would merge the changes made meanwhile into one message. With the versions
+//! kept here, each one is recorded in turn instead, as the streams carried them. Bounded by
+//! count and bytes: a webhook watch further behind than that merges what it can no longer see.
+
+use std::collections::VecDeque;
+
+use herald_core::Representation;
+
+/// At most this many versions are kept per watch.
+pub(crate) const MAX_VERSIONS: usize = 256;
+/// And at most this many bytes of them (normalized data and upstream body); the newest is
+/// always kept.
+pub(crate) const MAX_VERSION_BYTES: usize = 16 << 20;
+
+/// A kept representation and its number (counted per watch, not an event id).
+pub type Version = (u64, Representation);
+
+#[derive(Default)]
+pub(crate) struct Versions {
+    list: VecDeque<Version>,
+    next: u64,
+    bytes: usize,
+}
+
+impl Versions {
+    /// Keeps `repr` as the newest version, unless it equals the newest already kept.
+    pub(crate) fn push(&mut self, repr: &Representation) {
+        if self.list.back().is_some_and(|(_, last)| last.hash == repr.hash) {
+            return;
+        }
+        self.bytes += size(repr);
+        self.list.push_back((self.next, repr.clone()));
+        self.next += 1;
+        while self.list.len() > MAX_VERSIONS || (self.bytes > MAX_VERSION_BYTES && self.list.len() > 1) {
+            let (_, old) = self.list.pop_front().expect("more than one version");
+            self.bytes -= size(&old);
+        }
+    }
+
+    /// The versions after the one with `hash` (the one numbered `number` when it is still
+    /// kept, else the newest with that hash), oldest first. `None` when no kept version has it:
+    /// the caller cannot tell what came between.
+    pub(crate) fn after(&self, number: Option<u64>, hash: &blake3::Hash) -> Option<Vec<Version>> {
+        let at = number
+            .and_then(|n| self.list.iter().position(|(k, r)| *k == n && r.hash == *hash))
+            .or_else(|| self.list.iter().rposition(|(_, r)| r.hash == *hash))?;
+        Some(self.list.iter().skip(at + 1).cloned().collect())
+    }
+}
+
+fn size(repr: &Representation) -> usize {
+    repr.data.len() + repr.body.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repr(body: &str) -> Representation {
+        Representation::from_body(bytes::Bytes::from(body.to_string()), &[])
+    }
+
+    fn bodies(list: &[Version]) -> Vec<String> {
+        list.iter().map(|(_, r)| String::from_utf8(r.data.to_vec()).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_versions_after_a_recorded_one_come_in_order_and_an_unknown_one_is_none() {
+        let mut v = Versions::default();
+        for body in ["1", "2", "2", "3", "4"] {
+            v.push(&repr(body));
+        }
+        assert_eq!(bodies(&v.after(None, &repr("2").hash).unwrap()), ["3", "4"], "a repeat is not a version");
+        assert_eq!(bodies(&v.after(None, &repr("4").hash).unwrap()), Vec::<String>::new());
+        assert!(v.after(None, &repr("9").hash).is_none());
+    }
+
+    #[test]
+    fn a_representation_seen_twice_is_found_by_its_number_else_the_newest() {
+        let mut v = Versions::default();
+        for body in ["1", "2", "1", "3"] {
+            v.push(&repr(body));
+        }
+        let first = v.list[0].0;
+        assert_eq!(bodies(&v.after(Some(first), &repr("1").hash).unwrap()), ["2", "1", "3"]);
+        assert_eq!(bodies(&v.after(None, &repr("1").hash).unwrap()), ["3"]);
+        // A number that names another representation is not trusted.
+        assert_eq!(bodies(&v.after(Some(first + 1), &repr("1").hash).unwrap()), ["3"]);
+    }
+
+    #[test]
+    fn kept_versions_are_bounded_by_count_and_bytes_and_the_newest_stays() {
+        let mut v = Versions::default();
+        for i in 0..MAX_VERSIONS + 10 {
+            v.push(&repr(&i.to_string()));
+        }
+        assert_eq!(v.list.len(), MAX_VERSIONS);
+        assert!(v.after(None, &repr("0").hash).is_none(), "the oldest went");
+
+        let big = format!("\"{}\"", "x".repeat(MAX_VERSION_BYTES));
+        v.push(&repr(&big));
+        assert_eq!(v.list.len(), 1, "one version over the bytes is kept alone");
+        assert!(v.bytes <= 3 * MAX_VERSION_BYTES);
+        v.push(&repr("1"));
+        assert_eq!(bodies(&v.list.iter().cloned().collect::<Vec<_>>()), ["1"]);
+        assert_eq!(v.bytes, 2);
+    }
+}

@@ -513,9 +513,10 @@ async fn a_holder_paused_past_its_lease_is_fenced_and_follows() {
     assert!(gws[h].logs().contains("fencing"), "the refusal is logged");
 }
 
-/// The webhook watch's holder is paused past its lease while the resource changes three times,
-/// each carried by every stream: the replica taking the webhook watch over delivers each version
-/// in its own message, in order, not the last one alone.
+/// The replica that polls a webhook watch (and so records it) is paused past its lease while the
+/// resource changes three times, each carried by every stream: the replica taking the polls over
+/// delivers each version in its own message, in order, not the last one alone, even those it
+/// polled before it could take the webhook watch's lease.
 #[tokio::test]
 async fn a_webhook_watch_taken_over_delivers_each_version_its_paused_holder_missed() {
     let Some(redis) = RedisServer::start().await else { return };
@@ -525,25 +526,22 @@ async fn a_webhook_watch_taken_over_delivers_each_version_its_paused_holder_miss
     recv.trust(WEBHOOK_SECRET);
     let task = api.add_task("version 0");
     let yaml = cluster_config(upstream, &redis.url(), "3s", &tasks_with_webhooks());
-    // Started first, with a subscriber: it polls. The subscription is made through another
-    // replica, which takes its webhook watch at once; so the poll and the webhook watch are
-    // held apart, and a replica that was only following records the versions.
+    // Started first, with a subscriber: it polls, so it takes the webhook watch too.
     let poller = Gateway::start(&yaml).await;
     let mut polled = poller.subscribe("/tasks/event-stream", &[]).await;
     assert_eq!(polled.next_within(SOON).await.expect("a snapshot").event, "snapshot");
     let mut gws = replicas(2, &yaml).await;
     gws.push(poller);
+    let held = 2;
     subscribe_webhook(&gws, recv_addr).await;
-    let holding = |gw: &Gateway| gw.logs().contains("webhook watch lease taken");
-    eventually("a replica holds the webhook watch", || gws.iter().any(holding)).await;
-    let held = gws.iter().position(holding).unwrap();
-    let others: Vec<&Gateway> = gws.iter().enumerate().filter(|(i, _)| *i != held).map(|(_, gw)| gw).collect();
-    eventually("the others follow it too", || {
-        others.iter().all(|gw| gw.logs().contains("webhook watch followed, its versions kept"))
+    eventually("the replica that polls holds the webhook watch", || {
+        gws[held].logs().contains("webhook watch lease taken")
     })
     .await;
     let mut streams = Vec::new();
-    for gw in &others {
+    for gw in &gws[..held] {
+        eventually("it follows the watch too", || gw.logs().contains("webhook watch followed, its versions kept"))
+            .await;
         let mut stream = gw.subscribe("/tasks/event-stream", &[]).await;
         assert_eq!(stream.next_within(SOON).await.expect("a snapshot").event, "snapshot");
         streams.push(stream);
@@ -558,22 +556,61 @@ async fn a_webhook_watch_taken_over_delivers_each_version_its_paused_holder_miss
             while !stream.next_within(SOON).await.expect("the change reaches the stream").data.contains(&title) {}
         }
     }
-    // Deliveries run concurrently: in the order of their webhook-ids, which is the order made.
-    let versions = || -> Vec<String> {
-        let made: std::collections::BTreeMap<String, String> = recv
-            .accepted()
-            .iter()
-            .filter(|d| d.event_type == "task.updated")
-            .filter_map(|d| {
-                let title = (1..=3).map(|v| format!("version {v}")).find(|t| d.body.to_string().contains(t))?;
-                Some((d.id.clone(), title))
-            })
-            .collect();
-        made.into_values().collect()
-    };
-    eventually("the last version is delivered", || versions().contains(&"version 3".to_string())).await;
+    let versions = || updated_titles(&recv);
+    eventually("every version is delivered", || versions().len() >= 3).await;
     gws[held].signal("CONT");
     assert_eq!(versions(), ["version 1", "version 2", "version 3"], "each version in its own message, in order");
+}
+
+/// The titles ("version N") the `task.updated` messages `recv` accepted carried, in the order
+/// the messages were made (their webhook-ids; deliveries run concurrently), each once.
+fn updated_titles(recv: &herald_testkit::Receiver) -> Vec<String> {
+    let made: std::collections::BTreeMap<String, String> = recv
+        .accepted()
+        .iter()
+        .filter(|d| d.event_type == "task.updated")
+        .filter_map(|d| {
+            let title = d.body["data"]["resourceDetails"]["title"].as_str()?;
+            Some((d.id.clone(), title.to_string()))
+        })
+        .collect();
+    made.into_values().collect()
+}
+
+/// Redis refuses the webhook watch's writes for a while (its record is of the wrong type) while
+/// the polls go on and the streams carry three changes: once it takes them again, each version
+/// is delivered in its own message, in order.
+#[tokio::test]
+async fn changes_polled_while_redis_refuses_the_webhook_record_are_delivered_one_by_one() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (api, upstream) = start_api().await;
+    let recv = herald_testkit::Receiver::new();
+    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    recv.trust(WEBHOOK_SECRET);
+    let task = api.add_task("version 0");
+    let gws = replicas(1, &cluster_config(upstream, &redis.url(), "3s", &tasks_with_webhooks())).await;
+    subscribe_webhook(&gws, recv_addr).await;
+    let mut stream = gws[0].subscribe("/tasks/event-stream", &[]).await;
+    assert_eq!(stream.next_within(SOON).await.expect("a snapshot").event, "snapshot");
+
+    assert_eq!(redis.cli(&["RENAME", "{t:wh}:states", "{t:wh}:states-away"]).trim(), "OK");
+    assert_eq!(redis.cli(&["SET", "{t:wh}:states", "not a hash"]).trim(), "OK");
+    for v in 1..=3 {
+        let title = format!("version {v}");
+        api.retitle(&task, &title);
+        while !stream.next_within(SOON).await.expect("the change reaches the stream").data.contains(&title) {}
+    }
+    eventually("the record is refused", || gws[0].logs().contains("cannot record a change for webhooks")).await;
+    assert!(updated_titles(&recv).is_empty());
+    assert_eq!(redis.cli(&["DEL", "{t:wh}:states"]).trim(), "1");
+    assert_eq!(redis.cli(&["RENAME", "{t:wh}:states-away", "{t:wh}:states"]).trim(), "OK");
+
+    eventually("every version is delivered", || updated_titles(&recv).len() >= 3).await;
+    assert_eq!(
+        updated_titles(&recv),
+        ["version 1", "version 2", "version 3"],
+        "each version in its own message, in order"
+    );
 }
 
 #[tokio::test]

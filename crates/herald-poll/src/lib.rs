@@ -45,7 +45,7 @@ pub use refusal::Refusal;
 pub use route::RouteCtx;
 pub use schedule::{jittered, Schedule};
 pub use versions::Version;
-pub use watch::{Current, Joined, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
+pub use watch::{Current, Joined, KeptVersions, Resync, SubscriberGuard, Watch, WatchInfo, WatchKey};
 
 /// What reqwest says went wrong, without its own "error sending request" words.
 fn cause(e: &reqwest::Error) -> String {

@@ -8,6 +8,7 @@
 //! count and bytes: a webhook watch further behind than that merges what it can no longer see.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_core::Representation;
 
@@ -17,13 +18,15 @@ pub(crate) const MAX_VERSIONS: usize = 256;
 /// always kept.
 pub(crate) const MAX_VERSION_BYTES: usize = 16 << 20;
 
-/// A kept representation and its number (counted per watch, not an event id).
+/// A kept representation and its number: unique in the process, so a number from another
+/// watch (or an earlier one for the same resource) never names a version of this one.
 pub type Version = (u64, Representation);
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Default)]
 pub(crate) struct Versions {
     list: VecDeque<Version>,
-    next: u64,
     bytes: usize,
 }
 
@@ -34,20 +37,19 @@ impl Versions {
             return;
         }
         self.bytes += size(repr);
-        self.list.push_back((self.next, repr.clone()));
-        self.next += 1;
+        self.list.push_back((NEXT.fetch_add(1, Ordering::Relaxed), repr.clone()));
         while self.list.len() > MAX_VERSIONS || (self.bytes > MAX_VERSION_BYTES && self.list.len() > 1) {
             let (_, old) = self.list.pop_front().expect("more than one version");
             self.bytes -= size(&old);
         }
     }
 
-    /// The versions after the one with `hash` (the one numbered `number` when it is still
-    /// kept, else the newest with that hash), oldest first. `None` when no kept version has it:
-    /// the caller cannot tell what came between.
+    /// The versions after the one numbered `number` when it is still kept, else after the
+    /// newest with `hash`, oldest first. `None` when neither is kept: the caller cannot tell what
+    /// came between.
     pub(crate) fn after(&self, number: Option<u64>, hash: &blake3::Hash) -> Option<Vec<Version>> {
         let at = number
-            .and_then(|n| self.list.iter().position(|(k, r)| *k == n && r.hash == *hash))
+            .and_then(|n| self.list.iter().position(|(k, _)| *k == n))
             .or_else(|| self.list.iter().rposition(|(_, r)| r.hash == *hash))?;
         Some(self.list.iter().skip(at + 1).cloned().collect())
     }
@@ -89,8 +91,10 @@ mod tests {
         let first = v.list[0].0;
         assert_eq!(bodies(&v.after(Some(first), &repr("1").hash).unwrap()), ["2", "1", "3"]);
         assert_eq!(bodies(&v.after(None, &repr("1").hash).unwrap()), ["3"]);
-        // A number that names another representation is not trusted.
-        assert_eq!(bodies(&v.after(Some(first + 1), &repr("1").hash).unwrap()), ["3"]);
+        // A number no longer kept (or never of this watch): by the hash.
+        assert_eq!(bodies(&v.after(Some(u64::MAX), &repr("1").hash).unwrap()), ["3"]);
+        // A number names a version even when the hash is another's (one skipped as invalid).
+        assert_eq!(bodies(&v.after(Some(first + 1), &repr("1").hash).unwrap()), ["1", "3"]);
     }
 
     #[test]

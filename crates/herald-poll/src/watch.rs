@@ -45,6 +45,8 @@ pub struct Watch {
     pub(crate) credentials: Vec<(HeaderName, HeaderValue)>,
     tx: broadcast::Sender<Event>,
     pub(crate) ready: tokio::sync::watch::Sender<Ready>,
+    /// Whether this process polls the watch (cluster mode: holds its poll lease).
+    pub(crate) polling: tokio::sync::watch::Sender<bool>,
     subscribers: AtomicUsize,
     pub(crate) state: Mutex<State>,
     /// Asks the poll loop to poll now (a write through herald, a change hint).
@@ -104,8 +106,10 @@ pub(crate) struct State {
     pub(crate) last_change: Option<SystemTime>,
     /// Cluster mode: the replica holding the poll lease, when known.
     pub(crate) holder: Option<String>,
-    /// The representations held, kept once a webhook watch asked ([`Watch::keep_versions`]).
+    /// The representations held, kept while a webhook watch asks ([`Watch::keep_versions`]).
     versions: Option<Versions>,
+    /// How many [`KeptVersions`] there are.
+    keepers: usize,
 }
 
 /// One transition of a watch: what a poll found, or what a replica read from the cluster's
@@ -190,6 +194,21 @@ impl Drop for SubscriberGuard {
     }
 }
 
+/// Keeps a watch's versions ([`Watch::keep_versions`]); the last one dropped forgets them.
+pub struct KeptVersions {
+    watch: Arc<Watch>,
+}
+
+impl Drop for KeptVersions {
+    fn drop(&mut self) {
+        let mut st = self.watch.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.keepers -= 1;
+        if st.keepers == 0 {
+            st.versions = None;
+        }
+    }
+}
+
 /// A row of /admin/watches. Holds no credential: the scope is a hash.
 #[derive(Debug, Clone)]
 pub struct WatchInfo {
@@ -240,6 +259,7 @@ impl Watch {
             last_change: None,
             holder: None,
             versions: None,
+            keepers: 0,
         };
         Watch {
             key,
@@ -248,6 +268,7 @@ impl Watch {
             credentials,
             tx,
             ready: tokio::sync::watch::Sender::new(Ready::Pending),
+            polling: tokio::sync::watch::Sender::new(false),
             subscribers: AtomicUsize::new(0),
             state: Mutex::new(state),
             refresh: Refresh::default(),
@@ -327,15 +348,23 @@ impl Watch {
         self.state.lock().unwrap().current.clone()
     }
 
+    /// Whether this process polls the watch, now and as it changes (in cluster mode, the poll
+    /// lease moves between replicas; in one process it polls every watch it has).
+    pub fn polled_here(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.polling.subscribe()
+    }
+
     /// Keeps every representation the watch holds from now on (bounded, see
-    /// [`crate::versions`]), for [`Watch::versions_after`]. Idempotent.
-    pub fn keep_versions(&self) {
+    /// [`crate::versions`]), for [`Watch::versions_after`], until the last guard is dropped.
+    pub fn keep_versions(self: &Arc<Self>) -> KeptVersions {
         let mut st = self.state.lock().unwrap();
+        st.keepers += 1;
         let State { versions, current, .. } = &mut *st;
         let versions = versions.get_or_insert_with(Versions::default);
         if let Some(repr) = current {
             versions.push(repr);
         }
+        KeptVersions { watch: self.clone() }
     }
 
     /// The representations the watch held after the kept version `number` (or, when that one

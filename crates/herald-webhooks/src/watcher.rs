@@ -105,53 +105,83 @@ impl Watcher {
         };
         let route = self.shared.hub.route(key.route).name.clone();
         let name = format!("wh-{}", herald_poll::watch_id(&route, &key));
+        // Whether this replica should hold the lease: it polls the watch (so it saw every
+        // version), or the watch does not open here (and the holder says why).
+        let (eligible_tx, mut eligible) = watch::channel(false);
         let leased = async {
             loop {
-                let Some(held) = cluster.hold(&name, &cancel).await else { return };
+                if eligible.wait_for(|e| *e).await.is_err() {
+                    return;
+                }
+                let held = tokio::select! {
+                    held = cluster.hold(&name, &cancel) => match held {
+                        Some(held) => held,
+                        None => return,
+                    },
+                    _ = eligible.wait_for(|e| !*e) => continue,
+                };
                 debug!(route = %route, replica = %cluster.replica(), "webhook watch lease taken");
                 let run = self.clone().run(key.clone(), credentials.clone(), subs.clone(), cancel.clone(), start);
                 tokio::select! {
                     () = run => return,
                     () = held.lost.cancelled() => warn!(route = %route, "webhook watch lease lost; another replica takes over"),
+                    _ = eligible.wait_for(|e| !*e) => debug!(route = %route, "webhook watch lease given up: another replica polls the watch"),
                 }
                 // What the last holder recorded is where the next one starts from.
                 start = Start::Resume;
             }
         };
-        // Every replica follows the watch, holding the lease or not, so that the one taking the
-        // lease over finds the versions its holder had not recorded yet, and records each.
         tokio::select! {
             () = leased => {}
-            () = self.clone().keep_versions(key.clone(), credentials.clone(), cancel.clone()) => {}
+            () = self.clone().follow_polls(key.clone(), credentials.clone(), eligible_tx, cancel.clone()) => {}
         }
     }
 
     /// Cluster mode: joins the watch and stays joined (again after it ends), so that it keeps
-    /// its versions ([`Watch::keep_versions`]) on this replica too. Ends when cancelled.
-    async fn keep_versions(self: Arc<Self>, key: WatchKey, credentials: Credentials, cancel: CancellationToken) {
+    /// its versions ([`Watch::keep_versions`]) on this replica whether it polls the watch or
+    /// not: the replica that takes the polls over records the versions its holder had not.
+    /// Says in `eligible` whether this replica should hold the webhook watch's lease. Ends when
+    /// cancelled.
+    async fn follow_polls(
+        self: Arc<Self>,
+        key: WatchKey,
+        credentials: Credentials,
+        eligible: watch::Sender<bool>,
+        cancel: CancellationToken,
+    ) {
         let route = self.shared.hub.route(key.route);
+        let set = |now: bool| eligible.send_if_modified(|e| std::mem::replace(e, now) != now);
         let mut backoff = route.poll.interval;
         loop {
             let joined = tokio::select! {
                 j = self.shared.hub.subscribe(key.clone(), credentials.clone(), None) => j,
                 () = cancel.cancelled() => return,
             };
-            if let Ok(mut joined) = joined {
-                backoff = route.poll.interval;
-                joined.watch.keep_versions();
-                debug!(route = %route.name, "webhook watch followed, its versions kept");
-                loop {
-                    let ended = tokio::select! {
-                        ev = joined.rx.recv() => match ev {
-                            Ok(e) => e.kind == EventKind::Terminal,
-                            Err(broadcast::error::RecvError::Lagged(_)) => false,
-                            Err(broadcast::error::RecvError::Closed) => true,
-                        },
-                        () = cancel.cancelled() => return,
-                    };
-                    if ended {
-                        break;
+            match joined {
+                Ok(mut joined) => {
+                    backoff = route.poll.interval;
+                    let _kept = joined.watch.keep_versions();
+                    let mut polled = joined.watch.polled_here();
+                    debug!(route = %route.name, "webhook watch followed, its versions kept");
+                    loop {
+                        set(*polled.borrow_and_update());
+                        let ended = tokio::select! {
+                            changed = polled.changed() => changed.is_err(),
+                            ev = joined.rx.recv() => match ev {
+                                Ok(e) => e.kind == EventKind::Terminal,
+                                Err(broadcast::error::RecvError::Lagged(_)) => false,
+                                Err(broadcast::error::RecvError::Closed) => true,
+                            },
+                            () = cancel.cancelled() => return,
+                        };
+                        if ended {
+                            break;
+                        }
                     }
+                }
+                Err(refusal) => {
+                    debug!(route = %route.name, status = refusal.status, "webhook watch does not open here");
+                    set(true);
                 }
             }
             if sleep_or_cancel(backoff, &cancel).await {
@@ -273,7 +303,7 @@ impl Watcher {
                     for frame in &joined.initial {
                         self.upstream_status(&key, &subs, frame, &mut service_refused);
                     }
-                    joined.watch.keep_versions();
+                    let _kept = joined.watch.keep_versions();
                     while !loaded {
                         match shared.store.watch_state(store_key.clone()).await {
                             Ok(data) => {
@@ -411,7 +441,9 @@ impl Watcher {
                 Some(l) if l.hash == now.hash => return false,
                 // Nothing recorded yet: this is where deliveries start from.
                 None => vec![(None, now)],
-                Some(l) => match watch.versions_after(last.number, &l.hash).filter(|v| !v.is_empty()) {
+                Some(l) => match watch.versions_after(last.after, &l.hash) {
+                    // Up to date: the newest version was skipped as invalid.
+                    Some(versions) if versions.is_empty() => return false,
                     Some(versions) => versions.into_iter().map(|(n, r)| (Some(n), r)).collect(),
                     None => {
                         info!(route = %watch.route_name(), "the versions since the one recorded for webhooks are not known here; the changes since are delivered together");
@@ -422,10 +454,11 @@ impl Watcher {
             let mut moved = false;
             for (number, next) in steps {
                 match self.record(watch, store_key, &last.repr, &next, subs, cancel).await {
-                    Recording::Done => *last = Recorded { repr: Some(next), number },
-                    Recording::Invalid => {}
+                    Recording::Done => *last = Recorded { repr: Some(next), after: number },
+                    // Skipped: the next version is diffed from the last valid one.
+                    Recording::Invalid => last.after = number.or(last.after),
                     Recording::Moved(repr) => {
-                        *last = Recorded { repr, number: None };
+                        *last = Recorded { repr, after: None };
                         moved = true;
                         break;
                     }
@@ -552,17 +585,17 @@ impl Watcher {
     }
 }
 
-/// The representation last recorded for a watch's webhooks, and its number among the versions
-/// the watch kept when it was one of them.
+/// The representation last recorded for a watch's webhooks, and the number of the version the
+/// next one comes after among those the watch kept (that one, or a later one skipped as invalid).
 #[derive(Default)]
 struct Recorded {
     repr: Option<Representation>,
-    number: Option<u64>,
+    after: Option<u64>,
 }
 
 impl Recorded {
     fn from_store(data: Option<Vec<u8>>) -> Recorded {
-        Recorded { repr: data.map(|d| Representation::from_body(d.into(), &[])), number: None }
+        Recorded { repr: data.map(|d| Representation::from_body(d.into(), &[])), after: None }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::watch::{Ready, Watch};
 /// watch's streams).
 pub(crate) async fn run<R: Registry>(registry: Arc<R>, watch: Arc<Watch>) {
     let cfg = &watch.route.cfg;
+    watch.polling.send_replace(true);
     let mut schedule = Schedule::new(cfg.poll.clone());
     let mut delay = Duration::ZERO;
     loop {

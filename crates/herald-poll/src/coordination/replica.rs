@@ -111,6 +111,7 @@ impl<R> Drop for Replica<R> {
         if let Some(holding) = self.holding.take() {
             let route = &self.watch.route.cfg.name;
             self.cluster.metrics.leases.with_label_values(&[route]).dec();
+            self.watch.polling.send_replace(false);
             let log = self.log.clone();
             self.cluster.tasks.spawn(async move {
                 let _ = log.release(&holding.value).await;
@@ -212,6 +213,8 @@ impl<R: Registry> Replica<R> {
                 self.watch.refresh.take();
                 self.watch.state.lock().unwrap().holder = Some(self.cluster.replica.clone());
                 self.sync().await;
+                // After the sync: the watch holds at least what any replica recorded from it.
+                self.watch.polling.send_replace(self.holding.is_some());
             }
             Ok(Acquired::Other { holder, epoch, seq }) => {
                 let behind = {
@@ -231,12 +234,14 @@ impl<R: Registry> Replica<R> {
         if self.holding.take().is_some() {
             self.cluster.metrics.leases.with_label_values(&[self.route()]).dec();
             self.watch.state.lock().unwrap().holder = None;
+            self.watch.polling.send_replace(false);
         }
     }
 
     async fn release(&mut self) {
         if let Some(holding) = self.holding.take() {
             self.cluster.metrics.leases.with_label_values(&[self.route()]).dec();
+            self.watch.polling.send_replace(false);
             let _ = self.log.release(&holding.value).await;
         }
     }

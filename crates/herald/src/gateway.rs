@@ -371,7 +371,7 @@ Try, in another terminal:
 Webhooks (the demo's API key; the demo API's POST /echo stands in for a receiver):
   curl -H 'Authorization: Bearer demo-key-change-me-0123' -d '{{\"url\":\"{up}/echo\",\"path\":\"/tasks\"}}' http://{public}/_herald/v1/webhooks
   curl -H 'Authorization: Bearer demo-key-change-me-0123' http://{public}/_herald/v1/webhooks/<id>/deliveries
-In a browser: http://{public}/  (a page that subscribes with EventSource)
+In a browser: http://{public}/  (a page that keeps a live copy of /tasks with herald's JS client)
 Stop with Ctrl-C.
 "
     );

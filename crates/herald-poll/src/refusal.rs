@@ -18,15 +18,23 @@ pub struct Refusal {
     /// Sent as `Retry-After`. Set only on herald's own refusals that pass (a watch limit,
     /// shutdown), never on the upstream's answers.
     pub retry_after: Option<Duration>,
+    /// Herald's own (a limit, shutdown, storage unavailable), not the upstream's answer.
+    pub own: bool,
 }
 
 impl Refusal {
     pub(crate) fn herald(status: u16, msg: impl Into<Bytes>, retry_after: Option<Duration>) -> Self {
-        Refusal { status, content_type: Some("text/plain; charset=utf-8".into()), body: msg.into(), retry_after }
+        Refusal {
+            status,
+            content_type: Some("text/plain; charset=utf-8".into()),
+            body: msg.into(),
+            retry_after,
+            own: true,
+        }
     }
 
     pub(crate) fn upstream(status: u16, content_type: Option<String>, body: Bytes) -> Self {
-        Refusal { status, content_type, body, retry_after: None }
+        Refusal { status, content_type, body, retry_after: None, own: false }
     }
 
     pub(crate) fn unexpected_304() -> Self {

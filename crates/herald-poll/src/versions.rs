@@ -14,8 +14,8 @@ use herald_core::Representation;
 
 /// At most this many versions are kept per watch.
 pub(crate) const MAX_VERSIONS: usize = 256;
-/// And at most this many bytes of them (normalized data and upstream body); the newest is
-/// always kept.
+/// And at most this many bytes of them (normalized data and upstream body); the two newest are
+/// always kept (the one recorded and the next, for representations bigger than the bound).
 pub(crate) const MAX_VERSION_BYTES: usize = 16 << 20;
 
 /// A kept representation and its number: unique in the process, so a number from another
@@ -38,8 +38,8 @@ impl Versions {
         }
         self.bytes += size(repr);
         self.list.push_back((NEXT.fetch_add(1, Ordering::Relaxed), repr.clone()));
-        while self.list.len() > MAX_VERSIONS || (self.bytes > MAX_VERSION_BYTES && self.list.len() > 1) {
-            let (_, old) = self.list.pop_front().expect("more than one version");
+        while self.list.len() > MAX_VERSIONS || (self.bytes > MAX_VERSION_BYTES && self.list.len() > 2) {
+            let (_, old) = self.list.pop_front().expect("more than two versions");
             self.bytes -= size(&old);
         }
     }
@@ -94,11 +94,11 @@ mod tests {
         // A number no longer kept (or never of this watch): by the hash.
         assert_eq!(bodies(&v.after(Some(u64::MAX), &repr("1").hash).unwrap()), ["3"]);
         // A number names a version even when the hash is another's (one skipped as invalid).
-        assert_eq!(bodies(&v.after(Some(first + 1), &repr("1").hash).unwrap()), ["1", "3"]);
+        assert_eq!(bodies(&v.after(Some(v.list[1].0), &repr("1").hash).unwrap()), ["1", "3"]);
     }
 
     #[test]
-    fn kept_versions_are_bounded_by_count_and_bytes_and_the_newest_stays() {
+    fn kept_versions_are_bounded_by_count_and_bytes_and_the_two_newest_stay() {
         let mut v = Versions::default();
         for i in 0..MAX_VERSIONS + 10 {
             v.push(&repr(&i.to_string()));
@@ -106,12 +106,15 @@ mod tests {
         assert_eq!(v.list.len(), MAX_VERSIONS);
         assert!(v.after(None, &repr("0").hash).is_none(), "the oldest went");
 
-        let big = format!("\"{}\"", "x".repeat(MAX_VERSION_BYTES));
-        v.push(&repr(&big));
-        assert_eq!(v.list.len(), 1, "one version over the bytes is kept alone");
-        assert!(v.bytes <= 3 * MAX_VERSION_BYTES);
+        let big = |c: &str| format!("\"{}\"", c.repeat(MAX_VERSION_BYTES));
+        v.push(&repr(&big("x")));
+        v.push(&repr(&big("y")));
+        assert_eq!(v.list.len(), 2, "the two newest are kept, over the bytes");
         v.push(&repr("1"));
-        assert_eq!(bodies(&v.list.iter().cloned().collect::<Vec<_>>()), ["1"]);
-        assert_eq!(v.bytes, 2);
+        assert_eq!(v.list.len(), 2);
+        assert!(v.after(None, &repr(&big("y")).hash).is_some(), "the one before the newest is still known");
+        v.push(&repr("2"));
+        assert_eq!(bodies(&v.list.iter().cloned().collect::<Vec<_>>()), ["1", "2"]);
+        assert_eq!(v.bytes, 4);
     }
 }

@@ -113,13 +113,12 @@ impl Watcher {
                 if eligible.wait_for(|e| *e).await.is_err() {
                     return;
                 }
-                let held = tokio::select! {
-                    held = cluster.hold(&name, &cancel) => match held {
-                        Some(held) => held,
-                        None => return,
-                    },
-                    _ = eligible.wait_for(|e| !*e) => continue,
-                };
+                // Not cancelled when eligibility goes (an acquire under way would leave the
+                // lease to lapse): a lease taken meanwhile is given up at once below.
+                let Some(held) = cluster.hold(&name, &cancel).await else { return };
+                if !*eligible.borrow() {
+                    continue;
+                }
                 debug!(route = %route, replica = %cluster.replica(), "webhook watch lease taken");
                 let run = self.clone().run(key.clone(), credentials.clone(), subs.clone(), cancel.clone(), start);
                 tokio::select! {
@@ -175,13 +174,16 @@ impl Watcher {
                             () = cancel.cancelled() => return,
                         };
                         if ended {
+                            set(false);
                             break;
                         }
                     }
                 }
+                // The upstream refuses it: the holder of the lease says why (no replica polls).
+                // Herald's own refusal here (a limit, Redis away) is no reason to hold it.
                 Err(refusal) => {
-                    debug!(route = %route.name, status = refusal.status, "webhook watch does not open here");
-                    set(true);
+                    debug!(route = %route.name, status = refusal.status, own = refusal.own, "webhook watch does not open here");
+                    set(!refusal.own);
                 }
             }
             if sleep_or_cancel(backoff, &cancel).await {
@@ -438,13 +440,13 @@ impl Watcher {
         loop {
             let Some(now) = watch.representation() else { return false };
             let steps: Vec<(Option<u64>, Representation)> = match &last.repr {
-                Some(l) if l.hash == now.hash => return false,
                 // Nothing recorded yet: this is where deliveries start from.
                 None => vec![(None, now)],
+                // The kept versions first: the watch may have changed and changed back.
                 Some(l) => match watch.versions_after(last.after, &l.hash) {
-                    // Up to date: the newest version was skipped as invalid.
                     Some(versions) if versions.is_empty() => return false,
                     Some(versions) => versions.into_iter().map(|(n, r)| (Some(n), r)).collect(),
+                    None if l.hash == now.hash => return false,
                     None => {
                         info!(route = %watch.route_name(), "the versions since the one recorded for webhooks are not known here; the changes since are delivered together");
                         vec![(None, now)]

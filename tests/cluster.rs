@@ -143,6 +143,14 @@ async fn subscribe_webhook(gws: &[Gateway], recv: std::net::SocketAddr) -> Strin
     id
 }
 
+/// A webhook receiver on a free port that trusts `WEBHOOK_SECRET`, and its address.
+async fn receiver() -> (herald_testkit::Receiver, std::net::SocketAddr) {
+    let recv = herald_testkit::Receiver::new();
+    let addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    recv.trust(WEBHOOK_SECRET);
+    (recv, addr)
+}
+
 /// Whether `recv` accepted the `task.created` of the task titled `title`.
 fn delivered(recv: &herald_testkit::Receiver, title: &str) -> bool {
     recv.accepted().iter().any(|d| d.event_type == "task.created" && d.body.to_string().contains(title))
@@ -423,9 +431,7 @@ async fn sigterm_hands_the_lease_over_at_once_and_its_clients_resume_elsewhere_b
 async fn a_stopping_replica_hands_its_claimed_webhook_messages_back() {
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
-    let recv = herald_testkit::Receiver::new();
-    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(WEBHOOK_SECRET);
+    let (recv, recv_addr) = receiver().await;
     recv.behave(herald_testkit::Behaviour::Stall);
     // An attempt may take a minute, so a message claimed by a replica that dies waits 70 s.
     let yaml = format!(
@@ -521,9 +527,7 @@ async fn a_holder_paused_past_its_lease_is_fenced_and_follows() {
 async fn a_webhook_watch_taken_over_delivers_each_version_its_paused_holder_missed() {
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
-    let recv = herald_testkit::Receiver::new();
-    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(WEBHOOK_SECRET);
+    let (recv, recv_addr) = receiver().await;
     let task = api.add_task("version 0");
     let yaml = cluster_config(upstream, &redis.url(), "3s", &tasks_with_webhooks());
     // Started first, with a subscriber: it polls, so it takes the webhook watch too.
@@ -590,9 +594,7 @@ fn updated_titles(recv: &herald_testkit::Receiver) -> Vec<String> {
 async fn changes_polled_while_redis_refuses_the_webhook_record_are_delivered_one_by_one() {
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
-    let recv = herald_testkit::Receiver::new();
-    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(WEBHOOK_SECRET);
+    let (recv, recv_addr) = receiver().await;
     let task = api.add_task("version 0");
     let gws = replicas(1, &cluster_config(upstream, &redis.url(), "3s", &tasks_with_webhooks())).await;
     subscribe_webhook(&gws, recv_addr).await;
@@ -670,9 +672,7 @@ async fn redis_restarted_empty_gives_everybody_a_snapshot_never_a_silent_gap() {
 async fn redis_restarted_empty_keeps_every_webhook_subscription_and_the_change_it_missed() {
     let Some(mut redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
-    let recv = herald_testkit::Receiver::new();
-    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(WEBHOOK_SECRET);
+    let (recv, recv_addr) = receiver().await;
     let yaml = cluster_config(upstream, &redis.url(), "1s", &tasks_with_webhooks());
     let gws = replicas(2, &yaml).await;
     let id = subscribe_webhook(&gws, recv_addr).await;
@@ -855,9 +855,7 @@ async fn total(gws: &[Gateway], sample: &str) -> f64 {
 async fn a_sentinel_failover_moves_every_replica_to_the_promoted_primary_and_nothing_is_lost() {
     let Some((mut primary, standby, sentinels)) = sentinel_group().await else { return };
     let (api, upstream) = start_api().await;
-    let recv = herald_testkit::Receiver::new();
-    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(WEBHOOK_SECRET);
+    let (recv, recv_addr) = receiver().await;
     let hosts: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
     let url = format!("redis+sentinel://{}/mymaster", hosts.join(","));
     let gws = replicas(3, &cluster_config(upstream, &url, "2s", &tasks_with_webhooks())).await;
@@ -984,9 +982,7 @@ async fn a_revoked_credential_ends_its_streams_on_every_replica() {
 async fn webhooks_on_three_replicas_lose_nothing_when_one_is_killed_mid_burst() {
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
-    let recv = herald_testkit::Receiver::new();
-    let recv_addr = recv.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    recv.trust(WEBHOOK_SECRET);
+    let (recv, recv_addr) = receiver().await;
     let yaml = format!(
         "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  shutdown_grace: 3s\n\
          upstream:\n  url: http://{upstream}\n  timeout: 10s\n\

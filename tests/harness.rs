@@ -189,6 +189,18 @@ impl Gateway {
 }
 
 /// Waits until `check` holds, polling every 20 ms, at most [`SOON`].
+/// A port free now on 127.0.0.1. A Redis Cluster node (`cluster_bus`) also listens 10,000 ports
+/// higher, so its port must be at most 55535 with that one free too (the kernel hands out ports
+/// up to 60999).
+fn free_port(cluster_bus: bool) -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !cluster_bus || (port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()) {
+            return port;
+        }
+    }
+}
+
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + SOON;
     while !check() {
@@ -272,7 +284,7 @@ impl RedisServer {
                 return None;
             }
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port(args.contains(&"--cluster-enabled"));
         let (config, config_dir) = config.unzip();
         let mut server = RedisServer {
             child: None,

@@ -103,6 +103,20 @@ impl Follower {
     }
 }
 
+/// `each` followers of the board on every gateway, in gateway order, each holding `board`.
+async fn followers_on(gws: &[Gateway], each: usize, board: &Value) -> Vec<Follower> {
+    let mut followers = Vec::new();
+    for gw in gws {
+        for _ in 0..each {
+            followers.push(Follower::connect(gw, &[]).await);
+        }
+    }
+    for f in &mut followers {
+        f.until(board).await;
+    }
+    followers
+}
+
 const API_KEY: &str = "test-api-key-0123456789";
 const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -170,15 +184,7 @@ async fn three_replicas_poll_once_per_interval_and_every_subscriber_gets_every_c
 async fn one_poll_for_three_replicas(redis: &str) {
     let (api, upstream) = start_api().await;
     let gws = replicas(3, &cluster_config(upstream, redis, "2s", "")).await;
-    let mut followers = Vec::new();
-    for gw in &gws {
-        for _ in 0..3 {
-            followers.push(Follower::connect(gw, &[]).await);
-        }
-    }
-    for f in &mut followers {
-        f.until(&api.board()).await;
-    }
+    let mut followers = followers_on(&gws, 3, &api.board()).await;
     let before = polls(&api).len();
     for i in 0..4 {
         api.add_task(&format!("cluster {i}"));
@@ -345,14 +351,7 @@ async fn kill_9_of_the_holder_moves_the_lease_and_subscribers_see_no_gap() {
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let mut gws = replicas(3, &cluster_config(upstream, &redis.url(), "1s", "")).await;
-    let mut followers = Vec::new();
-    for gw in &gws {
-        followers.push(Follower::connect(gw, &[]).await);
-        followers.push(Follower::connect(gw, &[]).await);
-    }
-    for f in &mut followers {
-        f.until(&api.board()).await;
-    }
+    let mut followers = followers_on(&gws, 2, &api.board()).await;
     let h = holder(&gws).await;
     // The holder's own subscribers lose their connection with it.
     followers.drain(2 * h..2 * h + 2);
@@ -387,14 +386,9 @@ async fn sigterm_hands_the_lease_over_at_once_and_its_clients_resume_elsewhere_b
     // to lapse would show.
     let yaml = cluster_config(upstream, &redis.url(), "90s", "");
     let mut gws = replicas(3, &yaml).await;
-    let mut followers = Vec::new();
-    for (at, gw) in gws.iter().enumerate() {
-        followers.push((at, Follower::connect(gw, &[]).await));
-        followers.push((at, Follower::connect(gw, &[]).await));
-    }
-    for (_, f) in &mut followers {
-        f.until(&api.board()).await;
-    }
+    // Each with the index of its gateway.
+    let followers = followers_on(&gws, 2, &api.board()).await;
+    let mut followers: Vec<(usize, Follower)> = followers.into_iter().enumerate().map(|(i, f)| (i / 2, f)).collect();
     for round in 0..3 {
         let h = holder(&gws).await;
         let next = (h + 1) % gws.len();
@@ -626,10 +620,7 @@ async fn redis_restarted_empty_gives_everybody_a_snapshot_never_a_silent_gap() {
     let Some(mut redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let gws = replicas(2, &cluster_config(upstream, &redis.url(), "1s", "")).await;
-    let mut followers = vec![Follower::connect(&gws[0], &[]).await, Follower::connect(&gws[1], &[]).await];
-    for f in &mut followers {
-        f.until(&api.board()).await;
-    }
+    let mut followers = followers_on(&gws, 1, &api.board()).await;
     let epoch = followers[0].epoch.clone();
 
     redis.kill();
@@ -708,10 +699,7 @@ async fn lost_pubsub_notices_are_filled_from_the_log() {
     let Some(redis) = RedisServer::start().await else { return };
     let (api, upstream) = start_api().await;
     let gws = replicas(2, &cluster_config(upstream, &redis.url(), "2s", "")).await;
-    let mut followers = vec![Follower::connect(&gws[0], &[]).await, Follower::connect(&gws[1], &[]).await];
-    for f in &mut followers {
-        f.until(&api.board()).await;
-    }
+    let mut followers = followers_on(&gws, 1, &api.board()).await;
     let gaps = || async {
         let mut sum = 0.0;
         for gw in &gws {
@@ -859,14 +847,7 @@ async fn a_sentinel_failover_moves_every_replica_to_the_promoted_primary_and_not
     let hosts: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
     let url = format!("redis+sentinel://{}/mymaster", hosts.join(","));
     let gws = replicas(3, &cluster_config(upstream, &url, "2s", &tasks_with_webhooks())).await;
-    let mut followers = Vec::new();
-    for gw in &gws {
-        followers.push(Follower::connect(gw, &[]).await);
-        followers.push(Follower::connect(gw, &[]).await);
-    }
-    for f in &mut followers {
-        f.until(&api.board()).await;
-    }
+    let mut followers = followers_on(&gws, 2, &api.board()).await;
 
     // A webhook subscription made through the API, well before the failover.
     subscribe_webhook(&gws, recv_addr).await;

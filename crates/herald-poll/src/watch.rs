@@ -369,7 +369,7 @@ impl Watch {
 
     /// The representations the watch held after the kept version `number` (or, when that one
     /// is gone or unknown, the newest kept one with `hash`), oldest first: its current one last.
-    /// `None` when it kept none with that hash.
+    /// `None` when it keeps neither (or keeps no versions).
     pub fn versions_after(&self, number: Option<u64>, hash: &blake3::Hash) -> Option<Vec<Version>> {
         self.state.lock().unwrap().versions.as_ref()?.after(number, hash)
     }

@@ -99,9 +99,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub touch: usize,
     /// Count a change that streams carried but webhooks delivered only merged into a later
-    /// message (the final state delivered) instead of failing on it. Today's webhook watch
-    /// diffs from the representation it last recorded, so a fault that holds it back (Redis
-    /// not answering, its lease passing) merges the changes meanwhile; see docs/webhooks.md.
+    /// message (the final state delivered) instead of failing on it: for experiments beyond
+    /// what herald keeps (docs/webhooks.md "Durability" says when changes still merge).
     #[arg(long)]
     pub allow_merged_webhooks: bool,
 }
